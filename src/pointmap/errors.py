@@ -1,0 +1,36 @@
+"""Exceptions raised for problems a user can cause (bad files, bad arguments)."""
+
+from __future__ import annotations
+
+__all__ = [
+    "PointmapError",
+    "CheckpointError",
+    "ImageLoadError",
+    "GraphError",
+    "DatasetError",
+    "OutputExistsError",
+]
+
+
+class PointmapError(Exception):
+    """Base class: the message says what is wrong and, where possible, what to do."""
+
+
+class CheckpointError(PointmapError):
+    """A checkpoint could not be read, is not a DUSt3R checkpoint, or does not match its config."""
+
+
+class ImageLoadError(PointmapError):
+    """An image file could not be read or decoded."""
+
+
+class GraphError(PointmapError, ValueError):
+    """An invalid scene-graph specification or pair list."""
+
+
+class DatasetError(PointmapError):
+    """A dataset folder is missing files or has a malformed layout."""
+
+
+class OutputExistsError(PointmapError, FileExistsError):
+    """An output would overwrite existing results without ``overwrite=True``."""

@@ -1,0 +1,112 @@
+"""`PairPredictions`: the network's output for a list of ordered image pairs.
+
+This is the hand-off between pair inference and everything downstream (alignment, two-view scenes,
+evaluation); it can be built from plain tensors, so downstream code is testable without a network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+__all__ = ["PairPredictions"]
+
+
+def _as_list(x: torch.Tensor | Sequence[torch.Tensor], name: str) -> list[torch.Tensor]:
+    if isinstance(x, torch.Tensor):
+        return list(x.unbind(0))
+    out = list(x)
+    if not all(isinstance(t, torch.Tensor) for t in out):
+        raise TypeError(f"{name} must be a tensor or a sequence of tensors")
+    return out
+
+
+@dataclass
+class PairPredictions:
+    """Pointmaps and confidences for ordered image pairs ``(i, j)``.
+
+    For pair ``k = (i, j)``:
+
+    * ``pts3d_1[k]``: ``(H_i, W_i, 3)`` points of image ``i`` in camera ``i``'s frame;
+    * ``conf_1[k]``: ``(H_i, W_i)`` their confidence (``> 1`` for DUSt3R's ``1 + exp`` mode);
+    * ``pts3d_2_in_1[k]``: ``(H_j, W_j, 3)`` points of image ``j`` in camera ``i``'s frame;
+    * ``conf_2[k]``: ``(H_j, W_j)`` their confidence.
+
+    Units are those of the network (scale-free). Tensors live on the CPU unless moved.
+
+    Attributes:
+        pairs: ordered ``(i, j)`` image indices, ``i != j`` not required (monocular use feeds
+            ``(i, i)``).
+        n_images: number of images the indices refer to (``max index + 1`` when not given).
+    """
+
+    pairs: list[tuple[int, int]]
+    pts3d_1: list[torch.Tensor]
+    conf_1: list[torch.Tensor]
+    pts3d_2_in_1: list[torch.Tensor]
+    conf_2: list[torch.Tensor]
+    n_images: int = -1
+    image_shapes: list[tuple[int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.pairs = [(int(i), int(j)) for i, j in self.pairs]
+        self.pts3d_1 = _as_list(self.pts3d_1, "pts3d_1")
+        self.conf_1 = _as_list(self.conf_1, "conf_1")
+        self.pts3d_2_in_1 = _as_list(self.pts3d_2_in_1, "pts3d_2_in_1")
+        self.conf_2 = _as_list(self.conf_2, "conf_2")
+        n = len(self.pairs)
+        for name in ("pts3d_1", "conf_1", "pts3d_2_in_1", "conf_2"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} pairs")
+        if self.n_images < 0:
+            self.n_images = 1 + max((max(p) for p in self.pairs), default=-1)
+        if any(min(p) < 0 or max(p) >= self.n_images for p in self.pairs):
+            raise ValueError(f"pair indices must lie in [0, {self.n_images})")
+        shapes: dict[int, tuple[int, int]] = {}
+        for (i, j), p1, c1, p2, c2 in zip(
+            self.pairs, self.pts3d_1, self.conf_1, self.pts3d_2_in_1, self.conf_2
+        ):
+            if p1.ndim != 3 or p1.shape[-1] != 3 or tuple(c1.shape) != tuple(p1.shape[:2]):
+                raise ValueError(f"pair {(i, j)}: pts3d_1 must be (H,W,3) with conf_1 (H,W)")
+            if p2.ndim != 3 or p2.shape[-1] != 3 or tuple(c2.shape) != tuple(p2.shape[:2]):
+                raise ValueError(f"pair {(i, j)}: pts3d_2_in_1 must be (H,W,3) with conf_2 (H,W)")
+            for k, shp in ((i, tuple(p1.shape[:2])), (j, tuple(p2.shape[:2]))):
+                if shapes.setdefault(k, shp) != shp:
+                    raise ValueError(f"image {k} appears with two shapes: {shapes[k]} and {shp}")
+        if not self.image_shapes:
+            self.image_shapes = [shapes.get(k, (0, 0)) for k in range(self.n_images)]
+
+    @classmethod
+    def from_tensors(
+        cls,
+        pairs: Sequence[tuple[int, int]],
+        pts3d_1: torch.Tensor | Sequence[torch.Tensor],
+        conf_1: torch.Tensor | Sequence[torch.Tensor],
+        pts3d_2_in_1: torch.Tensor | Sequence[torch.Tensor],
+        conf_2: torch.Tensor | Sequence[torch.Tensor],
+        n_images: int | None = None,
+    ) -> "PairPredictions":
+        """Build from stacked ``(P, H, W, ...)`` tensors or per-pair lists."""
+        return cls(
+            list(pairs), pts3d_1, conf_1, pts3d_2_in_1, conf_2, -1 if n_images is None else n_images
+        )
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def index(self, i: int, j: int) -> int:
+        """Position of the ordered pair ``(i, j)``; ``KeyError`` if absent."""
+        try:
+            return self.pairs.index((i, j))
+        except ValueError:
+            raise KeyError(f"pair {(i, j)} not in predictions") from None
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "PairPredictions":
+        """A copy with every tensor moved/cast."""
+        mv = lambda ts: [t.to(device=device, dtype=dtype) for t in ts]  # noqa: E731
+        return PairPredictions(
+            self.pairs, mv(self.pts3d_1), mv(self.conf_1), mv(self.pts3d_2_in_1), mv(self.conf_2),
+            self.n_images, list(self.image_shapes),
+        )

@@ -1,0 +1,137 @@
+"""`Scene`: a reconstruction in one world frame, and its mapping back to original image pixels.
+
+Conventions (used by every exporter):
+
+* poses are camera-to-world ``(N, 4, 4)`` in OpenCV axes (x right, y down, z forward);
+* intrinsics are pinhole ``(N, 3, 3)`` with pixel centres at integer coordinates;
+* ``confidence`` holds the network's raw confidence (``1 + exp(x)``, always ``> 1``);
+  ``masks`` are ``confidence > conf_threshold`` (raw value, the one threshold semantics of pointmap),
+  and-ed with any user mask / sky mask / clean-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from .images import ImageMeta
+
+__all__ = ["Scene", "depth_to_world"]
+
+
+def depth_to_world(depth: torch.Tensor, K: torch.Tensor, cam2world: torch.Tensor) -> torch.Tensor:
+    """Unproject a depth map ``(H, W)`` with intrinsics ``(3, 3)`` and pose ``(4, 4)`` to world
+    points ``(H, W, 3)``. Pixel ``(u, v)`` sits at integer coordinates."""
+    H, W = depth.shape
+    v, u = torch.meshgrid(
+        torch.arange(H, dtype=depth.dtype, device=depth.device),
+        torch.arange(W, dtype=depth.dtype, device=depth.device),
+        indexing="ij",
+    )
+    K = K.to(depth)
+    x = (u - K[0, 2] - K[0, 1] * (v - K[1, 2]) / K[1, 1]) / K[0, 0] * depth
+    y = (v - K[1, 2]) / K[1, 1] * depth
+    cam = torch.stack([x, y, depth], dim=-1)
+    T = cam2world.to(depth)
+    return cam @ T[:3, :3].T + T[:3, 3]
+
+
+@dataclass
+class Scene:
+    """A reconstructed scene.
+
+    Attributes:
+        imgs: per image ``(H, W, 3)`` float colours in ``[0, 1]``.
+        poses: ``(N, 4, 4)`` camera-to-world, OpenCV axes.
+        intrinsics: ``(N, 3, 3)`` pinhole intrinsics at the network resolution.
+        depths: per image ``(H, W)`` z-depth in scene units.
+        confidence: per image ``(H, W)`` raw confidence.
+        masks: per image ``(H, W)`` bool, valid points.
+        conf_threshold: raw confidence threshold that produced ``masks``.
+        placed: ``(N,)`` bool; ``False`` for images alignment could not place (their pose is
+            meaningless and their masks are all ``False``).
+        metas: per image :class:`ImageMeta` (or ``None``), for mapping back to original pixels.
+        names: per image display name.
+    """
+
+    imgs: list[torch.Tensor]
+    poses: torch.Tensor
+    intrinsics: torch.Tensor
+    depths: list[torch.Tensor]
+    confidence: list[torch.Tensor]
+    masks: list[torch.Tensor]
+    conf_threshold: float = 3.0
+    placed: torch.Tensor | None = None
+    metas: list[ImageMeta | None] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = self.poses.shape[0]
+        if self.placed is None:
+            self.placed = torch.ones(n, dtype=torch.bool)
+        if not self.metas:
+            self.metas = [None] * n
+        if not self.names:
+            self.names = [f"image_{k:04d}" for k in range(n)]
+        for name in ("imgs", "depths", "confidence", "masks", "metas", "names"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"Scene.{name} has {len(getattr(self, name))} entries for {n} poses")
+
+    def __len__(self) -> int:
+        return self.poses.shape[0]
+
+    @property
+    def focals(self) -> torch.Tensor:
+        """``(N,)`` focal lengths in pixels (mean of fx, fy)."""
+        return 0.5 * (self.intrinsics[:, 0, 0] + self.intrinsics[:, 1, 1])
+
+    @property
+    def pts3d(self) -> list[torch.Tensor]:
+        """Per image ``(H, W, 3)`` world points."""
+        return [
+            depth_to_world(d, K, P) for d, K, P in zip(self.depths, self.intrinsics, self.poses)
+        ]
+
+    def with_threshold(self, conf_threshold: float) -> "Scene":
+        """A copy whose masks are recomputed as ``confidence > conf_threshold`` (placed images only)."""
+        masks = [
+            (c > conf_threshold) & bool(p) for c, p in zip(self.confidence, self.placed.tolist())
+        ]
+        return replace(self, masks=masks, conf_threshold=conf_threshold)
+
+    def to_original(self) -> "Scene":
+        """The scene at original image resolution.
+
+        Intrinsics are rescaled and shifted for the crop; depth, confidence and masks are resampled
+        (nearest) onto the original pixel grid, with pixels outside the crop masked out; colours
+        come from the network image (use the original files for full-resolution colour).
+        Images without a :class:`ImageMeta` are returned unchanged.
+        """
+        Ks, depths, confs, masks, imgs = [], [], [], [], []
+        for k in range(len(self)):
+            meta = self.metas[k]
+            if meta is None:
+                Ks.append(self.intrinsics[k])
+                depths.append(self.depths[k]); confs.append(self.confidence[k])
+                masks.append(self.masks[k]); imgs.append(self.imgs[k])
+                continue
+            Ks.append(meta.intrinsics_to_original(self.intrinsics[k]))
+            W0, H0 = meta.original_size
+            sx, sy = meta.scale_xy
+            left, top = meta.crop_box[0], meta.crop_box[1]
+            H, W = self.depths[k].shape
+            # original pixel centre -> network pixel index (nearest)
+            u = torch.floor((torch.arange(W0, dtype=torch.float64) + 0.5) / sx - left).long()
+            v = torch.floor((torch.arange(H0, dtype=torch.float64) + 0.5) / sy - top).long()
+            inside = ((v >= 0) & (v < H))[:, None] & ((u >= 0) & (u < W))[None, :]
+            uu, vv = u.clamp(0, W - 1), v.clamp(0, H - 1)
+            pick = lambda t: t[vv][:, uu]  # noqa: E731
+            depths.append(torch.where(inside, pick(self.depths[k]), torch.zeros(())))
+            confs.append(torch.where(inside, pick(self.confidence[k]), torch.zeros(())))
+            masks.append(pick(self.masks[k]) & inside)
+            imgs.append(pick(self.imgs[k]))
+        return replace(
+            self, imgs=imgs, intrinsics=torch.stack(Ks), depths=depths, confidence=confs,
+            masks=masks, metas=[None] * len(self),
+        )
