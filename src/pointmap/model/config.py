@@ -209,4 +209,9 @@ def config_to_constructor_string(cfg: ModelConfig) -> str:
         f"enc_num_heads={cfg.enc_num_heads}", f"dec_embed_dim={cfg.dec_embed_dim}",
         f"dec_depth={cfg.dec_depth}", f"dec_num_heads={cfg.dec_num_heads}",
     ]
+    # fields the reference constructor does not know: written only when they differ from its defaults
+    default = ModelConfig()
+    for name in ("patch_size", "mlp_ratio", "norm_eps", "dpt_layer_dims", "dpt_feature_dim", "dpt_last_dim"):
+        if getattr(cfg, name) != getattr(default, name):
+            parts.append(f"{name}={fmt(getattr(cfg, name))}")
     return "AsymmetricCroCo3DStereo(" + ", ".join(parts) + ")"

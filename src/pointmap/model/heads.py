@@ -1,0 +1,157 @@
+"""Regression heads (linear pixel-shuffle and DPT) and the depth/confidence post-processing.
+
+Module and parameter names follow the reference checkpoints (``proj``; ``dpt.act_postprocess``,
+``dpt.scratch.layer{k}_rn`` with its ``layer_rn.{k-1}`` alias, ``dpt.scratch.refinenet{k}``,
+``dpt.head``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+__all__ = ["LinearHead", "DPTHead", "postprocess", "build_head"]
+
+
+def postprocess(out: torch.Tensor, depth_mode: tuple, conf_mode: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """Head output ``(B, 4, H, W)`` -> points ``(B, H, W, 3)`` and confidence ``(B, H, W)``.
+
+    ``exp`` depth mode: ``p = xyz / max(|xyz|, 1e-8) * expm1(|xyz|)``; ``exp`` confidence mode:
+    ``conf = vmin + exp(x)`` (``1 + exp(x)`` for the released models), clipped at ``vmax - vmin``.
+    """
+    fmap = out.permute(0, 2, 3, 1)
+    xyz, c = fmap[..., :3], fmap[..., 3]
+    mode = depth_mode[0]
+    if mode == "linear":
+        pts = xyz
+    else:
+        d = xyz.norm(dim=-1, keepdim=True)
+        direction = xyz / d.clip(min=1e-8)
+        pts = direction * (torch.expm1(d) if mode == "exp" else d.square())
+    cmode, cmin, cmax = conf_mode
+    if cmode == "exp":
+        conf = cmin + c.exp().clip(max=cmax - cmin)
+    else:  # sigmoid
+        conf = (cmax - cmin) * torch.sigmoid(c) + cmin
+    return pts, conf
+
+
+class LinearHead(nn.Module):
+    """Linear projection of the last decoder tokens to 16x16 patches of 4 channels (pixel shuffle)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.patch_size = cfg.patch_size
+        self.proj = nn.Linear(cfg.dec_embed_dim, 4 * cfg.patch_size**2)
+
+    def forward(self, tokens: list[torch.Tensor], shape: tuple[int, int]) -> torch.Tensor:
+        """``tokens[-1]`` ``(B, N, C)`` -> ``(B, 4, H, W)`` for image ``shape`` ``(H, W)``."""
+        H, W = shape
+        p = self.patch_size
+        x = self.proj(tokens[-1])  # (B, N, 4*p*p)
+        B = x.shape[0]
+        x = x.transpose(1, 2).reshape(B, -1, H // p, W // p)
+        return F.pixel_shuffle(x, p)
+
+
+class _ResidualConvUnit(nn.Module):
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1, bias=True)
+        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class _FusionBlock(nn.Module):
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.resConfUnit1 = _ResidualConvUnit(ch)
+        self.resConfUnit2 = _ResidualConvUnit(ch)
+        self.out_conv = nn.Conv2d(ch, ch, 1, bias=True)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        if skip is not None:
+            x = x + self.resConfUnit1(skip)
+        x = self.resConfUnit2(x)
+        x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+        return self.out_conv(x)
+
+
+class _Scratch(nn.Module):
+    def __init__(self, layer_dims: tuple[int, ...], feat: int) -> None:
+        super().__init__()
+        convs = [nn.Conv2d(d, feat, 3, padding=1, bias=False) for d in layer_dims]
+        self.layer1_rn, self.layer2_rn, self.layer3_rn, self.layer4_rn = convs
+        # the reference keeps a second name for the same convolutions
+        self.layer_rn = nn.ModuleList(convs)
+        self.refinenet1 = _FusionBlock(feat)
+        self.refinenet2 = _FusionBlock(feat)
+        self.refinenet3 = _FusionBlock(feat)
+        self.refinenet4 = _FusionBlock(feat)
+
+
+class _Upsample2x(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+
+
+class _DPT(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        dims = (cfg.enc_embed_dim, cfg.dec_embed_dim, cfg.dec_embed_dim, cfg.dec_embed_dim)
+        ld = cfg.dpt_layer_dims
+        self.hooks = cfg.dpt_hooks
+        self.act_postprocess = nn.ModuleList([
+            nn.Sequential(nn.Conv2d(dims[0], ld[0], 1), nn.ConvTranspose2d(ld[0], ld[0], 4, stride=4)),
+            nn.Sequential(nn.Conv2d(dims[1], ld[1], 1), nn.ConvTranspose2d(ld[1], ld[1], 2, stride=2)),
+            nn.Sequential(nn.Conv2d(dims[2], ld[2], 1)),
+            nn.Sequential(nn.Conv2d(dims[3], ld[3], 1), nn.Conv2d(ld[3], ld[3], 3, stride=2, padding=1)),
+        ])
+        f, last = cfg.dpt_feature_dim, cfg.dpt_last_dim
+        self.scratch = _Scratch(ld, f)
+        self.head = nn.Sequential(
+            nn.Conv2d(f, f // 2, 3, padding=1),
+            _Upsample2x(),
+            nn.Conv2d(f // 2, last, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(last, 4, 1),
+        )
+
+    def forward(self, tokens: list[torch.Tensor], shape: tuple[int, int], patch: int) -> torch.Tensor:
+        H, W = shape
+        h, w = H // patch, W // patch
+        feats = []
+        for k, hook in enumerate(self.hooks):
+            t = tokens[hook]
+            x = t.transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)
+            feats.append(self.scratch.layer_rn[k](self.act_postprocess[k](x)))
+        l1, l2, l3, l4 = feats
+        s = self.scratch
+        path = s.refinenet4(l4)[:, :, : l3.shape[2], : l3.shape[3]]
+        path = s.refinenet3(path, l3)
+        path = s.refinenet2(path, l2)
+        path = s.refinenet1(path, l1)
+        return self.head(path)
+
+
+class DPTHead(nn.Module):
+    """DPT head on tokens ``[encoder, decoder L/2, decoder 3L/4, decoder L]``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.patch_size = cfg.patch_size
+        self.dpt = _DPT(cfg)
+
+    def forward(self, tokens: list[torch.Tensor], shape: tuple[int, int]) -> torch.Tensor:
+        """``tokens``: the ``L + 1`` token lists ``(B, N, C_k)`` -> ``(B, 4, H, W)``."""
+        return self.dpt(tokens, shape, self.patch_size)
+
+
+def build_head(cfg: ModelConfig) -> nn.Module:
+    """The head named by ``cfg.head_type``."""
+    return DPTHead(cfg) if cfg.head_type == "dpt" else LinearHead(cfg)

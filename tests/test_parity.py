@@ -1,0 +1,158 @@
+"""Parity with the reference implementation's stored outputs (tiny configs, refilled weights).
+
+The reference outputs were computed in float32 on the CPU. Their own float32 rounding error,
+measured against a float64 evaluation of the same network and weights, reaches ~1.3e-3 under the
+relative metric below on elements near zero (see ``test_reference_float32_noise_floor``), so the
+maximum over elements is bounded by that floor; the bulk of the elements (99.9th percentile) must
+agree to 1e-4 and the median to 1e-5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+
+from pointmap.model import DUSt3R, load_model, load_weights, parse_constructor_string, save_reference_pth
+from pointmap.model.refill import refill_state_dict
+
+CONFIGS = ["tiny_224_linear", "tiny_512_dpt"]
+
+
+def relerr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Element-wise ``|a - b| / (|b| + 1e-3)``."""
+    return (a.double() - b.double()).abs() / (b.double().abs() + 1e-3)
+
+
+@pytest.fixture(scope="module", params=CONFIGS)
+def parity(request, parity_dir, tmp_path_factory):
+    name = request.param
+    manifest = json.loads((parity_dir / name / "manifest.json").read_text())
+    vec = torch.load(parity_dir / name / "vectors.pt", weights_only=True)
+    sd = refill_state_dict(manifest["keys"], vec["seed"])
+    tmp = tmp_path_factory.mktemp(name)
+    pth = tmp / "model.pth"
+    torch.save({"model": sd, "args": argparse.Namespace(model=manifest["args"])}, pth)
+    return {"name": name, "manifest": manifest, "vec": vec, "sd": sd, "pth": pth, "tmp": tmp}
+
+
+def test_refill_matches_state_dict_sum(parity):
+    total = sum(t.double().sum().item() for t in parity["sd"].values())
+    assert math.isclose(total, parity["vec"]["state_dict_sum"], rel_tol=0, abs_tol=1e-9)
+
+
+def _check_outputs(preds, vec, pair_ids=None):
+    s = vec["stride"]
+    errs = []
+    for k in pair_ids if pair_ids is not None else range(len(vec["pairs"])):
+        q = preds.index(*vec["pairs"][k])
+        for mine, ref in (
+            (preds.pts3d_1[q], vec["pts3d_1"][k]),
+            (preds.conf_1[q], vec["conf_1"][k]),
+            (preds.pts3d_2_in_1[q], vec["pts3d_2_in_1"][k]),
+            (preds.conf_2[q], vec["conf_2"][k]),
+        ):
+            assert mine[::s, ::s].shape == ref.shape
+            errs.append(relerr(mine[::s, ::s], ref).flatten())
+    e = torch.cat(errs)
+    assert e.max() < 3e-3, f"max relative error {e.max():.2e}"
+    assert torch.quantile(e.float(), 0.999) < 1e-4, f"99.9th percentile {torch.quantile(e.float(), 0.999):.2e}"
+    assert e.median() < 1e-5
+    return e
+
+
+def test_end_to_end_parity_from_released_pth(parity, parity_dir):
+    from pointmap.images import load_images
+    from pointmap.inference import infer_pairs
+    from pointmap.pairs import make_pairs
+
+    vec = parity["vec"]
+    model = load_model(parity["pth"])
+    imgs = load_images(parity_dir / "images", size=vec["size"])
+    assert [im.meta.path.split("/")[-1] for im in imgs] == vec["files"]
+    for im, ref in zip(imgs, vec["images"]):
+        assert torch.equal(im.img, ref["img"]), ref["name"]
+        assert tuple(im.true_shape) == tuple(int(x) for x in ref["true_shape"])
+    pairs = make_pairs(len(imgs), "complete", symmetrize=True)
+    assert pairs == [tuple(p) for p in vec["pairs"]]
+    preds = infer_pairs(model, imgs, pairs, batch_size=4, device="cpu", dtype=torch.float32)
+    _check_outputs(preds, vec)
+
+
+def _first_pair_outputs(model, vec):
+    from pointmap.inference import infer_pairs
+
+    imgs = [im["img"] for im in vec["images"]]
+    return infer_pairs(model, imgs, [tuple(vec["pairs"][0])], device="cpu")
+
+
+def _assert_same_weights(a: DUSt3R, b: DUSt3R):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        if k != "mask_token":
+            assert torch.equal(sa[k], sb[k]), k
+
+
+def test_hub_layout(parity):
+    """config.json with Infinity tokens + model.safetensors without the DPT aliases."""
+    from safetensors.torch import save_file
+
+    cfg = parse_constructor_string(parity["manifest"]["args"])
+    hub = parity["tmp"] / "hub"
+    hub.mkdir()
+    conf = {
+        "conf_mode": ["exp", 1, math.inf], "depth_mode": ["exp", -math.inf, math.inf],
+        "dec_depth": cfg.dec_depth, "dec_embed_dim": cfg.dec_embed_dim, "dec_num_heads": cfg.dec_num_heads,
+        "enc_depth": cfg.enc_depth, "enc_embed_dim": cfg.enc_embed_dim, "enc_num_heads": cfg.enc_num_heads,
+        "freeze": "none", "head_type": cfg.head_type, "img_size": list(cfg.img_size),
+        "landscape_only": False, "output_mode": "pts3d", "patch_embed_cls": "PatchEmbedDust3R",
+        "pos_embed": "RoPE100",
+    }
+    text = json.dumps(conf, sort_keys=True, indent=2)
+    assert "Infinity" in text
+    (hub / "config.json").write_text(text)
+    sd = {k: v.contiguous() for k, v in parity["sd"].items() if ".layer_rn." not in k}
+    save_file(sd, str(hub / "model.safetensors"))
+    ref = load_model(parity["pth"])
+    for source in (hub, hub / "model.safetensors"):
+        m = load_model(source)
+        _assert_same_weights(m, ref)
+    preds = _first_pair_outputs(m, parity["vec"])
+    _check_outputs(preds, parity["vec"], pair_ids=[0])
+
+
+def test_convert_command(parity):
+    from pointmap.cli import main
+
+    out = parity["tmp"] / "converted.safetensors"
+    assert main(["convert", str(parity["pth"]), str(out)]) == 0
+    m = load_model(out)
+    _assert_same_weights(m, load_model(parity["pth"]))
+    _check_outputs(_first_pair_outputs(m, parity["vec"]), parity["vec"], pair_ids=[0])
+    # and back to the released layout
+    back = parity["tmp"] / "back.pth"
+    save_reference_pth(m, back)
+    _assert_same_weights(load_model(back), m)
+
+
+def test_reference_float32_noise_floor(parity_dir):
+    """The stored reference outputs carry float32 rounding noise: against a float64 evaluation of
+    the same network their max relative error is ~1e-3, the same as ours. This documents why the
+    parity bound on the maximum is 3e-3 rather than 1e-4."""
+    name = "tiny_224_linear"
+    manifest = json.loads((parity_dir / name / "manifest.json").read_text())
+    vec = torch.load(parity_dir / name / "vectors.pt", weights_only=True)
+    model = DUSt3R(parse_constructor_string(manifest["args"]))
+    load_weights(model, refill_state_dict(manifest["keys"], vec["seed"]))
+    model = model.double().eval()
+    s = vec["stride"]
+    i, j = vec["pairs"][0]
+    with torch.no_grad():
+        p1, _ = model({"img": vec["images"][i]["img"][None].double()}, {"img": vec["images"][j]["img"][None].double()})
+    e = relerr(vec["pts3d_1"][0], p1["pts3d"][0, ::s, ::s])
+    assert 1e-4 < e.max() < 3e-3
+    assert e.median() < 1e-5
