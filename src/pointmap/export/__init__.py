@@ -1,0 +1,112 @@
+"""Writing reconstructions: one module per format, and :func:`export_scene` for all of them.
+
+Layout written by :func:`export_scene` into ``out_dir``::
+
+    scene.glb               glb         points (or mesh) + camera frustums, viewer frame
+    points.ply              ply         binary PLY, world frame, colours + raw confidence
+    colmap/sparse/0/*.bin   colmap      COLMAP sparse model (original resolution)
+    colmap/text/*.txt       colmap      the same model as text
+    transforms.json         transforms  nerfstudio cameras (original resolution)
+    images/                 colmap, transforms: the images the two above refer to
+    depth/                  depth       16-bit PNG + npy depth, confidence, previews, depth.json
+    cameras.json            cameras     intrinsics and poses (network and original resolution)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import PointmapError
+from ..io_utils import prepare_output_dir
+from ..scene import Scene
+from .cameras import export_cameras
+from .colmap import build_colmap_model, export_colmap, zip_model
+from .common import copy_image, image_file_names, original_colours, source_image_path
+from .depth import export_depth
+from .glb import export_glb
+from .nerfstudio import export_nerfstudio
+from .ply import export_ply
+
+__all__ = [
+    "FORMATS",
+    "export_cameras",
+    "export_colmap",
+    "export_depth",
+    "export_glb",
+    "export_nerfstudio",
+    "export_ply",
+    "export_scene",
+    "zip_model",
+]
+
+FORMATS = ("glb", "ply", "colmap", "transforms", "depth", "cameras")
+
+
+def export_scene(
+    scene: Scene,
+    out_dir: str | os.PathLike,
+    formats: Sequence[str] = FORMATS,
+    overwrite: bool = False,
+    image_paths: Sequence[str | os.PathLike | None] | None = None,
+    as_pointcloud: bool = True,
+    cam_size: float | None = None,
+    transparent_cams: bool = False,
+    normals: bool = False,
+    max_points: int = 100_000,
+    depth_resolution: str = "network",
+    copy_images: bool = True,
+) -> dict[str, Path]:
+    """Write ``scene`` in the requested ``formats`` into ``out_dir`` (layout in the module docstring).
+
+    Args:
+        scene: the reconstruction.
+        out_dir: output folder; created, or emptied when ``overwrite``.
+        formats: any of :data:`FORMATS`.
+        overwrite: replace the contents of a non-empty ``out_dir``; otherwise
+            :class:`~pointmap.errors.OutputExistsError` is raised.
+        image_paths: original image files per image (default ``scene.metas[k].path``).
+        as_pointcloud, cam_size, transparent_cams: GLB options (:func:`export_glb`).
+        normals: PLY normals (:func:`export_ply`).
+        max_points: most COLMAP 3-D points (:func:`export_colmap`).
+        depth_resolution: ``"network"`` or ``"original"`` (:func:`export_depth`).
+        copy_images: copy the images into ``images/`` for COLMAP / nerfstudio.
+
+    Returns:
+        ``{format: path}``, plus ``"colmap_text"`` and ``"images"`` where written.
+    """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise PointmapError(f"unknown export format(s) {unknown}; choose from {list(FORMATS)}")
+    out = prepare_output_dir(out_dir, overwrite=overwrite)
+    names = image_file_names(scene, image_paths)
+    paths: dict[str, Path] = {}
+    if copy_images and ("colmap" in formats or "transforms" in formats):
+        for k in range(len(scene)):
+            if bool(scene.placed[k]):
+                src = source_image_path(scene, k, image_paths)
+                copy_image(src, out / "images" / names[k],
+                           fallback=original_colours(scene, k) if src is None else None)
+        paths["images"] = out / "images"
+    if "glb" in formats:
+        paths["glb"] = export_glb(scene, out / "scene.glb", as_pointcloud, cam_size, transparent_cams)
+    if "ply" in formats:
+        paths["ply"] = export_ply(scene, out / "points.ply", normals=normals)
+    if "colmap" in formats:
+        model = build_colmap_model(scene, max_points=max_points, image_names=names)
+        export_colmap(scene, out / "colmap" / "sparse" / "0", "bin", model=model)
+        export_colmap(scene, out / "colmap" / "text", "txt", model=model)
+        paths["colmap"] = out / "colmap" / "sparse" / "0"
+        paths["colmap_text"] = out / "colmap" / "text"
+    if "transforms" in formats:
+        paths["transforms"] = export_nerfstudio(
+            scene, out / "transforms.json", image_paths=image_paths, copy_images=False,
+            ply_file_path="points.ply" if "ply" in formats else None,
+        )
+    if "depth" in formats:
+        export_depth(scene, out / "depth", resolution=depth_resolution, image_names=names)  # type: ignore[arg-type]
+        paths["depth"] = out / "depth"
+    if "cameras" in formats:
+        paths["cameras"] = export_cameras(scene, out / "cameras.json", image_names=names)
+    return paths

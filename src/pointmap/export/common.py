@@ -1,0 +1,187 @@
+"""Helpers shared by the exporters: tensors to numpy, masked points, file names, image copies.
+
+Frames used by the exporters (see :mod:`pointmap.scene`): world points and ``cam2world`` poses in
+OpenCV camera axes (x right, y down, z forward); pixel centres at integer coordinates.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from ..errors import PointmapError
+from ..io_utils import atomic_write
+from ..scene import Scene
+
+__all__ = [
+    "CAM_PALETTE",
+    "OPENCV_TO_OPENGL",
+    "copy_image",
+    "image_file_names",
+    "masked_points",
+    "original_colours",
+    "original_intrinsics",
+    "original_size",
+    "rgb_uint8",
+    "scene_masks",
+    "source_image_path",
+    "to_numpy",
+]
+
+#: Flips the y and z camera axes: OpenCV (x right, y down, z forward) <-> OpenGL (x right, y up,
+#: z back). ``cam2world_gl = cam2world_cv @ OPENCV_TO_OPENGL``; it is its own inverse.
+OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
+
+#: Camera colours (RGB, uint8) cycled over the views, as in the reference demo.
+CAM_PALETTE: tuple[tuple[int, int, int], ...] = (
+    (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 0, 255), (255, 204, 0), (0, 204, 204),
+    (128, 255, 255), (255, 128, 255), (255, 255, 128), (0, 0, 0), (128, 128, 128),
+)
+
+
+def to_numpy(t: torch.Tensor | np.ndarray, dtype: type | None = None) -> np.ndarray:
+    """A numpy copy (CPU, detached) of ``t``, optionally cast to ``dtype``."""
+    arr = t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+    return arr.astype(dtype) if dtype is not None else arr
+
+
+def scene_masks(
+    scene: Scene, mask: Sequence[torch.Tensor | np.ndarray] | None = None
+) -> list[np.ndarray]:
+    """Per image ``(H, W)`` bool validity: ``scene.masks`` (or ``mask`` when given), and-ed with
+    ``scene.placed`` and with finite, positive depth."""
+    src = scene.masks if mask is None else mask
+    if len(src) != len(scene):
+        raise PointmapError(f"mask has {len(src)} entries for a scene of {len(scene)} images")
+    out = []
+    for k in range(len(scene)):
+        d = to_numpy(scene.depths[k], np.float64)
+        m = to_numpy(src[k]).astype(bool)
+        if m.shape != d.shape:
+            raise PointmapError(
+                f"mask {k} has shape {m.shape} but image {k} has depth shape {d.shape}"
+            )
+        out.append(m & np.isfinite(d) & (d > 0) & bool(scene.placed[k]))
+    return out
+
+
+def masked_points(
+    scene: Scene, mask: Sequence[torch.Tensor | np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Valid world points of all images, concatenated in image then row-major pixel order.
+
+    Returns:
+        points ``(M, 3)`` float64 world coordinates (scene units), colours ``(M, 3)`` uint8 RGB,
+        confidence ``(M,)`` float32 raw confidence.
+    """
+    masks = scene_masks(scene, mask)
+    pts, cols, confs = [], [], []
+    for k, X in enumerate(scene.pts3d):
+        m = masks[k]
+        pts.append(to_numpy(X, np.float64)[m])
+        cols.append(rgb_uint8(scene.imgs[k])[m])
+        confs.append(to_numpy(scene.confidence[k], np.float32)[m])
+    if not pts:
+        return np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros((0,), np.float32)
+    return np.concatenate(pts), np.concatenate(cols), np.concatenate(confs)
+
+
+def rgb_uint8(img: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` float colours in ``[0, 1]`` to uint8 RGB."""
+    return (np.clip(to_numpy(img, np.float64), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def source_image_path(
+    scene: Scene, k: int, image_paths: Sequence[str | os.PathLike | None] | None = None
+) -> Path | None:
+    """The original file of image ``k``: ``image_paths[k]`` if given, else ``metas[k].path``."""
+    if image_paths is not None:
+        if len(image_paths) != len(scene):
+            raise PointmapError(
+                f"image_paths has {len(image_paths)} entries for a scene of {len(scene)} images"
+            )
+        if image_paths[k] is not None:
+            return Path(image_paths[k])
+    meta = scene.metas[k]
+    return Path(meta.path) if meta is not None and meta.path else None
+
+
+def image_file_names(
+    scene: Scene, image_paths: Sequence[str | os.PathLike | None] | None = None
+) -> list[str]:
+    """Unique file names for the images of ``scene``: the source file's name when known, else
+    ``<scene name>.png``; a repeated name gets ``_<index>`` appended to its stem."""
+    names: list[str] = []
+    seen: set[str] = set()
+    for k in range(len(scene)):
+        src = source_image_path(scene, k, image_paths)
+        name = src.name if src is not None else f"{Path(scene.names[k]).name}.png"
+        if name.lower() in seen:
+            stem, ext = os.path.splitext(name)
+            name = f"{stem}_{k:04d}{ext}"
+        seen.add(name.lower())
+        names.append(name)
+    return names
+
+
+def original_size(scene: Scene, k: int) -> tuple[int, int]:
+    """``(W, H)`` of image ``k`` at original resolution (network resolution without a meta)."""
+    meta = scene.metas[k]
+    if meta is not None:
+        return int(meta.original_size[0]), int(meta.original_size[1])
+    H, W = scene.depths[k].shape
+    return int(W), int(H)
+
+
+def original_intrinsics(scene: Scene) -> np.ndarray:
+    """``(N, 3, 3)`` float64 intrinsics at original resolution, as :meth:`Scene.to_original` computes
+    them (network intrinsics for images without a meta), without resampling any map."""
+    out = []
+    for k in range(len(scene)):
+        K = scene.intrinsics[k].detach().cpu().double()
+        meta = scene.metas[k]
+        out.append((meta.intrinsics_to_original(K) if meta is not None else K).numpy())
+    return np.stack(out) if out else np.zeros((0, 3, 3))
+
+
+def original_colours(scene: Scene, k: int) -> torch.Tensor:
+    """``(H0, W0, 3)`` colours of image ``k`` resampled onto its original pixel grid (nearest), via
+    :meth:`Scene.to_original` on that image alone."""
+    one = Scene(
+        imgs=[scene.imgs[k]], poses=scene.poses[k : k + 1], intrinsics=scene.intrinsics[k : k + 1],
+        depths=[scene.depths[k]], confidence=[scene.confidence[k]], masks=[scene.masks[k]],
+        metas=[scene.metas[k]], names=[scene.names[k]],
+    )
+    return one.to_original().imgs[0]
+
+
+def copy_image(
+    src: Path | None, dst: Path, fallback: torch.Tensor | np.ndarray | None = None
+) -> None:
+    """Copy an image file to ``dst`` atomically, baking in any EXIF orientation (so the copy's
+    pixel grid is the one pointmap worked on); without ``src``, write ``fallback`` ``(H, W, 3)``
+    float colours in ``[0, 1]`` as PNG."""
+    if src is None:
+        if fallback is None:
+            raise PointmapError(f"no source image for {dst.name}")
+        with atomic_write(dst) as f:
+            Image.fromarray(rgb_uint8(fallback)).save(f, format="PNG", compress_level=1)
+        return
+    if not src.is_file():
+        raise PointmapError(f"source image {src} not found; pass image_paths= with its location")
+    with Image.open(src) as im:
+        orientation = im.getexif().get(0x0112, 1)
+        if orientation in (None, 1):
+            with open(src, "rb") as fin, atomic_write(dst) as fout:
+                shutil.copyfileobj(fin, fout)
+            return
+        fmt = im.format or "PNG"
+        upright = ImageOps.exif_transpose(im)
+        with atomic_write(dst) as f:
+            upright.save(f, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))

@@ -1,0 +1,165 @@
+"""Per-image depth and confidence maps: 16-bit PNG, ``.npy`` and colour-mapped previews.
+
+Files per image (``<stem>`` from the image file name), in one folder:
+
+* ``<stem>_depth.png``: uint16, ``png = round(depth * scale)``, ``0`` = invalid (masked out / no
+  data). ``scale = 65535 / max valid depth`` per image, stored in the PNG ``tEXt`` chunk
+  ``depth_scale`` and in ``depth.json``; decode with :func:`read_depth_png`. Quantisation error is at
+  most ``0.5 / scale`` scene units.
+* ``<stem>_depth.npy``: float32 ``(H, W)`` z-depth in scene units (unmasked).
+* ``<stem>_conf.npy``: float32 ``(H, W)`` raw confidence; ``<stem>_mask.png``: uint8 0/255 validity.
+* ``<stem>_depth_preview.png`` and ``<stem>_conf_preview.png``: RGB previews with OpenCV's turbo
+  colour map, normalised between the 2nd and 98th percentiles of the valid pixels (near = red, far =
+  blue; confidence on a log scale, high = red); invalid pixels are black.
+* ``depth.json``: the sidecar with every image's files, size and scale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from ..errors import PointmapError
+from ..io_utils import atomic_write, atomic_write_text
+from ..scene import Scene
+from .common import image_file_names, scene_masks, to_numpy
+
+__all__ = ["SIDE_CAR", "colorize", "depth_scale_for", "export_depth", "read_depth_png"]
+
+SIDE_CAR = "depth.json"
+_U16_MAX = 65535
+
+
+def depth_scale_for(depth: np.ndarray, valid: np.ndarray) -> float:
+    """Scale (PNG units per scene unit) so the largest valid depth maps to 65535 (1.0 if none)."""
+    d = depth[valid]
+    dmax = float(d.max()) if d.size else 0.0
+    return _U16_MAX / dmax if dmax > 0 and np.isfinite(dmax) else 1.0
+
+
+def colorize(values: np.ndarray, valid: np.ndarray, invert: bool = False,
+             percentiles: tuple[float, float] = (2.0, 98.0)) -> np.ndarray:
+    """Map ``(H, W)`` values to ``(H, W, 3)`` uint8 RGB with the turbo colour map.
+
+    Values are normalised between the given percentiles of the valid pixels (robust to outliers);
+    ``invert`` flips the map (low values red); invalid pixels are black.
+    """
+    out = np.zeros((*values.shape, 3), np.uint8)
+    v = values[valid]
+    if v.size == 0:
+        return out
+    lo, hi = np.percentile(v, percentiles)
+    t = np.clip((values - lo) / (hi - lo) if hi > lo else np.full(values.shape, 0.5), 0, 1)
+    if invert:
+        t = 1.0 - t
+    bgr = cv2.applyColorMap(np.round(t * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
+    out[valid] = bgr[..., ::-1][valid]
+    return out
+
+
+def _save_png(path: Path, arr: np.ndarray, text: dict[str, str] | None = None) -> None:
+    info = PngImagePlugin.PngInfo()
+    for key, val in (text or {}).items():
+        info.add_text(key, val)
+    with atomic_write(path) as f:
+        Image.fromarray(arr).save(f, format="PNG", pnginfo=info)
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with atomic_write(path) as f:
+        np.save(f, arr)
+
+
+def read_depth_png(path: str | os.PathLike) -> tuple[np.ndarray, float]:
+    """Decode a ``*_depth.png``: ``(H, W)`` float32 depth in scene units (0 = invalid) and its scale."""
+    with Image.open(path) as im:
+        scale = im.text.get("depth_scale") if hasattr(im, "text") else None
+        if scale is None:
+            raise PointmapError(f"{path} has no depth_scale text chunk; not a pointmap depth PNG")
+        raw = np.array(im).astype(np.float64)
+    return (raw / float(scale)).astype(np.float32), float(scale)
+
+
+def _stems(names: Sequence[str]) -> list[str]:
+    stems, seen = [], set()
+    for k, name in enumerate(names):
+        stem = Path(name).stem
+        if stem.lower() in seen:
+            stem = f"{stem}_{k:04d}"
+        seen.add(stem.lower())
+        stems.append(stem)
+    return stems
+
+
+def export_depth(
+    scene: Scene,
+    folder: str | os.PathLike,
+    resolution: Literal["network", "original"] = "network",
+    masked: bool = True,
+    previews: bool = True,
+    image_names: Sequence[str] | None = None,
+) -> Path:
+    """Write depth/confidence maps of every image into ``folder`` (see the module docstring).
+
+    Args:
+        scene: the reconstruction.
+        folder: output folder (created if needed).
+        resolution: ``"network"`` (exact network maps) or ``"original"`` (nearest-resampled onto
+            the original pixel grid with :meth:`Scene.to_original`, zero outside the crop).
+        masked: write ``0`` in the depth PNG where the mask is ``False``.
+        previews: also write the colour-mapped previews.
+        image_names: file names of the images (default :func:`image_file_names`).
+
+    Returns:
+        the path of the ``depth.json`` sidecar.
+    """
+    if resolution not in ("network", "original"):
+        raise PointmapError(f"resolution must be 'network' or 'original', got {resolution!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    src = scene.to_original() if resolution == "original" else scene
+    masks = scene_masks(src)
+    stems = _stems(image_names if image_names is not None else image_file_names(scene))
+    entries = {}
+    for k, stem in enumerate(stems):
+        depth = to_numpy(src.depths[k], np.float32)
+        conf = to_numpy(src.confidence[k], np.float32)
+        valid = masks[k]
+        png_valid = valid if masked else (np.isfinite(depth) & (depth > 0))
+        scale = depth_scale_for(depth.astype(np.float64), png_valid)
+        q = np.where(png_valid, np.round(depth.astype(np.float64) * scale), 0)
+        q = np.clip(q, 0, _U16_MAX).astype(np.uint16)
+        files = {
+            "depth_png": f"{stem}_depth.png", "depth_npy": f"{stem}_depth.npy",
+            "conf_npy": f"{stem}_conf.npy", "mask_png": f"{stem}_mask.png",
+        }
+        _save_png(folder / files["depth_png"], q, {"depth_scale": repr(scale), "depth_unit": "scene"})
+        _save_npy(folder / files["depth_npy"], depth)
+        _save_npy(folder / files["conf_npy"], conf)
+        _save_png(folder / files["mask_png"], valid.astype(np.uint8) * 255)
+        if previews:
+            files["depth_preview"] = f"{stem}_depth_preview.png"
+            files["conf_preview"] = f"{stem}_conf_preview.png"
+            _save_png(folder / files["depth_preview"], colorize(depth, valid, invert=True))
+            logc = np.log(np.maximum(conf, 1e-12))
+            _save_png(folder / files["conf_preview"], colorize(logc, np.isfinite(logc) & (conf > 0)))
+        entries[stem] = {
+            "name": scene.names[k], **files, "scale": scale, "width": int(depth.shape[1]), "height": int(depth.shape[0]),
+            "placed": bool(scene.placed[k]),
+        }
+    sidecar = {
+        "encoding": "depth = depth_png / scale (scene units, z-depth); depth_png == 0 means invalid",
+        "resolution": resolution,
+        "conf_threshold": float(scene.conf_threshold),
+        "images": entries,
+    }
+    path = folder / SIDE_CAR
+    atomic_write_text(path, json.dumps(sidecar, indent=2))
+    return path

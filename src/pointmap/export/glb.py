@@ -1,0 +1,241 @@
+"""The scene as a GLB file (binary glTF, written with trimesh), as the reference demo shows it.
+
+Content of the GLB scene graph:
+
+* node ``points`` (a point cloud of the valid pixels with their colours), or with
+  ``as_pointcloud=False`` node ``mesh``: each image's pixel grid triangulated (two triangles per 2x2
+  quad, kept only where all three vertices are valid, each also with reversed winding so no face is
+  culled; face colours from the quad's top-left pixel for the first triangle and its bottom-right
+  pixel for the second);
+* per placed camera ``k`` a node ``camera_{k:03d}``: a pyramid frustum drawn with thin edges in the
+  ``k``-th colour of :data:`~pointmap.export.common.CAM_PALETTE` (cycled), and unless
+  ``transparent_cams`` a node ``camera_{k:03d}_image`` carrying the image as a texture on the
+  frustum base. ``k`` is the index of the image in the :class:`~pointmap.scene.Scene`.
+
+Counting cameras: count the nodes whose name matches ``camera_\\d{3,}`` (no suffix); the same number
+is stored in the glTF scene extras as ``{"pointmap": {"n_cameras": n, "cameras": [names]}}``.
+
+Frame: all geometry is expressed in the frame ``inverse(cam2world_0 @ diag(1, -1, -1, 1) @ Rot_y(180
+deg))`` like the reference demo, where ``cam2world_0`` is the pose of the first placed image: view 0 is
+the reference, seen in an OpenGL-style (y up) viewer frame.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import trimesh
+from PIL import Image
+
+from ..errors import PointmapError
+from ..io_utils import atomic_write_bytes
+from ..scene import Scene
+from .common import CAM_PALETTE, OPENCV_TO_OPENGL, rgb_uint8, scene_masks, to_numpy
+
+__all__ = ["CAMERA_NODE", "auto_cam_size", "build_glb_scene", "export_glb", "viewer_transform"]
+
+#: Name of the frustum node of image ``k``: ``CAMERA_NODE.format(k)``.
+CAMERA_NODE = "camera_{:03d}"
+
+_ROT_Y_180 = np.diag([-1.0, 1.0, -1.0, 1.0])
+
+
+def _placed(scene: Scene) -> list[int]:
+    return [k for k in range(len(scene)) if bool(scene.placed[k])]
+
+
+def viewer_transform(scene: Scene) -> np.ndarray:
+    """``(4, 4)`` float64 transform applied to world coordinates in the GLB: the inverse of
+    ``cam2world_0 @ diag(1, -1, -1, 1) @ Rot_y(180 deg)`` with ``cam2world_0`` the pose of the first
+    placed image (identity rotation part when no image is placed)."""
+    placed = _placed(scene)
+    if not placed:
+        return np.eye(4)
+    ref = to_numpy(scene.poses[placed[0]], np.float64)
+    return np.linalg.inv(ref @ OPENCV_TO_OPENGL @ _ROT_Y_180)
+
+
+def auto_cam_size(scene: Scene) -> float:
+    """Frustum depth in scene units: 0.1 x the median distance between placed camera centres; with
+    fewer than two distinct cameras, 0.1 x the median valid depth; 0.05 as a last resort."""
+    placed = _placed(scene)
+    centres = to_numpy(scene.poses, np.float64)[placed, :3, 3]
+    if len(centres) >= 2:
+        d = np.linalg.norm(centres[:, None] - centres[None], axis=-1)[np.triu_indices(len(centres), 1)]
+        med = float(np.median(d))
+        if med > 0 and np.isfinite(med):
+            return 0.1 * med
+    masks = scene_masks(scene)
+    depths = [to_numpy(scene.depths[k], np.float64)[masks[k]] for k in range(len(scene))]
+    depths = np.concatenate(depths) if depths else np.zeros(0)
+    if depths.size:
+        return 0.1 * float(np.median(depths))
+    return 0.05
+
+
+def _apply(T: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return pts @ T[:3, :3].T + T[:3, 3]
+
+
+def _grid_mesh(
+    pts: np.ndarray, cols: np.ndarray, valid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Triangulate one pixel grid.
+
+    Args:
+        pts: ``(H, W, 3)`` points; cols: ``(H, W, 3)`` uint8 colours; valid: ``(H, W)`` bool.
+
+    Returns:
+        vertices ``(V, 3)`` (the pixels used by a face, row-major), faces ``(F, 3)`` int64 (each face
+        twice, both windings), face colours ``(F, 3)`` uint8.
+    """
+    H, W = valid.shape
+    idx = np.arange(H * W).reshape(H, W)
+    tl, tr = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel()
+    bl, br = idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    faces = np.concatenate([np.stack([tl, tr, bl], 1), np.stack([tr, bl, br], 1)])
+    v = valid.ravel()
+    flat_cols = cols.reshape(-1, 3)
+    face_cols = np.concatenate([flat_cols[tl], flat_cols[br]])
+    keep = v[faces].all(axis=1)
+    faces, face_cols = faces[keep], face_cols[keep]
+    used = np.zeros(H * W, bool)
+    used[faces.ravel()] = True
+    remap = np.cumsum(used) - 1
+    faces = remap[faces]
+    faces = np.concatenate([faces, faces[:, ::-1]])
+    face_cols = np.concatenate([face_cols, face_cols])
+    return pts.reshape(-1, 3)[used], faces, face_cols
+
+
+def _frustum_corners(K: np.ndarray, size: tuple[int, int], depth: float) -> np.ndarray:
+    """``(4, 3)`` camera-frame corners (tl, tr, br, bl) of the image plane at z = ``depth``."""
+    W, H = size
+    uv = np.array([[-0.5, -0.5], [W - 0.5, -0.5], [W - 0.5, H - 0.5], [-0.5, H - 0.5]])
+    ray = np.linalg.solve(K, np.concatenate([uv, np.ones((4, 1))], 1).T).T
+    return ray / ray[:, 2:3] * depth
+
+
+def _edges_mesh(starts: np.ndarray, ends: np.ndarray, width: float, up: np.ndarray) -> trimesh.Trimesh:
+    """Thin flat ribbons ``(E, 3) -> (E, 3)`` of ``width`` (both windings) standing in for lines."""
+    d = ends - starts
+    side = np.cross(d, up)
+    bad = np.linalg.norm(side, axis=1) < 1e-12
+    side[bad] = np.cross(d[bad], np.array([1.0, 0.0, 0.0]))
+    side /= np.maximum(np.linalg.norm(side, axis=1, keepdims=True), 1e-12)
+    off = 0.5 * width * side
+    verts = np.concatenate([starts - off, starts + off, ends + off, ends - off])
+    E = len(starts)
+    a, b, c, e = (np.arange(E) + i * E for i in range(4))
+    faces = np.concatenate([np.stack([a, b, c], 1), np.stack([a, c, e], 1)])
+    faces = np.concatenate([faces, faces[:, ::-1]])
+    return trimesh.Trimesh(vertices=verts, faces=faces, process=False)
+
+
+def _camera_meshes(
+    K: np.ndarray, cam2world: np.ndarray, size: tuple[int, int], depth: float, T: np.ndarray,
+    colour: tuple[int, int, int], image: np.ndarray | None,
+) -> tuple[trimesh.Trimesh, trimesh.Trimesh | None]:
+    M = T @ cam2world
+    corners = _apply(M, _frustum_corners(K, size, depth))
+    apex = _apply(M, np.zeros((1, 3)))
+    up = M[:3, :3] @ np.array([0.0, 0.0, 1.0])  # optical axis: ribbons lie across it
+    starts = np.concatenate([np.repeat(apex, 4, 0), corners])
+    ends = np.concatenate([corners, np.roll(corners, -1, axis=0)])
+    frustum = _edges_mesh(starts, ends, width=0.03 * depth, up=up)
+    frustum.visual.face_colors = np.array([*colour, 255], dtype=np.uint8)
+    if image is None:
+        return frustum, None
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    uv = np.array([[0.0, 1.0], [1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])  # tl, tr, br, bl
+    quad = trimesh.Trimesh(
+        vertices=corners, faces=np.concatenate([faces, faces[:, ::-1]]), process=False,
+        visual=trimesh.visual.TextureVisuals(uv=uv, image=Image.fromarray(image)),
+    )
+    return frustum, quad
+
+
+def build_glb_scene(
+    scene: Scene,
+    as_pointcloud: bool = True,
+    cam_size: float | None = None,
+    transparent_cams: bool = False,
+    mask: Sequence[torch.Tensor | np.ndarray] | None = None,
+) -> trimesh.Scene:
+    """The :class:`trimesh.Scene` that :func:`export_glb` writes (see the module docstring)."""
+    if cam_size is None:
+        cam_size = auto_cam_size(scene)
+    if not (cam_size > 0 and np.isfinite(cam_size)):
+        raise PointmapError(f"cam_size must be a positive number, got {cam_size}")
+    T = viewer_transform(scene)
+    masks = scene_masks(scene, mask)
+    out = trimesh.Scene()
+    pts_all = [to_numpy(X, np.float64) for X in scene.pts3d]
+    cols_all = [rgb_uint8(img) for img in scene.imgs]
+    if as_pointcloud:
+        pts = np.concatenate([p[m] for p, m in zip(pts_all, masks)]) if masks else np.zeros((0, 3))
+        cols = np.concatenate([c[m] for c, m in zip(cols_all, masks)]) if masks else np.zeros((0, 3))
+        if len(pts):
+            rgba = np.concatenate([cols, np.full((len(cols), 1), 255)], 1).astype(np.uint8)
+            out.add_geometry(trimesh.PointCloud(_apply(T, pts), colors=rgba),
+                             node_name="points", geom_name="points")
+    else:
+        verts, faces, fcols, offset = [], [], [], 0
+        for p, c, m in zip(pts_all, cols_all, masks):
+            v, f, fc = _grid_mesh(p, c, m)
+            verts.append(v); faces.append(f + offset); fcols.append(fc)
+            offset += len(v)
+        if faces and sum(len(f) for f in faces):
+            fcols = np.concatenate(fcols)
+            mesh = trimesh.Trimesh(
+                vertices=_apply(T, np.concatenate(verts)), faces=np.concatenate(faces),
+                face_colors=np.concatenate([fcols, np.full((len(fcols), 1), 255)], 1).astype(np.uint8),
+                process=False,
+            )
+            out.add_geometry(mesh, node_name="mesh", geom_name="mesh")
+    names = []
+    for k in _placed(scene):
+        H, W = scene.depths[k].shape
+        frustum, quad = _camera_meshes(
+            to_numpy(scene.intrinsics[k], np.float64), to_numpy(scene.poses[k], np.float64),
+            (W, H), float(cam_size), T, CAM_PALETTE[k % len(CAM_PALETTE)],
+            None if transparent_cams else cols_all[k],
+        )
+        name = CAMERA_NODE.format(k)
+        names.append(name)
+        out.add_geometry(frustum, node_name=name, geom_name=name)
+        if quad is not None:
+            out.add_geometry(quad, node_name=f"{name}_image", geom_name=f"{name}_image")
+    out.metadata["pointmap"] = {"n_cameras": len(names), "cameras": names}
+    return out
+
+
+def export_glb(
+    scene: Scene,
+    path: str | os.PathLike,
+    as_pointcloud: bool = True,
+    cam_size: float | None = None,
+    transparent_cams: bool = False,
+    mask: Sequence[torch.Tensor | np.ndarray] | None = None,
+) -> Path:
+    """Write the scene (points or mesh, plus camera frustums) to a GLB file, atomically.
+
+    Args:
+        scene: the reconstruction.
+        path: output ``.glb`` file.
+        as_pointcloud: coloured points (``True``) or a mesh from each image's pixel grid.
+        cam_size: frustum depth in scene units; ``None`` picks :func:`auto_cam_size`.
+        transparent_cams: draw frustum edges only, without the image at the base.
+        mask: per image ``(H, W)`` bool to use instead of ``scene.masks``.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    data = build_glb_scene(scene, as_pointcloud, cam_size, transparent_cams, mask).export(file_type="glb")
+    atomic_write_bytes(path, data)
+    return path

@@ -1,0 +1,107 @@
+"""Coloured point cloud as a binary little-endian PLY file.
+
+Vertex properties, in this order: ``x y z`` (float32, world frame of the scene: OpenCV-axes world,
+scene units), optionally ``nx ny nz`` (float32 unit normals, oriented towards the camera that saw
+the point), ``red green blue`` (uchar) and ``confidence`` (float32, the network's raw confidence,
+``> 1``). Points are the valid (masked) pixels of every placed image, image by image, row-major.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+
+from ..io_utils import atomic_write
+from ..scene import Scene
+from .common import rgb_uint8, scene_masks, to_numpy
+
+__all__ = ["export_ply", "grid_normals"]
+
+
+def grid_normals(pts: np.ndarray, cam_center: np.ndarray) -> np.ndarray:
+    """Per-pixel unit normals of a pointmap from central differences on the pixel grid.
+
+    Args:
+        pts: ``(H, W, 3)`` world points.
+        cam_center: ``(3,)`` camera centre in world coordinates; normals are flipped to face it.
+
+    Returns:
+        ``(H, W, 3)`` float64 unit normals (zero where undefined, e.g. images narrower than 2 px).
+    """
+    H, W = pts.shape[:2]
+    if H < 2 or W < 2:
+        return np.zeros_like(pts, dtype=np.float64)
+    p = pts.astype(np.float64)
+    du = np.gradient(p, axis=1)
+    dv = np.gradient(p, axis=0)
+    n = np.cross(du, dv)
+    norm = np.linalg.norm(n, axis=-1, keepdims=True)
+    n = np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
+    facing = np.sum(n * (cam_center - p), axis=-1, keepdims=True) < 0
+    return np.where(facing, -n, n)
+
+
+def _vertex_array(scene: Scene, mask, normals: bool) -> np.ndarray:
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if normals:
+        fields += [("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4")]
+    fields += [("red", "u1"), ("green", "u1"), ("blue", "u1"), ("confidence", "<f4")]
+    masks = scene_masks(scene, mask)
+    chunks = []
+    for k, X in enumerate(scene.pts3d):
+        m = masks[k]
+        pts = to_numpy(X, np.float64)
+        v = np.empty(int(m.sum()), dtype=fields)
+        v["x"], v["y"], v["z"] = pts[m].T
+        if normals:
+            c = to_numpy(scene.poses[k], np.float64)[:3, 3]
+            v["nx"], v["ny"], v["nz"] = grid_normals(pts, c)[m].T
+        v["red"], v["green"], v["blue"] = rgb_uint8(scene.imgs[k])[m].T
+        v["confidence"] = to_numpy(scene.confidence[k], np.float32)[m]
+        chunks.append(v)
+    return np.concatenate(chunks) if chunks else np.empty(0, dtype=fields)
+
+
+def _header(vertices: np.ndarray) -> bytes:
+    types = {"<f4": "float", "|u1": "uchar"}
+    lines = ["ply", "format binary_little_endian 1.0", "comment written by pointmap",
+             f"element vertex {len(vertices)}"]
+    for name in vertices.dtype.names:
+        lines.append(f"property {types[vertices.dtype[name].str]} {name}")
+    lines.append("end_header")
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def _write_body(f: BinaryIO, vertices: np.ndarray) -> None:
+    f.write(vertices.tobytes())
+
+
+def export_ply(
+    scene: Scene,
+    path: str | os.PathLike,
+    normals: bool = False,
+    mask: Sequence[torch.Tensor | np.ndarray] | None = None,
+) -> Path:
+    """Write the scene's valid points to a binary little-endian PLY, atomically.
+
+    Args:
+        scene: the reconstruction.
+        path: output ``.ply`` file.
+        normals: also write ``nx ny nz`` from the pixel grid of each image.
+        mask: per image ``(H, W)`` bool to use instead of ``scene.masks`` (still and-ed with
+            ``scene.placed`` and positive depth).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    vertices = _vertex_array(scene, mask, normals)
+    with atomic_write(path) as f:
+        f.write(_header(vertices))
+        _write_body(f, vertices)
+    return path
