@@ -1,0 +1,268 @@
+"""Trainer acceptance tests on CPU with a tiny DUSt3R: overfitting, exact resume, DDP equivalence."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from pointmap.train.config import ConfigError, TrainConfig, load_train_config
+from pointmap.train.data import BatchedRandomSampler, build_mixture, collate_pairs, unproject_depthmap
+from pointmap.train.losses import build_criterion
+from pointmap.train.trainer import (
+    build_model,
+    forward_loss,
+    freeze_model,
+    lr_at,
+    main_train,
+    param_groups,
+    plot_loss_curve,
+    read_log,
+    setup_distributed,
+    train,
+)
+
+TINY = dict(enc_embed_dim=32, enc_depth=2, enc_num_heads=2, dec_embed_dim=32, dec_depth=2,
+            dec_num_heads=2, head_type="linear", img_size=[64, 64])
+
+
+def _write_scene(root: Path, n=5, W=80, H=60):
+    """A textured, slanted plane seen by ``n`` cameras translating along x."""
+    (root / "images").mkdir(parents=True)
+    (root / "depth").mkdir()
+    rng = np.random.default_rng(0)
+    tex = rng.integers(0, 255, size=(8, 8, 3)).astype(np.float64)
+    frames = []
+    for i in range(n):
+        K = np.array([[70.0, 0, W / 2], [0, 70, H / 2], [0, 0, 1]])
+        T = np.eye(4)
+        T[:3, 3] = [0.15 * i, 0.0, 0.0]
+        v, u = np.mgrid[0:H, 0:W].astype(np.float64)
+        rays = np.stack([(u - K[0, 2]) / 70, (v - K[1, 2]) / 70, np.ones_like(u)], -1)
+        depth = 3.0 / (1.0 + 0.3 * rays[..., 1])  # plane z + 0.3 y = 3 in every camera
+        pts = unproject_depthmap(depth, K, T)
+        ix = np.floor(pts[..., 0] * 4).astype(int) % 8
+        iy = np.floor(pts[..., 1] * 4).astype(int) % 8
+        PIL.Image.fromarray(tex[iy, ix].astype(np.uint8)).save(root / "images" / f"{i:03d}.png")
+        np.save(root / "depth" / f"{i:03d}.npy", depth.astype(np.float32))
+        frames.append({"image": f"images/{i:03d}.png", "K": K.tolist(), "cam2world": T.tolist()})
+    (root / "cameras.json").write_text(json.dumps({"frames": frames}))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """The tiny model is fastest single-threaded (and immune to CPU oversubscription)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("scene")
+    _write_scene(root)
+    return root
+
+
+def _cfg(scene: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(model=dict(TINY), train_data=[{"kind": "scene_folder", "root": str(scene), "num_pairs": 4,
+                                               "color_jitter": False, "options": {"max_gap": 1}}],
+                resolution=[[64, 48]], batch_size=1, accum_iter=1, lr=1e-3, min_lr=1e-5,
+                total_steps=8, warmup_steps=2, output_dir=str(out), log_every=1, progress=False,
+                tensorboard=False, eval_freq=0, device="cpu")
+    base.update(kw)
+    return TrainConfig.from_dict(base)
+
+
+def test_lr_schedule():
+    assert lr_at(0, 1.0, 0.0, 10, 100) == 0
+    assert lr_at(5, 1.0, 0.0, 10, 100) == pytest.approx(0.5)
+    assert lr_at(10, 1.0, 0.1, 10, 100) == pytest.approx(1.0)
+    assert lr_at(55, 1.0, 0.1, 10, 100) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way: cos(pi/2) = 0
+    assert lr_at(100, 1.0, 0.1, 10, 100) == pytest.approx(0.1)
+
+
+def test_param_groups_and_freeze(scene, tmp_path):
+    model = build_model(_cfg(scene, tmp_path))
+    groups = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay = [names[id(p)] for p in groups[0]["params"]]
+    no_decay = [names[id(p)] for p in groups[1]["params"]]
+    assert groups[0]["weight_decay"] == 0.05 and groups[1]["weight_decay"] == 0
+    assert all(not n.endswith(".bias") and "norm" not in n for n in decay)
+    assert "patch_embed.proj.bias" in no_decay and "enc_norm.weight" in no_decay
+    assert "enc_blocks.0.attn.qkv.weight" in decay
+    freeze_model(model, "encoder")
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert "enc_blocks.1.mlp.fc1.weight" in frozen and "patch_embed.proj.weight" in frozen
+    assert "dec_blocks.0.attn.qkv.weight" not in frozen
+    freeze_model(model, "encoder_decoder")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("downstream_head") for n in trainable)
+
+
+def test_config_yaml_and_overrides(tmp_path, scene):
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps(_cfg(scene, tmp_path / "run").to_dict()))  # JSON is YAML
+    cfg = load_train_config(path, ["lr=2e-4", "train_data.0.num_pairs=3", "amp=bf16"])
+    assert cfg.lr == 2e-4 and cfg.train_data[0].num_pairs == 3 and cfg.amp == "bf16"
+    with pytest.raises(ConfigError, match="unknown training config keys"):
+        load_train_config(path, ["learning_rate=1"])
+    with pytest.raises(ConfigError, match="freeze"):
+        load_train_config(path, ["freeze=all"])
+
+
+def test_overfit_fixed_batch(scene, tmp_path):
+    """2 pairs, batch 2: every step sees the same batch; the loss must fall clearly."""
+    cfg = _cfg(scene, tmp_path / "run", batch_size=2, total_steps=50, warmup_steps=3, lr=2e-3,
+               log_every=10,
+               train_data=[{"kind": "scene_folder", "root": str(scene), "num_pairs": 2, "color_jitter": False,
+                            "options": {"max_gap": 1}}])
+    res = train(cfg)
+    assert res.status == "done" and res.step == 50
+    first, last = res.losses[0], float(np.mean(res.losses[-5:]))
+    assert last < first - 0.5 * abs(first), (first, last)
+    from pointmap.model import load_model
+
+    m = load_model(tmp_path / "run" / "checkpoint-final.safetensors")
+    assert m.config.enc_embed_dim == 32
+    rows = read_log(tmp_path / "run" / "log.jsonl")
+    assert [r["step"] for r in rows] == [1, 10, 20, 30, 40, 50]
+    pytest.importorskip("matplotlib")
+    png = plot_loss_curve(tmp_path / "run" / "log.jsonl", tmp_path / "loss.png")
+    assert png.stat().st_size > 1000
+
+
+class _Kill(Exception):
+    pass
+
+
+def test_resume_reproduces_uninterrupted_run(scene, tmp_path):
+    """4 pairs, batch 1, accum 2 -> 2 steps per epoch, 6 steps. Run B stops cleanly at step 3
+    (mid-epoch), resumes, is killed at step 5 (last checkpoint at step 4) and resumes to the end."""
+    kw = dict(total_steps=6, warmup_steps=2, accum_iter=2, save_every_steps=2)
+    full = train(_cfg(scene, tmp_path / "a", **kw))
+    assert full.status == "done" and full.step == 6
+    r1 = train(_cfg(scene, tmp_path / "b", stop_at_step=3, **kw))
+    assert r1.status == "stopped" and r1.step == 3
+
+    def kill(step, loss):
+        if step == 5:
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        train(_cfg(scene, tmp_path / "b", **kw), step_callback=kill)
+    r3 = train(_cfg(scene, tmp_path / "b", **kw))
+    assert r3.status == "done" and r3.step == 6
+    la = [r["loss"] for r in read_log(tmp_path / "a" / "log.jsonl")]
+    lb = [r["loss"] for r in read_log(tmp_path / "b" / "log.jsonl")]
+    assert len(la) == len(lb) == 6
+    np.testing.assert_allclose(lb, la, rtol=0, atol=1e-6)
+    from safetensors.torch import load_file
+
+    pa = load_file(tmp_path / "a" / "checkpoint-final.safetensors")
+    pb = load_file(tmp_path / "b" / "checkpoint-final.safetensors")
+    assert all(torch.allclose(pa[k], pb[k], atol=1e-6) for k in pa)
+
+
+def test_time_budget_and_eval(scene, tmp_path):
+    cfg = _cfg(scene, tmp_path / "run", total_steps=1000, max_minutes=0.0, eval_freq=1,
+               test_data=[{"kind": "scene_folder", "root": str(scene), "num_pairs": 2, "color_jitter": False,
+                           "options": {"max_gap": 1}}])
+    res = train(cfg)
+    assert res.status == "time_limit" and res.step == 1
+    assert (tmp_path / "run" / "checkpoint-last.pt").exists()
+    st = torch.load(tmp_path / "run" / "checkpoint-last.pt", weights_only=True)
+    assert st["step"] == 1 and st["iter"] == 1
+    # a short full run with evaluation keeps the best model
+    cfg = _cfg(scene, tmp_path / "run2", total_steps=4, eval_freq=1,
+               test_data=[{"kind": "scene_folder", "root": str(scene), "num_pairs": 2, "color_jitter": False,
+                           "options": {"max_gap": 1}}])
+    res = train(cfg)
+    assert math.isfinite(res.best_test)
+    assert (tmp_path / "run2" / "checkpoint-best.safetensors").exists()
+    assert any(r["kind"] == "test" for r in read_log(tmp_path / "run2" / "log.jsonl"))
+
+
+def test_main_train_entry(scene, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps(_cfg(scene, tmp_path / "run", total_steps=2).to_dict()))
+    res = main_train(path, ["amp=bf16", "tensorboard=true", "progress=true"])
+    assert res.status == "done" and res.step == 2 and math.isfinite(res.losses[-1])
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return
+    assert list((tmp_path / "run" / "tb").glob("events.out.tfevents.*"))
+
+
+# ------------------------------------------------------------------------------------------------
+# DDP: two gloo processes == one process on the combined batch
+# ------------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _grads(cfg: TrainConfig, rank: int, world: int, ddp: bool) -> torch.Tensor:
+    model = build_model(cfg)
+    freeze_model(model, "none")
+    net = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
+    ds = build_mixture(cfg.train_data, [(64, 48)], seed=cfg.seed)
+    sampler = BatchedRandomSampler(len(ds), cfg.batch_size, 1, world, rank, seed=cfg.data_seed)
+    keys = next(iter(sampler))
+    loss, _ = forward_loss(net, build_criterion(cfg.criterion), collate_pairs([ds[k] for k in keys]),
+                           torch.device("cpu"))
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    r, w, _ = setup_distributed()
+    assert (r, w) == (rank, world)
+    cfg = TrainConfig.from_dict(cfg_dict)
+    g = _grads(cfg, rank, world, ddp=True)
+    res = train(cfg)  # the trainer itself under DDP
+    if rank == 0:
+        torch.save({"grads": g, "losses": torch.tensor(res.losses)}, out)
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_processes_match_single(scene, tmp_path):
+    cfg_ddp = _cfg(scene, tmp_path / "ddp", batch_size=1, total_steps=2, warmup_steps=1)
+    out = tmp_path / "ddp.pt"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg_ddp.to_dict(), str(out)), nprocs=2, join=True)
+    got = torch.load(out, weights_only=True)
+    cfg_single = _cfg(scene, tmp_path / "single", batch_size=2, total_steps=2, warmup_steps=1)
+    ref = _grads(cfg_single, 0, 1, ddp=False)
+    assert ref.abs().max() > 0
+    torch.testing.assert_close(got["grads"], ref, rtol=1e-4, atol=1e-5)
+    res = train(cfg_single)
+    np.testing.assert_allclose(got["losses"].numpy(), res.losses, atol=1e-5)
+    from safetensors.torch import load_file
+
+    pa = load_file(tmp_path / "ddp" / "checkpoint-final.safetensors")
+    pb = load_file(tmp_path / "single" / "checkpoint-final.safetensors")
+    assert all(torch.allclose(pa[k], pb[k], atol=1e-5) for k in pa)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_configs_load(path):
+    cfg = load_train_config(path)
+    assert cfg.train_data and cfg.lr > 0 and cfg.batch_size >= 1
