@@ -1,0 +1,444 @@
+"""Procedural and photographic textures, stored as one mip-mapped atlas for per-pixel sampling.
+
+Every procedural texture is *tileable* (periodic over its unit square), so surfaces can repeat it
+without seams. Texture coordinates are measured in tiles: ``(u, v) = (0.25, 0.5)`` is a quarter of
+the way across the tile horizontally and halfway down, and ``(1.25, 0.5)`` is the same texel.
+
+Photographic textures are crops of real photographs that installed packages ship for their own
+examples (matplotlib's public-domain ``grace_hopper.jpg``) or that the caller points to; nothing is
+downloaded.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+__all__ = [
+    "PROCEDURAL_KINDS",
+    "TextureBank",
+    "build_texture_bank",
+    "find_packaged_photos",
+    "make_photo_texture",
+    "make_procedural_texture",
+]
+
+Texture = torch.Tensor  # (3, S, S) float32 in [0, 1]
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def _random_color(rng: np.random.Generator, sat: tuple[float, float] = (0.1, 0.7),
+                  val: tuple[float, float] = (0.25, 0.95)) -> torch.Tensor:
+    """A random RGB colour ``(3,)`` in [0, 1] drawn in HSV space."""
+    rgb = colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(*sat), rng.uniform(*val))
+    return torch.tensor(rgb, dtype=torch.float32)
+
+
+def _palette(rng: np.random.Generator, n: int) -> torch.Tensor:
+    """``n`` related colours ``(n, 3)``: one base hue with jittered hue, saturation and value."""
+    h0 = rng.uniform()
+    s0 = rng.uniform(0.05, 0.7)
+    cols = []
+    for _ in range(n):
+        h = (h0 + rng.normal(0, 0.08) + (0.5 if rng.uniform() < 0.2 else 0.0)) % 1.0
+        s = float(np.clip(s0 + rng.normal(0, 0.15), 0, 1))
+        v = rng.uniform(0.2, 0.95)
+        cols.append(colorsys.hsv_to_rgb(h, s, v))
+    return torch.tensor(cols, dtype=torch.float32)
+
+
+def _mix(pattern: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
+    """Map a scalar field ``(S, S)`` in [0, 1] through a piecewise-linear colour ramp ``(n, 3)``."""
+    n = colors.shape[0]
+    x = pattern.clamp(0, 1) * (n - 1)
+    i0 = x.floor().long().clamp(max=n - 2)
+    w = (x - i0).unsqueeze(0)
+    return colors[i0].permute(2, 0, 1) * (1 - w) + colors[i0 + 1].permute(2, 0, 1) * w
+
+
+def _grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Texel-centre coordinates ``(x, y)``, each ``(S, S)`` in [0, 1)."""
+    t = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+    y, x = torch.meshgrid(t, t, indexing="ij")
+    return x, y
+
+
+def _periodic_upsample(grid: torch.Tensor, size: int) -> torch.Tensor:
+    """Smooth periodic interpolation of a ``(g, g)`` lattice of values to ``(S, S)`` texels."""
+    g = grid.shape[-1]
+    pos = (torch.arange(size, dtype=torch.float32) + 0.5) * g / size
+    i0 = pos.floor().long()
+    f = pos - i0
+    f = f * f * (3 - 2 * f)  # smoothstep: value noise without lattice creases
+    weights = torch.zeros(size, g)  # (S, g) interpolation matrix, wrapping at the border
+    rows = torch.arange(size)
+    weights.index_put_((rows, i0 % g), 1 - f, accumulate=True)
+    weights.index_put_((rows, (i0 + 1) % g), f, accumulate=True)
+    return weights @ grid @ weights.T
+
+
+def value_noise(rng: np.random.Generator, size: int, base: int = 4, octaves: int = 5,
+                persistence: float = 0.5) -> torch.Tensor:
+    """Tileable fractal value noise ``(S, S)`` normalised to [0, 1] (``octaves`` lattices, base
+    lattice ``base x base`` doubling each octave, amplitude times ``persistence`` per octave)."""
+    out = torch.zeros(size, size)
+    amp, total = 1.0, 0.0
+    for o in range(octaves):
+        g = min(base * 2**o, size)
+        lattice = torch.from_numpy(rng.uniform(size=(g, g)).astype(np.float32))
+        out += amp * _periodic_upsample(lattice, size)
+        total += amp
+        amp *= persistence
+    out = out / total
+    return (out - out.min()) / (out.max() - out.min() + 1e-6)
+
+
+def spectral_noise(rng: np.random.Generator, size: int, beta: float) -> torch.Tensor:
+    """Tileable noise with power spectrum ``1/f^beta`` ``(S, S)`` in [0, 1], made by filtering white noise in Fourier space."""
+    white = torch.from_numpy(rng.standard_normal((size, size)).astype(np.float32))
+    fx = torch.fft.fftfreq(size)
+    fr = torch.sqrt(fx[:, None] ** 2 + torch.fft.rfftfreq(size)[None, :] ** 2).clamp(min=1.0 / size)
+    field = torch.fft.irfft2(torch.fft.rfft2(white) * fr ** (-beta / 2), s=(size, size))
+    lo, hi = torch.quantile(field.flatten()[::7], torch.tensor([0.01, 0.99]))
+    return ((field - lo) / (hi - lo + 1e-6)).clamp(0, 1)
+
+
+# ------------------------------------------------------------------------- procedural kinds
+
+
+def _tex_noise(rng: np.random.Generator, s: int) -> Texture:
+    pat = value_noise(rng, s, base=int(rng.choice([2, 4, 8])), octaves=int(rng.integers(3, 7)),
+                      persistence=rng.uniform(0.35, 0.7))
+    return _mix(pat, _palette(rng, int(rng.integers(2, 5))))
+
+
+def _tex_spectral(rng: np.random.Generator, s: int) -> Texture:
+    return _mix(spectral_noise(rng, s, rng.uniform(2.0, 4.0)), _palette(rng, 3))
+
+
+def _tex_checker(rng: np.random.Generator, s: int) -> Texture:
+    x, y = _grid(s)
+    n = int(rng.choice([2, 4, 6, 8, 12]))
+    pat = ((x * n).floor() + (y * n).floor()) % 2
+    c = torch.stack([_random_color(rng), _random_color(rng)])
+    return _mix(pat, c) * (0.85 + 0.15 * value_noise(rng, s, 8, 4))
+
+
+def _tex_stripes(rng: np.random.Generator, s: int) -> Texture:
+    x, y = _grid(s)
+    kx, ky = int(rng.integers(0, 6)), int(rng.integers(1, 12))
+    if rng.uniform() < 0.5:
+        kx, ky = ky, kx
+    phase = 2 * math.pi * (kx * x + ky * y)
+    wave = 0.5 + 0.5 * torch.sin(phase)
+    if rng.uniform() < 0.5:
+        wave = (wave > rng.uniform(0.3, 0.7)).float()
+    return _mix(wave, _palette(rng, int(rng.integers(2, 4)))) * (0.9 + 0.1 * value_noise(rng, s))
+
+
+def _tex_bricks(rng: np.random.Generator, s: int) -> Texture:
+    x, y = _grid(s)
+    rows = int(rng.choice([4, 6, 8, 12]))
+    per_row = int(rng.choice([2, 3, 4, 6]))
+    r = (y * rows).floor()
+    xs = x * per_row + 0.5 * (r % 2)
+    col = xs.floor() % per_row
+    fx, fy = xs - xs.floor(), y * rows - r
+    mortar_w = rng.uniform(0.03, 0.1)
+    mortar = ((fx < mortar_w / 2 * rows / per_row) | (fy < mortar_w)).float()
+    ids = (r * per_row + col).long()
+    jitter = torch.from_numpy(rng.uniform(0, 1, size=rows * per_row).astype(np.float32))[ids]
+    brick = _mix(jitter, _palette(rng, 2)) * (0.8 + 0.2 * value_noise(rng, s, 16, 4))
+    mortar_col = _random_color(rng, (0, 0.1), (0.5, 0.9))[:, None, None]
+    return brick * (1 - mortar) + mortar_col * mortar
+
+
+def _tex_tiles(rng: np.random.Generator, s: int) -> Texture:
+    x, y = _grid(s)
+    n = int(rng.choice([2, 3, 4, 8]))
+    fx, fy = x * n - (x * n).floor(), y * n - (y * n).floor()
+    g = rng.uniform(0.02, 0.08)
+    grout = ((fx < g) | (fy < g)).float()
+    ids = ((y * n).floor() * n + (x * n).floor()).long()
+    jitter = torch.from_numpy(rng.uniform(0, 1, size=n * n).astype(np.float32))[ids]
+    tile = _mix(0.3 * jitter + 0.7 * value_noise(rng, s, 4, 5), _palette(rng, 2))
+    return tile * (1 - grout) + _random_color(rng, (0, 0.2), (0.1, 0.8))[:, None, None] * grout
+
+
+def _tex_wood(rng: np.random.Generator, s: int) -> Texture:
+    x, y = _grid(s)
+    k = int(rng.integers(3, 10))
+    warp = value_noise(rng, s, 4, 4)
+    rings = torch.frac(k * (y + rng.uniform(0.1, 0.4) * warp) + 0.3 * torch.sin(2 * math.pi * x))
+    h = rng.uniform(0.04, 0.12)
+    c = torch.tensor([colorsys.hsv_to_rgb(h, rng.uniform(0.4, 0.8), rng.uniform(0.25, 0.5)),
+                      colorsys.hsv_to_rgb(h, rng.uniform(0.3, 0.6), rng.uniform(0.55, 0.9))],
+                     dtype=torch.float32)
+    return _mix(rings**2, c)
+
+
+def _tex_marble(rng: np.random.Generator, s: int) -> Texture:
+    x, y = _grid(s)
+    turb = value_noise(rng, s, 4, 6)
+    k = int(rng.integers(1, 4))
+    pat = 0.5 + 0.5 * torch.sin(2 * math.pi * (k * x + int(rng.integers(0, 3)) * y) + rng.uniform(4, 10) * turb)
+    return _mix(pat, _palette(rng, 3))
+
+
+def _tex_gradient(rng: np.random.Generator, s: int) -> Texture:
+    x, y = _grid(s)
+    a, b = int(rng.integers(0, 2)), int(rng.integers(1, 3))
+    pat = 0.5 - 0.5 * torch.cos(2 * math.pi * (a * x + b * y))
+    pat = 0.8 * pat + 0.2 * value_noise(rng, s, 8, 5)
+    return _mix(pat, _palette(rng, 3))
+
+
+def _tex_dots(rng: np.random.Generator, s: int) -> Texture:
+    x, y = _grid(s)
+    n = int(rng.choice([3, 4, 6, 8]))
+    fx, fy = x * n - (x * n).floor() - 0.5, y * n - (y * n).floor() - 0.5
+    dot = ((fx**2 + fy**2).sqrt() < rng.uniform(0.15, 0.4)).float()
+    bg = _random_color(rng)[:, None, None] * (0.9 + 0.1 * value_noise(rng, s))
+    return bg * (1 - dot) + _random_color(rng)[:, None, None] * dot
+
+
+def _tex_cells(rng: np.random.Generator, s: int) -> Texture:
+    """Periodic Voronoi cells (cobblestones, pebbles)."""
+    x, y = _grid(s)
+    n = int(rng.integers(12, 48))
+    pts = torch.from_numpy(rng.uniform(size=(n, 2)).astype(np.float32))
+    dx = (x[..., None] - pts[:, 0]).abs()
+    dy = (y[..., None] - pts[:, 1]).abs()
+    d = torch.minimum(dx, 1 - dx) ** 2 + torch.minimum(dy, 1 - dy) ** 2  # (S, S, n), wrapped
+    d2, ids = d.topk(2, dim=-1, largest=False)
+    edge = ((d2[..., 1].sqrt() - d2[..., 0].sqrt()) * math.sqrt(n)).clamp(0, 1)
+    shade = torch.from_numpy(rng.uniform(size=n).astype(np.float32))[ids[..., 0]]
+    stone = _mix(shade, _palette(rng, 3)) * (0.85 + 0.15 * value_noise(rng, s, 16, 3))
+    return stone * (edge.clamp(0, 0.3) / 0.3)
+
+
+def _tex_facade(rng: np.random.Generator, s: int) -> Texture:
+    """A wall (plaster or brick) with one window per tile: the tile is one storey by one bay."""
+    wall = _tex_bricks(rng, s) if rng.uniform() < 0.4 else _tex_noise(rng, s)
+    x, y = _grid(s)
+    x0, x1 = sorted(rng.uniform(0.15, 0.85, size=2))
+    x0, x1 = min(x0, 0.35), max(x1, 0.65)
+    y0, y1 = rng.uniform(0.15, 0.35), rng.uniform(0.65, 0.85)
+    win = ((x > x0) & (x < x1) & (y > y0) & (y < y1)).float()
+    frame_w = 0.03
+    inner = ((x > x0 + frame_w) & (x < x1 - frame_w) & (y > y0 + frame_w) & (y < y1 - frame_w)).float()
+    glass = _mix(0.6 * y + 0.4 * value_noise(rng, s, 8, 3),
+                 torch.stack([_random_color(rng, (0.1, 0.5), (0.05, 0.3)),
+                              _random_color(rng, (0.0, 0.3), (0.3, 0.7))]))
+    frame = _random_color(rng, (0, 0.3), (0.1, 0.95))[:, None, None]
+    return wall * (1 - win) + win * (frame * (1 - inner) + glass * inner)
+
+
+#: Procedural generators by name: each maps (rng, size) to a tileable (3, S, S) texture in [0, 1].
+PROCEDURAL_KINDS: dict[str, Callable[[np.random.Generator, int], Texture]] = {
+    "noise": _tex_noise,
+    "spectral": _tex_spectral,
+    "checker": _tex_checker,
+    "stripes": _tex_stripes,
+    "bricks": _tex_bricks,
+    "tiles": _tex_tiles,
+    "wood": _tex_wood,
+    "marble": _tex_marble,
+    "gradient": _tex_gradient,
+    "dots": _tex_dots,
+    "cells": _tex_cells,
+    "facade": _tex_facade,
+}
+
+
+def make_procedural_texture(kind: str, rng: np.random.Generator, size: int = 256) -> Texture:
+    """One tileable texture ``(3, size, size)`` float32 in [0, 1] of the given ``kind``
+    (a key of :data:`PROCEDURAL_KINDS`), fully determined by ``rng``'s state."""
+    return PROCEDURAL_KINDS[kind](rng, size).clamp(0, 1).float().contiguous()
+
+
+# ---------------------------------------------------------------------------------- photos
+
+
+def find_packaged_photos() -> list[Path]:
+    """Photographs shipped inside installed packages as example data (public domain).
+
+    Currently matplotlib's ``mpl-data/sample_data/grace_hopper.jpg`` when matplotlib is installed
+    (the ``train`` extra). Returns an empty list when none is found.
+    """
+    found: list[Path] = []
+    try:
+        import matplotlib
+    except ImportError:
+        return found
+    sample = Path(matplotlib.__file__).parent / "mpl-data" / "sample_data"
+    for name in ("grace_hopper.jpg",):
+        if (sample / name).is_file():
+            found.append(sample / name)
+    return found
+
+
+def _load_photo(path: Path) -> torch.Tensor:
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def make_photo_texture(photo: torch.Tensor, rng: np.random.Generator, size: int = 256) -> Texture:
+    """A random square crop of ``photo`` ``(3, H, W)`` in [0, 1], resized to ``(3, size, size)``,
+    randomly mirrored and colour-shifted. Not tileable (a seam shows where it repeats)."""
+    _, h, w = photo.shape
+    side = int(min(h, w) * rng.uniform(0.3, 1.0))
+    top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    crop = photo[:, top:top + side, left:left + side][None]
+    tex = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    if rng.uniform() < 0.5:
+        tex = tex.flip(-1)
+    gain = torch.from_numpy(rng.uniform(0.8, 1.2, size=3).astype(np.float32))[:, None, None]
+    return (tex * gain).clamp(0, 1).contiguous()
+
+
+# ------------------------------------------------------------------------------------ bank
+
+
+@dataclass
+class TextureBank:
+    """A stack of ``T`` square textures with their mip pyramids, flattened for gathering.
+
+    Attributes:
+        texels: ``(N, 3)`` float16: every level of every texture, level-major
+            (level ``l`` holds ``T * S_l * S_l`` texels, ``S_l = size >> l``, row-major per texture).
+        level_offsets: ``(L,)`` int64 start of each level in ``texels``.
+        size: ``S``, the side of level 0 (a power of two).
+        n_levels: ``L`` (down to 4 x 4 texels).
+        kinds: the kind of each texture (``"photo"`` or a key of :data:`PROCEDURAL_KINDS`).
+        saturation: mean HSV saturation of each texture (to pick greyish ones, e.g. for roads).
+    """
+
+    texels: torch.Tensor
+    level_offsets: torch.Tensor
+    size: int
+    n_levels: int
+    kinds: list[str]
+    saturation: list[float]
+
+    @property
+    def n_textures(self) -> int:
+        return len(self.kinds)
+
+    def to(self, device: torch.device | str) -> TextureBank:
+        return TextureBank(self.texels.to(device), self.level_offsets.to(device), self.size,
+                           self.n_levels, self.kinds, self.saturation)
+
+    def indices_of(self, kind: str) -> list[int]:
+        """Indices of the textures of one kind."""
+        return [i for i, k in enumerate(self.kinds) if k == kind]
+
+    def sample(self, tex: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+               texel_footprint: torch.Tensor) -> torch.Tensor:
+        """Trilinear (mip-mapped, wrapping) lookup.
+
+        Args:
+            tex: ``(...)`` int64 texture indices.
+            u, v: ``(...)`` coordinates in tiles (any real value; the texture repeats).
+            texel_footprint: ``(...)`` size of one pixel's footprint in level-0 texels; selects
+                the mip level (``log2`` of it).
+        Returns:
+            ``(..., 3)`` float32 colours in [0, 1].
+        """
+        level = torch.log2(texel_footprint.clamp(min=1.0)).clamp(max=self.n_levels - 1 - 1e-4)
+        l0 = level.floor().long()
+        w = (level - l0).unsqueeze(-1)
+        c0 = self._bilinear(tex, u, v, l0)
+        c1 = self._bilinear(tex, u, v, (l0 + 1).clamp(max=self.n_levels - 1))
+        return c0 * (1 - w) + c1 * w
+
+    def _bilinear(self, tex: torch.Tensor, u: torch.Tensor, v: torch.Tensor,
+                  level: torch.Tensor) -> torch.Tensor:
+        side = torch.div(self.size, 2**level, rounding_mode="floor")  # (...) int64
+        base = self.level_offsets[level] + tex * side * side
+        x = torch.frac(torch.frac(u) + 1.0) * side - 0.5
+        y = torch.frac(torch.frac(v) + 1.0) * side - 0.5
+        x0f, y0f = x.floor(), y.floor()
+        fx, fy = (x - x0f).unsqueeze(-1), (y - y0f).unsqueeze(-1)
+        x0 = torch.remainder(x0f.long(), side)
+        y0 = torch.remainder(y0f.long(), side)
+        x1 = torch.remainder(x0 + 1, side)
+        y1 = torch.remainder(y0 + 1, side)
+
+        def at(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+            return self.texels[base + yy * side + xx].float()
+
+        top = at(y0, x0) * (1 - fx) + at(y0, x1) * fx
+        bot = at(y1, x0) * (1 - fx) + at(y1, x1) * fx
+        return top * (1 - fy) + bot * fy
+
+
+def _pack(textures: Sequence[Texture], kinds: list[str]) -> TextureBank:
+    stack = torch.stack(list(textures))  # (T, 3, S, S)
+    size = stack.shape[-1]
+    levels, offsets, total = [], [], 0
+    cur = stack
+    while True:
+        offsets.append(total)
+        flat = cur.permute(0, 2, 3, 1).reshape(-1, 3)
+        levels.append(flat)
+        total += flat.shape[0]
+        if cur.shape[-1] <= 4:
+            break
+        cur = F.avg_pool2d(cur, 2)
+    mx, mn = stack.amax(1), stack.amin(1)
+    saturation = ((mx - mn) / mx.clamp(min=1e-3)).mean((1, 2)).tolist()
+    return TextureBank(torch.cat(levels).to(torch.float16), torch.tensor(offsets, dtype=torch.int64),
+                       size, len(levels), kinds, saturation)
+
+
+_BANK_CACHE: dict[tuple, TextureBank] = {}
+
+
+def build_texture_bank(seed: int, n_procedural: int = 96, n_photo: int = 16, size: int = 256,
+                       photo_paths: Sequence[str | Path] = (), use_packaged_photos: bool = True,
+                       device: torch.device | str = "cpu") -> TextureBank:
+    """Build (or fetch from a per-process cache) a deterministic texture bank.
+
+    Args:
+        seed: determines every texture.
+        n_procedural: procedural textures, cycling through :data:`PROCEDURAL_KINDS`.
+        n_photo: photo crops (only if at least one photo is available).
+        size: side ``S`` of each texture in texels (power of two).
+        photo_paths: extra photographs (any format PIL reads) to crop textures from.
+        use_packaged_photos: also use :func:`find_packaged_photos`.
+        device: where the bank lives (the renderer samples it there).
+    """
+    if size & (size - 1) or size < 8:
+        raise ValueError(f"texture size must be a power of two >= 8, got {size}")
+    photos = [Path(p) for p in photo_paths] + (find_packaged_photos() if use_packaged_photos else [])
+    key = (seed, n_procedural, n_photo, size, tuple(str(p) for p in photos), str(torch.device(device)))
+    if key in _BANK_CACHE:
+        return _BANK_CACHE[key]
+    names = list(PROCEDURAL_KINDS)
+    textures, kinds = [], []
+    for i in range(n_procedural):
+        kind = names[i % len(names)]
+        rng = np.random.default_rng([seed, 1, i])
+        textures.append(make_procedural_texture(kind, rng, size))
+        kinds.append(kind)
+    if photos and n_photo > 0:
+        loaded = [_load_photo(p) for p in photos]
+        for i in range(n_photo):
+            rng = np.random.default_rng([seed, 2, i])
+            textures.append(make_photo_texture(loaded[i % len(loaded)], rng, size))
+            kinds.append("photo")
+    bank = _pack(textures, kinds).to(device)
+    _BANK_CACHE[key] = bank
+    return bank
