@@ -1,0 +1,88 @@
+"""Configuration of global alignment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["AlignConfig"]
+
+
+@dataclass
+class AlignConfig:
+    """Settings of :func:`pointmap.align.global_align`.
+
+    Confidence threshold semantics (the one used everywhere in pointmap): a pixel is *confident*
+    when its **raw** network confidence (``1 + exp(x)``, always ``> 1``) is strictly greater than
+    ``conf_threshold``, i.e. ``conf > conf_threshold``. This selects the pixels used by PnP and the
+    output :attr:`pointmap.scene.Scene.masks`. The loss itself weights every pixel by
+    ``conf_trf(conf)`` (``log(conf)`` by default) and does not threshold.
+
+    Attributes:
+        conf_threshold: raw-confidence threshold (see above); reference default 3.
+        solver: coarse-stage optimiser: ``'adam'`` is the reference (Adam on all parameters);
+            ``'bcd'`` (default) sets depths and pair similarities to their closed-form (IRLS)
+            optimum at every iteration and takes Adam steps on the cameras only.
+        niter: optimisation iterations of the coarse (joint) stage.
+        lr, lr_min: Adam learning rate and final rate of the schedule.
+        focal_lr_scale: learning-rate multiplier of the focal parameter ``20 log f`` (the
+            reference uses 1, which moves a focal by at most ~0.05% per step and leaves focals
+            unconverged after 300 iterations).  Default 1 (reference).
+        schedule: ``'cosine'`` or ``'linear'`` decay, evaluated at ``t / niter``.
+        dist: ``'l1'`` (Euclidean distance, default) or ``'l2'`` (squared distance).
+        conf_trf: confidence to weight: ``'log'`` (default), ``'sqrt'``, ``'m1'`` (``c - 1``),
+            ``'id'``.
+        base_scale: geometric mean the pairwise scales are pinned to (gauge fixing).
+        niter_pnp: RANSAC iterations of the PnP used at initialisation.
+        pnp_reproj_error: PnP inlier threshold (pixels).
+        coarse_pixels: target number of pixels per image in the coarse stage; the stride is
+            ``round(sqrt(H W / coarse_pixels))`` (at least 1) unless ``coarse_stride`` is set.
+        coarse_stride: explicit pixel stride of the coarse stage (1 = full resolution).
+        dense: solve per-pixel depth at full resolution after the coarse stage (closed form /
+            IRLS with poses, intrinsics and pair similarities fixed). When ``False`` the coarse
+            depth is bilinearly upsampled.
+        dense_iters: IRLS passes of the dense depth solve (``l2`` needs one).
+        chunk_pixels: pixels (edges x pixels per edge) processed at once when streaming the
+            full-resolution predictions.
+        cache_bytes: full-resolution predictions are cached on the device (in ``storage_dtype``)
+            when they fit in this many bytes; otherwise they are streamed at every pass.
+        storage_dtype: ``'float16'``, ``'bfloat16'`` or ``'float32'`` for the device cache.
+        pnp_seed: seed of OpenCV's RNG (RANSAC) for reproducible initialisation.
+    """
+
+    conf_threshold: float = 3.0
+    solver: Literal["adam", "bcd", "lbfgs"] = "adam"
+    niter: int = 300
+    lr: float = 0.01
+    lr_min: float = 1e-6
+    focal_lr_scale: float = 1.0
+    schedule: Literal["cosine", "linear"] = "cosine"
+    dist: Literal["l1", "l2"] = "l1"
+    conf_trf: Literal["log", "sqrt", "m1", "id"] = "log"
+    base_scale: float = 0.5
+    niter_pnp: int = 10
+    pnp_reproj_error: float = 5.0
+    coarse_pixels: int = 4096
+    coarse_stride: int | None = None
+    dense: bool = True
+    dense_iters: int = 3
+    chunk_pixels: int = 1 << 24
+    cache_bytes: int = 8 << 30
+    storage_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    pnp_seed: int = 0
+
+    def __post_init__(self) -> None:
+        from ..errors import PointmapError
+
+        if self.schedule not in ("cosine", "linear"):
+            raise PointmapError(f"AlignConfig.schedule={self.schedule!r}: use 'cosine' or 'linear'")
+        if self.solver not in ("lbfgs", "adam", "bcd"):
+            raise PointmapError(f"AlignConfig.solver={self.solver!r}: use 'bcd' or 'adam'")
+        if self.dist not in ("l1", "l2"):
+            raise PointmapError(f"AlignConfig.dist={self.dist!r}: use 'l1' or 'l2'")
+        if self.conf_trf not in ("log", "sqrt", "m1", "id"):
+            raise PointmapError(f"AlignConfig.conf_trf={self.conf_trf!r}: use log, sqrt, m1 or id")
+        if self.niter < 0:
+            raise PointmapError(f"AlignConfig.niter={self.niter} must be >= 0")
+        if self.coarse_stride is not None and self.coarse_stride < 1:
+            raise PointmapError(f"AlignConfig.coarse_stride={self.coarse_stride} must be >= 1")

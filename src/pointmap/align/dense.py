@@ -1,0 +1,123 @@
+"""Dense stage: per-pixel depth at full resolution with cameras and pair similarities fixed.
+
+For image ``k`` with centre ``C`` and world ray ``D(p) = R K^-1 (u, v, 1)``, the point of pixel
+``p`` is ``C + d D(p)``. Every edge containing ``k`` predicts a target ``Y_e(p)``; the depth
+minimising ``sum_e w_e ||C + d D - Y_e||^2`` is ``sum_e w_e D.(Y_e - C) / (|D|^2 sum_e w_e)``.
+For the (default) Euclidean-distance loss the minimiser is found by IRLS, reweighting with
+``w_e / ||C + d D - Y_e||`` (Weiszfeld). Each pass streams the predictions once.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data import CoarseData
+
+__all__ = ["upsample_coarse", "world_rays", "dense_depth"]
+
+
+def world_rays(
+    data: CoarseData, R: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, pp: torch.Tensor
+) -> torch.Tensor:
+    """``(N, A, 3)`` world directions (unit camera-z) of every full-resolution pixel."""
+    uv = data.uv_full
+    cam = torch.stack(
+        [(uv[..., 0] - pp[:, None, 0]) / fx[:, None], (uv[..., 1] - pp[:, None, 1]) / fy[:, None],
+         torch.ones_like(uv[..., 0])], dim=-1,
+    )
+    return cam @ R.transpose(-1, -2)
+
+
+def upsample_coarse(data: CoarseData, values: torch.Tensor) -> torch.Tensor:
+    """Bilinear upsampling of per-image coarse values ``(N, n)`` to ``(N, A)`` (border clamp)."""
+    N, A = data.valid_full.shape
+    out = torch.zeros(N, A, dtype=values.dtype, device=values.device)
+    s, off = data.stride, data.offset
+    for k, ((h, w), (hs, ws)) in enumerate(zip(data.shapes, data.grid)):
+        img = values[k, : hs * ws].reshape(1, 1, hs, ws)
+        if (hs, ws) == (h, w):
+            out[k, : h * w] = img.reshape(-1)
+            continue
+        u = (torch.arange(w, device=values.device, dtype=values.dtype) - off) / s
+        v = (torch.arange(h, device=values.device, dtype=values.dtype) - off) / s
+        gx = 2 * u / max(ws - 1, 1) - 1
+        gy = 2 * v / max(hs - 1, 1) - 1
+        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)[None]
+        up = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        out[k, : h * w] = up.reshape(-1)
+    return out
+
+
+@torch.no_grad()
+def dense_depth(
+    data: CoarseData,
+    R: torch.Tensor,
+    C: torch.Tensor,
+    fx: torch.Tensor,
+    fy: torch.Tensor,
+    pp: torch.Tensor,
+    pw_s: torch.Tensor,
+    pw_R: torch.Tensor,
+    pw_T: torch.Tensor,
+    depth0: torch.Tensor,
+    conf_trf: str,
+    dist: str,
+    iters: int,
+    progress: bool = False,
+) -> tuple[torch.Tensor, float]:
+    """Full-resolution depths ``(N, A)`` minimising the alignment loss with everything else fixed.
+
+    Args:
+        R, C: ``(N, 3, 3)``, ``(N, 3)`` camera-to-world rotations and centres.
+        fx, fy, pp: ``(N,)``, ``(N,)``, ``(N, 2)`` intrinsics.
+        pw_s, pw_R, pw_T: ``(E,)``, ``(E, 3, 3)``, ``(E, 3)``: an edge's prediction ``P`` maps to
+            ``s R P + T`` in the world.
+        depth0: ``(N, A)`` starting depth (the upsampled coarse solution); pixels no edge
+            constrains keep it.
+        iters: IRLS passes (``'l2'`` uses one).
+
+    Returns:
+        ``(depth (N, A), loss)`` with ``loss`` the reference loss (area-normalised) at the result.
+    """
+    from .params import conf_transform
+
+    D = world_rays(data, R, fx, fy, pp)
+    DD = (D * D).sum(-1)
+    depth = depth0.clone()
+    n_pass = 1 if dist == "l2" else max(1, iters)
+    bar = tqdm(total=n_pass + 1, desc="dense depth", disable=not progress, leave=False)
+    loss = float("nan")
+    area = data.valid_full.sum(1).float()
+    A_i, A_j = area[data.ei].sum(), area[data.ej].sum()
+    for it in range(n_pass + 1):
+        final = it == n_pass
+        num = torch.zeros_like(depth)
+        den = torch.zeros_like(depth)
+        tot = torch.zeros((), device=depth.device, dtype=torch.float64)
+        for a, b, (p1, c1, p2, c2) in data.store.chunks():
+            M = pw_s[a:b, None, None] * pw_R[a:b]
+            for k, P, c, A_side in ((data.ei[a:b], p1, c1, A_i), (data.ej[a:b], p2, c2, A_j)):
+                Y = torch.baddbmm(pw_T[a:b, None, :], P, M.transpose(1, 2))
+                w = conf_transform(c.clamp(min=1e-12), conf_trf).clamp(min=0) * data.user_mask[k]
+                w = torch.where(torch.isfinite(Y).all(-1), w, torch.zeros_like(w))
+                Y = torch.nan_to_num(Y)
+                Dk, Ck = D[k], C[k][:, None, :]
+                if final or dist == "l1":
+                    res = (Ck + depth[k][..., None] * Dk - Y).norm(dim=-1)
+                    if final:
+                        tot += ((w * (res if dist == "l1" else res * res)).sum() / A_side).double()
+                        continue
+                    w = w / res.clamp(min=1e-4 * depth[k].abs().clamp(min=1e-8))
+                num.index_add_(0, k, w * ((Y - Ck) * Dk).sum(-1))
+                den.index_add_(0, k, w * DD[k])
+        bar.update(1)
+        if final:
+            loss = float(tot)
+            break
+        ok = den > 0
+        depth = torch.where(ok, num / den.clamp(min=1e-30), depth)
+        depth = torch.maximum(depth, 1e-6 * depth0.abs().amax(1, keepdim=True))
+    bar.close()
+    return depth, loss

@@ -1,0 +1,210 @@
+"""Initialisation of global alignment: maximum spanning tree of pair confidences (reference
+``init='mst'``), Weiszfeld focals, Umeyama registrations and PnP, on the coarse pixel sample."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import minimum_spanning_tree
+
+from ..geometry.camera import estimate_focal_from_pixels
+from ..geometry.pnp import pnp_ransac_points
+from ..geometry.registration import align_multiple_poses, rigid_registration
+from .data import CoarseData
+
+__all__ = ["InitResult", "KnownCameras", "mst_init"]
+
+
+@dataclass
+class KnownCameras:
+    """User-provided cameras; ``*_mask (N,)`` says which entries are given (and frozen).
+
+    Attributes:
+        poses: ``(N, 4, 4)`` camera-to-world.
+        focals: ``(N, 2)`` ``(fx, fy)`` in pixels.
+        pp: ``(N, 2)`` principal points in pixels (defaults ``(W/2, H/2)``).
+    """
+
+    poses: torch.Tensor
+    pose_mask: torch.Tensor
+    focals: torch.Tensor
+    focal_mask: torch.Tensor
+    pp: torch.Tensor
+
+    @property
+    def n_known_poses(self) -> int:
+        return int(self.pose_mask.sum())
+
+
+@dataclass
+class InitResult:
+    """Initial values, in the world frame of the seed camera (or of the known poses).
+
+    Attributes:
+        poses: ``(N, 4, 4)`` camera-to-world.
+        focals: ``(N,)`` pixels.
+        depth: ``(N, n)`` z-depth at the coarse pixels.
+        pw_s, pw_R, pw_T: ``(E,)``, ``(E, 3, 3)``, ``(E, 3)`` pairwise similarities (prediction
+            frame -> world).
+        norm_pw_scale: whether the pairwise scales' geometric mean is pinned.
+    """
+
+    poses: torch.Tensor
+    focals: torch.Tensor
+    depth: torch.Tensor
+    pw_s: torch.Tensor
+    pw_R: torch.Tensor
+    pw_T: torch.Tensor
+    norm_pw_scale: bool
+
+
+def _spanning_tree(score: np.ndarray, ei: np.ndarray, ej: np.ndarray, n: int) -> list[tuple[float, int, int]]:
+    """Maximum-score spanning tree edges ``(score, i, j)``, sorted by increasing score."""
+    keep = ei != ej
+    M = coo_matrix((-score[keep], (ei[keep], ej[keep])), shape=(n, n)).tocsr()
+    T = minimum_spanning_tree(M).tocoo()
+    return sorted((-float(d), int(r), int(c)) for d, r, c in zip(T.data, T.row, T.col))
+
+
+def mst_init(
+    data: CoarseData,
+    known: KnownCameras,
+    conf_threshold: float,
+    niter_pnp: int,
+    reproj_error: float,
+    base_scale: float,
+) -> InitResult:
+    """Reference MST initialisation (``init='mst'``) on the coarse sample.
+
+    Differences from the reference, on purpose: the focal of an image first met as the first
+    element of a tree edge is estimated from that edge (the reference reads a stale edge); images
+    whose PnP fails get their pose by registration of one of their own predictions (then identity
+    with a warning) instead of silently the identity; known poses are honoured for any number of
+    images (one known pose: rigid alignment, the scale stays free).
+    """
+    N = data.n_images
+    dev = data.pts_i.device
+    ei, ej = data.ei.cpu().numpy(), data.ej.cpu().numpy()
+    score = data.score.double().cpu().numpy()
+    pair_index = {(int(a), int(b)): e for e, (a, b) in enumerate(zip(ei, ej))}
+    pp = known.pp.to(dev)
+    pts3d: list[torch.Tensor | None] = [None] * N
+    poses: list[torch.Tensor | None] = [None] * N
+    focals: list[float | None] = [None] * N
+    for k in range(N):
+        if known.focal_mask[k]:
+            focals[k] = float(known.focals[k].mean())
+
+    def focal_of(e: int, k: int) -> float:
+        m = data.valid[k]
+        return float(estimate_focal_from_pixels(data.pts_i[e][m], data.uv[k][m], pp[k]))
+
+    todo = _spanning_tree(score, ei, ej, N)
+    if todo:
+        _, i, j = todo.pop()
+        e = pair_index[(i, j)]
+        pts3d[i], pts3d[j] = data.pts_i[e], data.pts_j[e]
+        poses[i] = torch.eye(4, device=dev)
+        if focals[i] is None:
+            focals[i] = focal_of(e, i)
+    guard = 0
+    while todo:
+        sc, i, j = todo.pop()
+        e = pair_index[(i, j)]
+        if focals[i] is None:
+            focals[i] = focal_of(e, i)
+        if pts3d[i] is not None:
+            s, R, T = rigid_registration(data.pts_i[e], pts3d[i], data.conf_i[e])
+            pts3d[j] = s * data.pts_j[e] @ R.T + T
+        elif pts3d[j] is not None:
+            s, R, T = rigid_registration(data.pts_j[e], pts3d[j], data.conf_j[e])
+            pts3d[i] = s * data.pts_i[e] @ R.T + T
+        else:
+            todo.insert(0, (sc, i, j))
+            guard += 1
+            if guard > 10 * N * N:
+                raise RuntimeError("spanning tree traversal did not terminate")
+            continue
+        if poses[i] is None:
+            P = torch.eye(4, device=dev)
+            P[:3, :3], P[:3, 3] = R, T
+            poses[i] = P
+    for e in np.argsort(-score, kind="stable"):
+        i = int(ei[e])
+        if focals[i] is None:
+            focals[i] = focal_of(int(e), i)
+    im_conf_c = data.im_conf_coarse
+    for k in range(N):
+        if pts3d[k] is None:
+            continue
+        if poses[k] is None:
+            m = (im_conf_c[k] > conf_threshold) & data.valid[k]
+            if int(m.sum()) < 4:
+                m = data.valid[k]
+            cv2.setRNGSeed(0)
+            H, W = data.shapes[k]
+            res = pnp_ransac_points(
+                pts3d[k][m], data.uv[k][m], (H, W), focal=focals[k], pp=tuple(pp[k].tolist()),
+                iterations=niter_pnp, reproj_error=reproj_error,
+            )
+            if res is not None:
+                f, P = res
+                if focals[k] is None:
+                    focals[k] = f
+                poses[k] = P.to(dev)
+            else:
+                own = np.nonzero(ei == k)[0]
+                if len(own):
+                    e = int(own[np.argmax(score[own])])
+                    s, R, T = rigid_registration(data.pts_i[e], pts3d[k], data.conf_i[e])
+                    P = torch.eye(4, device=dev)
+                    P[:3, :3], P[:3, 3] = R, T
+                    poses[k] = P
+                else:
+                    warnings.warn(f"image {k}: PnP failed at initialisation; starting from identity")
+                    poses[k] = torch.eye(4, device=dev)
+    missing = [k for k in range(N) if pts3d[k] is None]
+    if missing:
+        raise RuntimeError(f"images {missing} are not connected to the pair graph")
+    for k in range(N):
+        if focals[k] is None:
+            focals[k] = float(max(data.shapes[k]))
+    P = torch.stack([p.float() for p in poses])  # type: ignore[union-attr]
+    X = torch.stack(pts3d)  # type: ignore[arg-type]
+
+    # honour known poses: move the whole initial reconstruction onto them
+    nk = known.n_known_poses
+    norm_pw_scale = nk < 2
+    if nk >= 1:
+        kp = known.pose_mask.to(dev)
+        dst = known.poses.to(dev).float()[kp]
+        if nk >= 2:
+            s, R, T = align_multiple_poses(P[kp], dst)
+        else:
+            s = torch.ones((), device=dev)
+            R = dst[0, :3, :3] @ P[kp][0, :3, :3].T
+            T = dst[0, :3, 3] - R @ P[kp][0, :3, 3]
+        X = s * X @ R.T + T
+        P = P.clone()
+        P[:, :3, :3] = R @ P[:, :3, :3]
+        P[:, :3, 3] = s * P[:, :3, 3] @ R.T + T
+        P[kp] = dst
+
+    # every edge: similarity from its first image's prediction onto the assembled points
+    pw_s, pw_R, pw_T = rigid_registration(data.pts_i, X[data.ei], data.conf_i)
+    if norm_pw_scale:
+        s_factor = torch.exp(np.log(base_scale) - pw_s.log().mean())
+        X = X * s_factor
+        P[:, :3, 3] = P[:, :3, 3] * s_factor
+        pw_s, pw_T = pw_s * s_factor, pw_T * s_factor
+    cam = (X - P[:, None, :3, 3]) @ P[:, :3, :3]
+    depth = cam[..., 2]
+    return InitResult(
+        poses=P, focals=torch.tensor(focals, dtype=torch.float32, device=dev), depth=depth,
+        pw_s=pw_s, pw_R=pw_R, pw_T=pw_T, norm_pw_scale=norm_pw_scale,
+    )

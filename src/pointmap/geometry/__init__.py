@@ -1,0 +1,39 @@
+"""Pure tensor geometry: cameras, focal estimation, similarity registration, PnP, 3D matching."""
+
+from .camera import (
+    default_principal_point,
+    estimate_focal,
+    estimate_focal_from_pixels,
+    intrinsics_matrix,
+    pixel_grid,
+    project,
+    unproject_depth,
+)
+from .matching import reciprocal_matches
+from .pnp import pnp_ransac, pnp_ransac_points, relative_pose
+from .registration import (
+    align_multiple_poses,
+    apply_similarity,
+    inverse_pose,
+    rigid_registration,
+    similarity_matrix,
+)
+
+__all__ = [
+    "align_multiple_poses",
+    "apply_similarity",
+    "default_principal_point",
+    "estimate_focal",
+    "estimate_focal_from_pixels",
+    "intrinsics_matrix",
+    "inverse_pose",
+    "pixel_grid",
+    "pnp_ransac",
+    "pnp_ransac_points",
+    "project",
+    "reciprocal_matches",
+    "relative_pose",
+    "rigid_registration",
+    "similarity_matrix",
+    "unproject_depth",
+]

@@ -1,0 +1,152 @@
+"""Pinhole camera helpers: pixel grids, intrinsics, focal estimation from pointmaps, unprojection.
+
+Conventions: OpenCV axes (x right, y down, z forward); pixel centres at integer coordinates, so pixel
+``(u, v)`` of an ``(H, W)`` image has ``u`` in ``0..W-1`` (column) and ``v`` in ``0..H-1`` (row).
+The reference principal point is ``(W/2, H/2)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+__all__ = [
+    "pixel_grid",
+    "default_principal_point",
+    "intrinsics_matrix",
+    "estimate_focal",
+    "estimate_focal_from_pixels",
+    "unproject_depth",
+    "project",
+]
+
+FocalMode = Literal["weiszfeld", "median"]
+
+
+def pixel_grid(
+    H: int, W: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """``(H, W, 2)`` pixel coordinates ``(u, v)`` (column first) at integer positions."""
+    v, u = torch.meshgrid(
+        torch.arange(H, device=device, dtype=dtype),
+        torch.arange(W, device=device, dtype=dtype),
+        indexing="ij",
+    )
+    return torch.stack([u, v], dim=-1)
+
+
+def default_principal_point(H: int, W: int, **kw) -> torch.Tensor:
+    """The reference principal point ``(W/2, H/2)`` as a ``(2,)`` tensor (pixels)."""
+    return torch.tensor([W / 2, H / 2], **kw)
+
+
+def intrinsics_matrix(focal: torch.Tensor | float, pp: torch.Tensor) -> torch.Tensor:
+    """Pinhole matrices ``(..., 3, 3)`` from focals ``(...)`` (fx = fy) or ``(..., 2)`` (fx, fy)
+    and principal points ``(..., 2)``, all in pixels."""
+    pp = torch.as_tensor(pp)
+    focal = torch.as_tensor(focal, dtype=pp.dtype, device=pp.device)
+    if focal.ndim == pp.ndim and focal.shape[-1] == 2:
+        fx, fy = focal[..., 0], focal[..., 1]
+    else:
+        fx = fy = focal
+    fx, fy = torch.broadcast_tensors(fx, fy)
+    shape = torch.broadcast_shapes(fx.shape, pp.shape[:-1])
+    K = torch.zeros(shape + (3, 3), dtype=pp.dtype, device=pp.device)
+    K[..., 0, 0] = fx
+    K[..., 1, 1] = fy
+    K[..., 0, 2] = pp[..., 0]
+    K[..., 1, 2] = pp[..., 1]
+    K[..., 2, 2] = 1
+    return K
+
+
+def estimate_focal_from_pixels(
+    pts: torch.Tensor,
+    uv: torch.Tensor,
+    pp: torch.Tensor,
+    mode: FocalMode = "weiszfeld",
+    weiszfeld_iters: int = 10,
+) -> torch.Tensor:
+    """Focal (pixels) of a pinhole camera at the origin that best projects camera-frame points.
+
+    Args:
+        pts: ``(..., M, 3)`` points in the camera frame.
+        uv: ``(..., M, 2)`` their pixel coordinates (broadcastable to ``pts[..., :2]``).
+        pp: ``(..., 2)`` principal point (pixels).
+        mode: ``'weiszfeld'``: minimise ``sum ||(u,v) - f (x/z, y/z)||`` by IRLS (exactly
+            ``weiszfeld_iters`` iterations from the L2 solution); ``'median'``: median of the
+            per-pixel votes ``u z / x`` and ``v z / y``.
+
+    Returns:
+        ``(...)`` focal lengths.
+    """
+    cuv = uv - pp[..., None, :]
+    cuv = cuv.expand(pts.shape[:-1] + (2,))
+    if mode == "median":
+        votes = (cuv * pts[..., 2:3] / pts[..., :2]).flatten(-2)
+        votes = torch.where(torch.isfinite(votes), votes, torch.full_like(votes, float("nan")))
+        return torch.nanmedian(votes, dim=-1).values
+    if mode != "weiszfeld":
+        raise ValueError(f"unknown focal mode {mode!r} (use 'weiszfeld' or 'median')")
+    r = pts[..., :2] / pts[..., 2:3]
+    r = torch.nan_to_num(r, nan=0.0, posinf=0.0, neginf=0.0)
+    f = (r * cuv).sum(-1).mean(-1) / (r * r).sum(-1).mean(-1)
+    for _ in range(weiszfeld_iters):
+        dis = (cuv - f[..., None, None] * r).norm(dim=-1)
+        w = 1.0 / dis.clamp(min=1e-8)
+        f = (w * (r * cuv).sum(-1)).mean(-1) / (w * (r * r).sum(-1)).mean(-1)
+    return f
+
+
+def estimate_focal(
+    pts3d: torch.Tensor,
+    pp: torch.Tensor | None = None,
+    mode: FocalMode = "weiszfeld",
+    min_focal: float = 0.0,
+    max_focal: float = math.inf,
+) -> torch.Tensor:
+    """Focal (pixels) of a camera-frame pointmap, as the reference ``estimate_focal_knowing_depth``.
+
+    Args:
+        pts3d: ``(..., H, W, 3)`` points of each pixel in its camera frame.
+        pp: ``(..., 2)`` principal point; default ``(W/2, H/2)``.
+        mode: ``'weiszfeld'`` (10 IRLS iterations) or ``'median'``.
+        min_focal, max_focal: clip range in units of ``max(H, W) / (2 tan 30deg)`` (no clip by
+            default).
+
+    Returns:
+        ``(...)`` focal lengths in pixels.
+    """
+    H, W = pts3d.shape[-3:-1]
+    if pp is None:
+        pp = default_principal_point(H, W, dtype=pts3d.dtype, device=pts3d.device)
+    pp = torch.as_tensor(pp, dtype=pts3d.dtype, device=pts3d.device)
+    uv = pixel_grid(H, W, pts3d.device, pts3d.dtype).reshape(H * W, 2)
+    f = estimate_focal_from_pixels(pts3d.flatten(-3, -2), uv, pp, mode)
+    fb = max(H, W) / (2 * math.tan(math.radians(30)))
+    return f.clip(min=min_focal * fb, max=max_focal * fb)
+
+
+def unproject_depth(depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Camera-frame points ``(..., H, W, 3)`` of z-depth maps ``(..., H, W)`` with pinhole
+    intrinsics ``(..., 3, 3)`` (skew ignored)."""
+    H, W = depth.shape[-2:]
+    uv = pixel_grid(H, W, depth.device, depth.dtype)
+    K = K.to(depth)
+    f = torch.stack([K[..., 0, 0], K[..., 1, 1]], -1)[..., None, None, :]
+    c = torch.stack([K[..., 0, 2], K[..., 1, 2]], -1)[..., None, None, :]
+    xy = (uv - c) / f * depth[..., None]
+    return torch.cat([xy, depth[..., None]], dim=-1)
+
+
+def project(pts: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Project camera-frame points ``(..., M, 3)`` with intrinsics ``(..., 3, 3)``.
+
+    Returns:
+        ``(uv (..., M, 2), z (..., M))`` pixel coordinates and depths.
+    """
+    z = pts[..., 2]
+    p = pts @ K.to(pts).transpose(-1, -2)
+    return p[..., :2] / p[..., 2:3], z

@@ -1,0 +1,125 @@
+"""Camera pose (and focal) from a pointmap with PnP-RANSAC (OpenCV SQPnP)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import torch
+
+from .camera import estimate_focal, pixel_grid
+
+if TYPE_CHECKING:
+    from ..predictions import PairPredictions
+
+__all__ = ["pnp_ransac", "pnp_ransac_points", "relative_pose"]
+
+
+def pnp_ransac_points(
+    pts: torch.Tensor | np.ndarray,
+    uv: torch.Tensor | np.ndarray,
+    image_size: tuple[int, int],
+    focal: float | None = None,
+    pp: tuple[float, float] | None = None,
+    iterations: int = 10,
+    reproj_error: float = 5.0,
+) -> tuple[float, torch.Tensor] | None:
+    """Pose of a camera seeing world points ``pts (M, 3)`` at pixels ``uv (M, 2)``.
+
+    Args:
+        image_size: ``(H, W)``; sets the default principal point ``(W/2, H/2)`` and the focal
+            search range.
+        focal: known focal (pixels); when ``None`` the 21 focals ``geomspace(S/2, 3S)``
+            (``S = max(H, W)``) are tried and the one with most RANSAC inliers is kept.
+        iterations, reproj_error: RANSAC iterations and inlier threshold (pixels).
+
+    Returns:
+        ``(focal, cam2world (4, 4) float32)``, or ``None`` with fewer than 4 points or no solution.
+    """
+    H, W = image_size
+    pts = np.ascontiguousarray(np.asarray(torch.as_tensor(pts).detach().cpu(), dtype=np.float32))
+    uv = np.ascontiguousarray(np.asarray(torch.as_tensor(uv).detach().cpu(), dtype=np.float32))
+    ok = np.isfinite(pts).all(-1) & np.isfinite(uv).all(-1)
+    pts, uv = pts[ok], uv[ok]
+    if len(pts) < 4:
+        return None
+    cx, cy = (W / 2, H / 2) if pp is None else (float(pp[0]), float(pp[1]))
+    S = max(H, W)
+    candidates = [float(focal)] if focal is not None else list(np.geomspace(S / 2, S * 3, 21))
+    best: tuple[int, float, np.ndarray, np.ndarray] | None = None
+    for f in candidates:
+        K = np.array([[f, 0, cx], [0, f, cy], [0, 0, 1]], dtype=np.float64)
+        try:
+            success, rvec, tvec, inliers = cv2.solvePnPRansac(
+                pts, uv, K, None, iterationsCount=iterations, reprojectionError=reproj_error,
+                flags=cv2.SOLVEPNP_SQPNP,
+            )
+        except cv2.error:
+            continue
+        if not success or inliers is None:
+            continue
+        if best is None or len(inliers) > best[0]:
+            best = (len(inliers), f, rvec, tvec)
+    if best is None:
+        return None
+    _, f, rvec, tvec = best
+    R, _ = cv2.Rodrigues(rvec)
+    world2cam = np.eye(4)
+    world2cam[:3, :3] = R
+    world2cam[:3, 3] = tvec.reshape(3)
+    return float(f), torch.from_numpy(np.linalg.inv(world2cam)).float()
+
+
+def pnp_ransac(
+    pts3d: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    focal: float | None = None,
+    pp: tuple[float, float] | None = None,
+    iterations: int = 10,
+    reproj_error: float = 5.0,
+) -> tuple[float, torch.Tensor] | None:
+    """Pose of the camera that took a world-frame pointmap ``pts3d (H, W, 3)``.
+
+    Pixel ``(u, v)`` of the map is the projection of ``pts3d[v, u]``; ``mask (H, W)`` selects the
+    pixels used. See :func:`pnp_ransac_points` for the other arguments.
+
+    Returns:
+        ``(focal, cam2world (4, 4))`` or ``None`` on failure.
+    """
+    H, W = pts3d.shape[:2]
+    uv = pixel_grid(H, W, pts3d.device)
+    if mask is None:
+        mask = torch.ones(H, W, dtype=torch.bool, device=pts3d.device)
+    return pnp_ransac_points(
+        pts3d[mask], uv[mask], (H, W), focal=focal, pp=pp, iterations=iterations,
+        reproj_error=reproj_error,
+    )
+
+
+def relative_pose(
+    preds: "PairPredictions",
+    i: int,
+    j: int,
+    conf_threshold: float = 3.0,
+    iterations: int = 100,
+    reproj_error: float = 5.0,
+) -> tuple[float, torch.Tensor] | None:
+    """Pose of camera ``j`` in camera ``i``'s frame from the prediction of pair ``(i, j)``.
+
+    PnP-RANSAC of ``pts3d_2_in_1`` (image ``j``'s points in camera ``i``'s frame) against image
+    ``j``'s pixels, restricted to ``conf_2 > conf_threshold`` (all pixels if fewer than 4 pass);
+    the focal of ``j`` is first estimated from pair ``(j, i)`` when present, else searched.
+
+    Returns:
+        ``(focal_j, T_i_from_j (4, 4))`` (translation in the prediction's scale) or ``None``.
+    """
+    e = preds.index(i, j)
+    pts = preds.pts3d_2_in_1[e].float()
+    mask = preds.conf_2[e] > conf_threshold
+    if int(mask.sum()) < 4:
+        mask = torch.ones_like(mask)
+    focal = None
+    if (j, i) in preds.pairs:
+        focal = float(estimate_focal(preds.pts3d_1[preds.index(j, i)].float()))
+    return pnp_ransac(pts, mask, focal=focal, iterations=iterations, reproj_error=reproj_error)

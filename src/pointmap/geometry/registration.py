@@ -1,0 +1,97 @@
+"""Similarity registration (weighted Umeyama) and pose-set alignment."""
+
+from __future__ import annotations
+
+import roma
+import torch
+
+__all__ = [
+    "rigid_registration",
+    "similarity_matrix",
+    "apply_similarity",
+    "align_multiple_poses",
+    "inverse_pose",
+]
+
+
+def rigid_registration(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    with_scale: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Weighted similarity minimising ``sum_k w_k ||s R x_k + t - y_k||^2`` (Umeyama).
+
+    Batched over leading dimensions; weights are normalised to sum to one (all-zero weights fall
+    back to uniform). Reflections are excluded (``det R = +1``).
+
+    Args:
+        x: ``(..., N, 3)`` source points.
+        y: ``(..., N, 3)`` target points.
+        weights: ``(..., N)`` non-negative weights, or ``None`` for uniform.
+        with_scale: estimate ``s``; otherwise ``s = 1``.
+
+    Returns:
+        ``(s (...), R (..., 3, 3), t (..., 3))``.
+    """
+    if weights is not None:
+        weights = weights.to(x.dtype).clamp(min=0)
+        empty = weights.sum(-1, keepdim=True) <= 0
+        weights = torch.where(empty, torch.ones_like(weights), weights)
+    R, t, s = roma.rigid_points_registration(x, y, weights=weights, compute_scaling=with_scale)
+    if s is None:
+        s = torch.ones(x.shape[:-2], dtype=x.dtype, device=x.device)
+    return s, R, t
+
+
+def similarity_matrix(s: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``(..., 4, 4)`` homogeneous matrix ``[s R | t]`` from ``s (...)``, ``R (..., 3, 3)``,
+    ``t (..., 3)``."""
+    M = torch.zeros(R.shape[:-2] + (4, 4), dtype=R.dtype, device=R.device)
+    M[..., :3, :3] = s[..., None, None] * R
+    M[..., :3, 3] = t
+    M[..., 3, 3] = 1
+    return M
+
+
+def apply_similarity(
+    s: torch.Tensor, R: torch.Tensor, t: torch.Tensor, pts: torch.Tensor
+) -> torch.Tensor:
+    """``s R p + t`` for points ``(..., M, 3)`` (or ``(..., H, W, 3)`` with unbatched ``s, R, t``)."""
+    if pts.ndim == R.ndim + 1 and R.ndim == 2:  # (H, W, 3) image with a single transform
+        return s * (pts @ R.transpose(-1, -2)) + t
+    return s[..., None, None] * (pts @ R.transpose(-1, -2)) + t[..., None, :]
+
+
+def inverse_pose(T: torch.Tensor) -> torch.Tensor:
+    """Inverse of rigid ``(..., 4, 4)`` poses."""
+    R = T[..., :3, :3]
+    out = torch.zeros_like(T)
+    out[..., :3, :3] = R.transpose(-1, -2)
+    out[..., :3, 3] = -(R.transpose(-1, -2) @ T[..., :3, 3:4])[..., 0]
+    out[..., 3, 3] = 1
+    return out
+
+
+def align_multiple_poses(
+    src: torch.Tensor, dst: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Similarity ``(s, R, t)`` mapping a set of camera-to-world poses ``src (N, 4, 4)`` onto
+    ``dst (N, 4, 4)``.
+
+    Each pose contributes its centre and its centre plus ``eps`` times its optical axis, with
+    ``eps`` = that set's median pairwise centre distance / 100 (1e-3 when all centres coincide);
+    unweighted Umeyama.
+    """
+
+    def points(P: torch.Tensor) -> torch.Tensor:
+        c = P[:, :3, 3]
+        d = torch.cdist(c, c)
+        off = d[~torch.eye(len(c), dtype=torch.bool, device=d.device)]
+        eps = off.median() / 100 if off.numel() else d.new_tensor(0.0)
+        if not torch.isfinite(eps) or eps <= 0:
+            eps = d.new_tensor(1e-3)
+        return torch.cat([c, c + eps * P[:, :3, 2]], dim=0)
+
+    s, R, t = rigid_registration(points(src), points(dst), with_scale=True)
+    return s, R, t

@@ -1,0 +1,234 @@
+"""Synthetic multi-view scenes with exact ground truth and DUSt3R-like pair predictions.
+
+The scene is a closed room (so every ray hits something) with a few spheres and boxes in it;
+``N`` cameras orbit the centre on an arc, looking at it. Depth maps are ray-cast analytically.
+For every ordered pair ``(i, j)`` the generator fabricates what a DUSt3R network would output:
+both pointmaps in camera ``i``'s frame, with
+
+* a random global scale per pair (the network's scale is arbitrary),
+* a smooth low-frequency multiplicative distortion along camera ``i``'s rays,
+* per-pixel Gaussian noise (``noise`` times the depth),
+* a few outlier blobs of garbage points with raw confidence just above 1,
+* raw confidences ``1 + exp(x) > 1`` elsewhere (a smooth random field).
+
+Everything is deterministic for a given ``seed``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .geometry.camera import intrinsics_matrix, unproject_depth
+from .geometry.registration import inverse_pose
+from .predictions import PairPredictions
+
+__all__ = ["SyntheticScene", "make_synthetic_scene", "synthetic_pairs_list"]
+
+
+@dataclass
+class SyntheticScene:
+    """Ground truth and fabricated predictions.
+
+    Attributes:
+        preds: the pair predictions (pointmaps in the first camera's frame, network-like scale).
+        poses: ``(N, 4, 4)`` true camera-to-world poses (OpenCV axes).
+        focals: ``(N,)`` true focals (pixels); principal points are ``(W/2, H/2)``.
+        depths: ``(N, H, W)`` true z-depths.
+        imgs: per image ``(H, W, 3)`` colours in ``[0, 1]`` (procedural texture of the 3D point).
+        pair_scales: ``(P,)`` the scale applied to each pair's prediction.
+        extent: diameter of the camera centres (for relative centre errors).
+    """
+
+    preds: PairPredictions
+    poses: torch.Tensor
+    focals: torch.Tensor
+    depths: torch.Tensor
+    imgs: list[torch.Tensor]
+    pair_scales: torch.Tensor
+    extent: float
+
+    @property
+    def intrinsics(self) -> torch.Tensor:
+        """``(N, 3, 3)`` true intrinsics."""
+        H, W = self.depths.shape[-2:]
+        return intrinsics_matrix(self.focals, torch.tensor([W / 2, H / 2]).expand(len(self.focals), 2))
+
+
+def synthetic_pairs_list(n: int, graph: str = "complete") -> list[tuple[int, int]]:
+    """Symmetrized ordered pairs for ``'complete'``, ``'swin-K'`` (cyclic window),
+    ``'logwin-K'`` (cyclic offsets ``2^0..2^(K-1)``), ``'oneref-K'`` or ``'chain'`` graphs."""
+    name, _, arg = graph.partition("-")
+    k = int(arg) if arg.isdigit() else 3
+    und: set[tuple[int, int]] = set()
+    if name == "complete":
+        und = {(j, i) for i in range(n) for j in range(i)}
+    elif name in ("swin", "logwin"):
+        offs = range(1, k + 1) if name == "swin" else [2**p for p in range(k)]
+        for i in range(n):
+            for o in offs:
+                j = (i + o) % n
+                if j != i:
+                    und.add((min(i, j), max(i, j)))
+    elif name == "oneref":
+        und = {(min(k, j), max(k, j)) for j in range(n) if j != k}
+    elif name == "chain":
+        und = {(i, i + 1) for i in range(n - 1)}
+    else:
+        raise ValueError(f"unknown graph {graph!r}")
+    pairs = sorted(und)
+    return pairs + [(j, i) for i, j in pairs]
+
+
+def _look_at(centre: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Camera-to-world pose at ``centre`` looking at ``target`` (world y is down)."""
+    z = target - centre
+    z = z / z.norm()
+    down = torch.tensor([0.0, 1.0, 0.0], dtype=z.dtype)
+    x = torch.linalg.cross(down, z)
+    x = x / x.norm()
+    y = torch.linalg.cross(z, x)
+    P = torch.eye(4, dtype=z.dtype)
+    P[:3, :3] = torch.stack([x, y, z], dim=1)
+    P[:3, 3] = centre
+    return P
+
+
+def _ray_cast(C: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Ray parameter ``t`` (rays ``C + t d``, ``d`` with unit camera-z so ``t`` is z-depth) of the
+    first hit with the scene. ``C (3,)``, ``d (M, 3)`` -> ``(M,)``."""
+    inf = torch.full(d.shape[:1], math.inf, dtype=d.dtype)
+    best = inf.clone()
+    # room interior: exit distance of the axis-aligned box
+    lo = torch.tensor([-4.0, -3.0, -4.0], dtype=d.dtype)
+    hi = torch.tensor([4.0, 1.5, 4.0], dtype=d.dtype)
+    with torch.no_grad():
+        t1, t2 = (lo - C) / d, (hi - C) / d
+        best = torch.minimum(best, torch.maximum(t1, t2).amin(-1))
+        for c, r in (((0.0, 0.0, 0.0), 0.7), ((-1.1, 0.6, -0.6), 0.5), ((0.4, 1.0, 1.2), 0.45)):
+            oc = C - torch.tensor(c, dtype=d.dtype)
+            a = (d * d).sum(-1)
+            b = 2 * (d * oc).sum(-1)
+            cc = (oc * oc).sum() - r * r
+            disc = b * b - 4 * a * cc
+            t = (-b - disc.clamp(min=0).sqrt()) / (2 * a)
+            hit = (disc > 0) & (t > 0)
+            best = torch.where(hit, torch.minimum(best, t), best)
+        for blo, bhi in (((0.6, 0.2, -1.2), (1.4, 1.5, -0.4)), ((-1.6, 0.9, 0.6), (-0.8, 1.5, 1.4))):
+            b_lo, b_hi = torch.tensor(blo, dtype=d.dtype), torch.tensor(bhi, dtype=d.dtype)
+            t1, t2 = (b_lo - C) / d, (b_hi - C) / d
+            tn, tf = torch.minimum(t1, t2).amax(-1), torch.maximum(t1, t2).amin(-1)
+            hit = (tn < tf) & (tn > 0)
+            best = torch.where(hit, torch.minimum(best, tn), best)
+    return best
+
+
+def _smooth_field(H: int, W: int, g: torch.Generator, n_waves: int = 3) -> torch.Tensor:
+    """``(H, W)`` random low-frequency field with values in ``[-1, 1]``."""
+    v, u = torch.meshgrid(torch.linspace(0, 1, H), torch.linspace(0, 1, W), indexing="ij")
+    out = torch.zeros(H, W)
+    for _ in range(n_waves):
+        fu, fv, ph = (torch.rand(3, generator=g) * torch.tensor([2.0, 2.0, 2 * math.pi])).tolist()
+        out += torch.sin(2 * math.pi * (fu * u + fv * v) + ph)
+    return out / n_waves
+
+
+def _texture(pts: torch.Tensor) -> torch.Tensor:
+    """Procedural colour ``(..., 3)`` in ``[0, 1]`` of world points ``(..., 3)``."""
+    s = torch.sin(3.0 * pts) * torch.cos(1.7 * pts.roll(1, -1))
+    chk = ((torch.floor(2 * pts).sum(-1) % 2) * 0.3)[..., None]
+    return (0.35 + 0.3 * s + chk).clamp(0, 1)
+
+
+def make_synthetic_scene(
+    n_images: int = 10,
+    size: tuple[int, int] = (64, 48),
+    graph: str = "complete",
+    pairs: list[tuple[int, int]] | None = None,
+    seed: int = 0,
+    noise: float = 0.01,
+    distortion: float = 0.02,
+    n_blobs: int = 2,
+    blob_radius: float = 0.1,
+    arc_degrees: float = 150.0,
+    shared_focal: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> SyntheticScene:
+    """Generate a synthetic scene and DUSt3R-like predictions.
+
+    Args:
+        n_images: number of cameras ``N``.
+        size: ``(W, H)`` image size in pixels.
+        graph: pair graph (see :func:`synthetic_pairs_list`), ignored when ``pairs`` is given.
+        pairs: explicit ordered pairs.
+        seed: random seed (the result is a deterministic function of all arguments).
+        noise: per-pixel Gaussian noise, as a fraction of the depth.
+        distortion: amplitude of the smooth multiplicative distortion.
+        n_blobs: outlier blobs per predicted map (garbage points, raw confidence in ``(1, 1.05)``).
+        blob_radius: blob radius as a fraction of ``min(H, W)``.
+        arc_degrees: angular span of the camera orbit.
+        shared_focal: all cameras share one focal.
+        dtype: storage dtype of the predicted tensors.
+    """
+    W, H = size
+    g = torch.Generator().manual_seed(seed)
+    S = max(W, H)
+    # cameras on an arc around the centre, slightly jittered in radius and height
+    ang = torch.linspace(-arc_degrees / 2, arc_degrees / 2, n_images) * math.pi / 180
+    radius = 3.0 + 0.3 * (torch.rand(n_images, generator=g) - 0.5)
+    height = -0.8 + 0.4 * (torch.rand(n_images, generator=g) - 0.5)
+    poses = []
+    for k in range(n_images):
+        c = torch.stack([radius[k] * torch.sin(ang[k]), height[k], -radius[k] * torch.cos(ang[k])])
+        target = 0.3 * (torch.rand(3, generator=g) - 0.5) + torch.tensor([0.0, 0.2, 0.0])
+        poses.append(_look_at(c.double(), target.double()))
+    poses_t = torch.stack(poses)
+    if shared_focal:
+        focals = torch.full((n_images,), float(S) * (0.9 + 0.3 * torch.rand(1, generator=g).item()))
+    else:
+        focals = S * (0.8 + 0.5 * torch.rand(n_images, generator=g))
+    pp = torch.tensor([W / 2, H / 2])
+    Ks = intrinsics_matrix(focals.double(), pp.double().expand(n_images, 2))
+
+    depths, imgs, cams = [], [], []
+    for k in range(n_images):
+        rays = unproject_depth(torch.ones(H, W, dtype=torch.float64), Ks[k]).reshape(-1, 3)
+        d_world = rays @ poses_t[k, :3, :3].T
+        z = _ray_cast(poses_t[k, :3, 3], d_world).reshape(H, W)
+        depths.append(z)
+        cam = unproject_depth(z, Ks[k])
+        cams.append(cam)
+        world = cam @ poses_t[k, :3, :3].T + poses_t[k, :3, 3]
+        imgs.append(_texture(world).float())
+    depths_t = torch.stack(depths)
+
+    pairs = list(pairs) if pairs is not None else synthetic_pairs_list(n_images, graph)
+    scales = torch.exp(0.8 * (torch.rand(len(pairs), generator=g) - 0.5))
+    out: dict[str, list[torch.Tensor]] = {"p1": [], "c1": [], "p2": [], "c2": []}
+    r_blob = blob_radius * min(H, W)
+    vv, uu = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    for e, (i, j) in enumerate(pairs):
+        rel = (inverse_pose(poses_t[i]) @ poses_t[j]).double()
+        for key, pts in (("1", cams[i]), ("2", cams[j] @ rel[:3, :3].T + rel[:3, 3])):
+            pts = pts * (1 + distortion * _smooth_field(H, W, g).double()[..., None])
+            pts = pts + noise * pts[..., 2:3].abs() * torch.randn(H, W, 3, generator=g).double()
+            pts = pts * scales[e].double()
+            conf = 1 + torch.exp(1.3 + 0.6 * _smooth_field(H, W, g))
+            for _ in range(n_blobs):
+                cu, cv = torch.rand(2, generator=g).tolist()
+                blob = (uu - cu * W) ** 2 + (vv - cv * H) ** 2 < r_blob**2
+                lo, hi = pts.reshape(-1, 3).amin(0), pts.reshape(-1, 3).amax(0)
+                garbage = lo + (hi - lo) * torch.rand(H, W, 3, generator=g).double()
+                pts = torch.where(blob[..., None], garbage, pts)
+                conf = torch.where(blob, 1 + 0.05 * torch.rand(H, W, generator=g), conf)
+            out["p" + key].append(pts.to(dtype))
+            out["c" + key].append(conf.to(dtype))
+    preds = PairPredictions(pairs, out["p1"], out["c1"], out["p2"], out["c2"], n_images=n_images)
+    centres = poses_t[:, :3, 3]
+    extent = float(torch.cdist(centres, centres).max()) if n_images > 1 else 1.0
+    return SyntheticScene(
+        preds=preds, poses=poses_t.float(), focals=focals.float(), depths=depths_t.float(),
+        imgs=imgs, pair_scales=scales, extent=extent,
+    )

@@ -1,0 +1,198 @@
+"""Global alignment against synthetic scenes with exact ground truth."""
+
+import pytest
+import roma
+import torch
+
+from pointmap.align import AlignConfig, align_components, align_pairs, clean_pointcloud, global_align, mask_sky, pair_scene
+from pointmap.align.data import build_edge_data
+from pointmap.align.init import mst_init
+from pointmap.align.optimizer import _known_cameras
+from pointmap.align.reference import reference_optimise
+from pointmap.errors import GraphError
+from pointmap.geometry import align_multiple_poses
+from pointmap.predictions import PairPredictions
+from pointmap.synthetic_pairs import make_synthetic_scene
+
+SIZE = (32, 24)
+NOISE = dict(distortion=0.005, noise=0.003, n_blobs=1)
+
+
+def _errors(scene, gt):
+    """(max relative focal error, median rotation error deg, max centre error / extent)."""
+    fe = ((scene.focals - gt.focals) / gt.focals).abs().max()
+    s, R, T = align_multiple_poses(scene.poses, gt.poses)
+    ang = roma.rotmat_geodesic_distance(R @ scene.poses[:, :3, :3], gt.poses[:, :3, :3]).rad2deg()
+    C = s * scene.poses[:, :3, 3] @ R.T + T
+    ce = (C - gt.poses[:, :3, 3]).norm(dim=-1).max() / gt.extent
+    return float(fe), float(ang.median()), float(ce)
+
+
+def _band_pairs(n, k=2):
+    und = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + k + 1))]
+    return und + [(j, i) for i, j in und]
+
+
+@pytest.fixture(scope="module")
+def scene10():
+    return make_synthetic_scene(10, SIZE, seed=0, **NOISE)
+
+
+def test_ten_images_complete_graph(scene10):
+    torch.manual_seed(0)
+    res = align_pairs(scene10.preds, scene10.imgs, config=AlignConfig(niter=1000, coarse_stride=2))
+    fe, rot, ce = _errors(res.scene, scene10)
+    assert fe < 0.01 and rot < 0.5 and ce < 0.02, (fe, rot, ce)
+    assert res.loss < 0.5 * res.init_loss
+    # dense depth matches the truth up to the similarity
+    s, _, _ = align_multiple_poses(res.scene.poses, scene10.poses)
+    d = torch.stack(res.scene.depths) * s
+    assert float(((d - scene10.depths).abs() / scene10.depths).median()) < 0.02
+    assert bool(res.scene.placed.all())
+
+
+@pytest.mark.xfail(
+    reason="known gap: on a 40-camera band graph Adam (reference schedule) has not converged "
+    "after 700 iterations (focal ~10%, rotation ~4 deg); needs a second-order coarse solver",
+    strict=True,
+)
+def test_forty_images_band_graph():
+    gt = make_synthetic_scene(40, SIZE, pairs=_band_pairs(40), seed=1, **NOISE)
+    res = align_pairs(gt.preds, gt.imgs, config=AlignConfig(niter=700, coarse_stride=2))
+    fe, rot, ce = _errors(res.scene, gt)
+    assert fe < 0.01 and rot < 0.5 and ce < 0.02, (fe, rot, ce)
+
+
+def test_known_poses_and_focals(scene10):
+    sc = global_align(
+        scene10.preds, known_poses=scene10.poses, known_focals=scene10.focals,
+        config=AlignConfig(niter=100, coarse_stride=2),
+    )
+    assert torch.allclose(sc.poses, scene10.poses, atol=1e-5)
+    assert torch.allclose(sc.focals, scene10.focals, atol=1e-4)
+    # the scale is the true one: depths close to the truth without any alignment
+    d = torch.stack(sc.depths)
+    assert float(((d - scene10.depths).abs() / scene10.depths).median()) < 0.02
+
+
+def test_some_known_poses(scene10):
+    known = {0: scene10.poses[0], 5: scene10.poses[5], 9: scene10.poses[9]}
+    sc = global_align(scene10.preds, known_poses=known, config=AlignConfig(niter=600, coarse_stride=2))
+    for k, P in known.items():
+        assert torch.allclose(sc.poses[k], P, atol=1e-5)
+    ce = (sc.poses[:, :3, 3] - scene10.poses[:, :3, 3]).norm(dim=-1).max() / scene10.extent
+    assert float(ce) < 0.03
+
+
+def test_shared_focal():
+    gt = make_synthetic_scene(6, SIZE, seed=2, shared_focal=True, **NOISE)
+    sc = global_align(gt.preds, shared_focal=True, config=AlignConfig(niter=600, coarse_stride=2))
+    assert float(sc.focals.std()) < 1e-4
+    assert abs(float(sc.focals[0] / gt.focals[0]) - 1) < 0.01
+
+
+def test_masks_are_excluded():
+    gt = make_synthetic_scene(4, SIZE, seed=3, **NOISE)
+    masks = [torch.ones(SIZE[1], SIZE[0], dtype=torch.bool) for _ in range(4)]
+    masks[1][:, :8] = False
+    sc = global_align(gt.preds, masks=masks, config=AlignConfig(niter=50, coarse_stride=2))
+    assert not sc.masks[1][:, :8].any() and sc.masks[1][:, 8:].any()
+
+
+def test_one_image_gives_trivial_scene_and_empty_raises():
+    gt = make_synthetic_scene(1, SIZE, pairs=[(0, 0)], seed=4, **NOISE)
+    sc = global_align(gt.preds)
+    assert len(sc) == 1 and torch.equal(sc.poses[0], torch.eye(4))
+    assert abs(float(sc.focals[0] / gt.focals[0]) - 1) < 0.03
+    empty = PairPredictions([], [], [], [], [], n_images=1, image_shapes=[(24, 32)])
+    with pytest.raises(GraphError):
+        global_align(empty)
+
+
+def test_duplicate_images_are_valid():
+    gt = make_synthetic_scene(3, SIZE, seed=5, **NOISE)
+    # image 3 is an exact duplicate of image 0: same pose, predictions copied from image 0's
+    pairs, p1, c1, p2, c2 = [], [], [], [], []
+    P = gt.preds
+    for e, (i, j) in enumerate(P.pairs):
+        pairs.append((i, j)); p1.append(P.pts3d_1[e]); c1.append(P.conf_1[e]); p2.append(P.pts3d_2_in_1[e]); c2.append(P.conf_2[e])
+        if i == 0:
+            pairs.append((3, j)); p1.append(P.pts3d_1[e]); c1.append(P.conf_1[e]); p2.append(P.pts3d_2_in_1[e]); c2.append(P.conf_2[e])
+        if j == 0:
+            pairs.append((i, 3)); p1.append(P.pts3d_1[e]); c1.append(P.conf_1[e]); p2.append(P.pts3d_2_in_1[e]); c2.append(P.conf_2[e])
+    e01 = P.index(0, 1)
+    for a, b in ((0, 3), (3, 0)):
+        pairs.append((a, b)); p1.append(P.pts3d_1[e01]); c1.append(P.conf_1[e01]); p2.append(P.pts3d_1[e01]); c2.append(P.conf_1[e01])
+    dup = PairPredictions(pairs, p1, c1, p2, c2)
+    sc = global_align(dup, config=AlignConfig(niter=200, coarse_stride=2))
+    assert all(torch.isfinite(d).all() for d in sc.depths) and torch.isfinite(sc.poses).all()
+    span = (sc.poses[:, :3, 3] - sc.poses[:, None, :3, 3]).norm(dim=-1).max()
+    assert float((sc.poses[0, :3, 3] - sc.poses[3, :3, 3]).norm()) < 0.02 * float(span)
+    assert float(roma.rotmat_geodesic_distance(sc.poses[0, :3, :3], sc.poses[3, :3, :3]).rad2deg()) < 1.0
+
+
+def test_disconnected_graph_marks_unplaced_and_components_align():
+    pairs = _band_pairs(3) + [(a + 3, b + 3) for a, b in _band_pairs(3)]
+    gt = make_synthetic_scene(6, SIZE, pairs=pairs, seed=6, **NOISE)
+    with pytest.warns(UserWarning, match="connected components"):
+        sc = global_align(gt.preds, config=AlignConfig(niter=50, coarse_stride=2))
+    assert sc.placed.tolist() == [True, True, True, False, False, False]
+    assert not any(m.any() for m in sc.masks[3:])
+    comps = align_components(gt.preds, config=AlignConfig(niter=50, coarse_stride=2))
+    assert [c for c, _ in comps] == [[0, 1, 2], [3, 4, 5]]
+    assert all(bool(s.placed.all()) and len(s) == 3 for _, s in comps)
+
+
+def test_fast_path_matches_reference_twin():
+    gt = make_synthetic_scene(3, (12, 8), seed=7, **NOISE)
+    preds = gt.preds
+    cfg = AlignConfig(niter=60, coarse_stride=1, dense=False)
+    res = align_pairs(preds, config=cfg)
+    data = build_edge_data(preds, torch.device("cpu"), 1, 4096, "log", None, 1 << 24, "float32", 0)
+    init = mst_init(data, _known_cameras(3, preds.image_shapes, None, None, None), 3.0, 10, 5.0, 0.5)
+    ref_loss, ref_poses, ref_focals = reference_optimise(preds, init, niter=60)
+    assert abs(res.loss - ref_loss) < 1e-3 * ref_loss
+    assert torch.allclose(res.scene.poses, ref_poses, atol=1e-3)
+    assert torch.allclose(res.scene.focals, ref_focals, rtol=1e-3)
+
+
+def test_pair_scene_two_images():
+    gt = make_synthetic_scene(2, (48, 32), seed=8, **NOISE)
+    sc = pair_scene(gt.preds)
+    assert abs(float(sc.focals[0] / gt.focals[0]) - 1) < 0.03
+    rel_gt = torch.linalg.inv(gt.poses[0]) @ gt.poses[1]
+    rel = torch.linalg.inv(sc.poses[0]) @ sc.poses[1]
+    ang = roma.rotmat_geodesic_distance(rel[:3, :3], rel_gt[:3, :3]).rad2deg()
+    assert float(ang) < 2.0
+    dirs = torch.nn.functional.cosine_similarity(rel[:3, 3], rel_gt[:3, 3], dim=0)
+    assert float(dirs) > 0.99
+    with pytest.raises(GraphError):
+        pair_scene(make_synthetic_scene(3, (12, 8), seed=0).preds)
+
+
+def test_clean_pointcloud_and_mask_sky(scene10):
+    from dataclasses import replace
+
+    from pointmap.scene import Scene
+
+    gt = scene10
+    n = len(gt.imgs)
+    conf = [torch.full(gt.depths[0].shape, 5.0) for _ in range(n)]
+    sc = Scene(
+        imgs=gt.imgs, poses=gt.poses, intrinsics=gt.intrinsics, depths=list(gt.depths),
+        confidence=conf, masks=[c > 3 for c in conf],
+    )
+    # an exact scene loses (almost) nothing
+    assert float((clean_pointcloud(sc).confidence[5] <= 0).float().mean()) < 0.05
+    # image 0 pulled halfway towards its camera floats in front of surfaces others see: cleaned
+    depths = list(gt.depths)
+    depths[0] = depths[0] * 0.5
+    conf0 = [c.clone() for c in conf]
+    conf0[0] = conf0[0] - 1  # less confident than the views it occludes
+    cleaned = clean_pointcloud(replace(sc, depths=depths, confidence=conf0))
+    assert float((cleaned.confidence[0] <= 0).float().mean()) > 0.2
+    imgs = [im.clone() for im in sc.imgs]
+    imgs[1][:8] = torch.tensor([0.95, 0.95, 0.95])  # bright, unsaturated band = "sky"
+    sky = mask_sky(replace(sc, imgs=imgs))
+    assert (sky.confidence[1][:6] == 0).all() and not sky.masks[1][:6].any()
+    assert (sc.confidence[1][:6] > 0).all()
