@@ -50,7 +50,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--scene-images", type=int, default=20)
     ap.add_argument("--small", action="store_true", help="tiny model (smoke test on CPU)")
-    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the blocks and heads")
+    ap.add_argument("--channels-last", action="store_true", help="NHWC convolutions in the heads")
+    ap.add_argument("--bf16-trunk", action="store_true", help="store encoder/decoders in bfloat16")
+    ap.add_argument("--cudnn-benchmark", action="store_true")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     dev = torch.device(args.device)
@@ -64,17 +67,24 @@ def main() -> None:
     keys = {k: list(v.shape) for k, v in model.state_dict().items()}
     load_weights(model, refill_state_dict(keys, seed=0))
     model = model.to(dev).eval()
-    if args.compile:
-        model.enc_blocks = torch.compile(model.enc_blocks)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    ref_model = None
+    if args.bf16_trunk:  # float32 reference outputs need a float32 copy
+        import copy
+        ref_model = copy.deepcopy(model).to(dev).eval()
+    model.optimize_for_inference(compile=args.compile, channels_last=args.channels_last,
+                                 trunk_dtype=torch.bfloat16 if args.bf16_trunk else None)
     H, W, B = 384, 512, args.batch
     g = torch.Generator().manual_seed(0)
     img = (torch.rand(2 * B, 3, H, W, generator=g) * 2 - 1).to(dev)
     v1, v2 = {"img": img[:B]}, {"img": img[B:]}
-    report: dict = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
+    report: dict = {"compile": args.compile, "channels_last": args.channels_last,
+                    "bf16_trunk": args.bf16_trunk, "cudnn_benchmark": args.cudnn_benchmark, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
                     "torch": torch.__version__, "batch": B, "resolution": f"{W}x{H}"}
 
     with torch.no_grad():
-        for name, dt in (("float32_tf32", torch.float32), ("bfloat16", torch.bfloat16)):
+        modes = (("bfloat16", torch.bfloat16),) if args.bf16_trunk else (("float32_tf32", torch.float32), ("bfloat16", torch.bfloat16))
+        for name, dt in modes:
             ac = torch.autocast(dev.type, dtype=dt, enabled=dt != torch.float32)
 
             def full():
@@ -114,7 +124,8 @@ def main() -> None:
         # accuracy of bf16 against float32 (TF32 off for the reference values)
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-        r1, r2 = model(v1, v2)
+        r1, r2 = (ref_model or model)(v1, v2)
+        del ref_model
         with torch.autocast(dev.type, dtype=torch.bfloat16):
             b1, b2 = model(v1, v2)
         rel = lambda a, b: ((a - b).abs() / b.abs().clamp(min=1e-6)).flatten()  # noqa: E731
@@ -131,7 +142,7 @@ def main() -> None:
     imgs = list((torch.rand(n, 3, H, W, generator=g) * 2 - 1))
     pairs = make_pairs(n, "complete", symmetrize=True)
     for bs in (16, 32):
-        infer_pairs(model, imgs[:4], make_pairs(4), batch_size=bs, device=dev, dtype=torch.bfloat16)  # warm-up
+        infer_pairs(model, imgs[:min(4, n)], make_pairs(min(4, n)), batch_size=bs, device=dev, dtype=torch.bfloat16)  # warm-up
         if dev.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()

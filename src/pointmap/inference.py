@@ -53,9 +53,12 @@ def _as_tensor(im: LoadedImage | torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _chunks(seq: Sequence, n: int):
+def _chunks(seq: Sequence, n: int, pad: bool = False):
+    """Consecutive chunks of ``n``; with ``pad`` the last one is filled up by repeating its last
+    item (compiled models then see one batch shape)."""
     for s in range(0, len(seq), n):
-        yield seq[s : s + n]
+        chunk = list(seq[s : s + n])
+        yield chunk + [chunk[-1]] * (n - len(chunk)) if pad else chunk
 
 
 @torch.no_grad()
@@ -102,6 +105,7 @@ def infer_pairs(
         progress = len(pairs) > 8 and sys.stderr.isatty()
     autocast = torch.autocast(dev.type, dtype=cdt, enabled=cdt != torch.float32)
     pin = dev.type == "cuda"
+    pad = bool(getattr(model, "static_shapes", False))
 
     imgs = {k: _as_tensor(images[k]) for k in sorted({i for p in pairs for i in p})}
     # --- encode each image once, batched by shape
@@ -113,12 +117,12 @@ def infer_pairs(
     bar = tqdm(total=len(imgs) + len(pairs), disable=not progress, desc="inference", unit="step")
     with autocast:
         for shape, ids in by_shape.items():
-            for chunk in _chunks(ids, max(1, 2 * batch_size)):
+            for chunk in _chunks(ids, max(1, 2 * batch_size), pad):
                 batch = torch.stack([imgs[k] for k in chunk]).to(dev, non_blocking=True)
                 enc = model.encode(batch)
                 for k, t in zip(chunk, enc.tokens):
                     tokens[k] = t
-                bar.update(len(chunk))
+                bar.update(len(set(chunk)))
 
     # --- decode + heads, batched by (shape_i, shape_j)
     out: list[tuple | None] = [None] * len(pairs)
@@ -126,7 +130,7 @@ def infer_pairs(
     for idx, (i, j) in enumerate(pairs):
         groups[(shapes[i], shapes[j])].append(idx)
     for (s1, s2), idxs in groups.items():
-        for chunk in _chunks(idxs, max(1, batch_size)):
+        for chunk in _chunks(idxs, max(1, batch_size), pad):
             e1 = Encoded(torch.stack([tokens[pairs[q][0]] for q in chunk]), s1)
             e2 = Encoded(torch.stack([tokens[pairs[q][1]] for q in chunk]), s2)
             with autocast:
@@ -136,8 +140,9 @@ def infer_pairs(
                 for t in (p1["pts3d"], p1["conf"], p2["pts3d_in_other_view"], p2["conf"])
             ]
             for b, q in enumerate(chunk):
-                out[q] = tuple(r[b] for r in res)
-            bar.update(len(chunk))
+                if out[q] is None:
+                    out[q] = tuple(r[b] for r in res)
+            bar.update(len(set(chunk)))
     bar.close()
     if pin:
         torch.cuda.synchronize(dev)

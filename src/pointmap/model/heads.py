@@ -128,7 +128,8 @@ class _DPT(nn.Module):
         feats = []
         for k, hook in enumerate(self.hooks):
             t = tokens[hook]
-            x = t.transpose(1, 2).reshape(t.shape[0], t.shape[2], h, w)
+            # (B, N, C) row-major tokens -> (B, C, h, w), laid out channels-last (NHWC) for free
+            x = t.reshape(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2)
             feats.append(self.scratch.layer_rn[k](self.act_postprocess[k](x)))
         l1, l2, l3, l4 = feats
         s = self.scratch

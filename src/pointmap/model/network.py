@@ -79,6 +79,40 @@ class DUSt3R(nn.Module):
         self.downstream_head1 = build_head(cfg)
         self.downstream_head2 = build_head(cfg)
         self._rope_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.static_shapes = False  # set by optimize_for_inference(compile=True)
+
+    # ------------------------------------------------------------------ speed
+    def optimize_for_inference(
+        self,
+        compile: bool = True,
+        channels_last: bool = True,
+        trunk_dtype: torch.dtype | None = None,
+    ) -> "DUSt3R":
+        """Speed settings for GPU inference (results unchanged up to float rounding).
+
+        Args:
+            compile: compile each transformer block and both heads with :func:`torch.compile`
+                (fuses RoPE, LayerNorm, GELU and residuals). Shapes are static: pair inference
+                pads its last batch so each image shape compiles once.
+            channels_last: store the heads' convolutions in NHWC, which cuDNN runs faster.
+            trunk_dtype: store encoder and decoders in this dtype (e.g. ``torch.bfloat16``) so
+                autocast does not re-cast the weights at every call; heads stay float32.
+        """
+        if channels_last:
+            self.downstream_head1.to(memory_format=torch.channels_last)
+            self.downstream_head2.to(memory_format=torch.channels_last)
+        if trunk_dtype is not None:
+            for m in (self.patch_embed, self.enc_blocks, self.enc_norm, self.decoder_embed,
+                      self.dec_blocks, self.dec_blocks2, self.dec_norm):
+                m.to(trunk_dtype)
+        if compile:
+            for blocks in (self.enc_blocks, self.dec_blocks, self.dec_blocks2):
+                for blk in blocks:
+                    blk.compile(dynamic=False)
+            self.downstream_head1.compile(dynamic=False)
+            self.downstream_head2.compile(dynamic=False)
+            self.static_shapes = True
+        return self
 
     # ------------------------------------------------------------------ helpers
     def _rope(self, shape: tuple[int, int], head_dim: int, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,7 +132,7 @@ class DUSt3R(nn.Module):
     def encode(self, img: torch.Tensor) -> Encoded:
         """Encode same-shape images ``(B, 3, H, W)`` in ``[-1, 1]`` -> :class:`Encoded`."""
         shape = (int(img.shape[-2]), int(img.shape[-1]))
-        x = self.patch_embed(img)
+        x = self.patch_embed(img.to(self.patch_embed.proj.weight.dtype))
         rope = self._rope(shape, self.config.enc_embed_dim // self.config.enc_num_heads, x)
         for blk in self.enc_blocks:
             x = blk(x, rope)
