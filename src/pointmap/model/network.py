@@ -189,7 +189,7 @@ class DUSt3R(nn.Module):
             ts = view.get("true_shape")
             if ts is not None:
                 ts = torch.as_tensor(ts).reshape(-1, 2)
-                if not bool((ts == torch.tensor(img.shape[-2:])).all()):
+                if not bool((ts.cpu() == torch.tensor(img.shape[-2:])).all()):
                     raise ValueError(
                         "true_shape differs from the image tensor's shape; pointmap does not "
                         "use the transposed (landscape-only) storage at inference"
