@@ -4,18 +4,35 @@ import pytest
 import roma
 import torch
 
-from pointmap.align import AlignConfig, align_components, align_pairs, clean_pointcloud, global_align, mask_sky, pair_scene
+from pointmap.align import (
+    AlignConfig,
+    align_components,
+    align_pairs,
+    clean_pointcloud,
+    global_align,
+    mask_sky,
+    pair_scene,
+)
 from pointmap.align.data import build_edge_data
+from pointmap.align.gauss_newton import (
+    GNProblem,
+    GNState,
+    _linearise,
+    _rays,
+    _targets,
+    loss_and_depth,
+)
 from pointmap.align.init import mst_init
 from pointmap.align.optimizer import _known_cameras
 from pointmap.align.reference import reference_optimise
-from pointmap.errors import GraphError
+from pointmap.errors import GraphError, PointmapError
 from pointmap.geometry import align_multiple_poses
 from pointmap.predictions import PairPredictions
 from pointmap.synthetic_pairs import make_synthetic_scene
 
-SIZE = (32, 24)
-NOISE = dict(distortion=0.005, noise=0.003, n_blobs=1)
+SIZE = (64, 48)
+SMALL = (32, 24)
+NOISE = {"distortion": 0.005, "noise": 0.003, "n_blobs": 1}  # feature tests on tiny images
 
 
 def _errors(scene, gt):
@@ -35,12 +52,17 @@ def _band_pairs(n, k=2):
 
 @pytest.fixture(scope="module")
 def scene10():
-    return make_synthetic_scene(10, SIZE, seed=0, **NOISE)
+    # default generator noise: random pair scales, 2% smooth distortion, 1% pixel noise, 2 blobs
+    return make_synthetic_scene(10, SIZE, seed=0)
+
+
+@pytest.fixture(scope="module")
+def small10():
+    return make_synthetic_scene(10, SMALL, seed=0, **NOISE)
 
 
 def test_ten_images_complete_graph(scene10):
-    torch.manual_seed(0)
-    res = align_pairs(scene10.preds, scene10.imgs, config=AlignConfig(niter=1000, coarse_stride=2))
+    res = align_pairs(scene10.preds, scene10.imgs)
     fe, rot, ce = _errors(res.scene, scene10)
     assert fe < 0.01 and rot < 0.5 and ce < 0.02, (fe, rot, ce)
     assert res.loss < 0.5 * res.init_loss
@@ -51,23 +73,83 @@ def test_ten_images_complete_graph(scene10):
     assert bool(res.scene.placed.all())
 
 
-@pytest.mark.xfail(
-    reason="known gap: on a 40-camera band graph Adam (reference schedule) has not converged "
-    "after 700 iterations (focal ~10%, rotation ~4 deg); needs a second-order coarse solver",
-    strict=True,
-)
 def test_forty_images_band_graph():
-    gt = make_synthetic_scene(40, SIZE, pairs=_band_pairs(40), seed=1, **NOISE)
-    res = align_pairs(gt.preds, gt.imgs, config=AlignConfig(niter=700, coarse_stride=2))
+    gt = make_synthetic_scene(40, SIZE, pairs=_band_pairs(40), seed=1)
+    res = align_pairs(gt.preds, gt.imgs)
     fe, rot, ce = _errors(res.scene, gt)
     assert fe < 0.01 and rot < 0.5 and ce < 0.02, (fe, rot, ce)
 
 
-def test_known_poses_and_focals(scene10):
-    sc = global_align(
-        scene10.preds, known_poses=scene10.poses, known_focals=scene10.focals,
-        config=AlignConfig(niter=100, coarse_stride=2),
-    )
+def test_squared_distance_loss(small10):
+    res = align_pairs(small10.preds, config=AlignConfig(dist="l2"))
+    fe, rot, ce = _errors(res.scene, small10)
+    assert fe < 0.02 and rot < 0.5 and ce < 0.02, (fe, rot, ce)
+    assert res.loss < 0.5 * res.init_loss
+
+
+def test_reduced_system_matches_autograd_schur():
+    """The closed-form depth-eliminated normal equations equal J^T W J of an autograd Jacobian
+    followed by an explicit Schur complement of the (diagonal) depth block."""
+    gt = make_synthetic_scene(3, (12, 8), seed=7)
+    data = build_edge_data(gt.preds, torch.device("cpu"), 2, 4096, "log", None, 1 << 24, "float32", 0)
+    kn = _known_cameras(3, gt.preds.image_shapes, None, None, None)
+    init = mst_init(data, kn, 3.0, 10, 5.0, 0.5)
+    R, C = init.poses[:, :3, :3], init.poses[:, :3, 3]
+    st = GNState(R, C, init.focals.log()[:, None].repeat(1, 2), init.depth.clamp(min=0.1),
+                 init.pw_R, init.pw_T, init.pw_s.log())
+    none = torch.zeros(3, dtype=torch.bool)
+    pb = GNProblem.build(data, kn.pp, none, none, False, False)
+    _, _, w = loss_and_depth(st, pb, "l1", 1e-4, None, 0, 1 << 22)
+    H, g = _linearise(st, pb, w, 1 << 22)
+    N, n, E = 3, pb.w.shape[2], len(data.ei)
+
+    def resid(xc, xe, xd):
+        s2 = GNState(roma.rotvec_to_rotmat(xc[:, :3]) @ st.R, st.C + xc[:, 3:6], st.log_f + xc[:, 6:7],
+                     st.depth * xd.exp(), roma.rotvec_to_rotmat(xe[:, :3]) @ st.Re, st.te + xe[:, 3:6],
+                     st.log_s + xe[:, 6])
+        X = s2.C[:, None] + s2.depth[..., None] * _rays(s2, pb, slice(0, N))
+        Y, _ = _targets(s2, pb, slice(0, N))
+        return ((X[:, None] - Y) * w[0][..., None].sqrt()).reshape(-1)
+
+    x0 = (torch.zeros(N, 7), torch.zeros(E, 7), torch.zeros(N, n))
+    J = torch.cat([j.reshape(j.shape[0], -1) for j in torch.autograd.functional.jacobian(resid, x0)], 1)
+    J, r = J.double(), resid(*x0).double()
+    P = 7 * (N + E)
+    Hf, gf = J.T @ J, J.T @ r
+    hd = Hf[P:, P:].diagonal()
+    hinv = torch.where(hd > 0, 1 / hd, torch.zeros_like(hd))
+    S = Hf[:P, :P] - (Hf[:P, P:] * hinv) @ Hf[P:, :P]
+    gs = gf[:P] - Hf[:P, P:] @ (hinv * gf[P:])
+    order = torch.cat([pb.cam_index.reshape(-1), pb.edge_index.reshape(-1)])
+    sel = torch.nonzero(order < pb.n_unknowns).flatten()  # image 0's pose is the gauge
+    assert len(sel) == pb.n_unknowns == P - 6
+    o = order[sel]
+    assert torch.allclose(H[o[:, None], o[None]], S[sel[:, None], sel[None]], rtol=0, atol=1e-5 * float(S.abs().max()))
+    assert torch.allclose(g[o], gs[sel], rtol=0, atol=1e-5 * float(gs.abs().max()))
+
+
+def test_fast_solver_reaches_the_reference_optimum():
+    """LM ('gn') and the plain reference twin (Adam, reference schedule) find the same optimum."""
+    gt = make_synthetic_scene(3, (12, 8), seed=7, **NOISE)
+    preds = gt.preds
+    res = align_pairs(preds, config=AlignConfig(coarse_stride=1, dense=False))
+    data = build_edge_data(preds, torch.device("cpu"), 1, 4096, "log", None, 1 << 24, "float32", 0)
+    init = mst_init(data, _known_cameras(3, preds.image_shapes, None, None, None), 3.0, 10, 5.0, 0.5)
+    ref_loss, ref_poses, ref_focals = reference_optimise(preds, init, niter=300)
+    assert res.loss <= ref_loss * (1 + 1e-5)
+    assert abs(res.loss - ref_loss) < 1e-3 * ref_loss
+    assert torch.allclose(res.scene.focals, ref_focals, rtol=2e-3)
+    # same cameras up to the rigid gauge; the scale is pinned identically (pair-scale mean)
+    s, R, T = align_multiple_poses(res.scene.poses, ref_poses)
+    assert abs(float(s) - 1) < 2e-3
+    C = s * res.scene.poses[:, :3, 3] @ R.T + T
+    span = float((ref_poses[:, None, :3, 3] - ref_poses[:, :3, 3]).norm(dim=-1).max())
+    assert float((C - ref_poses[:, :3, 3]).norm(dim=-1).max()) < 2e-3 * span
+
+
+def test_known_poses_and_focals(small10):
+    scene10 = small10
+    sc = global_align(scene10.preds, known_poses=scene10.poses, known_focals=scene10.focals)
     assert torch.allclose(sc.poses, scene10.poses, atol=1e-5)
     assert torch.allclose(sc.focals, scene10.focals, atol=1e-4)
     # the scale is the true one: depths close to the truth without any alignment
@@ -75,32 +157,37 @@ def test_known_poses_and_focals(scene10):
     assert float(((d - scene10.depths).abs() / scene10.depths).median()) < 0.02
 
 
-def test_some_known_poses(scene10):
-    known = {0: scene10.poses[0], 5: scene10.poses[5], 9: scene10.poses[9]}
-    sc = global_align(scene10.preds, known_poses=known, config=AlignConfig(niter=600, coarse_stride=2))
+@pytest.mark.parametrize("which", [(0, 5, 9), (4,)])
+def test_some_known_poses(small10, which):
+    scene10 = small10
+    known = {k: scene10.poses[k] for k in which}
+    sc = global_align(scene10.preds, known_poses=known)
     for k, P in known.items():
         assert torch.allclose(sc.poses[k], P, atol=1e-5)
-    ce = (sc.poses[:, :3, 3] - scene10.poses[:, :3, 3]).norm(dim=-1).max() / scene10.extent
-    assert float(ce) < 0.03
+    if len(known) >= 2:  # frame and scale are fixed by the known poses
+        ce = (sc.poses[:, :3, 3] - scene10.poses[:, :3, 3]).norm(dim=-1).max() / scene10.extent
+        assert float(ce) < 0.02
+    fe, rot, ce = _errors(sc, scene10)
+    assert fe < 0.01 and rot < 0.5 and ce < 0.02, (fe, rot, ce)
 
 
 def test_shared_focal():
-    gt = make_synthetic_scene(6, SIZE, seed=2, shared_focal=True, **NOISE)
-    sc = global_align(gt.preds, shared_focal=True, config=AlignConfig(niter=600, coarse_stride=2))
+    gt = make_synthetic_scene(6, SMALL, seed=2, shared_focal=True, **NOISE)
+    sc = global_align(gt.preds, shared_focal=True)
     assert float(sc.focals.std()) < 1e-4
     assert abs(float(sc.focals[0] / gt.focals[0]) - 1) < 0.01
 
 
 def test_masks_are_excluded():
-    gt = make_synthetic_scene(4, SIZE, seed=3, **NOISE)
-    masks = [torch.ones(SIZE[1], SIZE[0], dtype=torch.bool) for _ in range(4)]
+    gt = make_synthetic_scene(4, SMALL, seed=3, **NOISE)
+    masks = [torch.ones(SMALL[1], SMALL[0], dtype=torch.bool) for _ in range(4)]
     masks[1][:, :8] = False
-    sc = global_align(gt.preds, masks=masks, config=AlignConfig(niter=50, coarse_stride=2))
+    sc = global_align(gt.preds, masks=masks)
     assert not sc.masks[1][:, :8].any() and sc.masks[1][:, 8:].any()
 
 
 def test_one_image_gives_trivial_scene_and_empty_raises():
-    gt = make_synthetic_scene(1, SIZE, pairs=[(0, 0)], seed=4, **NOISE)
+    gt = make_synthetic_scene(1, SMALL, pairs=[(0, 0)], seed=4, **NOISE)
     sc = global_align(gt.preds)
     assert len(sc) == 1 and torch.equal(sc.poses[0], torch.eye(4))
     assert abs(float(sc.focals[0] / gt.focals[0]) - 1) < 0.03
@@ -110,7 +197,7 @@ def test_one_image_gives_trivial_scene_and_empty_raises():
 
 
 def test_duplicate_images_are_valid():
-    gt = make_synthetic_scene(3, SIZE, seed=5, **NOISE)
+    gt = make_synthetic_scene(3, SMALL, seed=5, **NOISE)
     # image 3 is an exact duplicate of image 0: same pose, predictions copied from image 0's
     pairs, p1, c1, p2, c2 = [], [], [], [], []
     P = gt.preds
@@ -124,7 +211,7 @@ def test_duplicate_images_are_valid():
     for a, b in ((0, 3), (3, 0)):
         pairs.append((a, b)); p1.append(P.pts3d_1[e01]); c1.append(P.conf_1[e01]); p2.append(P.pts3d_1[e01]); c2.append(P.conf_1[e01])
     dup = PairPredictions(pairs, p1, c1, p2, c2)
-    sc = global_align(dup, config=AlignConfig(niter=200, coarse_stride=2))
+    sc = global_align(dup)
     assert all(torch.isfinite(d).all() for d in sc.depths) and torch.isfinite(sc.poses).all()
     span = (sc.poses[:, :3, 3] - sc.poses[:, None, :3, 3]).norm(dim=-1).max()
     assert float((sc.poses[0, :3, 3] - sc.poses[3, :3, 3]).norm()) < 0.02 * float(span)
@@ -133,20 +220,20 @@ def test_duplicate_images_are_valid():
 
 def test_disconnected_graph_marks_unplaced_and_components_align():
     pairs = _band_pairs(3) + [(a + 3, b + 3) for a, b in _band_pairs(3)]
-    gt = make_synthetic_scene(6, SIZE, pairs=pairs, seed=6, **NOISE)
+    gt = make_synthetic_scene(6, SMALL, pairs=pairs, seed=6, **NOISE)
     with pytest.warns(UserWarning, match="connected components"):
-        sc = global_align(gt.preds, config=AlignConfig(niter=50, coarse_stride=2))
+        sc = global_align(gt.preds)
     assert sc.placed.tolist() == [True, True, True, False, False, False]
     assert not any(m.any() for m in sc.masks[3:])
-    comps = align_components(gt.preds, config=AlignConfig(niter=50, coarse_stride=2))
+    comps = align_components(gt.preds)
     assert [c for c, _ in comps] == [[0, 1, 2], [3, 4, 5]]
     assert all(bool(s.placed.all()) and len(s) == 3 for _, s in comps)
 
 
-def test_fast_path_matches_reference_twin():
+def test_adam_path_matches_reference_twin():
     gt = make_synthetic_scene(3, (12, 8), seed=7, **NOISE)
     preds = gt.preds
-    cfg = AlignConfig(niter=60, coarse_stride=1, dense=False)
+    cfg = AlignConfig(solver="adam", niter=60, coarse_stride=1, dense=False)
     res = align_pairs(preds, config=cfg)
     data = build_edge_data(preds, torch.device("cpu"), 1, 4096, "log", None, 1 << 24, "float32", 0)
     init = mst_init(data, _known_cameras(3, preds.image_shapes, None, None, None), 3.0, 10, 5.0, 0.5)
@@ -170,12 +257,17 @@ def test_pair_scene_two_images():
         pair_scene(make_synthetic_scene(3, (12, 8), seed=0).preds)
 
 
-def test_clean_pointcloud_and_mask_sky(scene10):
+def test_config_rejects_unknown_solver():
+    with pytest.raises(PointmapError, match="solver"):
+        AlignConfig(solver="bcd")
+
+
+def test_clean_pointcloud_and_mask_sky(small10):
     from dataclasses import replace
 
     from pointmap.scene import Scene
 
-    gt = scene10
+    gt = small10
     n = len(gt.imgs)
     conf = [torch.full(gt.depths[0].shape, 5.0) for _ in range(n)]
     sc = Scene(

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import torch
 
 from .geometry.camera import intrinsics_matrix, unproject_depth
-from .geometry.registration import inverse_pose
 from .predictions import PairPredictions
 
 __all__ = ["SyntheticScene", "make_synthetic_scene", "synthetic_pairs_list"]
@@ -126,11 +125,15 @@ def _ray_cast(C: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 
 
 def _smooth_field(H: int, W: int, g: torch.Generator, n_waves: int = 3) -> torch.Tensor:
-    """``(H, W)`` random low-frequency field with values in ``[-1, 1]``."""
-    v, u = torch.meshgrid(torch.linspace(0, 1, H), torch.linspace(0, 1, W), indexing="ij")
-    out = torch.zeros(H, W)
+    """``(H, W)`` random low-frequency field with values in ``[-1, 1]`` (on ``g``'s device)."""
+    dev = g.device
+    v, u = torch.meshgrid(
+        torch.linspace(0, 1, H, device=dev), torch.linspace(0, 1, W, device=dev), indexing="ij"
+    )
+    out = torch.zeros(H, W, device=dev)
+    scale = torch.tensor([2.0, 2.0, 2 * math.pi], device=dev)
     for _ in range(n_waves):
-        fu, fv, ph = (torch.rand(3, generator=g) * torch.tensor([2.0, 2.0, 2 * math.pi])).tolist()
+        fu, fv, ph = (torch.rand(3, generator=g, device=dev) * scale).tolist()
         out += torch.sin(2 * math.pi * (fu * u + fv * v) + ph)
     return out / n_waves
 
@@ -155,6 +158,7 @@ def make_synthetic_scene(
     arc_degrees: float = 150.0,
     shared_focal: bool = False,
     dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
 ) -> SyntheticScene:
     """Generate a synthetic scene and DUSt3R-like predictions.
 
@@ -171,6 +175,9 @@ def make_synthetic_scene(
         arc_degrees: angular span of the camera orbit.
         shared_focal: all cameras share one focal.
         dtype: storage dtype of the predicted tensors.
+        device: where the per-pair predictions are fabricated (``'cuda'`` is much faster for large
+            benchmarks; the random stream then differs from the CPU one). Results are returned on
+            the CPU.
     """
     W, H = size
     g = torch.Generator().manual_seed(seed)
@@ -206,25 +213,30 @@ def make_synthetic_scene(
 
     pairs = list(pairs) if pairs is not None else synthetic_pairs_list(n_images, graph)
     scales = torch.exp(0.8 * (torch.rand(len(pairs), generator=g) - 0.5))
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    gd = g if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(seed)
+    cams_d = [c.float().to(dev) for c in cams]
+    rels = torch.linalg.inv(poses_t)[:, None] @ poses_t[None]  # (N, N, 4, 4) camera j -> camera i
+    rels = rels.float().to(dev)
     out: dict[str, list[torch.Tensor]] = {"p1": [], "c1": [], "p2": [], "c2": []}
     r_blob = blob_radius * min(H, W)
-    vv, uu = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    vv, uu = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
     for e, (i, j) in enumerate(pairs):
-        rel = (inverse_pose(poses_t[i]) @ poses_t[j]).double()
-        for key, pts in (("1", cams[i]), ("2", cams[j] @ rel[:3, :3].T + rel[:3, 3])):
-            pts = pts * (1 + distortion * _smooth_field(H, W, g).double()[..., None])
-            pts = pts + noise * pts[..., 2:3].abs() * torch.randn(H, W, 3, generator=g).double()
-            pts = pts * scales[e].double()
-            conf = 1 + torch.exp(1.3 + 0.6 * _smooth_field(H, W, g))
+        rel = rels[i, j]
+        for key, pts in (("1", cams_d[i]), ("2", cams_d[j] @ rel[:3, :3].T + rel[:3, 3])):
+            pts = pts * (1 + distortion * _smooth_field(H, W, gd)[..., None])
+            pts = pts + noise * pts[..., 2:3].abs() * torch.randn(H, W, 3, generator=gd, device=dev)
+            pts = pts * float(scales[e])
+            conf = 1 + torch.exp(1.3 + 0.6 * _smooth_field(H, W, gd))
             for _ in range(n_blobs):
-                cu, cv = torch.rand(2, generator=g).tolist()
+                cu, cv = torch.rand(2, generator=gd, device=dev).tolist()
                 blob = (uu - cu * W) ** 2 + (vv - cv * H) ** 2 < r_blob**2
                 lo, hi = pts.reshape(-1, 3).amin(0), pts.reshape(-1, 3).amax(0)
-                garbage = lo + (hi - lo) * torch.rand(H, W, 3, generator=g).double()
-                pts = torch.where(blob[..., None], garbage, pts)
-                conf = torch.where(blob, 1 + 0.05 * torch.rand(H, W, generator=g), conf)
-            out["p" + key].append(pts.to(dtype))
-            out["c" + key].append(conf.to(dtype))
+                nb = int(blob.sum())
+                pts[blob] = lo + (hi - lo) * torch.rand(nb, 3, generator=gd, device=dev)
+                conf[blob] = 1 + 0.05 * torch.rand(nb, generator=gd, device=dev)
+            out["p" + key].append(pts.to(dtype).cpu())
+            out["c" + key].append(conf.to(dtype).cpu())
     preds = PairPredictions(pairs, out["p1"], out["c1"], out["p2"], out["c2"], n_images=n_images)
     centres = poses_t[:, :3, 3]
     extent = float(torch.cdist(centres, centres).max()) if n_images > 1 else 1.0

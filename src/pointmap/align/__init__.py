@@ -1,7 +1,13 @@
 """Global alignment: pair predictions -> one scene (poses, intrinsics, dense depth)."""
 
 from .config import AlignConfig
-from .optimizer import AlignResult, align_components, align_pairs, connected_image_sets, global_align
+from .optimizer import (
+    AlignResult,
+    align_components,
+    align_pairs,
+    connected_image_sets,
+    global_align,
+)
 from .pair_viewer import pair_scene
 from .postprocess import clean_pointcloud, mask_sky
 

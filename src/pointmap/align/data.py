@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 
@@ -17,7 +17,7 @@ from ..geometry.camera import pixel_grid
 from ..predictions import PairPredictions
 from .params import conf_transform
 
-__all__ = ["EdgeStore", "CoarseData", "build_edge_data"]
+__all__ = ["CoarseData", "EdgeStore", "build_edge_data"]
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 

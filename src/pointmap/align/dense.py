@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from .data import CoarseData
 
-__all__ = ["upsample_coarse", "world_rays", "dense_depth"]
+__all__ = ["dense_depth", "upsample_coarse", "world_rays"]
 
 
 def world_rays(
@@ -50,6 +50,27 @@ def upsample_coarse(data: CoarseData, values: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _side_terms(
+    data: CoarseData, D: torch.Tensor, C: torch.Tensor, pw_s: torch.Tensor, pw_R: torch.Tensor,
+    pw_T: torch.Tensor, conf_trf: str, a: int, b: int, chunk: tuple[torch.Tensor, ...],
+):
+    """Per edge side of edges ``a:b``: image index ``(c,)`` and per pixel ``(c, A)`` the weight
+    ``w``, ``D.V`` and ``|V|^2`` with ``V = Y - C`` the target relative to the camera centre.
+    The residual of depth ``d`` is ``sqrt(d^2 |D|^2 - 2 d D.V + |V|^2)``."""
+    from .params import conf_transform
+
+    p1, c1, p2, c2 = chunk
+    M = (pw_s[a:b, None, None] * pw_R[a:b]).transpose(1, 2)
+    out = []
+    for k, P, c in ((data.ei[a:b], p1, c1), (data.ej[a:b], p2, c2)):
+        V = torch.baddbmm((pw_T[a:b] - C[k])[:, None, :], P, M)
+        w = conf_transform(c.clamp(min=1e-12), conf_trf).clamp(min=0) * data.user_mask[k]
+        ok = torch.isfinite(V).all(-1)
+        V = torch.where(ok[..., None], V, torch.zeros_like(V))
+        out.append((k, w * ok, (V * D[k]).sum(-1), (V * V).sum(-1)))
+    return out
+
+
 @torch.no_grad()
 def dense_depth(
     data: CoarseData,
@@ -66,6 +87,7 @@ def dense_depth(
     dist: str,
     iters: int,
     progress: bool = False,
+    cache_bytes: int = 1 << 31,
 ) -> tuple[torch.Tensor, float]:
     """Full-resolution depths ``(N, A)`` minimising the alignment loss with everything else fixed.
 
@@ -77,47 +99,59 @@ def dense_depth(
         depth0: ``(N, A)`` starting depth (the upsampled coarse solution); pixels no edge
             constrains keep it.
         iters: IRLS passes (``'l2'`` uses one).
+        cache_bytes: the per-pixel scalars of every edge side (3 float32 each) are kept between
+            passes when they fit in this many bytes; otherwise every pass streams the predictions.
 
     Returns:
         ``(depth (N, A), loss)`` with ``loss`` the reference loss (area-normalised) at the result.
     """
-    from .params import conf_transform
-
     D = world_rays(data, R, fx, fy, pp)
     DD = (D * D).sum(-1)
     depth = depth0.clone()
+    floor = 1e-6 * depth0.abs().amax(1, keepdim=True)
     n_pass = 1 if dist == "l2" else max(1, iters)
-    bar = tqdm(total=n_pass + 1, desc="dense depth", disable=not progress, leave=False)
-    loss = float("nan")
+    E, A = len(data.ei), data.valid_full.shape[1]
+    keep = E * A * 2 * 3 * 4 <= cache_bytes
+    cached: list = []
     area = data.valid_full.sum(1).float()
     A_i, A_j = area[data.ei].sum(), area[data.ej].sum()
+
+    def sides():
+        if cached:
+            yield from cached
+            return
+        for a, b, chunk in data.store.chunks():
+            terms = _side_terms(data, D, C, pw_s, pw_R, pw_T, conf_trf, a, b, chunk)
+            if keep:
+                cached.append(terms)
+            yield terms
+
+    loss = float("nan")
+    bar = tqdm(total=n_pass + 1, desc="dense depth", disable=not progress, leave=False)
     for it in range(n_pass + 1):
         final = it == n_pass
         num = torch.zeros_like(depth)
         den = torch.zeros_like(depth)
         tot = torch.zeros((), device=depth.device, dtype=torch.float64)
-        for a, b, (p1, c1, p2, c2) in data.store.chunks():
-            M = pw_s[a:b, None, None] * pw_R[a:b]
-            for k, P, c, A_side in ((data.ei[a:b], p1, c1, A_i), (data.ej[a:b], p2, c2, A_j)):
-                Y = torch.baddbmm(pw_T[a:b, None, :], P, M.transpose(1, 2))
-                w = conf_transform(c.clamp(min=1e-12), conf_trf).clamp(min=0) * data.user_mask[k]
-                w = torch.where(torch.isfinite(Y).all(-1), w, torch.zeros_like(w))
-                Y = torch.nan_to_num(Y)
-                Dk, Ck = D[k], C[k][:, None, :]
+        for terms in sides():
+            for side, (k, w, dv, vv) in enumerate(terms):
+                dk = depth[k]
                 if final or dist == "l1":
-                    res = (Ck + depth[k][..., None] * Dk - Y).norm(dim=-1)
+                    res = (dk * (dk * DD[k] - 2 * dv) + vv).clamp(min=0)
+                    if dist == "l1":
+                        res = res.sqrt()
                     if final:
-                        tot += ((w * (res if dist == "l1" else res * res)).sum() / A_side).double()
+                        tot += ((w * res).sum() / (A_i if side == 0 else A_j)).double()
                         continue
-                    w = w / res.clamp(min=1e-4 * depth[k].abs().clamp(min=1e-8))
-                num.index_add_(0, k, w * ((Y - Ck) * Dk).sum(-1))
-                den.index_add_(0, k, w * DD[k])
+                    w = w / res.clamp(min=1e-4 * dk.abs().clamp(min=1e-8))
+                num.index_add_(0, k, w * dv)
+                den.index_add_(0, k, w)
         bar.update(1)
         if final:
             loss = float(tot)
             break
         ok = den > 0
-        depth = torch.where(ok, num / den.clamp(min=1e-30), depth)
-        depth = torch.maximum(depth, 1e-6 * depth0.abs().amax(1, keepdim=True))
+        depth = torch.where(ok, num / (den * DD).clamp(min=1e-30), depth)
+        depth = torch.maximum(depth, floor)
     bar.close()
     return depth, loss

@@ -10,8 +10,10 @@ the total pixel area.
 Stages:
 
 1. **coarse**: the exact reference loss restricted to a strided pixel subset (about
-   ``coarse_pixels`` per image), MST initialisation then Adam with the reference schedule. Poses,
-   focals and pair similarities are over-determined by a few thousand pixels per image.
+   ``coarse_pixels`` per image), MST initialisation, then either robust Levenberg-Marquardt with
+   the depths eliminated (``solver='gn'``, default, :mod:`.gauss_newton`; ~10-30 iterations) or
+   the reference Adam loop (``solver='adam'``). Poses, focals and pair similarities are
+   over-determined by a few thousand pixels per image.
 2. **dense**: with cameras and similarities fixed, every full-resolution pixel's depth has a
    closed-form (``l2``) or IRLS (``l1``) optimum; a few streaming passes over the predictions
    replace hundreds of Adam iterations on millions of depth parameters.
@@ -25,8 +27,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -36,16 +38,16 @@ from tqdm.auto import tqdm
 
 from ..errors import GraphError, PointmapError
 from ..geometry.camera import estimate_focal, intrinsics_matrix
-from ..geometry.registration import rigid_registration
 from ..predictions import PairPredictions
 from ..scene import Scene
 from .config import AlignConfig
 from .data import CoarseData, build_edge_data
 from .dense import dense_depth, upsample_coarse
+from .gauss_newton import GNProblem, GNState, gauss_newton
 from .init import InitResult, KnownCameras, mst_init
-from .params import lr_at, params_to_pose, pose_to_params, signed_expm1, signed_log1p
+from .params import lr_at, params_to_pose, pose_to_params
 
-__all__ = ["AlignResult", "global_align", "align_pairs", "align_components", "connected_image_sets"]
+__all__ = ["AlignResult", "align_components", "align_pairs", "connected_image_sets", "global_align"]
 
 KnownPoses = torch.Tensor | Mapping[int, torch.Tensor] | None
 
@@ -62,6 +64,7 @@ class AlignResult:
         pair_poses: ``(E, 4, 4)`` similarities ``[s R | T]`` mapping each edge's prediction
             (camera-``i`` frame) to the world (NaN rows for edges of unplaced images).
         stride: pixel stride of the coarse stage.
+        iterations: coarse-stage iterations run (LM trial steps for ``'gn'``).
         timings: seconds per stage.
     """
 
@@ -71,6 +74,7 @@ class AlignResult:
     init_loss: float
     pair_poses: torch.Tensor
     stride: int
+    iterations: int = 0
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -248,111 +252,84 @@ class _CoarseModel(torch.nn.Module):
             li, lj = li * li, lj * lj
         return (d.w_i * li).sum() / self.A_i + (d.w_j * lj).sum() / self.A_j
 
-    def _irls_weights(self, dist: str) -> tuple[torch.Tensor, torch.Tensor]:
-        d = self.data
-        if dist == "l2":
-            return d.w_i, d.w_j
-        li, lj = self.residuals()
-        scale = self.log_depth.exp().median() * 1e-4
-        return d.w_i / li.clamp(min=scale), d.w_j / lj.clamp(min=scale)
 
-    @torch.no_grad()
-    def solve_depth_(self, dist: str) -> None:
-        """Set every coarse depth to its optimum given cameras and pair similarities (one IRLS
-        step for ``l1``)."""
-        d = self.data
-        wi, wj = self._irls_weights(dist)
-        R, C, fx, fy = self.cameras()
-        D = self.rays(R, fx, fy)
-        Yi, Yj = self.targets()
-        num = torch.zeros_like(self.log_depth)
-        den = torch.zeros_like(self.log_depth)
-        for k, Y, w in ((d.ei, Yi, wi), (d.ej, Yj, wj)):
-            Dk = D[k]
-            num.index_add_(0, k, w * ((Y - C[k][:, None, :]) * Dk).sum(-1))
-            den.index_add_(0, k, w * (Dk * Dk).sum(-1))
-        ok = (den > 0) & (num > 0)
-        new = torch.where(ok, (num / den.clamp(min=1e-30)).clamp(min=1e-30).log(), self.log_depth)
-        self.log_depth.copy_(new)
-
-    @torch.no_grad()
-    def solve_pairs_(self, dist: str) -> None:
-        """Set every edge's similarity to its weighted Procrustes optimum given the images' points
-        (IRLS weights for ``l1``); the scale gauge is re-pinned."""
-        d = self.data
-        wi, wj = self._irls_weights(dist)
-        R, C, fx, fy = self.cameras()
-        X = C[:, None, :] + self.log_depth.exp()[..., None] * self.rays(R, fx, fy)
-        src = torch.cat([d.pts_i, d.pts_j], 1)
-        dst = torch.cat([X[d.ei], X[d.ej]], 1)
-        s, Rp, Tp = rigid_registration(src, dst, torch.cat([wi, wj], 1))
-        ok = torch.isfinite(s) & (s > 0) & torch.isfinite(Tp).all(-1) & torch.isfinite(Rp).flatten(1).all(-1)
-        new = torch.cat([pose_to_params(Rp, Tp / s[:, None]), s.log()[:, None]], -1)
-        self.pw_params.copy_(torch.where(ok[:, None], new, self.pw_params))
-        if self.norm_pw_scale:  # move the scene (not the pairs) to the pinned scale gauge
-            ls = self.pw_params[:, 7]
-            g = math.log(self.base_scale) - float(ls.mean())
-            self.pw_params[:, 7] += g
-            self.log_depth += g
-            C = signed_expm1(self.pose_params[:, 4:7]) * math.exp(g)
-            self.pose_params[:, 4:7] = signed_log1p(C)
-
-
-def _optimise(model: _CoarseModel, cfg: AlignConfig, progress: bool) -> float:
-    """Coarse stage. ``solver='adam'``: the reference (Adam on every parameter).
-    ``solver='bcd'``: each iteration sets depths and pair similarities to their closed-form /
-    IRLS optimum, then takes an Adam step on the cameras only (far fewer iterations needed)."""
-    if cfg.solver == "lbfgs" and cfg.niter > 0:
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.LBFGS(
-            params, lr=1.0, max_iter=cfg.niter, history_size=20, line_search_fn="strong_wolfe",
-            tolerance_grad=0.0, tolerance_change=0.0,
-        )
-        bar = tqdm(total=cfg.niter, desc="global alignment", disable=not progress)
-
-        def closure() -> torch.Tensor:
-            opt.zero_grad(set_to_none=True)
-            loss = model(cfg.dist)
-            loss.backward()
-            bar.update(1)
-            return loss
-
-        opt.step(closure)
-        bar.close()
-        with torch.no_grad():
-            return float(model(cfg.dist))
-    bcd = cfg.solver == "bcd"
-    if bcd:
-        params = [model.pose_params, model.focal_param]
-    else:
-        params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.niter == 0:
-        with torch.no_grad():
-            return float(model(cfg.dist))
-    groups = [{"params": [p for p in params if p is not model.focal_param], "scale": 1.0}]
-    if any(p is model.focal_param for p in params):
-        groups.append({"params": [model.focal_param], "scale": cfg.focal_lr_scale})
-    opt = torch.optim.Adam(groups, lr=cfg.lr, betas=(0.9, 0.9))
-    loss = torch.tensor(float("nan"))
-    with tqdm(range(cfg.niter), desc="global alignment", disable=not progress) as bar:
-        for t in bar:
-            if bcd:
-                model.solve_depth_(cfg.dist)
-                model.solve_pairs_(cfg.dist)
-            for g in opt.param_groups:
-                g["lr"] = g["scale"] * lr_at(t, cfg.niter, cfg.lr, cfg.lr_min, cfg.schedule)
-            opt.zero_grad(set_to_none=True)
-            loss = model(cfg.dist)
-            loss.backward()
-            opt.step()
-            if progress and t % 10 == 0:
-                bar.set_postfix(loss=f"{float(loss):.5g}")
-    if bcd:
-        for _ in range(2):
-            model.solve_depth_(cfg.dist)
-            model.solve_pairs_(cfg.dist)
+def _optimise_adam(model: _CoarseModel, cfg: AlignConfig, niter: int, progress: bool) -> float:
+    """Reference coarse stage: Adam (betas ``(0.9, 0.9)``) on every parameter with the reference
+    learning-rate schedule. Returns the final loss."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if niter > 0:
+        opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.9))
+        with tqdm(range(niter), desc="global alignment (Adam)", disable=not progress) as bar:
+            for t in bar:
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(t, niter, cfg.lr, cfg.lr_min, cfg.schedule)
+                opt.zero_grad(set_to_none=True)
+                loss = model(cfg.dist)
+                loss.backward()
+                opt.step()
+                if progress and t % 10 == 0:
+                    bar.set_postfix(loss=f"{float(loss):.5g}")
     with torch.no_grad():
         return float(model(cfg.dist))
+
+
+@dataclass
+class _Coarse:
+    """Result of the coarse stage (on the compute device).
+
+    ``R (N,3,3)``, ``C (N,3)``, ``fx, fy (N,)``, ``pp (N,2)`` cameras; ``s (E,)``, ``Rp (E,3,3)``,
+    ``Tp (E,3)`` pair similarities (prediction ``P`` -> world ``s Rp P + Tp``); ``log_depth
+    (N, n)`` at the coarse pixels; coarse losses before / after.
+    """
+
+    R: torch.Tensor
+    C: torch.Tensor
+    fx: torch.Tensor
+    fy: torch.Tensor
+    pp: torch.Tensor
+    s: torch.Tensor
+    Rp: torch.Tensor
+    Tp: torch.Tensor
+    log_depth: torch.Tensor
+    init_loss: float
+    loss: float
+    iterations: int
+
+
+def _coarse_solve(
+    data: CoarseData, init: InitResult, known: KnownCameras, shared_focal: bool, cfg: AlignConfig,
+    progress: bool,
+) -> _Coarse:
+    """Coarse stage with ``cfg.solver`` from the initialisation ``init``."""
+    model = _CoarseModel(data, init, known, shared_focal, cfg.base_scale)
+    with torch.no_grad():
+        init_loss = float(model(cfg.dist))
+    if cfg.solver == "adam":
+        loss = _optimise_adam(model, cfg, cfg.iterations, progress)
+        with torch.no_grad():
+            R, C, fx, fy = model.cameras()
+            s, Rp, Tp = model.pair_similarities()
+        return _Coarse(
+            R, C, fx, fy, model.pp, s, Rp, Tp, model.log_depth.detach(), init_loss, loss, cfg.iterations
+        )
+    with torch.no_grad():
+        R, C, fx, fy = model.cameras()
+        s, Rp, Tp = model.pair_similarities()
+        st = GNState(
+            R=R, C=C, log_f=torch.stack([fx, fy], -1).log(), depth=model.log_depth.exp(),
+            Re=Rp, te=Tp, log_s=s.log(),
+        )
+    pb = GNProblem.build(
+        data, model.pp, model.pose_frozen, model.focal_frozen, shared_focal, model.norm_pw_scale
+    )
+    st, loss, iters = gauss_newton(
+        st, pb, cfg.dist, cfg.iterations, cfg.tol, cfg.chunk_slot_pixels, progress
+    )
+    f = st.log_f.exp()
+    return _Coarse(
+        st.R, st.C, f[:, 0], f[:, 1], model.pp, st.log_s.exp(), st.Re, st.te,
+        st.depth.clamp(min=1e-30).log(), init_loss, loss, iters,
+    )
 
 
 # ----------------------------------------------------------------------------- main entry
@@ -419,6 +396,7 @@ def align_pairs(
     pair_poses = torch.full((len(preds), 4, 4), float("nan"))
     loss = dense_loss = init_loss = float("nan")
     stride = 1
+    iterations = 0
 
     # unplaced images still get their own confidences and predicted depth (in their own frame)
     for e, (i, j) in enumerate(preds.pairs):
@@ -457,22 +435,19 @@ def align_pairs(
         init = mst_init(
             data, sub_known, cfg.conf_threshold, cfg.niter_pnp, cfg.pnp_reproj_error, cfg.base_scale
         )
-        model = _CoarseModel(data, init, sub_known, shared_focal, cfg.base_scale)
-        with torch.no_grad():
-            init_loss = float(model(cfg.dist))
         timings["init"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        loss = _optimise(model, cfg, progress)
+        co = _coarse_solve(data, init, sub_known, shared_focal, cfg, progress)
+        loss, init_loss, iterations = co.loss, co.init_loss, co.iterations
+        R, C, fx, fy, s, Rp, Tp = co.R, co.C, co.fx, co.fy, co.s, co.Rp, co.Tp
         timings["coarse"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         with torch.no_grad():
-            R, C, fx, fy = model.cameras()
-            s, Rp, Tp = model.pair_similarities()
-            depth0 = upsample_coarse(data, model.log_depth.detach()).exp()
+            depth0 = upsample_coarse(data, co.log_depth).exp()
             if cfg.dense:
                 depth_full, dense_loss = dense_depth(
-                    data, R, C, fx, fy, model.pp, s, Rp, Tp, depth0, cfg.conf_trf, cfg.dist,
-                    cfg.dense_iters, progress,
+                    data, R, C, fx, fy, co.pp, s, Rp, Tp, depth0, cfg.conf_trf, cfg.dist,
+                    cfg.dense_iters, progress, cache_bytes=cfg.cache_bytes // 4,
                 )
             else:
                 depth_full = depth0
@@ -483,7 +458,7 @@ def align_pairs(
             P = torch.eye(4)
             P[:3, :3], P[:3, 3] = R[r].cpu(), C[r].cpu()
             poses[k] = P
-            K = intrinsics_matrix(torch.stack([fx[r], fy[r]]).cpu(), model.pp[r].cpu())
+            K = intrinsics_matrix(torch.stack([fx[r], fy[r]]).cpu(), co.pp[r].cpu())
             Ks[k] = K
             depths[k] = depth_full[r, : h * w].reshape(h, w).float().cpu()
             confs[k] = im_conf[r, : h * w].reshape(h, w)
@@ -514,7 +489,7 @@ def align_pairs(
     )
     return AlignResult(
         scene=scene, loss=loss, dense_loss=dense_loss, init_loss=init_loss, pair_poses=pair_poses,
-        stride=stride, timings=timings,
+        stride=stride, iterations=iterations, timings=timings,
     )
 
 

@@ -8,12 +8,12 @@ import roma
 import torch
 
 __all__ = [
-    "signed_log1p",
-    "signed_expm1",
-    "pose_to_params",
-    "params_to_pose",
     "conf_transform",
     "lr_at",
+    "params_to_pose",
+    "pose_to_params",
+    "signed_expm1",
+    "signed_log1p",
 ]
 
 

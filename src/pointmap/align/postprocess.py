@@ -62,7 +62,7 @@ def sky_mask(img: torch.Tensor) -> torch.Tensor:
     """
     rgb = (img.detach().cpu().float().clamp(0, 1).numpy() * 255).round().astype(np.uint8)
     hsv = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_BGR2HSV)
-    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    s, v = hsv[..., 1], hsv[..., 2]
     m = cv2.inRange(hsv, (0, 0, 100), (30, 255, 255)) > 0
     m |= (s < 10) & (v > 150)
     m |= (s < 30) & (v > 180)

@@ -1,0 +1,432 @@
+"""Second-order coarse solver: robust Levenberg-Marquardt with the depths eliminated.
+
+Unknowns (``N`` images, ``E`` edges, ``n`` coarse pixels per image):
+
+* per image ``k``: rotation ``R_k`` (updated on SO(3) by a left axis-angle increment), centre
+  ``C_k``, log-focal ``phi_k`` (``fx = fy = exp(phi)``) -- 7 parameters;
+* per coarse pixel: a depth ``d_kp``; the world point is ``X_kp = C_k + d_kp R_k K_k^-1 (u, v, 1)``;
+* per edge ``e``: a similarity ``Y = s_e R_e P + t_e`` of its predictions ``P`` (camera-``i``
+  frame) with ``s_e = exp(varsigma_e)`` -- 7 parameters.
+
+Residuals: ``r = X_k(p) - Y_e(p)`` for every edge ``e`` containing image ``k`` (both of its sides),
+weighted by the confidence weights. The Euclidean-norm (``'l1'``) loss ``sum w ||r||`` is minimised
+by iteratively reweighted least squares (weights ``w / ||r||``, a majoriser of the loss); each
+iteration takes one Levenberg-Marquardt step on the weighted least squares.
+
+Every depth appears only in the residuals of its own pixel, so it is eliminated by a Schur
+complement (a 1x1 block per pixel). The reduced normal matrix over cameras and edges
+(``7 (N + E)`` unknowns) is assembled image by image -- each image couples its camera with the
+edges it belongs to -- and solved densely (Cholesky, float64). After a step the depths are set to
+their closed-form optimum for the new cameras and edges (variable projection); a step is kept only
+if the loss decreases, otherwise the damping grows.
+
+Gauge: without known poses the first image's pose is held fixed; the scale is fixed as in the
+reference by pinning the geometric mean of the pair scales to ``base_scale`` (the update of the
+log-scales is projected onto zero mean) unless two or more poses are known.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import roma
+import torch
+from tqdm.auto import tqdm
+
+from .data import CoarseData
+
+__all__ = ["GNProblem", "GNState", "gauss_newton"]
+
+
+@dataclass
+class GNState:
+    """Current estimate (all on the compute device, float32).
+
+    Attributes:
+        R: ``(N, 3, 3)`` camera-to-world rotations; ``C``: ``(N, 3)`` camera centres.
+        log_f: ``(N, 2)`` ``log fx, log fy`` (pixels).
+        depth: ``(N, n)`` z-depth of the coarse pixels (scene units).
+        Re: ``(E, 3, 3)``, ``te``: ``(E, 3)``, ``log_s``: ``(E,)``: pair similarities, prediction
+            ``P`` -> world ``exp(log_s) Re P + te``.
+    """
+
+    R: torch.Tensor
+    C: torch.Tensor
+    log_f: torch.Tensor
+    depth: torch.Tensor
+    Re: torch.Tensor
+    te: torch.Tensor
+    log_s: torch.Tensor
+
+
+@dataclass
+class GNProblem:
+    """Data of the coarse problem rearranged per image ("slots" = the edge sides an image is in).
+
+    Shapes: ``N`` images, ``d`` maximum slots per image, ``n`` coarse pixels.
+
+    Attributes:
+        uv: ``(N, n, 2)`` pixel coordinates; ``pp``: ``(N, 2)`` principal points.
+        slot_edge: ``(N, d)`` edge of each slot (0 on padding); ``slot_ok``: ``(N, d)`` bool.
+        P: ``(N, d, n, 3)`` the slot's predictions of the image's pixels (camera-``i`` frame of
+            the edge).
+        w: ``(N, d, n)`` loss weights (0 on padding), scaled so that ``sum w ||r|| / area`` is the
+            reference loss.
+        area: loss normaliser.
+        cam_index: ``(N, 7)`` position of each camera parameter in the unknown vector (``n_unknowns``
+            = frozen / gauge-fixed); ``edge_index``: ``(E, 7)`` likewise for edges.
+        n_unknowns: size of the reduced system.
+        pin_scale: the pair log-scales are projected onto zero-mean updates.
+    """
+
+    uv: torch.Tensor
+    pp: torch.Tensor
+    slot_edge: torch.Tensor
+    slot_ok: torch.Tensor
+    P: torch.Tensor
+    w: torch.Tensor
+    area: float
+    cam_index: torch.Tensor
+    edge_index: torch.Tensor
+    n_unknowns: int
+    pin_scale: bool
+
+    @staticmethod
+    def build(
+        data: CoarseData,
+        pp: torch.Tensor,
+        pose_frozen: torch.Tensor,
+        focal_frozen: torch.Tensor,
+        shared_focal: bool,
+        pin_scale: bool,
+    ) -> GNProblem:
+        """Arrange ``data`` per image and number the unknowns.
+
+        Args:
+            pp: ``(N, 2)`` principal points.
+            pose_frozen, focal_frozen: ``(N,)`` bool, known (frozen) poses / focals.
+            shared_focal: one focal for every image whose focal is not known.
+            pin_scale: pin the geometric mean of the pair scales (no scale from known poses).
+        """
+        dev = data.pts_i.device
+        N, E = data.n_images, len(data.ei)
+        img = torch.cat([data.ei, data.ej])
+        order = torch.argsort(img, stable=True)
+        deg = torch.bincount(img, minlength=N)
+        d = int(deg.max())
+        start = torch.cumsum(deg, 0) - deg
+        pos = torch.arange(2 * E, device=dev) - start[img[order]]
+        table = torch.full((N, d), -1, dtype=torch.long, device=dev)
+        table[img[order], pos] = order
+        ok = table >= 0
+        sid = table.clamp(min=0)
+        area_i = data.valid.sum(1).float()[data.ei].sum().clamp(min=1)
+        area_j = data.valid.sum(1).float()[data.ej].sum().clamp(min=1)
+        area = float((area_i + area_j) / 2)
+        w_all = torch.cat([data.w_i * (area / area_i), data.w_j * (area / area_j)])
+        P = torch.cat([data.pts_i, data.pts_j])[sid]
+        w = w_all[sid] * ok[..., None]
+
+        # numbering of the unknowns; frozen / gauge-fixed entries get the index n_unknowns
+        pose_fixed = pose_frozen.clone().to(dev)
+        if not bool(pose_fixed.any()):
+            pose_fixed[0] = True  # gauge: the first image's pose stays at its initial value
+        cam_index = torch.empty(N, 7, dtype=torch.long, device=dev)
+        nxt = 0
+        free_pose = torch.nonzero(~pose_fixed).flatten()
+        cam_index[:, :6] = -1
+        cam_index[free_pose, :6] = nxt + torch.arange(6 * len(free_pose), device=dev).reshape(-1, 6)
+        nxt += 6 * len(free_pose)
+        free_f = torch.nonzero(~focal_frozen.to(dev)).flatten()
+        cam_index[:, 6] = -1
+        if len(free_f):
+            if shared_focal:
+                cam_index[free_f, 6] = nxt
+                nxt += 1
+            else:
+                cam_index[free_f, 6] = nxt + torch.arange(len(free_f), device=dev)
+                nxt += len(free_f)
+        edge_index = nxt + torch.arange(7 * E, device=dev).reshape(E, 7)
+        nxt += 7 * E
+        cam_index[cam_index < 0] = nxt
+        return GNProblem(
+            uv=data.uv, pp=pp.to(dev), slot_edge=sid % E, slot_ok=ok, P=P, w=w, area=area,
+            cam_index=cam_index, edge_index=edge_index, n_unknowns=nxt, pin_scale=pin_scale,
+        )
+
+
+def _skew(v: torch.Tensor) -> torch.Tensor:
+    """``(..., 3, 3)`` cross-product matrices of ``(..., 3)`` vectors."""
+    z = torch.zeros_like(v[..., 0])
+    x, y, w = v.unbind(-1)
+    return torch.stack([z, -w, y, w, z, -x, -y, x, z], -1).reshape(v.shape + (3,))
+
+
+def _rays(st: GNState, pb: GNProblem, ks: slice) -> torch.Tensor:
+    """``(c, n, 3)`` world directions (unit camera z) of the coarse pixels of images ``ks``."""
+    uv, pp, f = pb.uv[ks], pb.pp[ks], st.log_f[ks].exp()
+    cam = torch.stack(
+        [(uv[..., 0] - pp[:, None, 0]) / f[:, None, 0], (uv[..., 1] - pp[:, None, 1]) / f[:, None, 1],
+         torch.ones_like(uv[..., 0])], -1,
+    )
+    return cam @ st.R[ks].transpose(1, 2)
+
+
+def _targets(st: GNState, pb: GNProblem, ks: slice) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slot predictions in the world ``Y (c, d, n, 3)`` and their rotated-scaled part ``Q``."""
+    e = pb.slot_edge[ks]
+    M = st.log_s[e].exp()[..., None, None] * st.Re[e]
+    Q = pb.P[ks] @ M.transpose(-1, -2)
+    return Q + st.te[e][:, :, None, :], Q
+
+
+def _chunks(pb: GNProblem, budget: int) -> list[slice]:
+    """Image slices whose slot-pixel count stays below ``budget``."""
+    N, d, n = pb.w.shape
+    step = max(1, budget // max(d * n, 1))
+    return [slice(a, min(a + step, N)) for a in range(0, N, step)]
+
+
+def _irls(w: torch.Tensor, res: torch.Tensor, dist: str, eps: float) -> torch.Tensor:
+    return w if dist == "l2" else w / res.clamp(min=eps)
+
+
+@torch.no_grad()
+def loss_and_depth(
+    st: GNState, pb: GNProblem, dist: str, eps: float, weights: list[torch.Tensor] | None,
+    depth_passes: int, budget: int,
+) -> tuple[float, torch.Tensor, list[torch.Tensor]]:
+    """Closed-form depths for the current cameras and edges, and the loss there.
+
+    ``depth_passes`` weighted least-squares depth solves (the first with ``weights`` when given,
+    i.e. the IRLS weights of the linearisation point, the next ones reweighted at the new
+    residuals); ``0`` keeps ``st.depth``.
+
+    Returns:
+        ``(loss, depth (N, n), irls weights per chunk (c, d, n))``.
+    """
+    depth = st.depth.clone()
+    total = 0.0
+    new_w: list[torch.Tensor] = []
+    for c, ks in enumerate(_chunks(pb, budget)):
+        D = _rays(st, pb, ks)
+        Y, _ = _targets(st, pb, ks)
+        V = Y - st.C[ks][:, None, None, :]  # targets relative to the centre
+        DV = (V * D[:, None]).sum(-1)  # (c, d, n)
+        DD = (D * D).sum(-1)  # (c, n)
+        dk = depth[ks]
+        for t in range(depth_passes):
+            if t == 0 and weights is not None:
+                wt = weights[c]
+            else:
+                res = (dk[:, None, :, None] * D[:, None] - V).norm(dim=-1)
+                wt = _irls(pb.w[ks], res, dist, eps)
+            den = wt.sum(1) * DD
+            num = (wt * DV).sum(1)
+            good = (den > 0) & (num > 0)
+            dk = torch.where(good, num / den.clamp(min=1e-30), dk)
+        res = (dk[:, None, :, None] * D[:, None] - V).norm(dim=-1)
+        total += float((pb.w[ks] * (res if dist == "l1" else res * res)).sum())
+        new_w.append(_irls(pb.w[ks], res, dist, eps))
+        depth[ks] = dk
+    return total / pb.area, depth, new_w
+
+
+def _cross_of(M: torch.Tensor) -> torch.Tensor:
+    """``(..., 3)``: ``sum_k a_k x b_k`` from ``M = sum_k a_k b_k^T`` ``(..., 3, 3)``."""
+    return torch.stack(
+        [M[..., 1, 2] - M[..., 2, 1], M[..., 2, 0] - M[..., 0, 2], M[..., 0, 1] - M[..., 1, 0]], -1
+    )
+
+
+def _trace_eye(M: torch.Tensor) -> torch.Tensor:
+    """``tr(M) I`` for ``(..., 3, 3)`` matrices."""
+    tr = M.diagonal(dim1=-2, dim2=-1).sum(-1)
+    return tr[..., None, None] * torch.eye(3, dtype=M.dtype, device=M.device)
+
+
+def _linearise(
+    st: GNState, pb: GNProblem, weights: list[torch.Tensor], budget: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reduced (depth-eliminated) normal equations ``H (K, K)``, ``g (K,)`` in float64 over the
+    ``K = pb.n_unknowns`` unknowns.
+
+    Jacobians of a residual ``r = X_k(p) - Y_e(p)`` (``Delta = X - C``, ``Z = d R e_z``,
+    ``Q = s_e R_e P``), columns (rotation increment, centre / translation, log-focal / log-scale):
+    camera ``[-[Delta]x, I, Z - Delta]``, edge ``[[Q]x, -I, -Q]``, log-depth ``Delta``. The products
+    ``J^T W J`` are written in closed form from weighted moments of ``Q``, ``Delta`` and ``Z``
+    (batched matrix products over pixels), never materialising per-residual Jacobians.
+    """
+    K = pb.n_unknowns
+    dev = st.R.device
+    H = torch.zeros(K, K, dtype=torch.float64, device=dev)
+    g = torch.zeros(K, dtype=torch.float64, device=dev)
+    eye = torch.eye(3, device=dev)
+    for c, ks in enumerate(_chunks(pb, budget)):
+        w = weights[c]  # (c, d, n)
+        cn, d, n = w.shape
+        D = _rays(st, pb, ks)
+        dep = st.depth[ks]
+        Delta = dep[..., None] * D  # (c, n, 3) point minus centre
+        Dz = Delta - dep[..., None] * st.R[ks][:, None, :, 2]  # minus the focal derivative
+        X = st.C[ks][:, None, :] + Delta
+        Y, Q = _targets(st, pb, ks)
+        wr = w[..., None] * (X[:, None] - Y)  # (c, d, n, 3)
+        wQ = w[..., None] * Q
+        W = w.sum(1)  # (c, n)
+
+        # camera-camera: sum_p W J_c^T J_c
+        Jc = torch.cat([-_skew(Delta), eye.expand(cn, n, 3, 3), -Dz[..., None]], -1)
+        Mcc = (W[..., None, None] * Jc).reshape(cn, n * 3, 7).transpose(1, 2) @ Jc.reshape(cn, n * 3, 7)
+        # weighted moments per slot: [1, Q] x [1, Delta, Dz] and Q Q^T
+        F = torch.cat([torch.ones_like(Delta[..., :1]), Delta, Dz], -1)  # (c, n, 7)
+        wpsi = torch.cat([w[..., None], wQ], -1)  # (c, d, n, 4)
+        mom = (wpsi.transpose(2, 3).reshape(cn, d * 4, n) @ F).reshape(cn, d, 4, 7)
+        m0, mD, mZ = mom[:, :, 0, 0], mom[:, :, 0, 1:4], mom[:, :, 0, 4:7]
+        mQ, mQD, mQZ = mom[:, :, 1:, 0], mom[:, :, 1:, 1:4], mom[:, :, 1:, 4:7]
+        mQQ = wQ.transpose(2, 3) @ Q  # (c, d, 3, 3)
+        I3 = eye.expand(cn, d, 3, 3)
+        Mce = torch.cat([
+            torch.cat([mQD - _trace_eye(mQD), -_skew(mD), -_cross_of(mQD.transpose(-1, -2))[..., None]], -1),
+            torch.cat([_skew(mQ), -m0[..., None, None] * I3, -mQ[..., None]], -1),
+            torch.cat([-_cross_of(mQZ.transpose(-1, -2))[..., None, :], mZ[..., None, :],
+                       _trace_eye(mQZ)[..., :1, :1]], -1),
+        ], -2)  # (c, d, 7, 7)
+        trQQ = _trace_eye(mQQ)
+        Mee = torch.cat([
+            torch.cat([trQQ - mQQ, _skew(mQ), torch.zeros_like(mQ[..., None])], -1),
+            torch.cat([-_skew(mQ), m0[..., None, None] * I3, mQ[..., None]], -1),
+            torch.cat([torch.zeros_like(mQ[..., None, :]), mQ[..., None, :], trQQ[..., :1, :1]], -1),
+        ], -2)
+        rho = wr.sum(1)  # (c, n, 3)
+        gc = (Jc * rho[..., None]).sum((1, 2))  # (c, 7)
+        ge = torch.cat([
+            torch.linalg.cross(wr, Q).sum(2), -wr.sum(2), -(wr * Q).sum((2, 3))[..., None],
+        ], -1)  # (c, d, 7)
+        # depth elimination (the log-depth column of every residual of pixel p is Delta_p)
+        h = W * (Delta * Delta).sum(-1)  # (c, n)
+        hinv = torch.where(h > 1e-20 * h.amax().clamp(min=1e-30), 1 / h, torch.zeros_like(h))
+        gd = (rho * Delta).sum(-1)
+        bc = torch.cat([torch.zeros_like(Delta), Delta, -(Delta * Dz).sum(-1, keepdim=True)], -1)
+        bc = W[..., None] * bc
+        be = torch.cat([
+            torch.linalg.cross(Delta[:, None].expand_as(wQ), wQ), -w[..., None] * Delta[:, None],
+            -(wQ * Delta[:, None]).sum(-1, keepdim=True),
+        ], -1)  # (c, d, n, 7)
+        B = torch.cat([bc[:, None], be], 1).permute(0, 2, 1, 3).reshape(cn, n, 7 * (d + 1))
+        S = (B * hinv[..., None]).transpose(1, 2) @ B
+        gS = (B.transpose(1, 2) @ (gd * hinv)[..., None])[..., 0]
+        L = torch.zeros(cn, d + 1, 7, d + 1, 7, device=dev)
+        L[:, 0, :, 0] = Mcc
+        idx = torch.arange(1, d + 1, device=dev)
+        L[:, 0, :, 1:] = Mce.permute(0, 2, 1, 3)
+        L[:, 1:, :, 0] = Mce.transpose(-1, -2)
+        L[:, idx, :, idx] = Mee.transpose(0, 1)
+        L = L.reshape(cn, 7 * (d + 1), 7 * (d + 1)) - S
+        gl = torch.cat([gc[:, None], ge], 1).reshape(cn, -1) - gS
+        # scatter into the unknowns; frozen entries (index K) are zeroed and sent to index 0
+        eidx = torch.where(pb.slot_ok[ks][..., None], pb.edge_index[pb.slot_edge[ks]], K)
+        gi = torch.cat([pb.cam_index[ks][:, None], eidx], 1).reshape(cn, -1)  # (c, 7(d+1))
+        free = gi < K
+        L = torch.where(free[:, :, None] & free[:, None, :], L, torch.zeros_like(L))
+        gl = torch.where(free, gl, torch.zeros_like(gl))
+        gi = torch.where(free, gi, torch.zeros_like(gi))
+        H.view(-1).index_add_(0, (gi[:, :, None] * K + gi[:, None, :]).reshape(-1), L.reshape(-1).double())
+        g.index_add_(0, gi.reshape(-1), gl.reshape(-1).double())
+    return H, g
+
+
+def _project_scale(H: torch.Tensor, g: torch.Tensor, idx: torch.Tensor) -> None:
+    """In place ``H <- P H P + c 1 1^T / m``, ``g <- P g`` with ``P`` centring the ``m`` entries
+    ``idx`` (pair log-scales): the unknowns become zero-mean updates of the log-scales. The
+    rank-one term removes the null direction (a common shift) without changing the solution,
+    which is orthogonal to it."""
+    H[:, idx] -= H[:, idx].mean(1, keepdim=True)
+    H[idx, :] -= H[idx, :].mean(0, keepdim=True)
+    g[idx] -= g[idx].mean()
+    c = H.diagonal()[idx].mean().clamp(min=1e-30)
+    H[idx[:, None], idx[None, :]] += c / len(idx)
+
+
+def _apply(st: GNState, pb: GNProblem, delta: torch.Tensor) -> GNState:
+    """State moved by the unknown-vector step ``delta (K,)`` (depths unchanged)."""
+    full = torch.cat([delta.float(), delta.new_zeros(1).float()])
+    dc = full[pb.cam_index]  # (N, 7)
+    de = full[pb.edge_index]  # (E, 7)
+    dls = de[:, 6]
+    if pb.pin_scale:
+        dls = dls - dls.mean()
+    return GNState(
+        R=roma.rotvec_to_rotmat(dc[:, :3]) @ st.R, C=st.C + dc[:, 3:6],
+        log_f=st.log_f + dc[:, 6:7], depth=st.depth,
+        Re=roma.rotvec_to_rotmat(de[:, :3]) @ st.Re, te=st.te + de[:, 3:6], log_s=st.log_s + dls,
+    )
+
+
+@torch.no_grad()
+def gauss_newton(
+    st: GNState,
+    pb: GNProblem,
+    dist: str = "l1",
+    max_iters: int = 30,
+    tol: float = 1e-6,
+    budget: int = 1 << 22,
+    progress: bool = False,
+) -> tuple[GNState, float, int]:
+    """Minimise the coarse alignment loss from ``st`` by robust Levenberg-Marquardt.
+
+    Args:
+        st: initial state (e.g. the MST initialisation).
+        pb: the problem (:meth:`GNProblem.build`).
+        dist: ``'l1'`` (Euclidean distance, IRLS) or ``'l2'`` (squared distance).
+        max_iters: maximum accepted + rejected steps.
+        tol: stop when an accepted step lowers the loss by less than ``tol`` (relative) twice.
+        budget: slot-pixels (images x slots x pixels) processed at once; bounds the memory.
+        progress: tqdm bar.
+
+    Returns:
+        ``(state, loss, iterations)`` with ``loss`` the reference loss on the coarse pixels.
+    """
+    scale = float(st.depth[pb.w.sum(1) > 0].median()) if bool((pb.w.sum(1) > 0).any()) else 1.0
+    eps = 1e-4 * scale
+    passes = 1 if dist == "l2" else 2
+    loss, depth, weights = loss_and_depth(st, pb, dist, eps, None, passes, budget)
+    st = GNState(st.R, st.C, st.log_f, depth, st.Re, st.te, st.log_s)
+    ls_idx = pb.edge_index[:, 6]
+    mu, small, it = 1e-4, 0, 0
+    bar = tqdm(total=max_iters, desc="global alignment (LM)", disable=not progress)
+    while it < max_iters and pb.n_unknowns > 0:
+        H, g = _linearise(st, pb, weights, budget)
+        if pb.pin_scale:
+            _project_scale(H, g, ls_idx)
+        diag = H.diagonal().clone()
+        floor = diag.clamp(min=1e-12 * float(diag.abs().max().clamp(min=1e-30)))
+        accepted = False
+        while it < max_iters and not accepted:
+            it += 1
+            bar.update(1)
+            H.diagonal().copy_(diag + mu * floor)  # damping in place: H is the largest buffer
+            Lc, info = torch.linalg.cholesky_ex(H)
+            if int(info) != 0:
+                del Lc
+                mu *= 10
+                continue
+            delta = -torch.cholesky_solve(g[:, None], Lc)[:, 0]
+            del Lc
+            trial = _apply(st, pb, delta)
+            new_loss, new_depth, new_w = loss_and_depth(trial, pb, dist, eps, weights, passes, budget)
+            if math.isfinite(new_loss) and new_loss <= loss:
+                accepted = True
+                trial.depth = new_depth
+                rel = (loss - new_loss) / max(loss, 1e-30)
+                st, loss, weights = trial, new_loss, new_w
+                mu = max(mu / 3, 1e-8)
+                small = small + 1 if rel < tol else 0
+                bar.set_postfix(loss=f"{loss:.6g}")
+            else:
+                mu *= 8
+        if not accepted or small >= 2 or mu > 1e8:
+            break
+    bar.close()
+    return st, loss, it
