@@ -27,6 +27,117 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_inputs(inputs: list[str], size: int, fps: float, skip_bad: bool):
+    from .images import load_image_arrays, load_images
+    from .video import is_video, read_video_frames
+
+    images = []
+    for item in inputs:
+        if is_video(item):
+            frames = load_image_arrays(read_video_frames(item, fps=fps), size=size)
+            stem = item.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+            for k, im in enumerate(frames):
+                im.meta = type(im.meta)(f"{stem}_frame{k:04d}.png", *list(im.meta.__dict__.values())[1:])
+            images += frames
+        else:
+            images += load_images(item, size=size, skip_bad=skip_bad)
+    return images
+
+
+def _cmd_reconstruct(args: argparse.Namespace) -> int:
+    import time
+
+    from .align import AlignConfig, clean_pointcloud, mask_sky
+    from .api import reconstruct_images
+    from .export import export_scene
+    from .inference import resolve_device
+    from .io_utils import prepare_output_dir
+    from .model import load_model
+
+    t0 = time.perf_counter()
+    out = prepare_output_dir(args.output, overwrite=args.overwrite)  # refuse early, before the work
+    dev = resolve_device(args.device)
+    model = load_model(args.weights, device=dev)
+    size = args.size or (224 if max(model.config.img_size) <= 224 else 512)
+    images = _load_inputs(args.inputs, size, args.fps, args.skip_bad)
+    t_load = time.perf_counter() - t0
+    print(f"{len(images)} images at {size}px, model {args.weights}, device {dev}", file=sys.stderr)
+    if args.conf_threshold is None:
+        args.conf_threshold = model.recommended_conf_threshold
+    cfg = AlignConfig(conf_threshold=args.conf_threshold, **({"niter": args.iterations} if args.iterations else {}),
+                      **({"solver": args.solver} if args.solver else {}))
+    res = reconstruct_images(images, model, graph=args.graph, batch_size=args.batch_size, device=dev,
+                             dtype=args.dtype, align=cfg, progress=not args.quiet)
+    scene = res.scene
+    if args.clean and len(scene) > 1:
+        scene = clean_pointcloud(scene)
+    if args.mask_sky:
+        scene = mask_sky(scene)
+    t = time.perf_counter()
+    paths = export_scene(scene, out, formats=args.export, overwrite=True,
+                         image_paths=[im.meta.path for im in images], as_pointcloud=not args.mesh)
+    t_export = time.perf_counter() - t
+    placed = int(scene.placed.sum())
+    confs = [c[m].mean().item() for c, m in zip(scene.confidence, scene.masks) if m.any()]
+    timings = {"load": t_load, **{k: v for k, v in res.timings.items()}, "export": t_export}
+    print(f"placed {placed}/{len(scene)} images; {len(res.pairs)} pairs; "
+          f"mean confidence of kept points {sum(confs) / max(len(confs), 1):.2f} "
+          f"(threshold {args.conf_threshold} on raw confidence)")
+    print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+          + f", total {time.perf_counter() - t0:.1f}s")
+    for k, p in paths.items():
+        print(f"  {k}: {p}")
+    return 0
+
+
+def _cmd_pair(args: argparse.Namespace) -> int:
+    args.inputs = [args.image_a, args.image_b]
+    args.graph = "complete"
+    return _cmd_reconstruct(args)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train.trainer import main_train
+
+    res = main_train(args.config, args.overrides, max_minutes=args.max_minutes)
+    print(f"training {res.status}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .eval.tasks import run_eval
+
+    run_eval(args.task, args.dataset, args.out, model=args.weights, layout=args.layout,
+             device=args.device)
+    print(f"report written to {args.out}")
+    return 0
+
+
+def _common_recon_args(p: argparse.ArgumentParser) -> None:
+    from .export import FORMATS
+
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--weights", default="default", help="checkpoint file/folder, hub id, or 'default'")
+    p.add_argument("--size", type=int, choices=[224, 512], default=None, help="image size (default: the model's)")
+    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="inference precision (default: float32 on CPU, bfloat16 on CUDA)")
+    p.add_argument("--batch-size", type=int, default=16, help="pairs per network batch")
+    p.add_argument("--iterations", type=int, default=None, help="alignment iterations (default: the solver's)")
+    p.add_argument("--solver", default=None, help="alignment solver (see AlignConfig)")
+    p.add_argument("--conf-threshold", type=float, default=None,
+                   help="keep points whose raw confidence (1 + exp(x), > 1) exceeds this "
+                        "(default: the model's recommendation; 3 for the released DUSt3R models)")
+    p.add_argument("--export", nargs="+", default=list(FORMATS), choices=list(FORMATS), help="formats to write")
+    p.add_argument("--mesh", action="store_true", help="GLB as a mesh instead of a point cloud")
+    p.add_argument("--no-clean", dest="clean", action="store_false", help="skip the occlusion clean-up")
+    p.add_argument("--mask-sky", action="store_true", help="drop sky pixels")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
+    p.add_argument("--fps", type=float, default=1.0, help="frames per second sampled from videos")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     p = argparse.ArgumentParser(prog="pointmap", description="Unposed photos to 3D with DUSt3R.")
@@ -37,6 +148,33 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("output", help="output .safetensors (pointmap format) or .pth (reference layout)")
     c.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     c.set_defaults(func=_cmd_convert)
+
+    r = sub.add_parser("reconstruct", help="images, folders or a video -> 3D scene and exports")
+    r.add_argument("inputs", nargs="+", help="image files, folders, or video files")
+    r.add_argument("--graph", default="complete", help="scene graph: complete, swin-K, logwin-K, oneref-K")
+    _common_recon_args(r)
+    r.set_defaults(func=_cmd_reconstruct)
+
+    pr = sub.add_parser("pair", help="two images -> two-view scene and exports")
+    pr.add_argument("image_a")
+    pr.add_argument("image_b")
+    _common_recon_args(pr)
+    pr.set_defaults(func=_cmd_pair)
+
+    t = sub.add_parser("train", help="train or fine-tune a model from a YAML config")
+    t.add_argument("config")
+    t.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    t.add_argument("--max-minutes", type=float, default=None, help="time budget (checkpoint and stop)")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate on a dataset (pose, depth, localization, reconstruction)")
+    e.add_argument("task")
+    e.add_argument("dataset", help="dataset folder")
+    e.add_argument("--out", required=True, help="report folder")
+    e.add_argument("--weights", default="default")
+    e.add_argument("--layout", default=None, help="dataset layout (default: detected)")
+    e.add_argument("--device", default=None)
+    e.set_defaults(func=_cmd_eval)
     return p
 
 

@@ -42,6 +42,7 @@ __all__ = [
 _WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 BUNDLED_MODELS = {"default": "pointmap_default.safetensors"}
 _FORMAT_KEY = "pointmap_config"
+_THRESHOLD_KEY = "pointmap_conf_threshold"
 
 
 def bundled_model_path(name: str = "default") -> Path:
@@ -289,6 +290,7 @@ def load_model(
     """
     path = _resolve(source)
     cfg, sd = read_checkpoint(path)
+    threshold = _recommended_threshold(path)
     cfg = config or cfg
     if cfg is None:
         raise CheckpointError(
@@ -300,7 +302,25 @@ def load_model(
     with torch.no_grad():
         model.mask_token.zero_()
     load_weights(model, sd, strict=True, source=str(path))
+    if threshold is not None:
+        model.recommended_conf_threshold = threshold
     return model.to(device=device or "cpu", dtype=dtype).eval()
+
+
+def _recommended_threshold(path: Path) -> float | None:
+    """The raw-confidence threshold stored in a pointmap safetensors file, if any."""
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        value = (f.metadata() or {}).get(_THRESHOLD_KEY)
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 # ----------------------------------------------------------------------------- writers
@@ -321,6 +341,8 @@ def save_model(model: DUSt3R, path: str | os.PathLike, dtype: torch.dtype | None
 
     path = Path(path)
     meta = {_FORMAT_KEY: json.dumps(model.config.to_dict()), "format": "pt"}
+    if model.recommended_conf_threshold != 3.0:
+        meta[_THRESHOLD_KEY] = repr(float(model.recommended_conf_threshold))
     atomic_write_bytes(path, save(_unaliased_state_dict(model, dtype), metadata=meta))
     return path
 

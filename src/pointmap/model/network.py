@@ -80,6 +80,9 @@ class DUSt3R(nn.Module):
         self.downstream_head2 = build_head(cfg)
         self._rope_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.static_shapes = False  # set by optimize_for_inference(compile=True)
+        # raw-confidence threshold suited to this model's calibration (the reference's default is 3;
+        # a checkpoint can carry its own, see checkpoint.save_model)
+        self.recommended_conf_threshold = 3.0
 
     # ------------------------------------------------------------------ speed
     def optimize_for_inference(

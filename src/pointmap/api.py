@@ -1,0 +1,143 @@
+"""The public face of pointmap: from image files to a :class:`~pointmap.scene.Scene` in one call."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .align import AlignConfig, global_align, pair_scene
+from .errors import PointmapError
+from .images import LoadedImage, load_images
+from .inference import infer_pairs, resolve_device, resolve_dtype
+from .model import DUSt3R, load_model
+from .pairs import make_pairs, validate_pairs
+from .predictions import PairPredictions
+from .scene import Scene
+
+__all__ = ["ReconstructionResult", "reconstruct", "reconstruct_images"]
+
+
+@dataclass
+class ReconstructionResult:
+    """A reconstruction and how it was made.
+
+    Attributes:
+        scene: the aligned scene (network resolution; ``scene.to_original()`` maps it back).
+        images: the preprocessed images.
+        predictions: the pairwise network outputs.
+        timings: seconds per stage (``load``, ``inference``, ``alignment``).
+        pairs: the ordered pairs that were run.
+    """
+
+    scene: Scene
+    images: list[LoadedImage]
+    predictions: PairPredictions
+    timings: dict[str, float] = field(default_factory=dict)
+    pairs: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _duplicate_single(images: list[LoadedImage]) -> list[LoadedImage]:
+    """One image: feed it as both views (the reference demo does the same)."""
+    return [images[0], images[0]]
+
+
+def reconstruct_images(
+    images: Sequence[LoadedImage],
+    model: DUSt3R,
+    *,
+    graph: str = "complete",
+    pairs: Sequence[tuple[int, int]] | None = None,
+    batch_size: int = 16,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    align: AlignConfig | None = None,
+    progress: bool = False,
+) -> ReconstructionResult:
+    """Run pair inference and global alignment on already loaded images.
+
+    One image is reconstructed as a two-view scene of itself (monocular depth and focal);
+    two images use the closed-form two-view scene; more use :func:`global_align`.
+    """
+    images = list(images)
+    if not images:
+        raise PointmapError("no images to reconstruct")
+    timings: dict[str, float] = {}
+    dev = resolve_device(device)
+    single = len(images) == 1
+    work = _duplicate_single(images) if single else images
+    if pairs is None:
+        pairs = make_pairs(len(work), graph, symmetrize=True)
+    else:
+        pairs = validate_pairs(pairs, len(work))
+    t = time.perf_counter()
+    preds = infer_pairs(model, work, pairs, batch_size=batch_size, device=dev,
+                        dtype=resolve_dtype(dtype, dev), progress=progress)
+    timings["inference"] = time.perf_counter() - t
+    t = time.perf_counter()
+    cfg = align or AlignConfig(conf_threshold=model.recommended_conf_threshold)
+    rgb = [im.rgb for im in work]
+    if len(work) == 2:
+        scene = pair_scene(preds, rgb, conf_threshold=cfg.conf_threshold)
+    else:
+        scene = global_align(preds, rgb, config=cfg, device=dev, progress=progress)
+    timings["alignment"] = time.perf_counter() - t
+    if single:
+        scene = _first_only(scene)
+    names = [Path(im.meta.path).name if im.meta.path else f"image_{k:04d}" for k, im in enumerate(images)]
+    scene.names = names
+    scene.metas = [im.meta for im in images]
+    return ReconstructionResult(scene, images, preds, timings, list(pairs))
+
+
+def _first_only(scene: Scene) -> Scene:
+    return Scene(
+        imgs=scene.imgs[:1], poses=scene.poses[:1], intrinsics=scene.intrinsics[:1],
+        depths=scene.depths[:1], confidence=scene.confidence[:1], masks=scene.masks[:1],
+        conf_threshold=scene.conf_threshold, placed=scene.placed[:1],
+    )
+
+
+def reconstruct(
+    inputs: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    model: str | os.PathLike | DUSt3R = "default",
+    size: int | None = None,
+    graph: str = "complete",
+    batch_size: int = 16,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    align: AlignConfig | None = None,
+    skip_bad: bool = False,
+    progress: bool = False,
+) -> ReconstructionResult:
+    """Images (files or folders) to a reconstructed scene.
+
+    Args:
+        inputs: image files and/or folders.
+        model: a loaded network, a checkpoint path / hub id, or ``"default"`` (the bundled model).
+        size: preprocessing size (224 or 512); default: the model's training size.
+        graph: scene graph (``complete``, ``swin-K``, ``logwin-K``, ``oneref-K``).
+        batch_size, device, dtype: see :func:`pointmap.infer_pairs`.
+        align: alignment settings (:class:`pointmap.align.AlignConfig`).
+        skip_bad: skip unreadable images with a warning instead of failing.
+        progress: show progress bars.
+    """
+    t = time.perf_counter()
+    dev = resolve_device(device)
+    net = model if isinstance(model, DUSt3R) else load_model(model, device=dev)
+    if size is None:
+        size = 224 if max(net.config.img_size) <= 224 else 512
+    paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    images: list[LoadedImage] = []
+    for p in paths:
+        images += load_images(p, size=size, skip_bad=skip_bad)
+    load_time = time.perf_counter() - t
+    res = reconstruct_images(images, net, graph=graph, batch_size=batch_size, device=dev,
+                             dtype=dtype, align=align, progress=progress)
+    res.timings = {"load": load_time, **res.timings}
+    return res
