@@ -55,3 +55,41 @@ def test_bad_inputs_are_messages(tmp_path, capsys):
     empty.mkdir()
     rc = main(["reconstruct", str(empty), "-o", str(tmp_path / "o2")])
     assert rc == 2
+
+
+def test_video_frames_are_sampled(tmp_path):
+    import cv2
+    import numpy as np
+
+    from pointmap.cli import _load_inputs
+
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (128, 96))
+    for k in range(30):  # 3 s at 10 fps, a moving bright square
+        frame = np.zeros((96, 128, 3), np.uint8)
+        frame[20:60, 4 * k:4 * k + 30] = 255
+        writer.write(frame)
+    writer.release()
+    images = _load_inputs([str(path)], size=224, fps=2.0, skip_bad=False)
+    assert len(images) == 6  # one frame every 5
+    assert images[0].meta.path == "clip_frame0000.png"
+    assert images[0].meta.original_size == (128, 96)
+    assert not torch_equal(images[0].img, images[1].img)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+@needs_model
+def test_eval_command_on_real_depth_data(data_dir, tmp_path, capsys):
+    nyu = data_dir / "nyuv2_metric3d_demo"
+    if not nyu.is_dir():
+        pytest.skip("NYUv2 subset not present")
+    assert main(["eval", "depth", str(nyu), "--out", str(tmp_path / "rep")]) == 0
+    res = json.loads((tmp_path / "rep" / "results.json").read_text())
+    assert res["task"].startswith("depth")
+    assert main(["eval", "depth", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2")]) == 2
+    assert "nowhere" in capsys.readouterr().err
