@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Sequence
 
@@ -37,7 +38,7 @@ def _load_inputs(inputs: list[str], size: int, fps: float, skip_bad: bool):
             frames = load_image_arrays(read_video_frames(item, fps=fps), size=size)
             stem = item.rsplit("/", 1)[-1].rsplit(".", 1)[0]
             for k, im in enumerate(frames):
-                im.meta = type(im.meta)(f"{stem}_frame{k:04d}.png", *list(im.meta.__dict__.values())[1:])
+                im.meta = dataclasses.replace(im.meta, path=f"{stem}_frame{k:04d}.png")
             images += frames
         else:
             images += load_images(item, size=size, skip_bad=skip_bad)
