@@ -72,7 +72,7 @@ def test_video_frames_are_sampled(tmp_path):
     writer.release()
     images = _load_inputs([str(path)], size=224, fps=2.0, skip_bad=False)
     assert len(images) == 6  # one frame every 5
-    assert images[0].meta.path == "clip_frame0000.png"
+    assert images[0].meta.path == "clip_frame0000"
     assert images[0].meta.original_size == (128, 96)
     assert not torch_equal(images[0].img, images[1].img)
 

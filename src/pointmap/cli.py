@@ -38,7 +38,7 @@ def _load_inputs(inputs: list[str], size: int, fps: float, skip_bad: bool):
             frames = load_image_arrays(read_video_frames(item, fps=fps), size=size)
             stem = item.rsplit("/", 1)[-1].rsplit(".", 1)[0]
             for k, im in enumerate(frames):
-                im.meta = dataclasses.replace(im.meta, path=f"{stem}_frame{k:04d}.png")
+                im.meta = dataclasses.replace(im.meta, path=f"{stem}_frame{k:04d}")
             images += frames
         else:
             images += load_images(item, size=size, skip_bad=skip_bad)
@@ -76,7 +76,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         scene = mask_sky(scene)
     t = time.perf_counter()
     paths = export_scene(scene, out, formats=args.export, overwrite=True,
-                         image_paths=[im.meta.path for im in images], as_pointcloud=not args.mesh)
+                         as_pointcloud=not args.mesh)
     t_export = time.perf_counter() - t
     placed = int(scene.placed.sum())
     confs = [c[m].mean().item() for c, m in zip(scene.confidence, scene.masks) if m.any()]

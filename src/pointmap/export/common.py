@@ -100,7 +100,8 @@ def rgb_uint8(img: torch.Tensor | np.ndarray) -> np.ndarray:
 def source_image_path(
     scene: Scene, k: int, image_paths: Sequence[str | os.PathLike | None] | None = None
 ) -> Path | None:
-    """The original file of image ``k``: ``image_paths[k]`` if given, else ``metas[k].path``."""
+    """The original file of image ``k``: ``image_paths[k]`` if given, else ``metas[k].path`` when
+    that file exists (frames decoded from a video have a name but no file)."""
     if image_paths is not None:
         if len(image_paths) != len(scene):
             raise PointmapError(
@@ -109,7 +110,9 @@ def source_image_path(
         if image_paths[k] is not None:
             return Path(image_paths[k])
     meta = scene.metas[k]
-    return Path(meta.path) if meta is not None and meta.path else None
+    if meta is None or not meta.path or not Path(meta.path).is_file():
+        return None
+    return Path(meta.path)
 
 
 def image_file_names(
