@@ -57,11 +57,15 @@ def reconstruct_images(
     dtype: str | torch.dtype | None = None,
     align: AlignConfig | None = None,
     progress: bool = False,
-) -> ReconstructionResult:
+    distributed: bool = False,
+) -> ReconstructionResult | None:
     """Run pair inference and global alignment on already loaded images.
 
     One image is reconstructed as a two-view scene of itself (monocular depth and focal);
     two images use the closed-form two-view scene; more use :func:`global_align`.
+    With ``distributed``, pair inference is split over the ranks of the initialised process
+    group (:mod:`pointmap.distributed`); rank 0 aligns and returns the result, other ranks
+    return ``None``.
     """
     images = list(images)
     if not images:
@@ -75,8 +79,16 @@ def reconstruct_images(
     else:
         pairs = validate_pairs(pairs, len(work))
     t = time.perf_counter()
-    preds = infer_pairs(model, work, pairs, batch_size=batch_size, device=dev,
-                        dtype=resolve_dtype(dtype, dev), progress=progress)
+    if distributed:
+        from .distributed import infer_pairs_distributed
+
+        preds = infer_pairs_distributed(model, work, pairs, batch_size=batch_size, device=dev,
+                                        dtype=resolve_dtype(dtype, dev), progress=progress)
+        if preds is None:
+            return None
+    else:
+        preds = infer_pairs(model, work, pairs, batch_size=batch_size, device=dev,
+                            dtype=resolve_dtype(dtype, dev), progress=progress)
     timings["inference"] = time.perf_counter() - t
     t = time.perf_counter()
     cfg = align or AlignConfig(conf_threshold=model.recommended_conf_threshold)

@@ -56,8 +56,18 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     from .model import load_model
 
     t0 = time.perf_counter()
-    out = prepare_output_dir(args.output, overwrite=args.overwrite)  # refuse early, before the work
-    dev = resolve_device(args.device)
+    dist_on = getattr(args, "distributed", False)
+    rank = 0
+    if dist_on:
+        import torch.distributed as dist
+
+        from .distributed import init_from_env
+
+        dev = init_from_env()
+        rank = dist.get_rank()
+    else:
+        dev = resolve_device(args.device)
+    out = prepare_output_dir(args.output, overwrite=args.overwrite) if rank == 0 else None  # refuse early
     model = load_model(args.weights, device=dev)
     size = args.size or (224 if max(model.config.img_size) <= 224 else 512)
     images = _load_inputs(args.inputs, size, args.fps, args.skip_bad)
@@ -68,7 +78,13 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     cfg = AlignConfig(conf_threshold=args.conf_threshold, **({"niter": args.iterations} if args.iterations else {}),
                       **({"solver": args.solver} if args.solver else {}))
     res = reconstruct_images(images, model, graph=args.graph, batch_size=args.batch_size, device=dev,
-                             dtype=args.dtype, align=cfg, progress=not args.quiet)
+                             dtype=args.dtype, align=cfg, progress=not args.quiet, distributed=dist_on)
+    if dist_on:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    if res is None:  # not rank 0: its share of the pairs went to rank 0
+        return 0
     scene = res.scene
     if args.clean and len(scene) > 1:
         scene = clean_pointcloud(scene)
@@ -153,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reconstruct", help="images, folders or a video -> 3D scene and exports")
     r.add_argument("inputs", nargs="+", help="image files, folders, or video files")
     r.add_argument("--graph", default="complete", help="scene graph: complete, swin-K, logwin-K, oneref-K")
+    r.add_argument("--distributed", action="store_true",
+                   help="split pair inference over torchrun processes (one per GPU); rank 0 aligns and writes")
     _common_recon_args(r)
     r.set_defaults(func=_cmd_reconstruct)
 
