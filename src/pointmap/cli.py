@@ -130,6 +130,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_app(args: argparse.Namespace) -> int:
+    from .app import launch
+
+    launch(host=args.host, port=args.port, model=args.weights, device=args.device,
+           max_images=args.max_images, max_upload_mb=args.max_upload_mb, share=args.share)
+    return 0
+
+
 def _common_recon_args(p: argparse.ArgumentParser) -> None:
     from .export import FORMATS
 
@@ -194,6 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--layout", default=None, help="dataset layout (default: detected)")
     e.add_argument("--device", default=None)
     e.set_defaults(func=_cmd_eval)
+
+    a = sub.add_parser("app", help="serve the web app on this computer (needs the 'app' extra)")
+    a.add_argument("--host", default="127.0.0.1", help="address to bind (default: this computer only)")
+    a.add_argument("--port", type=int, default=None)
+    a.add_argument("--weights", default="default")
+    a.add_argument("--device", default=None)
+    a.add_argument("--max-images", type=int, default=32)
+    a.add_argument("--max-upload-mb", type=float, default=50)
+    a.add_argument("--share", action="store_true", help="public Gradio link (off by default)")
+    a.set_defaults(func=_cmd_app)
     return p
 
 

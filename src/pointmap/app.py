@@ -1,0 +1,430 @@
+"""A local web app (Gradio): photos or a video in, an interactive 3D scene and its exports out.
+
+Run it with ``pointmap app`` or::
+
+    from pointmap.app import launch
+    launch()                      # http://127.0.0.1:7860 by default
+
+Safety defaults: the server binds ``127.0.0.1``; uploads are limited in number and size and
+checked by *content* (Pillow must decode an image, OpenCV a video), never by name; uploaded files
+are copied to fresh names in a per-request temporary folder and their names are never used as
+paths; results live in a per-request folder under the app's own temporary root (old ones are
+removed); one reconstruction runs at a time (queue concurrency 1).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+from PIL import Image
+
+from .align import AlignConfig, clean_pointcloud, mask_sky
+from .api import reconstruct_images
+from .errors import PointmapError
+from .export import export_scene, zip_model
+from .images import LoadedImage, load_image_arrays, load_images
+from .inference import resolve_device
+from .model import DUSt3R, load_model
+from .pairs import make_pairs
+from .scene import Scene
+from .video import read_video_frames
+
+__all__ = [
+    "AppLimits", "UploadError", "build_app", "check_uploads", "estimate", "estimate_uploads", "launch",
+    "scene_graph",
+]
+
+EXAMPLE_DIR = Path(__file__).parent / "examples" / "room"
+_KEEP_RUNS = 4  # per-request output folders kept under the app's temporary root
+_EXPORT_FORMATS = ("glb", "ply", "colmap", "transforms", "depth")
+
+
+class UploadError(PointmapError):
+    """An upload was refused (wrong content, too large, too many files)."""
+
+
+@dataclass(frozen=True)
+class AppLimits:
+    """Upload limits of the app.
+
+    Attributes:
+        max_images: most images per reconstruction (also the most video frames kept).
+        max_upload_mb: largest accepted file, in megabytes (10^6 bytes).
+    """
+
+    max_images: int = 32
+    max_upload_mb: float = 50.0
+
+
+@dataclass
+class _Upload:
+    kind: str  # "image" or "video"
+    path: Path  # fresh name inside the request's staging folder
+    label: str  # display only, never used as a path
+
+
+_IMAGE_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp",
+              "GIF": ".gif", "MPO": ".jpg", "HEIF": ".heic"}
+
+
+@dataclass
+class _Stored:
+    """What a finished run keeps in ``gr.State`` so display options re-render without recomputing."""
+
+    scene: Scene
+    run_dir: Path
+    image_paths: list[Path | None]
+    labels: list[str] = field(default_factory=list)
+    renders: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def scene_graph(kind: str, k: int) -> str:
+    """The scene-graph string for ``kind`` (``complete``, ``swin``, ``oneref``) and its parameter
+    ``k`` (window size for ``swin``, reference image index for ``oneref``; ignored for ``complete``)."""
+    if kind == "complete":
+        return "complete"
+    if kind in ("swin", "oneref"):
+        return f"{kind}-{int(k)}"
+    raise PointmapError(f"unknown scene graph {kind!r}; choose complete, swin or oneref")
+
+
+def _display_name(path: str | os.PathLike, k: int) -> str:
+    name = os.path.basename(str(path))
+    return "".join(c for c in name if c.isprintable())[:80] or f"file {k + 1}"
+
+
+def check_uploads(paths: Sequence[str | os.PathLike], staging: str | os.PathLike,
+                  limits: AppLimits) -> list[_Upload]:
+    """Validate uploaded files by size and content and copy them to fresh names in ``staging``.
+
+    Accepts several images, or exactly one video. Images must be decodable by Pillow, a video by
+    OpenCV (at least one frame).
+
+    Raises:
+        UploadError: no files, too many, one too large, one that is neither image nor video, or a
+            video mixed with other files. The message names the file (its upload name) at fault.
+    """
+    if not paths:
+        raise UploadError("no files uploaded: add images (or one video) first")
+    if len(paths) > limits.max_images:
+        raise UploadError(f"{len(paths)} files uploaded; at most {limits.max_images} images are allowed")
+    staging = Path(staging)
+    out: list[_Upload] = []
+    for k, src in enumerate(paths):
+        label = _display_name(src, k)
+        size = os.path.getsize(src)
+        if size > limits.max_upload_mb * 1e6:
+            raise UploadError(f"'{label}' is {size / 1e6:.1f} MB; the limit is {limits.max_upload_mb:g} MB per file")
+        kind, fmt = _sniff(src)
+        if kind is None:
+            raise UploadError(f"'{label}' is neither an image nor a video that can be decoded; it was refused")
+        ext = _IMAGE_EXT.get(fmt or "", ".img") if kind == "image" else ".video"
+        dst = staging / f"image_{k:03d}{ext}"
+        shutil.copyfile(src, dst)
+        out.append(_Upload(kind, dst, label))
+    if any(u.kind == "video" for u in out) and len(out) > 1:
+        raise UploadError("upload either several images or one video, not a mix")
+    return out
+
+
+def _sniff(path: str | os.PathLike) -> tuple[str | None, str | None]:
+    """``("image", pillow_format)`` when Pillow decodes the file, ``("video", None)`` when OpenCV
+    reads a frame, else ``(None, None)``.
+
+    Raises:
+        UploadError: an image too large to decode safely (Pillow's decompression-bomb guard).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                fmt = im.format
+                im.load()
+        return "image", fmt
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UploadError(f"'{_display_name(path, 0)}' has too many pixels to decode safely ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError):  # not an image Pillow can read
+        pass
+    cap = cv2.VideoCapture(str(path))
+    try:
+        ok = cap.isOpened() and cap.read()[0]
+    finally:
+        cap.release()
+    return ("video", None) if ok else (None, None)
+
+
+def _load(uploads: list[_Upload], size: int, fps: float, limits: AppLimits) -> list[LoadedImage]:
+    if uploads[0].kind == "video":
+        frames = read_video_frames(uploads[0].path, fps=fps, max_frames=limits.max_images)
+        return load_image_arrays(frames, size=size)
+    return load_images([u.path for u in uploads], size=size)
+
+
+def estimate(n_images: int, graph: str) -> str:
+    """A one-line estimate of the work: number of images and of network pairs."""
+    if n_images == 0:
+        return "Upload images (or one video), or try the example."
+    if n_images == 1:
+        return "1 image: monocular reconstruction (2 network passes)."
+    try:
+        pairs = make_pairs(n_images, graph, symmetrize=True)
+    except PointmapError as exc:
+        return f"{n_images} images: {exc}"
+    return f"{n_images} images, scene graph `{graph}`: **{len(pairs)} pairs** to run through the network."
+
+
+def _video_frame_count(path: str | os.PathLike, fps: float, limit: int) -> int:
+    """Frames :func:`read_video_frames` would keep from ``path`` at ``fps`` (from the header)."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        native = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    finally:
+        cap.release()
+    step = max(1, round(native / fps))
+    return min(limit, -(-total // step)) if total > 0 else 0
+
+
+def estimate_uploads(paths: Sequence[str | os.PathLike], graph: str, fps: float, limits: AppLimits) -> str:
+    """:func:`estimate` for uploaded files (a single video counts its sampled frames)."""
+    try:
+        single_video = len(paths) == 1 and _sniff(paths[0])[0] == "video"
+    except UploadError as exc:
+        return str(exc)
+    if single_video:
+        n = _video_frame_count(paths[0], fps, limits.max_images)
+        return f"Video, about {n} frames at {fps:g} fps. " + estimate(n, graph)
+    return estimate(len(paths), graph)
+
+
+def _colmap_and_depth_zips(paths: dict[str, Path], render: Path) -> dict[str, Path]:
+    out = {}
+    if "colmap" in paths:
+        out["colmap_zip"] = zip_model(render / "colmap", render / "colmap.zip")
+    if "depth" in paths:
+        out["depth_zip"] = zip_model(paths["depth"], render / "depth.zip")
+    return out
+
+
+def _render(stored: _Stored, conf: float, mesh: bool, sky: bool, clean: bool, cam_size: float
+            ) -> tuple[str, list[tuple[str, str]], list[str], str]:
+    """Apply display options to the stored scene and export; returns (glb, gallery, files, summary)."""
+    scene = stored.scene.with_threshold(float(conf))
+    if clean and len(scene) > 1:
+        scene = clean_pointcloud(scene)
+    if sky:
+        scene = mask_sky(scene)
+    stored.renders += 1
+    render = stored.run_dir / f"render_{stored.renders:03d}"
+    paths = export_scene(scene, render, formats=_EXPORT_FORMATS, overwrite=True,
+                         image_paths=stored.image_paths, as_pointcloud=not mesh,
+                         cam_size=float(cam_size) if cam_size and cam_size > 0 else None)
+    paths.update(_colmap_and_depth_zips(paths, render))
+    for old in stored.run_dir.glob("render_*"):  # earlier renders of this run
+        if old != render:
+            shutil.rmtree(old, ignore_errors=True)
+    sidecar = json.loads((render / "depth" / "depth.json").read_text())
+    gallery = []
+    for k, entry in enumerate(sidecar["images"].values()):
+        label = stored.labels[k] if k < len(stored.labels) else entry["name"]
+        gallery.append((str(render / "depth" / entry["depth_preview"]), f"{label}: depth"))
+        gallery.append((str(render / "depth" / entry["conf_preview"]), f"{label}: confidence"))
+    files = [str(paths[k]) for k in ("glb", "ply", "colmap_zip", "transforms", "depth_zip") if k in paths]
+    kept = int(sum(int(m.sum()) for m in scene.masks))
+    summary = (f"{int(scene.placed.sum())}/{len(scene)} images placed; {kept:,} points above the "
+               f"confidence threshold {float(conf):g}")
+    return str(paths["glb"]), gallery, files, summary
+
+
+class _Runs:
+    """The app's temporary root: one fresh folder per request, the oldest removed."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="pointmap-app-"))
+        atexit.register(shutil.rmtree, self.root, True)
+
+    def new(self) -> Path:
+        runs = sorted(self.root.glob("run_*"), key=lambda p: p.stat().st_mtime)
+        for old in runs[: max(0, len(runs) - (_KEEP_RUNS - 1))]:
+            shutil.rmtree(old, ignore_errors=True)
+        d = self.root / f"run_{time.time_ns()}_{uuid.uuid4().hex[:8]}"
+        d.mkdir()
+        return d
+
+
+def build_app(model: str | os.PathLike | DUSt3R = "default", device: str | None = None,
+              max_images: int = 32, max_upload_mb: float = 50) -> Any:
+    """Build the Gradio app (a ``gr.Blocks``); see :func:`launch` to serve it.
+
+    Args:
+        model: a loaded network, a checkpoint path / hub id, or ``"default"`` (the bundled model).
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
+        max_images: most images (or video frames) per reconstruction.
+        max_upload_mb: largest accepted upload, per file, in megabytes.
+    """
+    import gradio as gr
+
+    dev = resolve_device(device)
+    net = model if isinstance(model, DUSt3R) else load_model(model, device=dev)
+    limits = AppLimits(max_images=int(max_images), max_upload_mb=float(max_upload_mb))
+    runs = _Runs()
+    native = 224 if max(net.config.img_size) <= 224 else 512
+    default_conf = float(net.recommended_conf_threshold)
+    gr.set_static_paths(paths=[runs.root])
+    examples = [str(p) for p in sorted(EXAMPLE_DIR.glob("*.jpg"))]
+
+    def paths_of(files: Any) -> list[str]:
+        if not files:
+            return []
+        items = files if isinstance(files, list) else [files]
+        return [f if isinstance(f, str) else getattr(f, "name", str(f)) for f in items]
+
+    def on_inputs(files: Any, graph_kind: str, k: float, fps: float) -> str:
+        return estimate_uploads(paths_of(files), scene_graph(graph_kind, int(k or 0)), float(fps), limits)
+
+    def refuse(message: str) -> tuple:
+        # the message appears in the status box; nothing else changes
+        return (f"**Refused:** {message}", gr.skip(), gr.skip(), gr.skip(), gr.skip())
+
+    def run(files: Any, fps: float, size: str, graph_kind: str, k: float, iters: float,
+            conf: float, mesh: bool, sky: bool, clean: bool, cam_size: float,
+            progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008
+        t0 = time.perf_counter()
+        progress(0.0, desc="checking uploads")
+        run_dir = runs.new()
+        try:
+            with tempfile.TemporaryDirectory(prefix="upload-", dir=run_dir) as staging:
+                uploads = check_uploads(paths_of(files), staging, limits)
+                progress(0.05, desc="loading images")
+                images = _load(uploads, int(size), float(fps), limits)
+                # keep copies (fresh names) for the COLMAP / nerfstudio image folders
+                kept = run_dir / "inputs"
+                kept.mkdir()
+                image_paths: list[Path | None] = []
+                for u in uploads if uploads[0].kind == "image" else []:
+                    image_paths.append(Path(shutil.copy(u.path, kept / u.path.name)))
+                if uploads[0].kind == "video":
+                    image_paths = [None] * len(images)
+        except PointmapError as exc:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            return refuse(str(exc))
+        n = len(images)
+        if n > limits.max_images:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            return refuse(f"{n} images; at most {limits.max_images} are allowed")
+        graph = scene_graph(graph_kind, int(k or 0))
+        if n >= 2:
+            try:
+                make_pairs(n, graph)
+            except PointmapError as exc:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                return refuse(str(exc))
+        t_load = time.perf_counter() - t0
+        progress(0.1, desc="network inference and global alignment")
+        cfg = AlignConfig(conf_threshold=default_conf, **({"niter": int(iters)} if iters else {}))
+        try:
+            res = reconstruct_images(images, net, graph=graph, device=dev, align=cfg, progress=True)
+        except PointmapError as exc:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            return refuse(str(exc))
+        progress(0.9, desc="exporting")
+        labels = ([u.label for u in uploads] if uploads[0].kind == "image"
+                  else [f"frame {k}" for k in range(n)])
+        stored = _Stored(res.scene, run_dir, image_paths, labels)
+        t = time.perf_counter()
+        glb, gallery, files_out, summary = _render(stored, conf, mesh, sky, clean, cam_size)
+        timings = {"load": t_load, **res.timings, "export": time.perf_counter() - t}
+        stored.info = {"pairs": len(res.pairs), "timings": timings}
+        status = (f"**Done.** {n} image{'s' if n != 1 else ''}, {len(res.pairs)} pairs. {summary}.  \n"
+                  + "Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
+                  + f", total {time.perf_counter() - t0:.1f} s.")
+        return status, glb, gallery, files_out, stored
+
+    def rerender(stored: _Stored | None, conf: float, mesh: bool, sky: bool, clean: bool,
+                 cam_size: float) -> tuple:
+        if stored is None or not stored.run_dir.is_dir():
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        glb, gallery, files_out, summary = _render(stored, conf, mesh, sky, clean, cam_size)
+        return f"**Updated view.** {summary}.", glb, gallery, files_out
+
+    with gr.Blocks(title="pointmap") as demo:
+        gr.Markdown("# pointmap\nUnposed photos to 3D: pointmaps, cameras, depth and a dense "
+                    "point cloud. Upload a few overlapping photos (or one video) and press **Run**.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                files = gr.File(label=f"Images or one video (at most {limits.max_images} files, "
+                                      f"{limits.max_upload_mb:g} MB each)",
+                                file_count="multiple", elem_id="uploads")
+                with gr.Row():
+                    run_btn = gr.Button("Run", variant="primary", elem_id="run")
+                    example_btn = gr.Button("Try the example (room, 5 photos)", elem_id="example")
+                estimate_md = gr.Markdown(estimate(0, "complete"), elem_id="estimate")
+                with gr.Accordion("Reconstruction options", open=False):
+                    size = gr.Radio(["224", "512"], value=str(native), label="Image size (pixels)")
+                    fps = gr.Slider(0.2, 10, value=1.0, step=0.1, label="Video: frames per second kept")
+                    graph_kind = gr.Radio(["complete", "swin", "oneref"], value="complete",
+                                          label="Scene graph")
+                    k = gr.Number(value=3, precision=0, minimum=0,
+                                  label="K (swin: window size; oneref: reference image index)")
+                    iters = gr.Slider(0, 300, value=0, step=10,
+                                      label="Alignment iterations (0 = solver default)")
+                with gr.Accordion("Display options (no recomputation)", open=True):
+                    conf = gr.Slider(1.0, 20.0, value=default_conf, step=0.1,
+                                     label="Confidence threshold (raw confidence)")
+                    mesh = gr.Checkbox(False, label="Mesh instead of point cloud")
+                    sky = gr.Checkbox(False, label="Mask the sky")
+                    clean = gr.Checkbox(True, label="Clean up (drop points in front of other views)")
+                    cam_size = gr.Slider(0.0, 0.5, value=0.0, step=0.01,
+                                         label="Camera size (0 = automatic)")
+            with gr.Column(scale=2):
+                status = gr.Markdown("", elem_id="status")
+                view = gr.Model3D(label="3D scene", elem_id="view", height=480)
+                gallery = gr.Gallery(label="Depth and confidence (2nd-98th percentile, turbo)",
+                                     columns=4, height=300, elem_id="maps")
+                downloads = gr.File(label="Downloads", file_count="multiple", interactive=False,
+                                    elem_id="downloads")
+        state = gr.State(None)
+
+        run_inputs = [files, fps, size, graph_kind, k, iters, conf, mesh, sky, clean, cam_size]
+        run_outputs = [status, view, gallery, downloads, state]
+        for comp in (files, graph_kind, k, fps):
+            comp.change(on_inputs, [files, graph_kind, k, fps], estimate_md, queue=False)
+        run_btn.click(run, run_inputs, run_outputs)
+        example_btn.click(lambda: examples, None, files, queue=False).then(run, run_inputs, run_outputs)
+        display = [state, conf, mesh, sky, clean, cam_size]
+        display_out = [status, view, gallery, downloads]
+        for comp in (mesh, sky, clean):
+            comp.change(rerender, display, display_out)
+        for comp in (conf, cam_size):
+            comp.release(rerender, display, display_out)
+    demo.queue(default_concurrency_limit=1)
+    demo.pointmap_root = runs.root  # type: ignore[attr-defined]
+    return demo
+
+
+def launch(host: str = "127.0.0.1", port: int | None = None, model: str | os.PathLike | DUSt3R = "default",
+           device: str | None = None, max_images: int = 32, max_upload_mb: float = 50,
+           share: bool = False, block: bool = True) -> Any:
+    """Build and serve the app on ``host:port`` (default ``127.0.0.1``, first free port from 7860).
+
+    ``share=True`` opens a public Gradio link: off by default. With ``block=False`` the server
+    runs in a background thread and the ``gr.Blocks`` is returned (``.close()`` stops it).
+    """
+    demo = build_app(model=model, device=device, max_images=max_images, max_upload_mb=max_upload_mb)
+    demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
+                allowed_paths=[str(demo.pointmap_root)], show_error=True,
+                max_file_size=f"{max(float(max_upload_mb), 1e-3) * 4:g}mb")
+    return demo
