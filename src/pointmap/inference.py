@@ -39,7 +39,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         if dtype not in names:
             raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
         dtype = names[dtype]
-    if dtype != torch.float32 and device.type == "cpu" and dtype == torch.float16:
+    if device.type == "cpu" and dtype == torch.float16:
         raise ValueError("float16 autocast is only supported on CUDA; use float32 or bfloat16 on CPU")
     return dtype
 
