@@ -3,23 +3,32 @@
 The reference re-encodes both images of every ordered pair; the encoder is more than half of the
 network's FLOPs, so :func:`infer_pairs` encodes each distinct image once per call, keeps its tokens,
 and runs the decoders and heads batched over pairs (grouped by image shapes, so images of different
-shapes never force a batch size of 1). Results stream to the CPU batch by batch.
+shapes never force a batch size of 1). Results stream to the CPU batch by batch; on CUDA the copies
+run on a side stream through pinned buffers while the next batches compute.
+
+A compiled model (``DUSt3R.optimize_for_inference(compile=True)``) sees a small fixed set of input
+shapes: every encoder and decoder batch is padded to its full size. :func:`warmup` compiles them
+ahead of a timed run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections import defaultdict
-from typing import Sequence
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
-from tqdm.auto import tqdm
 
-from .images import LoadedImage
 from .model.network import DUSt3R, Encoded
 from .predictions import PairPredictions
 
-__all__ = ["infer_pairs", "resolve_device", "resolve_dtype"]
+if TYPE_CHECKING:
+    from .images import LoadedImage
+
+__all__ = ["infer_pairs", "warmup", "resolve_device", "resolve_dtype"]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -45,7 +54,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 
 def _as_tensor(im: LoadedImage | torch.Tensor) -> torch.Tensor:
-    t = im.img if isinstance(im, LoadedImage) else im
+    t = getattr(im, "img", im)  # a LoadedImage or a tensor
     if t.ndim == 4 and t.shape[0] == 1:
         t = t[0]
     if t.ndim != 3 or t.shape[0] != 3:
@@ -53,12 +62,104 @@ def _as_tensor(im: LoadedImage | torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _chunks(seq: Sequence, n: int, pad: bool = False):
-    """Consecutive chunks of ``n``; with ``pad`` the last one is filled up by repeating its last
-    item (compiled models then see one batch shape)."""
+def _batches(seq: Sequence, n: int, pad: bool = False) -> Iterator[tuple[list, int]]:
+    """Consecutive chunks of ``n`` items, each with its number of real items; with ``pad`` the
+    last chunk is filled up to ``n`` by repeating its last item (compiled models then see one
+    batch shape)."""
     for s in range(0, len(seq), n):
         chunk = list(seq[s : s + n])
-        yield chunk + [chunk[-1]] * (n - len(chunk)) if pad else chunk
+        real = len(chunk)
+        yield (chunk + [chunk[-1]] * (n - real) if pad else chunk), real
+
+
+HostAllocator = Callable[[tuple[int, ...], torch.dtype], torch.Tensor]
+"""``alloc(shape, dtype)`` -> an empty CPU tensor of that shape and dtype."""
+
+
+class _HostSink:
+    """Moves batched results ``(B, ...)`` to float CPU tensors, in order.
+
+    Staged (the default on CUDA): each batch is copied into staging buffers of ``rows`` rows (a
+    ring of ``depth`` sets per result shape), on CUDA pinned and filled on a side stream while
+    the compute stream goes on with the next batches; a set is moved into ordinary CPU memory
+    once its copy has finished. Not staged (the default elsewhere): results are simply converted
+    (``tensor.to(dtype).to("cpu")``). Staging off CUDA runs the same bookkeeping synchronously.
+    """
+
+    def __init__(self, device: torch.device, dtype: torch.dtype, rows: int, depth: int = 3,
+                 staged: bool | None = None, alloc: HostAllocator | None = None) -> None:
+        self.device, self.dtype, self.rows, self.depth = device, dtype, rows, depth
+        self.alloc = alloc or (lambda shape, dt: torch.empty(shape, dtype=dt))
+        self.cuda = device.type == "cuda"
+        self.staged = self.cuda if staged is None else staged
+        self.stream = torch.cuda.Stream(device) if self.cuda and self.staged else None
+        self.pending: deque = deque()  # (event, key, staging, sources, real, done)
+        self.free: dict[tuple, list[list[torch.Tensor]]] = defaultdict(list)
+
+    def put(self, tensors: Sequence[torch.Tensor], real: int,
+            done: Callable[[list[torch.Tensor]], None]) -> None:
+        """Deliver the first ``real`` rows of each of ``tensors`` to ``done`` as CPU tensors
+        (at once when not staged; else at a later :meth:`put` or at :meth:`close`)."""
+        if not self.staged:
+            out = []
+            for t in tensors:
+                host = self.alloc((real, *t.shape[1:]), self.dtype)
+                host.copy_(t[:real])
+                out.append(host)
+            done(out)
+            return
+        if len(self.pending) >= self.depth:
+            self._deliver_oldest()
+        # dtype conversion and layout on the compute stream; the side stream only copies
+        src = [t[:real].to(self.dtype).contiguous() for t in tensors]
+        key = tuple(tuple(t.shape[1:]) for t in tensors)
+        staging = self.free[key].pop() if self.free[key] else [
+            torch.empty((self.rows, *t.shape[1:]), dtype=self.dtype, pin_memory=self.cuda)
+            for t in tensors]
+        event = None
+        if self.stream is not None:
+            self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext():
+            for dst, s in zip(staging, src):
+                dst[:real].copy_(s, non_blocking=self.cuda)
+            if self.stream is not None:
+                event = torch.cuda.Event()
+                event.record(self.stream)
+        # ``src`` stays referenced until its copy is done, so its memory is not reused before
+        self.pending.append((event, key, staging, src, real, done))
+
+    def _deliver_oldest(self) -> None:
+        event, key, staging, _src, real, done = self.pending.popleft()
+        if event is not None:
+            event.synchronize()
+        out = []
+        for buf in staging:
+            host = self.alloc((real, *buf.shape[1:]), buf.dtype)
+            host.copy_(buf[:real])
+            out.append(host)
+        self.free[key].append(staging)
+        done(out)
+
+    def close(self) -> None:
+        """Deliver everything still in flight."""
+        while self.pending:
+            self._deliver_oldest()
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm  # only needed for the bar
+
+    return tqdm(total=total, desc="inference", unit="step")
 
 
 @torch.no_grad()
@@ -71,6 +172,9 @@ def infer_pairs(
     dtype: str | torch.dtype | None = None,
     progress: bool | None = None,
     storage_dtype: torch.dtype = torch.float32,
+    encode_batch_size: int | None = None,
+    *,
+    host_alloc: HostAllocator | None = None,
 ) -> PairPredictions:
     """Run the network on ordered image pairs.
 
@@ -78,12 +182,19 @@ def infer_pairs(
         model: a :class:`DUSt3R` network (moved to ``device`` if needed).
         images: preprocessed images (``LoadedImage`` or ``(3, H, W)`` tensors in ``[-1, 1]``).
         pairs: ordered ``(i, j)`` indices into ``images``.
-        batch_size: pairs per decoder batch (images per encoder batch is twice that).
+        batch_size: pairs per decoder batch.
         device: ``"cuda"``, ``"cpu"``, ... (default: CUDA when available).
         dtype: autocast dtype for encoder and decoders (``float32`` default on CPU, ``bfloat16``
-            default on CUDA, ``float16`` on CUDA); heads always run in float32.
+            default on CUDA, ``float16`` on CUDA); heads run in float32 (or in the dtype set by
+            ``model.optimize_for_inference(head_dtype=...)``).
         progress: show a progress bar (default: when stderr is a terminal and there are > 8 pairs).
         storage_dtype: dtype of the returned maps (float32; float16 halves memory for big scenes).
+        encode_batch_size: images per encoder batch (default ``min(2 * batch_size, 8)``: the
+            encoder is efficient from 8 images on, and a compiled model, which pads every batch
+            to its full size, then wastes little on the last one).
+        host_alloc: ``host_alloc(shape, dtype)`` returns the empty CPU tensor each batch of
+            results is copied into (default ``torch.empty``); distributed inference passes one
+            that carves them out of memory shared with the first rank.
 
     Returns:
         :class:`PairPredictions` with, per pair, ``pts3d_1`` ``(H_i, W_i, 3)``, ``conf_1``,
@@ -98,53 +209,81 @@ def infer_pairs(
     bad = [p for p in pairs if not (0 <= p[0] < n and 0 <= p[1] < n)]
     if bad:
         raise ValueError(f"pairs refer to images outside 0..{n - 1}: {bad[:5]}")
+    batch_size = max(1, int(batch_size))
+    enc_batch = max(1, int(encode_batch_size or min(2 * batch_size, 8)))
     if next(model.parameters()).device != dev:
         model = model.to(dev)
     model.eval()
     if progress is None:
         progress = len(pairs) > 8 and sys.stderr.isatty()
     autocast = torch.autocast(dev.type, dtype=cdt, enabled=cdt != torch.float32)
-    pin = dev.type == "cuda"
     pad = bool(getattr(model, "static_shapes", False))
 
     imgs = {k: _as_tensor(images[k]) for k in sorted({i for p in pairs for i in p})}
+    bar = _progress_bar(len(imgs) + len(pairs), bool(progress))
     # --- encode each image once, batched by shape
     tokens: dict[int, torch.Tensor] = {}
     shapes: dict[int, tuple[int, int]] = {k: (int(t.shape[1]), int(t.shape[2])) for k, t in imgs.items()}
     by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
     for k in imgs:
         by_shape[shapes[k]].append(k)
-    bar = tqdm(total=len(imgs) + len(pairs), disable=not progress, desc="inference", unit="step")
     with autocast:
-        for shape, ids in by_shape.items():
-            for chunk in _chunks(ids, max(1, 2 * batch_size), pad):
+        for ids in by_shape.values():
+            for chunk, real in _batches(ids, enc_batch, pad):
                 batch = torch.stack([imgs[k] for k in chunk]).to(dev, non_blocking=True)
                 enc = model.encode(batch)
-                for k, t in zip(chunk, enc.tokens):
+                for k, t in zip(chunk[:real], enc.tokens):
                     tokens[k] = t
-                bar.update(len(set(chunk)))
+                bar.update(real)
 
-    # --- decode + heads, batched by (shape_i, shape_j)
+    # --- decode + heads, batched by (shape_i, shape_j); results stream to the CPU
     out: list[tuple | None] = [None] * len(pairs)
+    sink = _HostSink(dev, storage_dtype, rows=batch_size, alloc=host_alloc)
     groups: dict[tuple, list[int]] = defaultdict(list)
     for idx, (i, j) in enumerate(pairs):
         groups[(shapes[i], shapes[j])].append(idx)
     for (s1, s2), idxs in groups.items():
-        for chunk in _chunks(idxs, max(1, batch_size), pad):
+        for chunk, real in _batches(idxs, batch_size, pad):
             e1 = Encoded(torch.stack([tokens[pairs[q][0]] for q in chunk]), s1)
             e2 = Encoded(torch.stack([tokens[pairs[q][1]] for q in chunk]), s2)
             with autocast:
                 p1, p2 = model.forward_encoded(e1, e2)
-            res = [
-                t.to(storage_dtype).to("cpu", non_blocking=pin)
-                for t in (p1["pts3d"], p1["conf"], p2["pts3d_in_other_view"], p2["conf"])
-            ]
-            for b, q in enumerate(chunk):
-                if out[q] is None:
+
+            def store(res: list[torch.Tensor], chunk: list[int] = chunk, real: int = real) -> None:
+                for b, q in enumerate(chunk[:real]):
                     out[q] = tuple(r[b] for r in res)
-            bar.update(len(set(chunk)))
+
+            sink.put((p1["pts3d"], p1["conf"], p2["pts3d_in_other_view"], p2["conf"]), real, store)
+            bar.update(real)
+    sink.close()
     bar.close()
-    if pin:
-        torch.cuda.synchronize(dev)
     pts1, c1, pts2, c2 = (list(x) for x in zip(*out))  # type: ignore[arg-type]
     return PairPredictions(pairs, pts1, c1, pts2, c2, n_images=n)
+
+
+def warmup(
+    model: DUSt3R,
+    shapes: Iterable[tuple[int, int]],
+    batch_size: int = 16,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    encode_batch_size: int | None = None,
+) -> float:
+    """Run :func:`infer_pairs` once on blank images of every ``(H, W)`` in ``shapes`` and every
+    ordered pair of them, with the batch settings of the run to come.
+
+    For a compiled model (which pads every batch to its full size) this compiles every input
+    shape that run will see, so it then runs without recompiling; for any model it also warms up
+    cuDNN autotuning and the allocators. Returns the seconds it took.
+    """
+    dev = resolve_device(device)
+    blank = [torch.zeros(3, int(h), int(w)) for h, w in dict.fromkeys(tuple(s) for s in shapes)]
+    if not blank:
+        raise ValueError("warmup needs at least one image shape")
+    pairs = [(i, j) for i in range(len(blank)) for j in range(len(blank))]
+    start = time.perf_counter()
+    infer_pairs(model, blank, pairs, batch_size=batch_size, device=dev, dtype=dtype,
+                progress=False, encode_batch_size=encode_batch_size)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return time.perf_counter() - start

@@ -13,7 +13,7 @@ from torch import nn
 
 from .config import ModelConfig
 
-__all__ = ["LinearHead", "DPTHead", "postprocess", "build_head"]
+__all__ = ["LinearHead", "DPTHead", "postprocess", "run_head", "build_head"]
 
 
 def postprocess(out: torch.Tensor, depth_mode: tuple, conf_mode: tuple) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,6 +37,25 @@ def postprocess(out: torch.Tensor, depth_mode: tuple, conf_mode: tuple) -> tuple
     else:  # sigmoid
         conf = (cmax - cmin) * torch.sigmoid(c) + cmin
     return pts, conf
+
+
+def run_head(
+    head: nn.Module,
+    tokens: list[torch.Tensor],
+    shape: tuple[int, int],
+    dtype: torch.dtype,
+    depth_mode: tuple,
+    conf_mode: tuple,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One head with autocast off: tokens ``(B, N, C_k)`` cast to the head's ``dtype``, the head
+    -> ``(B, 4, H, W)``, then :func:`postprocess` in float32 -> points ``(B, H, W, 3)`` and
+    confidence ``(B, H, W)`` for images of ``shape`` ``(H, W)``.
+
+    One function so that a compiled model fuses the casts and the post-processing with the head.
+    """
+    with torch.autocast(device_type=tokens[0].device.type, enabled=False):
+        out = head([t.to(dtype) for t in tokens], shape)
+        return postprocess(out.float(), depth_mode, conf_mode)
 
 
 class LinearHead(nn.Module):

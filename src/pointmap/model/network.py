@@ -7,13 +7,14 @@ each image once and reuse its tokens for every pair it belongs to.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .config import ModelConfig
-from .heads import build_head, postprocess
+from .heads import build_head, run_head
 from .layers import DecoderBlock, EncoderBlock, RoPE2D, patch_positions
 
 __all__ = ["DUSt3R", "Encoded"]
@@ -80,9 +81,18 @@ class DUSt3R(nn.Module):
         self.downstream_head2 = build_head(cfg)
         self._rope_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.static_shapes = False  # set by optimize_for_inference(compile=True)
+        self._run_head: Callable = run_head  # compiled by optimize_for_inference(compile=True)
         # raw-confidence threshold suited to this model's calibration (the reference's default is 3;
         # a checkpoint can carry its own, see checkpoint.save_model)
         self.recommended_conf_threshold = 3.0
+
+    def unused_parameter_names(self) -> list[str]:
+        """Parameters the forward pass never uses, kept only so that checkpoints keep the
+        reference's keys: ``mask_token`` and, in DPT heads, the first residual unit of the
+        deepest fusion block (it has no skip input). The trainer freezes them, so that
+        data-parallel training needs no search for unused parameters."""
+        return [n for n, _ in self.named_parameters()
+                if n == "mask_token" or ".refinenet4.resConfUnit1." in n]
 
     # ------------------------------------------------------------------ speed
     def optimize_for_inference(
@@ -90,30 +100,43 @@ class DUSt3R(nn.Module):
         compile: bool = True,
         channels_last: bool = True,
         trunk_dtype: torch.dtype | None = None,
+        head_dtype: torch.dtype | None = None,
+        compile_backend: str | Callable = "inductor",
     ) -> "DUSt3R":
         """Speed settings for GPU inference (results unchanged up to float rounding).
 
         Args:
-            compile: compile each transformer block and both heads with :func:`torch.compile`
-                (fuses RoPE, LayerNorm, GELU and residuals). Shapes are static: pair inference
-                pads its last batch so each image shape compiles once.
+            compile: compile each transformer block and the head step (head, then
+                post-processing) with :func:`torch.compile` (fuses RoPE, LayerNorm, GELU,
+                residuals and the depth/confidence maps). Shapes are static: pair inference pads
+                its last batches, so each image shape (pair of shapes) compiles once; see
+                :func:`pointmap.inference.warmup` to compile before a timed run.
             channels_last: store the heads' convolutions in NHWC, which cuDNN runs faster.
             trunk_dtype: store encoder and decoders in this dtype (e.g. ``torch.bfloat16``) so
-                autocast does not re-cast the weights at every call; heads stay float32.
+                autocast does not re-cast the weights at every call.
+            head_dtype: store and run the heads in this dtype (e.g. ``torch.bfloat16``; default:
+                unchanged, float32). The depth/confidence post-processing stays float32.
+            compile_backend: :func:`torch.compile` backend (``"inductor"``; tests use cheaper ones).
         """
-        if channels_last:
-            self.downstream_head1.to(memory_format=torch.channels_last)
-            self.downstream_head2.to(memory_format=torch.channels_last)
+        heads = (self.downstream_head1, self.downstream_head2)
+        for head in heads:
+            if channels_last:
+                head.to(memory_format=torch.channels_last)
+            if head_dtype is not None:
+                head.to(head_dtype)
         if trunk_dtype is not None:
             for m in (self.patch_embed, self.enc_blocks, self.enc_norm, self.decoder_embed,
                       self.dec_blocks, self.dec_blocks2, self.dec_norm):
                 m.to(trunk_dtype)
         if compile:
+            # all blocks share one compiled code object (``Module._call_impl``) whose cache holds
+            # one entry per (block type, input shapes); dynamo's default limit of 8 entries is
+            # reached by two image shapes, after which further shapes would run uncompiled
+            _raise_compile_cache_limit(64)
             for blocks in (self.enc_blocks, self.dec_blocks, self.dec_blocks2):
                 for blk in blocks:
-                    blk.compile(dynamic=False)
-            self.downstream_head1.compile(dynamic=False)
-            self.downstream_head2.compile(dynamic=False)
+                    blk.compile(dynamic=False, backend=compile_backend)
+            self._run_head = torch.compile(run_head, dynamic=False, backend=compile_backend)
             self.static_shapes = True
         return self
 
@@ -162,16 +185,13 @@ class DUSt3R(nn.Module):
         shape1: tuple[int, int],
         shape2: tuple[int, int],
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Heads in float32 with autocast off -> ``pred1 {pts3d, conf}``,
-        ``pred2 {pts3d_in_other_view, conf}``."""
+        """Heads with autocast off, in the heads' own dtype (float32 unless
+        ``optimize_for_inference(head_dtype=...)``), post-processed in float32 ->
+        ``pred1 {pts3d, conf}``, ``pred2 {pts3d_in_other_view, conf}``."""
         cfg = self.config
-        dev_type = tokens1[0].device.type
-        hd = next(self.downstream_head1.parameters()).dtype  # float32 unless the model was cast
-        with torch.autocast(device_type=dev_type, enabled=False):
-            out1 = self.downstream_head1([t.to(hd) for t in tokens1], shape1)
-            out2 = self.downstream_head2([t.to(hd) for t in tokens2], shape2)
-            p1, c1 = postprocess(out1, cfg.depth_mode, cfg.conf_mode)
-            p2, c2 = postprocess(out2, cfg.depth_mode, cfg.conf_mode)
+        hd = next(self.downstream_head1.parameters()).dtype
+        p1, c1 = self._run_head(self.downstream_head1, tokens1, shape1, hd, cfg.depth_mode, cfg.conf_mode)
+        p2, c2 = self._run_head(self.downstream_head2, tokens2, shape2, hd, cfg.depth_mode, cfg.conf_mode)
         return {"pts3d": p1, "conf": c1}, {"pts3d_in_other_view": p2, "conf": c2}
 
     def forward_encoded(self, e1: Encoded, e2: Encoded):
@@ -204,3 +224,14 @@ class DUSt3R(nn.Module):
         else:
             e1, e2 = self.encode(img1), self.encode(img2)
         return self.forward_encoded(e1, e2)
+
+
+def _raise_compile_cache_limit(n: int) -> None:
+    """Let :func:`torch.compile` keep at least ``n`` compiled entries per code object."""
+    import torch._dynamo.config as dyn
+
+    for names, limit in ((("recompile_limit", "cache_size_limit"), n),
+                         (("accumulated_recompile_limit", "accumulated_cache_size_limit"), 4 * n)):
+        name = next((a for a in names if hasattr(dyn, a)), None)  # newer name first
+        if name is not None:
+            setattr(dyn, name, max(int(getattr(dyn, name)), limit))
