@@ -266,3 +266,28 @@ def test_ddp_two_processes_match_single(scene, tmp_path):
 def test_shipped_configs_load(path):
     cfg = load_train_config(path)
     assert cfg.train_data and cfg.lr > 0 and cfg.batch_size >= 1
+
+
+@pytest.mark.parametrize("head", ["linear", "dpt"])
+def test_every_trainable_parameter_gets_a_gradient(head):
+    """DDP runs without searching for unused parameters: after freeze_model every parameter that
+    still requires a gradient must receive one from the loss."""
+    from pointmap.model import DUSt3R, ModelConfig
+
+    cfg = ModelConfig(img_size=(64, 64), enc_embed_dim=32, enc_depth=4, enc_num_heads=2, dec_embed_dim=32,
+                      dec_depth=4, dec_num_heads=2, head_type=head)
+    model = DUSt3R(cfg)
+    frozen = freeze_model(model, "none")
+    assert frozen == (1 if head == "linear" else 9)  # mask_token (+ 2 x 4 tensors of refinenet4's unit 1)
+    g = torch.Generator().manual_seed(0)
+    views = []
+    for _ in range(2):
+        pts = torch.randn(2, 48, 64, 3, generator=g)
+        pts[..., 2] = pts[..., 2].abs() + 2
+        views.append({"img": torch.rand(2, 3, 48, 64, generator=g) * 2 - 1, "pts3d": pts,
+                      "valid_mask": torch.ones(2, 48, 64, dtype=torch.bool),
+                      "camera_pose": torch.eye(4).expand(2, 4, 4).clone(),
+                      "true_shape": torch.tensor([[48, 64]] * 2, dtype=torch.int32)})
+    loss, _ = forward_loss(model, build_criterion({"type": "conf", "alpha": 0.2}), tuple(views), torch.device("cpu"))
+    loss.backward()
+    assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []

@@ -609,14 +609,18 @@ class DatasetSpec:
     """One term of a training mixture, the typed form of the reference ``N @ Dataset(...)``.
 
     Attributes:
-        kind: ``"scene_folder"``, ``"co3d"`` or ``"synthetic"``.
+        kind: ``"scene_folder"``, ``"co3d"``, ``"synthetic"`` (pairs rendered per item, in the
+            data-loader workers) or ``"synthetic_pool"`` (views rendered on the training device and
+            kept in a :class:`~pointmap.train.synthetic.pool.SyntheticViewPool`; must be the only
+            train set; ``num_pairs`` is then the epoch length).
         num_pairs: pairs per epoch drawn from this dataset (``None``: all of it, in order).
         root: dataset folder (readers on disk).
         split: split name (``"train"``, ``"test"`` …) where the reader has splits.
         aug_crop: crop jitter in pixels (reference: 16 or 256).
         color_jitter: per-view colour jitter (train sets: on; test sets: off).
         options: reader-specific keyword arguments (e.g. ``{"mask_bg": "rand"}`` for CO3D,
-            ``{"max_gap": 3}`` for scene folders, the synthetic engine's config fields).
+            ``{"max_gap": 3}`` for scene folders, the synthetic engine's config fields, plus the
+            ``PoolConfig`` fields for ``synthetic_pool``).
     """
 
     kind: str
@@ -660,7 +664,35 @@ def build_dataset(spec: DatasetSpec, resolutions: Sequence[Resolution], seed: in
         opts.setdefault("split", spec.split if spec.split in ("train", "val") else "train")
         base = make_synthetic_dataset(opts, length, seed)
         return ViewDictPairDataset(base, pass_aspect_ratio=True, **common)
-    raise ValueError(f"unknown dataset kind {spec.kind!r}: use 'scene_folder', 'co3d' or 'synthetic'")
+    if spec.kind == "synthetic_pool":
+        raise ValueError("dataset kind 'synthetic_pool' serves batches on the training device: it can only be "
+                         "the single train_data entry (use 'synthetic' for test sets and mixtures)")
+    raise ValueError(f"unknown dataset kind {spec.kind!r}: use 'scene_folder', 'co3d', 'synthetic' or "
+                     "'synthetic_pool'")
+
+
+def build_pool(spec: DatasetSpec, resolutions: Sequence[Resolution], seed: int, rank: int, world: int,
+               device: torch.device, progress: bool = False) -> Any:
+    """The :class:`~pointmap.train.synthetic.pool.SyntheticViewPool` of a ``synthetic_pool`` spec
+    (not yet filled: call ``fill()`` or ``load_state_dict()``)."""
+    from dataclasses import fields as dc_fields
+
+    from .synthetic import SyntheticConfig
+    from .synthetic.pool import PoolConfig, SyntheticViewPool
+
+    pool_keys = {f.name for f in dc_fields(PoolConfig)}
+    opts = dict(spec.options)
+    pool_opts = {k: opts.pop(k) for k in list(opts) if k in pool_keys}
+    opts.setdefault("resolution", tuple(resolutions[0]))
+    opts.setdefault("split", spec.split if spec.split in ("train", "val") else "train")
+    opts.setdefault("seed", seed)
+    try:
+        cfg = SyntheticConfig(**opts)
+        pcfg = PoolConfig(**pool_opts)
+    except TypeError as exc:
+        raise DatasetError(f"synthetic_pool options {spec.options}: {exc}") from None
+    return SyntheticViewPool(cfg, pcfg, device=device, rank=rank, world=world, seed=seed, progress=progress,
+                             fill=False)
 
 
 def build_mixture(specs: Sequence[DatasetSpec], resolutions: Sequence[Resolution], seed: int = 0,

@@ -43,6 +43,7 @@ from .config import TrainConfig, load_train_config
 from .data import (
     BatchedRandomSampler,
     build_mixture,
+    build_pool,
     collate_pairs,
     resolutions_for,
     symmetrize_batch,
@@ -145,11 +146,13 @@ _FREEZE_PREFIXES = {
 def freeze_model(model: nn.Module, freeze: str) -> int:
     """Set ``requires_grad=False`` on the frozen part (reference semantics: ``"encoder"`` =
     mask token, patch embedding, encoder blocks; ``"encoder_decoder"`` = everything but the heads).
-    The unused ``mask_token`` is always frozen. Returns the number of frozen tensors."""
-    prefixes = _FREEZE_PREFIXES[freeze] + ("mask_token",)
+    Parameters the forward pass never uses (``DUSt3R.unused_parameter_names``: ``mask_token``, a
+    DPT unit without input) are always frozen. Returns the number of frozen tensors."""
+    prefixes = _FREEZE_PREFIXES[freeze]
+    unused = set(model.unused_parameter_names()) if hasattr(model, "unused_parameter_names") else {"mask_token"}
     n = 0
     for name, p in model.named_parameters():
-        if name.startswith(prefixes):
+        if name.startswith(prefixes) or name in unused:
             p.requires_grad_(False)
             n += 1
     return n
@@ -322,8 +325,12 @@ def _load_state(path: Path) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, cfg: TrainConfig, device: torch.device, step: int) -> dict[str, dict]:
-    """Test criterion on each test set (in order, no jitter): ``{name: {"loss_avg", "loss_med"}}``."""
+def evaluate(model: nn.Module, cfg: TrainConfig, device: torch.device, step: int,
+             cache: dict[int, list] | None = None) -> dict[str, dict]:
+    """Test criterion on each test set (in order, no jitter): ``{name: {"loss_avg", "loss_med"}}``.
+
+    ``cache`` (a dict kept by the caller) stores the collated test batches of the first call, so
+    later evaluations do not read or render the test sets again."""
     from .data import build_dataset
 
     res = [tuple(cfg.test_resolution)] if cfg.test_resolution else resolutions_for(cfg.resolution)[:1]
@@ -332,12 +339,17 @@ def evaluate(model: nn.Module, cfg: TrainConfig, device: torch.device, step: int
     was_training = model.training
     model.eval()
     for i, spec in enumerate(cfg.test_data):
-        ds = build_dataset(spec, res, seed=cfg.data_seed, orientation="landscape")
-        n = len(ds) if spec.num_pairs is None else min(len(ds), spec.num_pairs)
-        keys = [(j, 0, 0) for j in range(n)]
+        if cache is None or i not in cache:
+            ds = build_dataset(spec, res, seed=cfg.data_seed, orientation="landscape")
+            n = len(ds) if spec.num_pairs is None else min(len(ds), spec.num_pairs)
+            keys = [(j, 0, 0) for j in range(n)]
+            batches = [collate_pairs([ds[k] for k in keys[b:b + cfg.batch_size]]) for b in range(0, n, cfg.batch_size)]
+            if cache is not None:
+                cache[i] = batches
+        else:
+            batches = cache[i]
         losses = []
-        for b in range(0, n, cfg.batch_size):
-            batch = collate_pairs([ds[k] for k in keys[b:b + cfg.batch_size]])
+        for batch in batches:
             loss, _ = forward_loss(model, criterion, batch, device, cfg.amp, symmetrize=True)
             losses.append(float(loss))
         name = f"{i}_{spec.kind}"
@@ -381,9 +393,10 @@ def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None =
     criterion = build_criterion(cfg.criterion)
     net: nn.Module = model
     if world > 1:
+        # the parameters the architecture never uses are frozen (freeze_model), so DDP needs no
+        # per-iteration search for unused parameters
         net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=True)
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)
 
@@ -391,11 +404,19 @@ def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None =
     if not cfg.train_data:
         raise CheckpointError("the training config lists no train_data")
     resolutions = resolutions_for(cfg.resolution)
-    dataset = build_mixture(cfg.train_data, resolutions, seed=cfg.seed, orientation=cfg.orientation,
-                            mixture_seed=cfg.data_seed)
-    sampler = BatchedRandomSampler(len(dataset), cfg.batch_size, len(resolutions), world, rank,
-                                   seed=cfg.data_seed)
-    iters_per_epoch = len(sampler)
+    pool = None
+    if any(s.kind == "synthetic_pool" for s in cfg.train_data):
+        if len(cfg.train_data) != 1:
+            raise CheckpointError("a 'synthetic_pool' train set must be the only train_data entry")
+        spec = cfg.train_data[0]
+        pool = build_pool(spec, resolutions, cfg.seed, rank, world, device, progress=is_main and cfg.progress)
+        iters_per_epoch = max(1, (spec.num_pairs or 100_000) // (cfg.batch_size * world))
+    else:
+        dataset = build_mixture(cfg.train_data, resolutions, seed=cfg.seed, orientation=cfg.orientation,
+                                mixture_seed=cfg.data_seed)
+        sampler = BatchedRandomSampler(len(dataset), cfg.batch_size, len(resolutions), world, rank,
+                                       seed=cfg.data_seed)
+        iters_per_epoch = len(sampler)
     if cfg.total_steps is not None:
         total_iters = cfg.total_steps * cfg.accum_iter
         warm_iters = (cfg.warmup_steps or 0) * cfg.accum_iter
@@ -418,13 +439,29 @@ def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None =
         random.seed(cfg.seed + rank)
         np.random.seed(cfg.seed + rank)
         torch.manual_seed(cfg.seed + rank)
+    if pool is not None:
+        if resumed and st.get("pool"):
+            pool.load_state_dict(st["pool"][rank])
+        else:
+            pool.fill()
+        if is_main:
+            print(f"synthetic view pool: {pool.pool.n_scenes} scenes x {pool.n_views} views, "
+                  f"{pool.n_valid_pairs} co-visible pairs, rendered in {pool.render_seconds:.1f} s", flush=True)
+    eval_cache: dict[int, list] = {}
     logger = _Logger(out, is_main, cfg.tensorboard, step if resumed else None)
 
     def save(tag: str = "last") -> None:
+        pool_states = None
+        if pool is not None:  # every rank's pool (a collective: all ranks call save together)
+            pool_states = [pool.state_dict()]
+            if world > 1:
+                pool_states = [None] * world
+                dist.all_gather_object(pool_states, pool.state_dict())
         if not is_main:
             return
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iter": it,
-                 "step": step, "best": best, "rng": _rng_state(), "config": json.dumps(cfg.to_dict())}
+                 "step": step, "best": best, "rng": _rng_state(), "config": json.dumps(cfg.to_dict()),
+                 "pool": pool_states}
         _save_state(ckpt_path, state)
 
     def save_model_file(name: str) -> None:
@@ -455,9 +492,12 @@ def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None =
     try:
         while it < total_iters and status == "done":
             epoch, start = divmod(it, iters_per_epoch)
-            sampler.set_epoch(epoch, start_batch=start)
-            loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pairs,
-                                num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+            if pool is not None:
+                loader = (pool.sample(cfg.batch_size) for _ in range(start, iters_per_epoch))
+            else:
+                sampler.set_epoch(epoch, start_batch=start)
+                loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pairs,
+                                    num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
             for batch in loader:
                 if it % cfg.accum_iter == 0:
                     lr = lr_at(it, cfg.lr, cfg.min_lr, warm_iters, total_iters)
@@ -501,7 +541,7 @@ def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None =
                     ep = math.ceil(it / iters_per_epoch)
                     if cfg.test_data and cfg.eval_freq and (ep % cfg.eval_freq == 0 or it >= total_iters):
                         if is_main:
-                            stats = evaluate(model, cfg, device, step)
+                            stats = evaluate(model, cfg, device, step, cache=eval_cache)
                             med = float(np.mean([s["loss_med"] for s in stats.values()]))
                             logger.write({"kind": "test", "step": step, "epoch": ep, "loss_med": med,
                                           **{f"{n}/{k}": v for n, s in stats.items() for k, v in s.items()}})
