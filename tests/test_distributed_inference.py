@@ -52,43 +52,62 @@ def _flat(p) -> list[torch.Tensor]:
 def _worker(rank: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                      RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+                      RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank),
+                      LOCAL_WORLD_SIZE=str(WORLD))  # one host: results travel through shared files
     device = init_from_env(backend="gloo")
     try:
         model, images = _tiny_model(), _images()
         pairs = _pairs(len(images))
         res = {
             "default": infer_pairs_distributed(model, images, pairs, batch_size=3, device=device),
+            "objects": infer_pairs_distributed(model, images, pairs, batch_size=3, device=device,
+                                               shared_memory=False),
+            "half": infer_pairs_distributed(model, images, pairs, batch_size=3, device=device,
+                                            storage_dtype=torch.float16),
             "all": infer_pairs_distributed(model, images, pairs, batch_size=3, device=device,
                                            all_ranks=True),
             "group": infer_pairs_distributed(model, images, pairs, batch_size=3, device=device,
                                              group=dist.new_group([0, 1])),
         }
-        torch.save({k: None if v is None else (v.pairs, _flat(v)) for k, v in res.items()},
+        if rank == 0:  # the shared results are views of the mapped files, not copies
+            t = res["default"].pts3d_2_in_1[-1]  # (4, 3) ran on rank 1: a view of its whole file
+            assert t.untyped_storage().nbytes() > 12 * t.numel() * t.element_size()
+            t = res["objects"].pts3d_2_in_1[-1]  # gathered as objects: a batch of at most 3 rows
+            assert t.untyped_storage().nbytes() <= 3 * t.numel() * t.element_size()
+        torch.save({k: None if v is None else (v.pairs, [t.clone() for t in _flat(v)]) for k, v in res.items()},
                    Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def _assert_same(got: tuple, ref) -> None:
+def _assert_same(got: tuple, ref, dtype: torch.dtype = torch.float32) -> None:
     pairs, tensors = got
     assert pairs == ref.pairs
     ref_t = _flat(ref)
     assert len(tensors) == len(ref_t)
     for a, b in zip(tensors, ref_t):
-        assert a.shape == b.shape and a.device.type == "cpu"
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (a - b).abs().max()
+        assert a.shape == b.shape and a.device.type == "cpu" and a.dtype == dtype
+        assert torch.allclose(a.float(), b, rtol=1e-5 if dtype == torch.float32 else 1e-3, atol=1e-6), \
+            (a - b).abs().max()
+
+
+def _shared_files() -> set[str]:
+    d = Path("/dev/shm")
+    return {p.name for p in d.glob("pointmap-*")} if d.is_dir() else set()
 
 
 def test_two_processes_match_single_process(tmp_path: Path) -> None:
+    before = _shared_files()
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    assert _shared_files() <= before  # no shared result file is left behind
     images = _images()
     ref = infer_pairs(_tiny_model(), images, _pairs(len(images)), batch_size=3, device="cpu")
     r0 = torch.load(tmp_path / "rank0.pt")
     r1 = torch.load(tmp_path / "rank1.pt")
-    for key in ("default", "all", "group"):
+    for key in ("default", "objects", "all", "group"):
         _assert_same(r0[key], ref)
-    assert r1["default"] is None and r1["group"] is None
+    _assert_same(r0["half"], ref, torch.float16)
+    assert r1["default"] is None and r1["group"] is None and r1["objects"] is None and r1["half"] is None
     _assert_same(r1["all"], ref)
     # the network saw both shapes in both orders
     assert {(tuple(a.shape[:2]), tuple(b.shape[:2])) for a, b in zip(ref.pts3d_1, ref.pts3d_2_in_1)} == {

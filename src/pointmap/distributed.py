@@ -12,7 +12,13 @@ Launch on one machine with ``N`` GPUs (torchrun sets ``RANK``, ``WORLD_SIZE``, `
     torchrun --nproc_per_node N -m pointmap reconstruct photos/ -o out/ --distributed
 
 Every rank loads the model and the images; the network work is split; rank 0 aligns and writes the
-outputs while the other ranks exit after inference. From Python (a script started by torchrun)::
+outputs while the other ranks exit after inference.
+
+Gathering moves gigabytes (8 floats per pixel per pair: 6 MB for a 512x384 pair). When all ranks
+run on one host (torchrun's ``LOCAL_WORLD_SIZE`` equals the world size), each other rank streams its
+results straight into a file-backed shared mapping (in ``/dev/shm`` when it has room, else the temp
+folder) while it computes, and rank 0 maps those files without copying: only the small index of
+offsets travels through ``torch.distributed``. Across hosts the results are gathered as objects. From Python (a script started by torchrun)::
 
     import torch.distributed as dist
     from pointmap.distributed import infer_pairs_distributed, init_from_env
@@ -33,15 +39,20 @@ outputs while the other ranks exit after inference. From Python (a script starte
 from __future__ import annotations
 
 import itertools
+import math
 import os
+import secrets
+import shutil
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from .errors import PointmapError
 from .images import LoadedImage
-from .inference import infer_pairs
+from .inference import _as_tensor, infer_pairs
 from .model.network import DUSt3R
 from .predictions import PairPredictions
 
@@ -110,6 +121,54 @@ def split_pairs(pairs: Sequence[tuple[int, int]], world_size: int) -> list[list[
     return [order[a:b] for a, b in itertools.pairwise(bounds)]
 
 
+_ALIGN = 64  # bytes: every result tensor starts on a cache line
+
+
+class _SharedArena:
+    """A bump allocator over one file-backed, ``MAP_SHARED`` byte tensor that another process of
+    the host can map (``torch.from_file``) and read without a copy."""
+
+    def __init__(self, path: Path, nbytes: int) -> None:
+        self.path, self.nbytes = path, max(int(nbytes), _ALIGN)
+        self.buf = torch.from_file(str(path), shared=True, size=self.nbytes, dtype=torch.uint8)
+        self.offset = 0
+
+    def alloc(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        n = math.prod(shape) * dtype.itemsize
+        if self.offset + n > self.nbytes:
+            raise RuntimeError(f"shared result buffer {self.path} is too small ({self.nbytes} bytes)")
+        t = self.buf[self.offset:self.offset + n].view(dtype).view(shape)
+        self.offset += -(-n // _ALIGN) * _ALIGN
+        return t
+
+    def locate(self, t: torch.Tensor) -> tuple[int, list[int], list[int]]:
+        """``(byte offset, shape, strides)`` of a view ``t`` of this arena."""
+        return t.data_ptr() - self.buf.data_ptr(), list(t.shape), list(t.stride())
+
+
+def _result_bytes(shapes: Sequence[tuple[int, int]], pairs: Sequence[tuple[int, int]], dtype: torch.dtype) -> int:
+    """Upper bound of the arena size for ``pairs`` (4 maps per pair, each batch row-aligned)."""
+    per = [(3 * shapes[i][0] * shapes[i][1] + shapes[i][0] * shapes[i][1]
+            + 3 * shapes[j][0] * shapes[j][1] + shapes[j][0] * shapes[j][1]) for i, j in pairs]
+    return sum(per) * dtype.itemsize + 4 * _ALIGN * (len(pairs) + 1)
+
+
+def _shared_dir(nbytes: int) -> Path:
+    """``/dev/shm`` when it has room for ``nbytes`` (with margin), else the temp folder."""
+    for d in ("/dev/shm", tempfile.gettempdir()):
+        try:
+            if os.path.isdir(d) and shutil.disk_usage(d).free > 1.2 * nbytes + (1 << 28):
+                return Path(d)
+        except OSError:
+            continue
+    raise PointmapError(f"no room for {nbytes / 2**30:.1f} GiB of shared inference results in /dev/shm or "
+                        f"{tempfile.gettempdir()}; use storage_dtype=torch.float16 or fewer pairs")
+
+
+def _single_host(world: int, group: dist.ProcessGroup | None) -> bool:
+    return group is None and os.environ.get("LOCAL_WORLD_SIZE") == str(world)
+
+
 @torch.no_grad()
 def infer_pairs_distributed(
     model: DUSt3R,
@@ -123,6 +182,7 @@ def infer_pairs_distributed(
     *,
     all_ranks: bool = False,
     storage_dtype: torch.dtype = torch.float32,
+    shared_memory: bool | None = None,
 ) -> PairPredictions | None:
     """Run the network on ordered image pairs, split across the ranks of a process group.
 
@@ -141,6 +201,8 @@ def infer_pairs_distributed(
         group: process group (default: the default group). Without an initialised group, or with
             a single rank, this is exactly ``infer_pairs``.
         all_ranks: return the full predictions on every rank (all-gather) instead of rank 0 only.
+        shared_memory: hand results to rank 0 through shared file mappings (see the module
+            docstring); ``None``: when all ranks are on one host and ``all_ranks`` is off.
 
     Returns:
         On the group's first rank (every rank with ``all_ranks``): :class:`PairPredictions` with,
@@ -163,6 +225,11 @@ def infer_pairs_distributed(
     if device is None and torch.cuda.is_available():
         kw["device"] = torch.device("cuda", torch.cuda.current_device())
     mine = split_pairs(pairs, world)[rank]
+    dst = dist.get_global_rank(group, 0) if group is not None else 0
+    if shared_memory is None:
+        shared_memory = not all_ranks and _single_host(world, group)
+    if shared_memory and not all_ranks:
+        return _infer_shared(model, images, pairs, mine, rank, world, progress, kw)
     local: list[tuple[int, tuple[torch.Tensor, ...]]] = []
     if mine:
         show = progress if rank == 0 else False
@@ -170,7 +237,6 @@ def infer_pairs_distributed(
         local = [(q, (preds.pts3d_1[b], preds.conf_1[b], preds.pts3d_2_in_1[b], preds.conf_2[b]))
                  for b, q in enumerate(mine)]
 
-    dst = dist.get_global_rank(group, 0) if group is not None else 0
     if all_ranks:
         parts: list | None = [None] * world
         dist.all_gather_object(parts, local, group=group)
@@ -183,6 +249,61 @@ def infer_pairs_distributed(
     for part in parts:  # type: ignore[union-attr]
         for q, res in part:
             out[q] = res
+    if any(o is None for o in out):  # a rank dropped pairs: a bug, never a user error
+        raise RuntimeError("distributed inference lost pairs while gathering")
+    pts1, c1, pts2, c2 = (list(x) for x in zip(*out))  # type: ignore[arg-type]
+    return PairPredictions(pairs, pts1, c1, pts2, c2, n_images=n)
+
+
+def _infer_shared(model: DUSt3R, images: Sequence[LoadedImage | torch.Tensor], pairs: list[tuple[int, int]],
+                  mine: list[int], rank: int, world: int, progress: bool | None, kw: dict) -> PairPredictions | None:
+    """The single-host path of :func:`infer_pairs_distributed` (default group)."""
+    n = len(images)
+    token = [secrets.token_hex(8) if rank == 0 else None]
+    dist.broadcast_object_list(token, src=0)
+    arena = None
+    index: list[tuple[int, list]] = []
+    local: list[tuple[int, tuple[torch.Tensor, ...]]] = []
+    try:
+        if mine:
+            sub = [pairs[q] for q in mine]
+            alloc = None
+            if rank != 0:
+                shapes = [tuple(int(v) for v in _as_tensor(im).shape[-2:]) for im in images]
+                need = _result_bytes(shapes, sub, kw["storage_dtype"])
+                path = _shared_dir(need) / f"pointmap-{token[0]}-rank{rank}.bin"
+                arena = _SharedArena(path, need)
+                alloc = arena.alloc
+            preds = infer_pairs(model, images, sub, progress=progress if rank == 0 else False,
+                                host_alloc=alloc, **kw)
+            res = list(zip(preds.pts3d_1, preds.conf_1, preds.pts3d_2_in_1, preds.conf_2))
+            if arena is not None:
+                index = [(q, [arena.locate(t) for t in r]) for q, r in zip(mine, res)]
+            else:
+                local = list(zip(mine, res))
+        meta = (str(arena.path), arena.nbytes, index) if arena is not None else None
+        metas: list | None = [None] * world if rank == 0 else None
+        dist.gather_object(meta, metas, dst=0)
+        if rank != 0:
+            dist.barrier()  # rank 0 has mapped the file: it may go
+            return None
+        out: list[tuple[torch.Tensor, ...] | None] = [None] * len(pairs)
+        for q, r in local:
+            out[q] = r
+        for m in metas or []:
+            if m is None:
+                continue
+            path, nbytes, idx = m
+            buf = torch.from_file(path, shared=False, size=nbytes, dtype=torch.uint8)
+            os.unlink(path)  # the mapping stays valid; the name goes
+            for q, locs in idx:
+                out[q] = tuple(torch.as_strided(buf[off:].view(kw["storage_dtype"]), shape, stride)
+                               for off, shape, stride in locs)
+        dist.barrier()
+    finally:
+        if arena is not None:  # rank 0 unlinked it once mapped; after a failure, do not leak it
+            arena.buf = None  # type: ignore[assignment]
+            arena.path.unlink(missing_ok=True)
     if any(o is None for o in out):  # a rank dropped pairs: a bug, never a user error
         raise RuntimeError("distributed inference lost pairs while gathering")
     pts1, c1, pts2, c2 = (list(x) for x in zip(*out))  # type: ignore[arg-type]
