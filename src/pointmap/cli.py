@@ -69,6 +69,12 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         dev = resolve_device(args.device)
     out = prepare_output_dir(args.output, overwrite=args.overwrite) if rank == 0 else None  # refuse early
     model = load_model(args.weights, device=dev)
+    if getattr(args, "fast", False):
+        if dev.type != "cuda":
+            raise PointmapError("--fast needs a CUDA device (it compiles the network for the GPU)")
+        import torch
+
+        model.optimize_for_inference(trunk_dtype=torch.bfloat16, head_dtype=torch.bfloat16)
     size = args.size or (224 if max(model.config.img_size) <= 224 else 512)
     images = _load_inputs(args.inputs, size, args.fps, args.skip_bad)
     t_load = time.perf_counter() - t0
@@ -148,6 +154,9 @@ def _common_recon_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="inference precision (default: float32 on CPU, bfloat16 on CUDA)")
     p.add_argument("--batch-size", type=int, default=16, help="pairs per network batch")
+    p.add_argument("--fast", action="store_true",
+                   help="GPU only: compiled network, bfloat16 trunk and heads (about 2x faster than the "
+                        "default bfloat16 autocast; compiling takes a few seconds per image shape)")
     p.add_argument("--iterations", type=int, default=None, help="alignment iterations (default: the solver's)")
     p.add_argument("--solver", default=None, help="alignment solver (see AlignConfig)")
     p.add_argument("--conf-threshold", type=float, default=None,
