@@ -55,6 +55,9 @@ def test_bad_inputs_are_messages(tmp_path, capsys):
     empty.mkdir()
     rc = main(["reconstruct", str(empty), "-o", str(tmp_path / "o2")])
     assert rc == 2
+    capsys.readouterr()
+    rc = main(["reconstruct", str(empty), "-o", str(tmp_path / "o3"), "--fast", "--device", "cpu"])
+    assert rc == 2 and "--fast needs a CUDA device" in capsys.readouterr().err
 
 
 def test_video_frames_are_sampled(tmp_path):
