@@ -40,6 +40,7 @@ class ConfigError(PointmapError, ValueError):
 
 _FREEZE = ("none", "encoder", "encoder_decoder")
 _AMP = ("none", "bf16")
+_PARALLEL = ("ddp", "fsdp")
 
 
 @dataclass
@@ -64,6 +65,11 @@ class TrainConfig:
         weight_decay: AdamW decay for matrices (biases and 1-D parameters get none).
         amp: ``"none"`` (fp32) or ``"bf16"`` autocast.
         compile: wrap the model with ``torch.compile``.
+        parallel: multi-process strategy (used when ``WORLD_SIZE > 1``): ``"ddp"`` replicates the
+            model on every rank (``DistributedDataParallel``); ``"fsdp"`` shards parameters,
+            gradients and optimiser state over the ranks (``torch.distributed.fsdp.fully_shard``
+            on every encoder/decoder block, then on the whole network), for large models such as
+            ViT-Large 512 DPT. Both give the same updates; checkpoints have the same format.
         freeze: ``"none"``, ``"encoder"`` or ``"encoder_decoder"``.
         criterion, test_criterion: :func:`~pointmap.train.losses.build_criterion` specs.
         symmetrize: feed each pair in both orders.
@@ -101,6 +107,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     amp: str = "none"
     compile: bool = False
+    parallel: str = "ddp"
     freeze: str = "none"
     criterion: dict[str, Any] = field(default_factory=lambda: {"type": "conf", "alpha": 0.2,
                                                                "norm_mode": "avg_dis"})
@@ -135,6 +142,8 @@ class TrainConfig:
             raise ConfigError(f"freeze must be one of {_FREEZE}, not {self.freeze!r}")
         if self.amp not in _AMP:
             raise ConfigError(f"amp must be one of {_AMP}, not {self.amp!r}")
+        if self.parallel not in _PARALLEL:
+            raise ConfigError(f"parallel must be one of {_PARALLEL}, not {self.parallel!r}")
         if self.orientation not in ("landscape", "auto"):
             raise ConfigError(f"orientation must be 'landscape' or 'auto', not {self.orientation!r}")
         if self.batch_size < 1 or self.accum_iter < 1:

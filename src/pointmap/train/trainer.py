@@ -1,4 +1,4 @@
-"""The training loop: AdamW + warm-up/cosine schedule, accumulation, bf16, DDP, exact resume.
+"""The training loop: AdamW + warm-up/cosine schedule, accumulation, bf16, DDP/FSDP, exact resume.
 
 Run folder (``output_dir``) contents:
 
@@ -15,6 +15,10 @@ Run folder (``output_dir``) contents:
 Multi-process training uses ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
 ``MASTER_PORT``): NCCL on CUDA, gloo on CPU. Each rank sees its own slice of every global batch
 (:class:`~pointmap.train.data.BatchedRandomSampler`); only rank 0 writes files.
+``TrainConfig.parallel`` picks the strategy: ``"ddp"`` (a full replica per rank) or ``"fsdp"``
+(parameters, gradients and optimiser state sharded over the ranks, see :func:`shard_model`). FSDP
+checkpoints are gathered to full tensors on rank 0, so both write the same files and either can
+resume the other's ``checkpoint-last.pt``.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ __all__ = [
     "lr_at",
     "forward_loss",
     "setup_distributed",
+    "shard_model",
     "plot_loss_curve",
     "read_log",
 ]
@@ -105,6 +110,31 @@ def setup_distributed() -> tuple[int, int, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, init_method="env://")
     return dist.get_rank(), dist.get_world_size(), dev
+
+
+def shard_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """Shard ``model`` over all ranks with FSDP (``torch.distributed.fsdp.fully_shard``), in place.
+
+    Every encoder and decoder block is its own unit (its parameters are gathered just before it
+    runs and freed after); the remaining parameters (patch embedding, norms, heads) form the root
+    unit. Rank 0's weights are broadcast first, as ``DistributedDataParallel`` does. Call it after
+    :func:`freeze_model` and before building the optimiser (whose parameters become the local
+    shards). Needs an initialised process group (gloo on CPU, NCCL on CUDA). Returns ``model``.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from ..model.layers import DecoderBlock, EncoderBlock
+
+    with torch.no_grad():
+        for t in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(t.data, 0)
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    blocks = [m for m in model.modules() if isinstance(m, (EncoderBlock, DecoderBlock))]
+    for blk in blocks:
+        fully_shard(blk, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
@@ -310,6 +340,109 @@ class _Logger:
             self.tb.close()
 
 
+# ----------------------------------------------------------------------------------------------
+# Full (unsharded) states of an FSDP model; collectives: every rank calls them together
+# ----------------------------------------------------------------------------------------------
+
+
+def _full_options(cpu_offload: bool = True) -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=cpu_offload)
+
+
+def _is_alias(key: str) -> bool:
+    """DPT ``layer_rn.{k}`` keys: second names of the ``layer{k+1}_rn`` convolutions."""
+    return ".dpt.scratch.layer_rn." in key
+
+
+def _optimizer_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """Parameter names in the order of ``optimizer.state_dict()``'s integer ids."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+
+
+def _full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The full state dict of a sharded model on rank 0 (CPU tensors, the keys of
+    ``DUSt3R.state_dict()``); an empty dict on the other ranks."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(model, options=_full_options())
+
+
+def _full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The full optimiser state of a sharded model on rank 0 in ``optimizer.state_dict()``'s
+    layout (integer parameter ids), so that unsharded runs can load it; ``{}`` on other ranks."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    osd = get_optimizer_state_dict(model, optimizer, options=_full_options())
+    if not osd:
+        return {}
+    index = {n: i for i, n in enumerate(_optimizer_names(model, optimizer))}
+    return {"state": {index[n]: v for n, v in osd["state"].items()},
+            "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in osd["param_groups"]]}
+
+
+def _load_model_state(model: nn.Module, sd: dict[str, torch.Tensor], sharded: bool) -> None:
+    """Load a full state dict into ``model`` (each rank keeps its shard when ``sharded``)."""
+    if not sharded:
+        model.load_state_dict(sd)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    # aliases share their tensors with the primary keys: load those only
+    missing, unexpected = set_model_state_dict(
+        model, {k: v for k, v in sd.items() if not _is_alias(k)},
+        options=StateDictOptions(full_state_dict=True, strict=False))
+    missing = [k for k in missing if not _is_alias(k)]
+    if missing or unexpected:
+        raise CheckpointError(f"the training checkpoint does not match the model: missing {missing[:3]}, "
+                              f"unexpected {list(unexpected)[:3]}")
+
+
+def _load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, osd: dict[str, Any],
+                          sharded: bool) -> None:
+    """Load an ``optimizer.state_dict()``-layout state (full tensors) on every rank."""
+    if not sharded:
+        optimizer.load_state_dict(osd)
+        return
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    names = _optimizer_names(model, optimizer)
+    if sum(len(g["params"]) for g in osd["param_groups"]) != len(names):
+        raise CheckpointError("the optimiser state of the training checkpoint does not match the "
+                              "trainable parameters (was 'freeze' changed?)")
+    named = {"state": {names[i]: v for i, v in osd["state"].items()},
+             "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in osd["param_groups"]]}
+    set_optimizer_state_dict(model, optimizer, named, options=_full_options(cpu_offload=False))
+
+
+def _write_model_file(model: nn.Module, sd: dict[str, torch.Tensor], path: Path) -> None:
+    """Write the full state ``sd`` of a (sharded) DUSt3R as a model file (rank 0)."""
+    from ..model import DUSt3R, save_model
+
+    with torch.device("meta"):
+        shell = DUSt3R(model.config)
+    shell.load_state_dict(sd, assign=True)
+    shell.recommended_conf_threshold = model.recommended_conf_threshold
+    save_model(shell, path)
+
+
+@contextlib.contextmanager
+def _no_grad_sync(net: nn.Module, sharded: bool):
+    """Accumulate gradients locally (no all-reduce / reduce-scatter) inside the block; ``net``
+    is the DDP wrapper, or the sharded model itself."""
+    if not sharded:
+        with net.no_sync():
+            yield
+        return
+    net.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        net.set_requires_gradient_sync(True)
+
+
 def _save_state(path: Path, state: dict[str, Any]) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
@@ -389,10 +522,13 @@ def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None =
     model = build_model(cfg)
     freeze_model(model, cfg.freeze)
     model.to(device).train()
+    sharded = world > 1 and cfg.parallel == "fsdp"
+    if sharded:  # before the optimiser: it must hold the shards
+        shard_model(model, device)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
     criterion = build_criterion(cfg.criterion)
     net: nn.Module = model
-    if world > 1:
+    if world > 1 and not sharded:
         # the parameters the architecture never uses are frozen (freeze_model), so DDP needs no
         # per-iteration search for unused parameters
         net = nn.parallel.DistributedDataParallel(
@@ -431,8 +567,8 @@ def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None =
     resumed = cfg.resume and ckpt_path.exists()
     if resumed:
         st = _load_state(ckpt_path)
-        model.load_state_dict(st["model"])
-        optimizer.load_state_dict(st["optimizer"])
+        _load_model_state(model, st["model"], sharded)
+        _load_optimizer_state(model, optimizer, st["optimizer"], sharded)
         it, step, best = int(st["iter"]), int(st["step"]), float(st["best"])
         _set_rng_state(st["rng"])
     else:
@@ -448,24 +584,34 @@ def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None =
             print(f"synthetic view pool: {pool.pool.n_scenes} scenes x {pool.n_views} views, "
                   f"{pool.n_valid_pairs} co-visible pairs, rendered in {pool.render_seconds:.1f} s", flush=True)
     eval_cache: dict[int, list] = {}
+    saved_at = [-1]  # iteration of the last resume checkpoint
     logger = _Logger(out, is_main, cfg.tensorboard, step if resumed else None)
 
-    def save(tag: str = "last") -> None:
+    def save(tag: str = "last") -> None:  # all ranks call it together
+        saved_at[0] = it
         pool_states = None
         if pool is not None:  # every rank's pool (a collective: all ranks call save together)
             pool_states = [pool.state_dict()]
             if world > 1:
                 pool_states = [None] * world
                 dist.all_gather_object(pool_states, pool.state_dict())
+        if sharded:  # gathered to rank 0 (collectives)
+            model_state, optim_state = _full_model_state(model), _full_optimizer_state(model, optimizer)
+        elif is_main:
+            model_state, optim_state = model.state_dict(), optimizer.state_dict()
         if not is_main:
             return
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "iter": it,
+        state = {"model": model_state, "optimizer": optim_state, "iter": it,
                  "step": step, "best": best, "rng": _rng_state(), "config": json.dumps(cfg.to_dict()),
                  "pool": pool_states}
         _save_state(ckpt_path, state)
 
-    def save_model_file(name: str) -> None:
-        if is_main:
+    def save_model_file(name: str) -> None:  # all ranks call it (a collective under FSDP)
+        if sharded:
+            sd = _full_model_state(model)
+            if is_main:
+                _write_model_file(model, sd, out / name)
+        elif is_main:
             from ..model import save_model
 
             save_model(model, out / name)
@@ -504,7 +650,8 @@ def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None =
                     for g in optimizer.param_groups:
                         g["lr"] = lr
                 boundary = (it + 1) % cfg.accum_iter == 0
-                sync = contextlib.nullcontext() if boundary or world == 1 else net.no_sync()
+                sync = (contextlib.nullcontext() if boundary or world == 1
+                        else _no_grad_sync(model if sharded else net, sharded))
                 with sync:
                     loss, details = forward_loss(net, criterion, batch, device, cfg.amp, cfg.symmetrize)
                     if not torch.isfinite(loss):
@@ -540,18 +687,21 @@ def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None =
                 if epoch_end:
                     ep = math.ceil(it / iters_per_epoch)
                     if cfg.test_data and cfg.eval_freq and (ep % cfg.eval_freq == 0 or it >= total_iters):
-                        if is_main:
+                        improved = False
+                        if is_main or sharded:  # a sharded model runs on all ranks together
                             stats = evaluate(model, cfg, device, step, cache=eval_cache)
+                        if is_main:
                             med = float(np.mean([s["loss_med"] for s in stats.values()]))
                             logger.write({"kind": "test", "step": step, "epoch": ep, "loss_med": med,
                                           **{f"{n}/{k}": v for n, s in stats.items() for k, v in s.items()}})
                             if med < best:
-                                best = med
-                                save_model_file("checkpoint-best.safetensors")
-                        if world > 1:
-                            b = torch.tensor([best], device=device)
+                                best, improved = med, True
+                        if world > 1:  # rank 0 decides
+                            b = torch.tensor([best, float(improved)], dtype=torch.float64, device=device)
                             dist.broadcast(b, 0)
-                            best = float(b)
+                            best, improved = float(b[0]), bool(b[1])
+                        if improved:
+                            save_model_file("checkpoint-best.safetensors")
                     if cfg.keep_freq and ep % cfg.keep_freq == 0:
                         save_model_file(f"model-epoch{ep:04d}.safetensors")
                 if epoch_end or (cfg.save_every_steps and step % cfg.save_every_steps == 0):
@@ -569,7 +719,8 @@ def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None =
                 if it % iters_per_epoch == 0:
                     break  # next epoch: new loader
         if status == "done":
-            save()
+            if saved_at[0] != it:  # not already written at this iteration
+                save()
             save_model_file("checkpoint-final.safetensors")
     finally:
         if bar is not None:
