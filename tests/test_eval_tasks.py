@@ -13,6 +13,7 @@ from PIL import Image
 
 from pointmap.errors import DatasetError, PointmapError
 from pointmap.eval import metrics as M
+from pointmap.eval import synthetic_eval as SE
 from pointmap.eval import tasks as T
 from pointmap.eval.cli_support import (
     gt_depth_at_network,
@@ -20,6 +21,7 @@ from pointmap.eval.cli_support import (
     select_indices,
 )
 from pointmap.eval.synthetic_eval import TARGETS, eval_synthetic, synthetic_pair_errors
+from pointmap.eval.synthetic_eval import baseline_ratio as synthetic_baseline_ratio
 from pointmap.images import load_image_arrays
 from pointmap.model import DUSt3R, ModelConfig
 from pointmap.predictions import PairPredictions
@@ -248,13 +250,43 @@ def test_multiview_pose_report_with_plots(sevenscenes_dir, tiny_model, tmp_path)
     assert res["ours"]["n_pairs"] == 3 and 0.0 <= res["ours"]["RRA@15"] <= 1.0
 
 
+def test_baseline_ratio_analytic():
+    T01 = np.eye(4)
+    T01[:3, 3] = (0.3, 0.0, 0.4)  # |t| = 0.5
+    depth = np.full((4, 5), 10.0)
+    depth[0] = 1000.0  # invalid pixels must not count
+    valid = np.ones((4, 5), dtype=bool)
+    valid[0] = False
+    assert synthetic_baseline_ratio(T01, depth, valid) == pytest.approx(0.05)
+    assert np.isnan(synthetic_baseline_ratio(T01, depth, np.zeros_like(valid)))
+
+
+def test_by_baseline_bins():
+    ratios = [0.001, 0.019, 0.02, 0.049, 0.07, 0.1, 0.5, float("nan")]
+    items = [{"baseline_ratio": r, "rot_err_deg": 1.0, "trans_err_deg": 5.0 if r < 0.05 else 40.0} for r in ratios]
+    bins = SE._by_baseline(items)
+    assert list(bins) == ["< 0.02", "0.02-0.05", "0.05-0.1", ">= 0.1"]
+    assert [b["n_pairs"] for b in bins.values()] == [2, 2, 1, 2]  # the nan ratio is in no bin
+    assert bins["< 0.02"]["frac_trans_lt15"] == 1.0 and bins[">= 0.1"]["frac_trans_lt15"] == 0.0
+    assert bins[">= 0.1"]["trans_err_median_deg"] == 40.0
+
+
 def test_synthetic_end_to_end(tiny_model, tmp_path):
-    res, items = T.run_eval("synthetic", None, tmp_path, model=tiny_model, device="cpu", n_pairs=2, batch_size=2,
-                            plots=False)
+    tiny_model.recommended_conf_threshold = 1.25
+    try:
+        res, items = T.run_eval("synthetic", None, tmp_path, model=tiny_model, device="cpu", n_pairs=2,
+                                batch_size=2, plots=False)
+    finally:
+        tiny_model.recommended_conf_threshold = 3.0
+    assert res["info"]["conf_threshold"] == 1.25  # None -> the model's recommended threshold
+    assert all(np.isfinite(it["baseline_ratio"]) and it["baseline_ratio"] > 0 for it in items)
+    assert sum(b["n_pairs"] for b in res["info"]["by_baseline"].values()) == 2
     assert len(items) == 2 and res["ours"]["n_pairs"] == 2
     assert set(res["info"]["targets"]) == set(TARGETS)
     assert all(isinstance(v["pass"], bool) for v in res["info"]["targets"].values())
     assert (tmp_path / "results.json").is_file()
+    res, _ = eval_synthetic(model=tiny_model, device="cpu", n_pairs=1, batch_size=1, conf_threshold=0.0, plots=False)
+    assert res["info"]["conf_threshold"] == 0.0
     with pytest.raises(PointmapError):
         eval_synthetic(model=tiny_model, n_pairs=0)
 

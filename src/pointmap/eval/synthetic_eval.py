@@ -9,14 +9,22 @@ its scene ids never occur in ``train``), rendered at 224 x 224 by default. For e
   used); the variant uses the GT intrinsics of view 1 instead. Errors: geodesic rotation angle and
   the angle between translation directions (signed: ``t`` and ``-t`` differ), in degrees;
 * **depth**: z of ``pts3d_1`` of pairs ``(0, 1)`` and ``(1, 0)`` against the GT depth of views 0
-  and 1 (valid pixels), AbsRel and delta<1.25 after per-image median scaling.
+  and 1 (valid pixels), AbsRel and delta<1.25 after per-image median scaling;
+* **confidence**: per pair the median raw ``conf_2`` of pair ``(0, 1)`` and its fraction of pixels
+  above the threshold used (``info["confidence"]``: median and mean over pairs).
 
 Acceptance targets checked (``results["info"]["targets"]``): rotation error < 15 deg for >= 95 %
-of pairs, translation direction < 15 deg for >= 90 %, mean AbsRel <= 0.10.
+of pairs, translation direction < 15 deg for >= 90 %, mean AbsRel <= 0.10 (all pairs count).
+
+Breakdown by camera baseline (``results["info"]["by_baseline"]``): each pair's *baseline ratio*
+is the GT distance between the two camera centres divided by the median valid GT depth of view 0
+(both in scene units, so the ratio is unitless). Below about 0.02 the pair is nearly a pure
+rotation and its translation direction is barely defined by the images.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from typing import Any
@@ -33,7 +41,7 @@ from . import metrics as M
 from .cli_support import ModelArg, package_results, resolve_model, try_plot
 from .report import plot_error_distribution
 
-__all__ = ["TARGETS", "eval_synthetic", "synthetic_pair_errors"]
+__all__ = ["BASELINE_BINS", "TARGETS", "baseline_ratio", "eval_synthetic", "synthetic_pair_errors"]
 
 TARGETS: dict[str, tuple[str, float, str]] = {
     "frac_rot_lt15": (">=", 0.95, "rotation error < 15 deg for >= 95% of pairs"),
@@ -41,6 +49,54 @@ TARGETS: dict[str, tuple[str, float, str]] = {
     "abs_rel": ("<=", 0.10, "depth AbsRel (median scaled) <= 0.10"),
 }
 """metric -> (comparison, target, description) of the acceptance targets."""
+
+BASELINE_BINS: tuple[float, ...] = (0.02, 0.05, 0.1)
+"""Edges of the baseline-ratio bins of the breakdown: ``< 0.02``, ``0.02-0.05``, ``0.05-0.1``, ``>= 0.1``."""
+
+
+def baseline_ratio(T_0_from_1: np.ndarray, depth0: np.ndarray, valid0: np.ndarray) -> float:
+    """Camera baseline relative to the scene depth seen by view 0.
+
+    Args:
+        T_0_from_1: ``(4, 4)`` pose of camera 1 in camera 0's frame (translation in scene units).
+        depth0: ``(H, W)`` GT depth of view 0 (scene units).
+        valid0: ``(H, W)`` bool mask of the valid pixels of ``depth0``.
+
+    Returns:
+        ``|t| / median(depth0[valid0])`` (unitless); ``nan`` when view 0 has no valid positive depth.
+    """
+    d = np.asarray(depth0, dtype=np.float64)[np.asarray(valid0, dtype=bool)]
+    d = d[np.isfinite(d) & (d > 0)]
+    if d.size == 0:
+        return float("nan")
+    return float(np.linalg.norm(np.asarray(T_0_from_1, dtype=np.float64)[:3, 3]) / np.median(d))
+
+
+def _bin_label(lo: float | None, hi: float | None) -> str:
+    if lo is None:
+        return f"< {hi:g}"
+    if hi is None:
+        return f">= {lo:g}"
+    return f"{lo:g}-{hi:g}"
+
+
+def _by_baseline(per_item: list[dict[str, Any]], edges: tuple[float, ...] = BASELINE_BINS) -> dict[str, dict[str, float]]:
+    """Pose summaries of the pairs per baseline-ratio bin (empty bins and ``nan`` ratios omitted)."""
+    ratios = np.array([it["baseline_ratio"] for it in per_item], dtype=np.float64)
+    rot = np.array([it["rot_err_deg"] for it in per_item], dtype=np.float64)
+    trans = np.array([it["trans_err_deg"] for it in per_item], dtype=np.float64)
+    bounds = [None, *edges, None]
+    out: dict[str, dict[str, float]] = {}
+    for lo, hi in itertools.pairwise(bounds):
+        sel = np.isfinite(ratios)
+        if lo is not None:
+            sel &= ratios >= lo
+        if hi is not None:
+            sel &= ratios < hi
+        if sel.any():
+            out[_bin_label(lo, hi)] = {**_summary(rot[sel], trans[sel], None),
+                                       "baseline_ratio_median": float(np.median(ratios[sel]))}
+    return out
 
 
 def synthetic_pair_errors(
@@ -105,7 +161,7 @@ def eval_synthetic(
     n_pairs: int = 128,
     seed: int = 0,
     batch_size: int = 16,
-    conf_threshold: float = 3.0,
+    conf_threshold: float | None = None,
     pnp_iterations: int = 100,
     config: SyntheticConfig | None = None,
     plots: bool = True,
@@ -118,6 +174,8 @@ def eval_synthetic(
         n_pairs: number of validation pairs (sample indices ``0 .. n_pairs - 1``).
         seed: base seed of the data engine (0 is the one the bundled model was validated on).
         batch_size: pairs rendered and inferred together.
+        conf_threshold: raw confidence above which ``conf_2`` pixels enter PnP (``None``: the
+            model's ``recommended_conf_threshold``); the value used is ``info["conf_threshold"]``.
         config: a full :class:`SyntheticConfig` (default: ``split='val'``, 224 x 224, ``seed``).
 
     Returns:
@@ -130,6 +188,9 @@ def eval_synthetic(
     cfg = config or SyntheticConfig(split="val", resolution=(224, 224), seed=seed)
     net = resolve_model(model, device)
     dev = resolve_device(device)
+    if conf_threshold is None:
+        conf_threshold = float(getattr(net, "recommended_conf_threshold", 3.0))
+    conf_threshold = float(conf_threshold)
     rot, trans, rot_k, trans_k, rot_id = [], [], [], [], []
     depth, depth_c, per_item = [], [], []
     t_render = t_inf = 0.0
@@ -157,7 +218,11 @@ def eval_synthetic(
             rot.append(r), trans.append(t), rot_k.append(rk), trans_k.append(tk), rot_id.append(ri)
             item = {"idx": idx, "layout": v1["label"][b], "covisibility": float(v1["covisibility"][b]),
                     "gt_rot_deg": ri, "rot_err_deg": r, "trans_err_deg": t, "rot_err_gt_K_deg": rk,
-                    "trans_err_gt_K_deg": tk}
+                    "trans_err_gt_K_deg": tk,
+                    "baseline_ratio": baseline_ratio(T, M.as_numpy(v1["depthmap"][b]),
+                                                     M.as_numpy(v1["valid_mask"][b], dtype=bool)),
+                    "conf_2_median": float(preds.conf_2[e01].float().median()),
+                    "conf_2_frac_above": float((preds.conf_2[e01] > conf_threshold).float().mean())}
             for view, e in ((v1, e01), (v2, e10)):
                 gt = M.as_numpy(view["depthmap"][b])
                 gt[~M.as_numpy(view["valid_mask"][b], dtype=bool)] = 0.0
@@ -179,8 +244,11 @@ def eval_synthetic(
     by_layout = {lay: _summary(np.array([it["rot_err_deg"] for it in per_item if it["layout"] == lay]),
                                np.array([it["trans_err_deg"] for it in per_item if it["layout"] == lay]), None)
                  for lay in layouts}
-    info = {"split": cfg.split, "seed": cfg.seed, "resolution": list(cfg.resolutions[0]), "targets": targets,
-            "by_layout": by_layout,
+    info = {"split": cfg.split, "seed": cfg.seed, "resolution": list(cfg.resolutions[0]),
+            "conf_threshold": conf_threshold, "targets": targets, "by_layout": by_layout,
+            "by_baseline": _by_baseline(per_item),
+            "confidence": {"conf_2_median": float(np.median([it["conf_2_median"] for it in per_item])),
+                           "conf_2_frac_above": float(np.mean([it["conf_2_frac_above"] for it in per_item]))},
             "timings_s": {"render": round(t_render, 3), "inference": round(t_inf, 3),
                           "total": round(time.perf_counter() - t0, 3)}}
     figs: dict[str, Any] = {}

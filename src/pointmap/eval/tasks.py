@@ -172,7 +172,7 @@ def eval_multiview_pose(
     start: int = 0,
     graph: str = "complete",
     reference: int = 0,
-    conf_threshold: float = 3.0,
+    conf_threshold: float | None = None,
     pnp_iterations: int = 100,
     size: int | None = None,
     align: AlignConfig | None = None,
@@ -200,6 +200,8 @@ def eval_multiview_pose(
         raise PointmapError(f"reference view {reference} is outside the {len(idx)} selected views")
     frames = [sd.frames[i] for i in idx]
     net = resolve_model(model, device)
+    if conf_threshold is None:  # the model's own recommendation
+        conf_threshold = net.recommended_conf_threshold
     images = load_frames(frames, network_size(net, size), net.config.patch_size)
     cfg = align or AlignConfig(conf_threshold=conf_threshold)
     rec = reconstruct_images(images, net, graph=graph, device=device, align=cfg)
@@ -281,7 +283,7 @@ def eval_two_view_pose(
     gap: int = 1,
     stride: int = 1,
     start: int = 0,
-    conf_threshold: float = 3.0,
+    conf_threshold: float | None = None,
     pnp_iterations: int = 100,
     size: int | None = None,
     plots: bool = True,
@@ -312,6 +314,8 @@ def eval_two_view_pose(
     used = sorted({k for p in pairs for k in p})
     pos = {k: n for n, k in enumerate(used)}
     net = resolve_model(model, device)
+    if conf_threshold is None:  # the model's own recommendation
+        conf_threshold = net.recommended_conf_threshold
     images = load_frames([sd.frames[k] for k in used], network_size(net, size), net.config.patch_size)
     ordered = [(pos[i], pos[j]) for i, j in pairs]
     t1 = time.perf_counter()
@@ -484,7 +488,7 @@ def eval_visloc(
     device: str | torch.device | None = None,
     n_queries: int = 5,
     max_angle_deg: float = 45.0,
-    conf_threshold: float = 3.0,
+    conf_threshold: float | None = None,
     pnp_iterations: int = 1000,
     reproj_error: float = 5.0,
     size: int | None = None,
@@ -510,6 +514,8 @@ def eval_visloc(
     db_poses = np.stack([frames[k].cam2world for k in db_idx])
     retrieved = [db_idx[nearest_database_frame(frames[q].cam2world, db_poses, max_angle_deg)] for q in q_idx]
     net = resolve_model(model, device)
+    if conf_threshold is None:  # the model's own recommendation
+        conf_threshold = net.recommended_conf_threshold
     order = [k for q, r in zip(q_idx, retrieved) for k in (q, r)]
     images = load_frames([frames[k] for k in order], network_size(net, size), net.config.patch_size)
     t1 = time.perf_counter()
@@ -607,7 +613,7 @@ def eval_reconstruction(
     stride: int = 1,
     start: int = 0,
     graph: str = "complete",
-    conf_threshold: float = 3.0,
+    conf_threshold: float | None = None,
     threshold: float = 0.05,
     size: int | None = None,
     align: AlignConfig | None = None,
@@ -630,6 +636,8 @@ def eval_reconstruction(
                            f"{len(idx)} selected from {sd.root}")
     frames = [sd.frames[i] for i in idx]
     net = resolve_model(model, device)
+    if conf_threshold is None:  # the model's own recommendation
+        conf_threshold = net.recommended_conf_threshold
     images = load_frames(frames, network_size(net, size), net.config.patch_size)
     cfg = align or AlignConfig(conf_threshold=conf_threshold)
     rec = reconstruct_images(images, net, graph=graph, device=device, align=cfg)
