@@ -94,6 +94,13 @@ class SyntheticViewPool:
         self.n_views = config.n_views
         S, V, H, W = self.pool.n_scenes, self.n_views, self.height, self.width
         dev = self.device
+        need = S * V * H * W * (3 + 4)  # uint8 colour + float32 depth
+        if dev.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(dev)
+            if need > 0.8 * free:
+                raise PointmapError(f"the synthetic view pool needs {need / 2**30:.1f} GiB for {S} scenes x {V} views "
+                                    f"at {W}x{H}, more than 80% of the {free / 2**30:.1f} GiB free on {dev}; "
+                                    "lower n_scenes")
         self.img = torch.zeros((S, V, 3, H, W), dtype=torch.uint8, device=dev)
         self.depth = torch.zeros((S, V, H, W), dtype=torch.float32, device=dev)
         self.pose = torch.eye(4, device=dev).repeat(S, V, 1, 1)
