@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -43,3 +44,13 @@ def data_dir(shared_dir: Path) -> Path:
     if not p.is_dir():
         pytest.skip("evaluation data not found")
     return p
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests single-threaded: tiny models and many small tensor ops are fastest
+    that way and immune to CPU oversubscription. Use with ``pytestmark``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

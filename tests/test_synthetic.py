@@ -34,13 +34,7 @@ W, H = 64, 48
 SMALL = {"resolution": (W, H), "n_textures": 24, "texture_size": 64, "covis_width": 32, "n_views": 4}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Many small tensor ops: one thread avoids oversubscription on busy machines."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cfg(**kw) -> SyntheticConfig:

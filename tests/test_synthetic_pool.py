@@ -19,12 +19,7 @@ SMALL = SyntheticConfig(resolution=(48, 48), n_views=5, shadows=False, n_texture
                         photo_prob=0.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

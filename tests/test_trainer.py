@@ -57,13 +57,7 @@ def _write_scene(root: Path, n=5, W=80, H=60):
     (root / "cameras.json").write_text(json.dumps({"frames": frames}))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The tiny model is fastest single-threaded (and immune to CPU oversubscription)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

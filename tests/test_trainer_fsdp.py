@@ -26,12 +26,7 @@ DPT = dict(enc_embed_dim=32, enc_depth=2, enc_num_heads=2, dec_embed_dim=32, dec
 KW = dict(model=DPT, accum_iter=2, total_steps=4, warmup_steps=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _losses(run: Path) -> list[float]:
