@@ -170,6 +170,20 @@ def _plan(config: SyntheticConfig, bank: TextureBank, sid: int, attempt: int, mo
     return _Plan(sid, scene, poses, fovs, motion, rng)
 
 
+def draw_exposure(config: SyntheticConfig, rng: np.random.Generator) -> list[float]:
+    """One view's exposure change ``[gain, gamma, wb_r, wb_g, wb_b]`` (see :func:`render_views`)."""
+    return [float(np.exp(rng.uniform(np.log(config.gain_range[0]), np.log(config.gain_range[1])))),
+            float(rng.uniform(*config.gamma_range)), *(1 + rng.normal(0, config.wb_jitter, 3))]
+
+
+def usable_views(config: SyntheticConfig, plan: _Plan, frac_valid: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """``(n_views,)`` bool: views with enough geometry, a camera outside every object and nothing
+    closer than 10 cm (``frac_valid``, ``near``: per view, fraction of valid pixels and the 5 %
+    depth quantile)."""
+    eyes = plan.poses[:, :3, 3]
+    return (frac_valid >= config.min_valid_fraction) & ~plan.scene.contains(eyes, 0.05) & (near > 0.1)
+
+
 def covisibility(depth_a: torch.Tensor, pose_a: torch.Tensor, K_a: torch.Tensor,
                  pts_b: torch.Tensor, valid_b: torch.Tensor, rel_tol: float = 0.03) -> torch.Tensor:
     """Fraction of view b's valid pixels that view a sees unoccluded.
@@ -231,8 +245,7 @@ def _choose_pairs(config: SyntheticConfig, plans: list[_Plan], w: int, h: int,
     near = torch.quantile(dpos.view(B, n, -1), 0.05, dim=-1).cpu().numpy()
     result = []
     for b, plan in enumerate(plans):
-        eyes = plan.poses[:, :3, 3]
-        view_ok = (frac_valid[b] >= config.min_valid_fraction) & ~plan.scene.contains(eyes, 0.05) & (near[b] > 0.1)
+        view_ok = usable_views(config, plan, frac_valid[b], near[b])
         score = mutual[b].copy()
         np.fill_diagonal(score, -1.0)
         score[~view_ok, :] = -1.0
@@ -304,12 +317,7 @@ def render_pair_batch(config: SyntheticConfig, indices: Sequence[int], device: t
     sidx = torch.arange(B, device=device).repeat_interleave(2)
     poses_np = np.stack([p.poses[[i, j]] for p, (i, j, _, _) in zip(plans, pairs)]).reshape(2 * B, 4, 4)
     K_np = np.stack([intrinsics_from_fov(p.fovs[v], w, h) for p, (i, j, _, _) in zip(plans, pairs) for v in (i, j)])
-    expo = []
-    for p in plans:
-        for _ in range(2):
-            r = p.rng
-            expo.append([np.exp(r.uniform(np.log(config.gain_range[0]), np.log(config.gain_range[1]))),
-                         r.uniform(*config.gamma_range), *(1 + r.normal(0, config.wb_jitter, 3))])
+    expo = [draw_exposure(config, p.rng) for p in plans for _ in range(2)]
     noise_std = [p.rng.uniform(0, config.noise_max) for p in plans for _ in range(2)]
     noise_seeds = [int(p.rng.integers(2**31)) for p in plans for _ in range(2)]
     poses = torch.from_numpy(poses_np).to(device)

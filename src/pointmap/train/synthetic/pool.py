@@ -32,7 +32,7 @@ import torch
 
 from ...errors import PointmapError
 from .cameras import intrinsics_from_fov
-from .dataset import SyntheticConfig, _bank, _plan, covisibility, scene_id
+from .dataset import SyntheticConfig, _bank, _plan, covisibility, draw_exposure, scene_id, usable_views
 from .render import pack_scenes, pixel_rays, render_views
 
 __all__ = ["PoolConfig", "SyntheticViewPool"]
@@ -160,12 +160,7 @@ class SyntheticViewPool:
         sidx = torch.arange(B, device=dev).repeat_interleave(V)
         poses = torch.from_numpy(np.concatenate([p.poses for p in plans])).float().to(dev)
         K = torch.from_numpy(np.stack([intrinsics_from_fov(f, W, H) for p in plans for f in p.fovs])).float().to(dev)
-        expo = []
-        for p in plans:
-            r = p.rng
-            for _ in range(V):
-                expo.append([np.exp(r.uniform(np.log(cfg.gain_range[0]), np.log(cfg.gain_range[1]))),
-                             r.uniform(*cfg.gamma_range), *(1 + r.normal(0, cfg.wb_jitter, 3))])
+        expo = [draw_exposure(cfg, p.rng) for p in plans for _ in range(V)]
         out = render_views(packed, sidx, poses, K, H, W, bank=self._bank,
                            exposure=torch.tensor(expo, dtype=torch.float32, device=dev), shadows=cfg.shadows,
                            chunk_elems=cfg.chunk_for(dev))
@@ -185,8 +180,7 @@ class SyntheticViewPool:
         near = torch.quantile(dpos.view(B, V, -1)[..., ::7], 0.05, dim=-1).cpu().numpy()
         iu, ju = np.triu_indices(V, 1)
         for b, (slot, k, plan) in enumerate(zip(slots, samples, plans)):
-            eyes = plan.poses[:, :3, 3]
-            ok = (frac_valid[b] >= cfg.min_valid_fraction) & ~plan.scene.contains(eyes, 0.05) & (near[b] > 0.1)
+            ok = usable_views(cfg, plan, frac_valid[b], near[b])
             sc = mutual[b][iu, ju]
             good = (sc >= cfg.min_covisibility) & ok[iu] & ok[ju]
             n = int(good.sum())
