@@ -15,7 +15,12 @@ import torch
 import torch.multiprocessing as mp
 
 from pointmap.train.config import ConfigError, TrainConfig, load_train_config
-from pointmap.train.data import BatchedRandomSampler, build_mixture, collate_pairs, unproject_depthmap
+from pointmap.train.data import (
+    BatchedRandomSampler,
+    build_mixture,
+    collate_pairs,
+    unproject_depthmap,
+)
 from pointmap.train.losses import build_criterion
 from pointmap.train.trainer import (
     build_model,

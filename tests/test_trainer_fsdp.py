@@ -12,11 +12,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
+from test_trainer import _cfg, _free_port, _write_scene
 
 from pointmap.train.config import ConfigError, TrainConfig
 from pointmap.train.trainer import read_log, setup_distributed, train
-
-from test_trainer import _cfg, _free_port, _write_scene
 
 # a DPT head: covers the aliased ``layer_rn`` keys of the full state dicts (dec_depth >= 4)
 DPT = dict(enc_embed_dim=32, enc_depth=2, enc_num_heads=2, dec_embed_dim=32, dec_depth=4,

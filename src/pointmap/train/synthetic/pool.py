@@ -32,7 +32,15 @@ import torch
 
 from ...errors import PointmapError
 from .cameras import intrinsics_from_fov
-from .dataset import SyntheticConfig, _bank, _plan, covisibility, draw_exposure, scene_id, usable_views
+from .dataset import (
+    SyntheticConfig,
+    _bank,
+    _plan,
+    covisibility,
+    draw_exposure,
+    scene_id,
+    usable_views,
+)
 from .render import pack_scenes, pixel_rays, render_views
 
 __all__ = ["PoolConfig", "SyntheticViewPool"]
