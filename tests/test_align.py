@@ -257,6 +257,23 @@ def test_pair_scene_two_images():
         pair_scene(make_synthetic_scene(3, (12, 8), seed=0).preds)
 
 
+def test_pair_scene_with_confidence_below_the_threshold_everywhere():
+    # out-of-domain photographs can leave no pixel above the threshold: the reference answers the
+    # identity; the most confident pixels still give the pose
+    gt = make_synthetic_scene(2, (48, 32), seed=8, **NOISE)
+    g = torch.Generator().manual_seed(0)
+    low = [1.0 + 0.5 * torch.rand(c.shape, generator=g) for c in gt.preds.conf_2]
+    p = gt.preds
+    preds = PairPredictions(p.pairs, p.pts3d_1, [1.0 + 0.5 * torch.rand(c.shape, generator=g) for c in p.conf_1],
+                            p.pts3d_2_in_1, low, n_images=2)
+    sc = pair_scene(preds, conf_threshold=3.0)
+    rel_gt = torch.linalg.inv(gt.poses[0]) @ gt.poses[1]
+    rel = torch.linalg.inv(sc.poses[0]) @ sc.poses[1]
+    assert float(roma.rotmat_geodesic_distance(rel[:3, :3], rel_gt[:3, :3]).rad2deg()) < 2.0
+    assert float(torch.nn.functional.cosine_similarity(rel[:3, 3], rel_gt[:3, 3], dim=0)) > 0.99
+    assert not bool(torch.cat([m.reshape(-1) for m in sc.masks]).any())  # the scene's masks keep the threshold
+
+
 def test_config_rejects_unknown_solver():
     with pytest.raises(PointmapError, match="solver"):
         AlignConfig(solver="bcd")

@@ -6,6 +6,7 @@ import roma
 import torch
 
 from pointmap.geometry import (
+    confident_mask,
     estimate_focal,
     intrinsics_matrix,
     pnp_ransac,
@@ -73,6 +74,16 @@ def test_pnp_recovers_known_pose():
     grid = torch.logspace(math.log10(16), math.log10(96), 21)
     assert float((grid - f2).abs().min()) < 1e-3  # one of the 21 candidates (ties: smallest)
     assert pnp_ransac(world, mask=torch.zeros(24, 32, dtype=torch.bool)) is None
+
+
+def test_confident_mask_keeps_the_most_confident_when_too_few_pass():
+    conf = torch.arange(100.0).reshape(10, 10)
+    assert torch.equal(confident_mask(conf, 50.0), conf > 50)  # 49 pass >= max(16, 5): unchanged
+    m = confident_mask(conf, 98.0)  # 1 passes: the 16 most confident instead
+    assert torch.equal(m, conf >= 84)
+    m = confident_mask(conf, 98.0, min_fraction=0.3, min_pixels=4)
+    assert torch.equal(m, conf >= 70)
+    assert bool(confident_mask(torch.ones(3, 3), math.inf).all())  # capped by the image size
 
 
 def test_reciprocal_matches_identity():

@@ -9,7 +9,7 @@ import torch
 
 from ..errors import GraphError
 from ..geometry.camera import estimate_focal, intrinsics_matrix
-from ..geometry.pnp import pnp_ransac
+from ..geometry.pnp import confident_mask, pnp_ransac
 from ..geometry.registration import inverse_pose
 from ..predictions import PairPredictions
 from ..scene import Scene
@@ -29,7 +29,9 @@ def pair_scene(
     For each image ``i``: focal by Weiszfeld on its own prediction in pair ``(i, 1-i)`` with
     principal point ``(W/2, H/2)``; its pose relative to the other camera by PnP-RANSAC (SQPnP) of
     its points as predicted in pair ``(1-i, i)``, on pixels with raw confidence
-    ``> conf_threshold`` (identity if PnP fails). The world frame is the camera of the pair whose
+    ``> conf_threshold``, or its 5 % most confident pixels when fewer pass (the reference keeps
+    the threshold and gives the identity when too few pixels pass; see
+    :func:`pointmap.geometry.confident_mask`); identity if PnP fails. The world frame is the camera of the pair whose
     ``mean(conf_1) * mean(conf_2)`` is larger; depths come from that pair's prediction.
 
     Args:
@@ -57,7 +59,7 @@ def pair_scene(
         focals.append(float(estimate_focal(preds.pts3d_1[ei].float())))
         cv2.setRNGSeed(0)
         res = pnp_ransac(
-            preds.pts3d_2_in_1[eo].float(), im_conf[i] > conf_threshold, focal=focals[i],
+            preds.pts3d_2_in_1[eo].float(), confident_mask(im_conf[i], conf_threshold), focal=focals[i],
             iterations=pnp_iterations, reproj_error=reproj_error,
         )
         rel.append(torch.eye(4) if res is None else res[1])

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import PointmapError
-from ..geometry import pnp_ransac, relative_pose
+from ..geometry import confident_mask, pnp_ransac, relative_pose
 from ..inference import infer_pairs, resolve_device
 from ..predictions import PairPredictions
 from ..train.synthetic import SyntheticConfig, render_pair_batch
@@ -122,9 +122,7 @@ def synthetic_pair_errors(
         res = relative_pose(preds, 0, 1, conf_threshold=conf_threshold, iterations=iterations)
     else:
         e = preds.index(0, 1)
-        mask = preds.conf_2[e] > conf_threshold
-        if int(mask.sum()) < 4:
-            mask = torch.ones_like(mask)
+        mask = confident_mask(preds.conf_2[e], conf_threshold)
         res = pnp_ransac(preds.pts3d_2_in_1[e].float(), mask, focal=float(0.5 * (K1[0, 0] + K1[1, 1])),
                          pp=(float(K1[0, 2]), float(K1[1, 2])), iterations=iterations)
     if res is None:

@@ -10,7 +10,7 @@ from .camera import (
     unproject_depth,
 )
 from .matching import reciprocal_matches
-from .pnp import pnp_ransac, pnp_ransac_points, relative_pose
+from .pnp import confident_mask, pnp_ransac, pnp_ransac_points, relative_pose
 from .registration import (
     align_multiple_poses,
     apply_similarity,
@@ -22,6 +22,7 @@ from .registration import (
 __all__ = [
     "align_multiple_poses",
     "apply_similarity",
+    "confident_mask",
     "default_principal_point",
     "estimate_focal",
     "estimate_focal_from_pixels",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import cv2
@@ -71,6 +72,36 @@ def pnp_ransac_points(
     return float(f), torch.from_numpy(np.linalg.inv(world2cam)).float()
 
 
+def confident_mask(
+    conf: torch.Tensor, threshold: float, min_fraction: float = 0.05, min_pixels: int = 16,
+) -> torch.Tensor:
+    """Pixels to trust for pose fitting: ``conf > threshold``, or the most confident ones when
+    too few pass.
+
+    A threshold tuned on one domain can leave almost nothing on another (photographs unlike the
+    training data get low confidences everywhere), and PnP on a handful of pixels fails or is
+    noise. When fewer than ``max(min_pixels, min_fraction * numel)`` pixels pass, the mask holds
+    that many pixels of highest confidence instead (ties broken by pixel order).
+
+    Args:
+        conf: ``(H, W)`` raw confidences.
+        threshold: raw-confidence threshold.
+        min_fraction: smallest fraction of the pixels to keep.
+        min_pixels: smallest number of pixels to keep (capped by the image size).
+
+    Returns:
+        ``(H, W)`` bool mask.
+    """
+    mask = conf > threshold
+    need = min(conf.numel(), max(int(min_pixels), math.ceil(min_fraction * conf.numel())))
+    if int(mask.sum()) >= need:
+        return mask
+    top = torch.topk(conf.reshape(-1).float(), need).indices
+    out = torch.zeros(conf.numel(), dtype=torch.bool, device=conf.device)
+    out[top] = True
+    return out.reshape(conf.shape)
+
+
 def pnp_ransac(
     pts3d: torch.Tensor,
     mask: torch.Tensor | None = None,
@@ -108,7 +139,8 @@ def relative_pose(
     """Pose of camera ``j`` in camera ``i``'s frame from the prediction of pair ``(i, j)``.
 
     PnP-RANSAC of ``pts3d_2_in_1`` (image ``j``'s points in camera ``i``'s frame) against image
-    ``j``'s pixels, restricted to ``conf_2 > conf_threshold`` (all pixels if fewer than 4 pass);
+    ``j``'s pixels, restricted to ``conf_2 > conf_threshold`` (the 5 % most confident pixels when
+    fewer pass, see :func:`confident_mask`);
     the focal of ``j`` is first estimated from pair ``(j, i)`` when present, else searched.
 
     Returns:
@@ -116,9 +148,7 @@ def relative_pose(
     """
     e = preds.index(i, j)
     pts = preds.pts3d_2_in_1[e].float()
-    mask = preds.conf_2[e] > conf_threshold
-    if int(mask.sum()) < 4:
-        mask = torch.ones_like(mask)
+    mask = confident_mask(preds.conf_2[e], conf_threshold)
     focal = None
     if (j, i) in preds.pairs:
         focal = float(estimate_focal(preds.pts3d_1[preds.index(j, i)].float()))
