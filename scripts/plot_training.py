@@ -22,9 +22,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from pointmap.train.trainer import read_log  # noqa: E402
 
-# stage log and pairs per optimiser step (batch size; each pair is also fed reversed)
-STAGES = [("stage 1", "bundled_stage1.jsonl", 32), ("stage 2", "bundled_stage2.jsonl", 32),
-          ("stage 3", "bundled_stage3.jsonl", 64), ("stage 4", "bundled_stage4.jsonl", 64)]
+# stage, log, pairs per optimiser step (batch size x accumulation; each pair is also fed reversed),
+# and the last step whose weights the next stage continued from (None: the stage's final weights)
+STAGES: list[tuple[str, str, int, int | None]] = [
+    ("stage 1", "bundled_stage1.jsonl", 32, None), ("stage 2", "bundled_stage2.jsonl", 32, None),
+    ("stage 3", "bundled_stage3.jsonl", 64, None), ("stage 4", "bundled_stage4.jsonl", 64, None),
+    ("stage 5", "bundled_stage5.jsonl", 64, None), ("stage 6", "bundled_stage6.jsonl", 128, 1200),
+    ("stage 7", "bundled_stage7.jsonl", 256, None), ("stage 8", "bundled_stage8.jsonl", 256, None)]
 
 
 def main() -> None:
@@ -37,8 +41,9 @@ def main() -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6), gridspec_kw={"width_ratios": [2.2, 1]})
     seen = 0
     ends = []
-    for name, file, batch in STAGES:
-        rows = [r for r in read_log(args.logs / file) if r.get("kind") == "train"]
+    for name, file, batch, last in STAGES:
+        rows = [r for r in read_log(args.logs / file)
+                if r.get("kind") == "train" and (last is None or r["step"] <= last)]
         x = [seen + r["step"] * batch for r in rows]
         y = [0.5 * (r["Regr3D_pts3d_1"] + r["Regr3D_pts3d_2"]) for r in rows]
         a.plot([v / 1e3 for v in x], y, lw=1, label=name)
