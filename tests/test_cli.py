@@ -36,6 +36,12 @@ def test_reconstruct_examples(tmp_path, capsys):
     # an existing output folder is refused without --overwrite
     rc = main(["reconstruct", *map(str, imgs), "-o", str(out), "-q"])
     assert rc == 2 and "--overwrite" in capsys.readouterr().err
+    # a threshold nothing passes: the kept count says so and a warning names the option
+    rc = main(["reconstruct", *map(str, imgs), "-o", str(out), "-q", "--overwrite", "--export", "ply",
+               "--conf-threshold", "1e9"])
+    cap = capsys.readouterr()
+    assert rc == 0 and "kept 0 of" in cap.out
+    assert "only 0.0 % of the points pass" in cap.err and "--conf-threshold" in cap.err
 
 
 @needs_model

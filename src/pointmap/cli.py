@@ -11,6 +11,9 @@ from .errors import PointmapError
 
 __all__ = ["main", "build_parser"]
 
+LOW_KEPT_FRACTION = 0.1
+"""``reconstruct`` warns when fewer than this fraction of the points pass the confidence threshold."""
+
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     import torch
@@ -102,10 +105,16 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     t_export = time.perf_counter() - t
     placed = int(scene.placed.sum())
     confs = [c[m].mean().item() for c, m in zip(scene.confidence, scene.masks) if m.any()]
+    kept, total = sum(int(m.sum()) for m in scene.masks), sum(m.numel() for m in scene.masks)
     timings = {"load": t_load, **{k: v for k, v in res.timings.items()}, "export": t_export}
-    print(f"placed {placed}/{len(scene)} images; {len(res.pairs)} pairs; "
-          f"mean confidence of kept points {sum(confs) / max(len(confs), 1):.2f} "
-          f"(threshold {args.conf_threshold} on raw confidence)")
+    print(f"placed {placed}/{len(scene)} images; {len(res.pairs)} pairs; kept {kept} of {total} points "
+          f"({100 * kept / max(total, 1):.1f} %, raw confidence > {args.conf_threshold:g}); "
+          f"mean confidence of kept points {sum(confs) / max(len(confs), 1):.2f}")
+    if kept < LOW_KEPT_FRACTION * total:
+        print(f"warning: only {100 * kept / max(total, 1):.1f} % of the points pass the confidence threshold "
+              f"{args.conf_threshold:g}, so the exported cloud is sparse; images unlike the model's "
+              "training data get low confidences. A lower --conf-threshold (raw confidence, > 1; "
+              "0 keeps every point) keeps more.", file=sys.stderr)
     print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
           + f", total {time.perf_counter() - t0:.1f}s")
     for k, p in paths.items():
