@@ -117,3 +117,14 @@ def test_without_meta_unchanged():
     orig = scene.to_original()
     assert torch.equal(orig.intrinsics, scene.intrinsics)
     assert torch.equal(orig.depths[0], scene.depths[0]) and torch.equal(orig.masks[0], scene.masks[0])
+
+
+def test_kept_fraction_counts_masked_pixels_over_all_images():
+    K = np.array([[30.0, 0, 8], [0, 30.0, 6], [0, 0, 1]])
+    scene = _scene(None, K, (16, 12))
+    conf = torch.arange(16 * 12, dtype=torch.float32).reshape(12, 16)
+    scene = Scene(imgs=scene.imgs * 2, poses=scene.poses.repeat(2, 1, 1), intrinsics=scene.intrinsics.repeat(2, 1, 1),
+                  depths=scene.depths * 2, confidence=[conf, conf + 1000], masks=[conf > 0] * 2)
+    # 191 - 95 = 96 of the first image's 192 pixels exceed 95, all 192 of the second's
+    assert scene.with_threshold(95.0).kept_fraction() == pytest.approx((96 + 192) / 384)
+    assert scene.with_threshold(1e9).kept_fraction() == 0.0

@@ -38,7 +38,7 @@ from .images import LoadedImage, load_image_arrays, load_images
 from .inference import resolve_device
 from .model import DUSt3R, load_model
 from .pairs import make_pairs
-from .scene import Scene
+from .scene import LOW_KEPT_FRACTION, Scene
 from .video import read_video_frames
 
 __all__ = [
@@ -244,8 +244,12 @@ def _render(stored: _Stored, conf: float, mesh: bool, sky: bool, clean: bool, ca
         gallery.append((str(render / "depth" / entry["conf_preview"]), f"{label}: confidence"))
     files = [str(paths[k]) for k in ("glb", "ply", "colmap_zip", "transforms", "depth_zip") if k in paths]
     kept = int(sum(int(m.sum()) for m in scene.masks))
-    summary = (f"{int(scene.placed.sum())}/{len(scene)} images placed; {kept:,} points above the "
-               f"confidence threshold {float(conf):g}")
+    frac = scene.kept_fraction()
+    summary = (f"{int(scene.placed.sum())}/{len(scene)} images placed; {kept:,} points "
+               f"({100 * frac:.1f} %) above the confidence threshold {float(conf):g}")
+    if frac < LOW_KEPT_FRACTION:
+        summary += (". Few points pass it (photos unlike the model's training data get low "
+                    "confidences): lower the threshold under Display options to keep more")
     return str(paths["glb"]), gallery, files, summary
 
 

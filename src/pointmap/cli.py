@@ -11,9 +11,6 @@ from .errors import PointmapError
 
 __all__ = ["main", "build_parser"]
 
-LOW_KEPT_FRACTION = 0.1
-"""``reconstruct`` warns when fewer than this fraction of the points pass the confidence threshold."""
-
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     import torch
@@ -57,6 +54,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     from .inference import resolve_device
     from .io_utils import prepare_output_dir
     from .model import load_model
+    from .scene import LOW_KEPT_FRACTION
 
     t0 = time.perf_counter()
     dist_on = getattr(args, "distributed", False)
@@ -106,12 +104,13 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     placed = int(scene.placed.sum())
     confs = [c[m].mean().item() for c, m in zip(scene.confidence, scene.masks) if m.any()]
     kept, total = sum(int(m.sum()) for m in scene.masks), sum(m.numel() for m in scene.masks)
+    frac = scene.kept_fraction()
     timings = {"load": t_load, **{k: v for k, v in res.timings.items()}, "export": t_export}
     print(f"placed {placed}/{len(scene)} images; {len(res.pairs)} pairs; kept {kept} of {total} points "
-          f"({100 * kept / max(total, 1):.1f} %, raw confidence > {args.conf_threshold:g}); "
+          f"({100 * frac:.1f} %, raw confidence > {args.conf_threshold:g}); "
           f"mean confidence of kept points {sum(confs) / max(len(confs), 1):.2f}")
-    if kept < LOW_KEPT_FRACTION * total:
-        print(f"warning: only {100 * kept / max(total, 1):.1f} % of the points pass the confidence threshold "
+    if frac < LOW_KEPT_FRACTION:
+        print(f"warning: only {100 * frac:.1f} % of the points pass the confidence threshold "
               f"{args.conf_threshold:g}, so the exported cloud is sparse; images unlike the model's "
               "training data get low confidences. A lower --conf-threshold (raw confidence, > 1; "
               "0 keeps every point) keeps more.", file=sys.stderr)

@@ -17,7 +17,11 @@ import torch
 
 from .images import ImageMeta
 
-__all__ = ["Scene", "depth_to_world"]
+__all__ = ["LOW_KEPT_FRACTION", "Scene", "depth_to_world"]
+
+LOW_KEPT_FRACTION = 0.1
+"""Below this :meth:`Scene.kept_fraction` the command line and the app say that few points pass
+the confidence threshold and that a lower one keeps more."""
 
 
 def depth_to_world(depth: torch.Tensor, K: torch.Tensor, cam2world: torch.Tensor) -> torch.Tensor:
@@ -92,6 +96,11 @@ class Scene:
         return [
             depth_to_world(d, K, P) for d, K, P in zip(self.depths, self.intrinsics, self.poses)
         ]
+
+    def kept_fraction(self) -> float:
+        """Fraction of all pixels (every image) that the masks keep; 0 for an empty scene."""
+        total = sum(m.numel() for m in self.masks)
+        return sum(int(m.sum()) for m in self.masks) / total if total else 0.0
 
     def with_threshold(self, conf_threshold: float) -> "Scene":
         """A copy whose masks are recomputed as ``confidence > conf_threshold`` (placed images only)."""
