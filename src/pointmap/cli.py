@@ -104,7 +104,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     placed = int(scene.placed.sum())
     confs = [c[m].mean().item() for c, m in zip(scene.confidence, scene.masks) if m.any()]
     kept, total = sum(int(m.sum()) for m in scene.masks), sum(m.numel() for m in scene.masks)
-    frac = scene.kept_fraction()
+    frac = kept / total if total else 0.0
     timings = {"load": t_load, **{k: v for k, v in res.timings.items()}, "export": t_export}
     print(f"placed {placed}/{len(scene)} images; {len(res.pairs)} pairs; kept {kept} of {total} points "
           f"({100 * frac:.1f} %, raw confidence > {args.conf_threshold:g}); "

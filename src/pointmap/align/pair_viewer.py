@@ -31,8 +31,9 @@ def pair_scene(
     its points as predicted in pair ``(1-i, i)``, on pixels with raw confidence
     ``> conf_threshold``, or its 5 % most confident pixels when fewer pass (the reference keeps
     the threshold and gives the identity when too few pixels pass; see
-    :func:`pointmap.geometry.confident_mask`); identity if PnP fails. The world frame is the camera of the pair whose
-    ``mean(conf_1) * mean(conf_2)`` is larger; depths come from that pair's prediction.
+    :func:`pointmap.geometry.confident_mask`); identity if PnP fails. The world frame is the
+    camera of the pair whose ``mean(conf_1) * mean(conf_2)`` is larger; depths come from that
+    pair's prediction.
 
     Args:
         preds: predictions holding both ordered pairs of images 0 and 1.
