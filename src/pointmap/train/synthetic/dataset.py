@@ -61,6 +61,8 @@ class SyntheticConfig:
         shadows: cast shadow rays.
         photo_prob: probability that a material uses a photo texture (when photos are available).
         photo_paths: extra photographs to crop textures from.
+        n_photo_textures: photo crops in the bank (cycling through the photos); raise it with
+            many ``photo_paths`` so that each photo contributes.
         n_textures: procedural textures in the bank; texture_size: their side in texels.
         gain_range, gamma_range, wb_jitter, noise_max: per-view exposure changes (multiplicative
             gain, gamma, white-balance std, max sensor-noise std).
@@ -85,6 +87,7 @@ class SyntheticConfig:
     shadows: bool = True
     photo_prob: float = 0.15
     photo_paths: tuple[str, ...] = ()
+    n_photo_textures: int = 16
     n_textures: int = 96
     texture_size: int = 256
     gain_range: tuple[float, float] = (0.7, 1.4)
@@ -138,7 +141,7 @@ def scene_id(config: SyntheticConfig, idx: int) -> int:
 
 def _bank(config: SyntheticConfig, device: torch.device | str) -> TextureBank:
     return build_texture_bank(config.seed, n_procedural=config.n_textures, size=config.texture_size,
-                              n_photo=16 if config.photo_prob > 0 else 0, photo_paths=config.photo_paths,
+                              n_photo=config.n_photo_textures if config.photo_prob > 0 else 0, photo_paths=config.photo_paths,
                               device=device)
 
 

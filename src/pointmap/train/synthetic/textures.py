@@ -289,8 +289,11 @@ def find_packaged_photos() -> list[Path]:
 
 
 def _load_photo(path: Path) -> torch.Tensor:
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except (OSError, ValueError) as e:  # missing file, not an image, truncated data
+        raise ValueError(f"cannot read texture photo {str(path)!r} (photo_paths): {e}") from e
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
