@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from pointmap.errors import PointmapError
@@ -27,6 +28,7 @@ from pointmap.train.synthetic import (
     render_views,
     scene_id,
 )
+from pointmap.train.synthetic.dataset import _bank
 from pointmap.train.synthetic.render import cast_rays_tiled
 from pointmap.train.synthetic.scenes import SceneBuilder
 
@@ -331,13 +333,13 @@ def test_config_errors():
         SyntheticConfig(layouts={"castle": 1.0})
     with pytest.raises(PointmapError, match="fov_range"):
         SyntheticConfig(fov_range=(10.0, 200.0))
+    with pytest.raises(PointmapError, match="n_photo_textures"):
+        SyntheticConfig(n_photo_textures=-1)
     assert set(LAYOUTS) == {"room", "turntable", "street", "clutter"}
 
 
 def test_photo_textures_come_from_given_photos(tmp_path):
     """A user photo becomes texture crops whose colours are the photo's; a bad path names itself."""
-    from PIL import Image
-
     arr = np.zeros((64, 80, 3), np.uint8)
     arr[..., 0] = 200  # a pure red photo: every crop must be red up to the colour shift
     Image.fromarray(arr).save(tmp_path / "red.png")
@@ -347,13 +349,13 @@ def test_photo_textures_come_from_given_photos(tmp_path):
     level0 = bank.texels[: 7 * 16 * 16].float().reshape(7, 16, 16, 3)
     mean = level0[4:].mean(dim=(1, 2))  # (3 photo crops, rgb)
     assert (mean[:, 0] > 2 * mean[:, 1]).all() and (mean[:, 0] > 2 * mean[:, 2]).all()
-    from pointmap.train.synthetic.dataset import _bank
-
     cfg = SyntheticConfig(photo_paths=(str(tmp_path / "red.png"),), n_photo_textures=5, n_textures=4,
                           texture_size=16, seed=7)
     assert _bank(cfg, "cpu").kinds.count("photo") == 5
-    assert _bank(SyntheticConfig(n_textures=4, texture_size=16, seed=7, photo_prob=0.0), "cpu").kinds.count("photo") == 0
+    no_photos = SyntheticConfig(n_textures=4, texture_size=16, seed=7, photo_prob=0.0)
+    assert _bank(no_photos, "cpu").kinds.count("photo") == 0
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     for bad in (tmp_path / "missing.png", tmp_path / "bad.jpg"):
         with pytest.raises(ValueError, match=bad.name):
-            build_texture_bank(124, n_procedural=4, n_photo=1, size=16, photo_paths=[bad], use_packaged_photos=False)
+            build_texture_bank(124, n_procedural=4, n_photo=1, size=16, photo_paths=[bad],
+                               use_packaged_photos=False)

@@ -101,6 +101,8 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         if self.split not in ("train", "val"):
             raise PointmapError(f"SyntheticConfig.split must be 'train' or 'val', got {self.split!r}")
+        if self.n_photo_textures < 0:
+            raise PointmapError(f"SyntheticConfig.n_photo_textures must be >= 0, got {self.n_photo_textures}")
         unknown = set(self.layouts) - set(LAYOUTS)
         if unknown or not any(w > 0 for w in self.layouts.values()):
             raise PointmapError(f"SyntheticConfig.layouts {self.layouts!r}: weights must be positive for "
@@ -141,8 +143,8 @@ def scene_id(config: SyntheticConfig, idx: int) -> int:
 
 def _bank(config: SyntheticConfig, device: torch.device | str) -> TextureBank:
     return build_texture_bank(config.seed, n_procedural=config.n_textures, size=config.texture_size,
-                              n_photo=config.n_photo_textures if config.photo_prob > 0 else 0, photo_paths=config.photo_paths,
-                              device=device)
+                              n_photo=config.n_photo_textures if config.photo_prob > 0 else 0,
+                              photo_paths=config.photo_paths, device=device)
 
 
 # --------------------------------------------------------------------------------- planning
