@@ -121,6 +121,16 @@ def gt_points_at_network(frame: Frame, meta: ImageMeta) -> np.ndarray:
     return pts
 
 
+def _network_inputs(model: ModelArg, device: str | torch.device | None, frames: Sequence[Frame],
+                    size: int | None, conf_threshold: float | None) -> tuple[Any, float, list[Any]]:
+    """The network, the confidence threshold (the model's recommendation when ``None``) and
+    ``frames`` loaded at the network's input size."""
+    net = resolve_model(model, device)
+    if conf_threshold is None:
+        conf_threshold = net.recommended_conf_threshold
+    return net, conf_threshold, load_frames(frames, network_size(net, size), net.config.patch_size)
+
+
 def _timed(t0: float) -> float:
     return round(time.perf_counter() - t0, 3)
 
@@ -199,12 +209,9 @@ def eval_multiview_pose(
     if not 0 <= reference < len(idx):
         raise PointmapError(f"reference view {reference} is outside the {len(idx)} selected views")
     frames = [sd.frames[i] for i in idx]
-    net = resolve_model(model, device)
-    if conf_threshold is None:  # the model's own recommendation
-        conf_threshold = net.recommended_conf_threshold
-    images = load_frames(frames, network_size(net, size), net.config.patch_size)
-    cfg = align or AlignConfig(conf_threshold=conf_threshold)
-    rec = reconstruct_images(images, net, graph=graph, device=device, align=cfg)
+    net, conf_threshold, images = _network_inputs(model, device, frames, size, conf_threshold)
+    rec = reconstruct_images(images, net, graph=graph, device=device,
+                             align=align or AlignConfig(conf_threshold=conf_threshold))
     est = _f64(rec.scene.poses)
     pnp, pnp_ok = reference_pnp_poses(rec.predictions, reference, conf_threshold, pnp_iterations)
     gt = np.stack([f.cam2world for f in frames])
@@ -313,10 +320,7 @@ def eval_two_view_pose(
         gts = [np.linalg.inv(sd.frames[j].cam2world) @ sd.frames[i].cam2world for i, j in pairs]
     used = sorted({k for p in pairs for k in p})
     pos = {k: n for n, k in enumerate(used)}
-    net = resolve_model(model, device)
-    if conf_threshold is None:  # the model's own recommendation
-        conf_threshold = net.recommended_conf_threshold
-    images = load_frames([sd.frames[k] for k in used], network_size(net, size), net.config.patch_size)
+    net, conf_threshold, images = _network_inputs(model, device, [sd.frames[k] for k in used], size, conf_threshold)
     ordered = [(pos[i], pos[j]) for i, j in pairs]
     t1 = time.perf_counter()
     preds = infer_pairs(net, images, ordered + [(b, a) for a, b in ordered], device=resolve_device(device))
@@ -390,8 +394,7 @@ def eval_depth(
     if not with_depth:
         raise DatasetError(f"the depth task needs GT depth maps, but no frame of {sd.root} has one")
     frames = [with_depth[i] for i in select_indices(len(with_depth), max_images, stride, start)]
-    net = resolve_model(model, device)
-    images = load_frames(frames, network_size(net, size), net.config.patch_size)
+    net, _, images = _network_inputs(model, device, frames, size, None)
     t1 = time.perf_counter()
     preds = infer_pairs(net, images, [(k, k) for k in range(len(images))], device=resolve_device(device))
     t_inf = _timed(t1)
@@ -513,11 +516,8 @@ def eval_visloc(
     db_idx = [k for k in range(len(frames)) if k not in q_idx]
     db_poses = np.stack([frames[k].cam2world for k in db_idx])
     retrieved = [db_idx[nearest_database_frame(frames[q].cam2world, db_poses, max_angle_deg)] for q in q_idx]
-    net = resolve_model(model, device)
-    if conf_threshold is None:  # the model's own recommendation
-        conf_threshold = net.recommended_conf_threshold
     order = [k for q, r in zip(q_idx, retrieved) for k in (q, r)]
-    images = load_frames([frames[k] for k in order], network_size(net, size), net.config.patch_size)
+    net, conf_threshold, images = _network_inputs(model, device, [frames[k] for k in order], size, conf_threshold)
     t1 = time.perf_counter()
     preds = infer_pairs(net, images, [(2 * n, 2 * n + 1) for n in range(len(q_idx))], device=resolve_device(device))
     t_inf = _timed(t1)
@@ -635,12 +635,9 @@ def eval_reconstruction(
         raise DatasetError(f"the reconstruction task needs at least 2 frames with GT depth and pose; "
                            f"{len(idx)} selected from {sd.root}")
     frames = [sd.frames[i] for i in idx]
-    net = resolve_model(model, device)
-    if conf_threshold is None:  # the model's own recommendation
-        conf_threshold = net.recommended_conf_threshold
-    images = load_frames(frames, network_size(net, size), net.config.patch_size)
-    cfg = align or AlignConfig(conf_threshold=conf_threshold)
-    rec = reconstruct_images(images, net, graph=graph, device=device, align=cfg)
+    net, conf_threshold, images = _network_inputs(model, device, frames, size, conf_threshold)
+    rec = reconstruct_images(images, net, graph=graph, device=device,
+                             align=align or AlignConfig(conf_threshold=conf_threshold))
     scene = rec.scene
     gt_pts = [gt_points_at_network(f, im.meta) for f, im in zip(frames, images)]
     t_score = time.perf_counter()
