@@ -335,6 +335,9 @@ def test_config_errors():
         SyntheticConfig(fov_range=(10.0, 200.0))
     with pytest.raises(PointmapError, match="n_photo_textures"):
         SyntheticConfig(n_photo_textures=-1)
+    for bad in ({"plain_prob": 1.5}, {"plain_prob": -0.1}, {"n_plain_textures": -2}):
+        with pytest.raises(PointmapError, match="plain_prob"):
+            SyntheticConfig(**bad)
     assert set(LAYOUTS) == {"room", "turntable", "street", "clutter"}
 
 
@@ -359,3 +362,37 @@ def test_photo_textures_come_from_given_photos(tmp_path):
         with pytest.raises(ValueError, match=bad.name):
             build_texture_bank(124, n_procedural=4, n_photo=1, size=16, photo_paths=[bad],
                                use_packaged_photos=False)
+
+
+def test_plain_materials():
+    """Plain textures are nearly uniform and come after the others, which they leave unchanged;
+    plain_prob = 0 draws nothing (the same scene as without plain textures), 1 makes every
+    material plain except forced photos."""
+    kw = {"n_procedural": 12, "n_photo": 0, "size": 64, "use_packaged_photos": False}
+    base, with_plain = build_texture_bank(5, **kw), build_texture_bank(5, n_plain=6, **kw)
+    assert with_plain.kinds == base.kinds + ["plain"] * 6
+    n0 = 12 * 64 * 64
+    assert torch.equal(with_plain.texels[:n0], base.texels[:n0])  # level 0 of the patterned ones
+    level0 = with_plain.texels[:18 * 64 * 64].float().reshape(18, 64 * 64, 3)
+    rel_std = level0.std(dim=1) / level0.mean(dim=1).clamp(min=1e-3)
+    assert (rel_std[12:] < 0.05).all()  # plain: within a few percent of one colour
+    assert (rel_std[:12].max(dim=1).values > 0.1).all()  # every patterned texture varies far more
+
+    def scene(bank, prob, layout="room"):
+        return make_scene(layout, np.random.default_rng(3), bank, photo_prob=0.0, plain_prob=prob)
+
+    a, b = scene(base, 0.0), scene(with_plain, 0.0)
+    assert np.array_equal(a.mat_tex, b.mat_tex) and np.array_equal(a.box_c, b.box_c)
+    plain_ids = set(with_plain.indices_of("plain"))
+    assert not plain_ids & set(b.mat_tex.tolist())
+    for layout in LAYOUTS:
+        assert set(scene(with_plain, 1.0, layout).mat_tex.tolist()) <= plain_ids
+    some = [scene(with_plain, 0.5, lay) for lay in LAYOUTS]
+    used = np.concatenate([sc.mat_tex for sc in some])
+    frac = np.isin(used, list(plain_ids)).mean()
+    assert 0.2 < frac < 0.8
+    cfg = _cfg(plain_prob=0.4, n_plain_textures=3, photo_prob=0.0)
+    assert _bank(cfg, "cpu").kinds.count("plain") == 3
+    assert _bank(_cfg(photo_prob=0.0), "cpu").kinds.count("plain") == 0
+    v1, _ = render_pair_batch(cfg, [0, 1], device="cpu")
+    assert torch.isfinite(v1["img"]).all() and v1["valid_mask"].any()

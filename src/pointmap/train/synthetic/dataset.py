@@ -63,6 +63,10 @@ class SyntheticConfig:
         photo_paths: extra photographs to crop textures from.
         n_photo_textures: photo crops in the bank (cycling through the photos); raise it with
             many ``photo_paths`` so that each photo contributes.
+        plain_prob: probability that a material is nearly uniform (painted walls, cabinets,
+            plaster; :func:`~pointmap.train.synthetic.textures.make_plain_texture`) instead of
+            patterned; 0 (the default) leaves every scene as it was without the option.
+        n_plain_textures: plain textures in the bank (used only when ``plain_prob > 0``).
         n_textures: procedural textures in the bank; texture_size: their side in texels.
         gain_range, gamma_range, wb_jitter, noise_max: per-view exposure changes (multiplicative
             gain, gamma, white-balance std, max sensor-noise std).
@@ -88,6 +92,8 @@ class SyntheticConfig:
     photo_prob: float = 0.15
     photo_paths: tuple[str, ...] = ()
     n_photo_textures: int = 16
+    plain_prob: float = 0.0
+    n_plain_textures: int = 16
     n_textures: int = 96
     texture_size: int = 256
     gain_range: tuple[float, float] = (0.7, 1.4)
@@ -103,6 +109,9 @@ class SyntheticConfig:
             raise PointmapError(f"SyntheticConfig.split must be 'train' or 'val', got {self.split!r}")
         if self.n_photo_textures < 0:
             raise PointmapError(f"SyntheticConfig.n_photo_textures must be >= 0, got {self.n_photo_textures}")
+        if not 0.0 <= self.plain_prob <= 1.0 or self.n_plain_textures < 0:
+            raise PointmapError(f"SyntheticConfig.plain_prob must be in [0, 1] and n_plain_textures >= 0, got "
+                                f"{self.plain_prob} and {self.n_plain_textures}")
         unknown = set(self.layouts) - set(LAYOUTS)
         if unknown or not any(w > 0 for w in self.layouts.values()):
             raise PointmapError(f"SyntheticConfig.layouts {self.layouts!r}: weights must be positive for "
@@ -144,7 +153,8 @@ def scene_id(config: SyntheticConfig, idx: int) -> int:
 def _bank(config: SyntheticConfig, device: torch.device | str) -> TextureBank:
     return build_texture_bank(config.seed, n_procedural=config.n_textures, size=config.texture_size,
                               n_photo=config.n_photo_textures if config.photo_prob > 0 else 0,
-                              photo_paths=config.photo_paths, device=device)
+                              photo_paths=config.photo_paths, device=device,
+                              n_plain=config.n_plain_textures if config.plain_prob > 0 else 0)
 
 
 # --------------------------------------------------------------------------------- planning
@@ -165,7 +175,7 @@ def _plan(config: SyntheticConfig, bank: TextureBank, sid: int, attempt: int, mo
     names = [k for k, w in config.layouts.items() if w > 0]
     w = np.array([config.layouts[k] for k in names], dtype=float)
     layout = str(rng.choice(names, p=w / w.sum()))
-    scene = make_scene(layout, rng, bank, config.photo_prob)
+    scene = make_scene(layout, rng, bank, config.photo_prob, config.plain_prob)
     poses, motion = sample_trajectory(scene, rng, config.n_views, config.baseline_range, motion=motion)
     lo, hi = config.fov_range
     if rng.uniform() < config.per_view_fov_prob:

@@ -115,25 +115,31 @@ class Scene:
 class SceneBuilder:
     """Accumulates primitives and their materials; :meth:`build` freezes them into a :class:`Scene`."""
 
-    def __init__(self, rng: np.random.Generator, bank: TextureBank, photo_prob: float = 0.15) -> None:
+    def __init__(self, rng: np.random.Generator, bank: TextureBank, photo_prob: float = 0.15,
+                 plain_prob: float = 0.0) -> None:
         self.rng = rng
         self.bank = bank
         self.photo_prob = photo_prob
+        self.plain_prob = plain_prob
         self.boxes: list[tuple] = []
         self.spheres: list[tuple] = []
         self.cyls: list[tuple] = []
-        self._procedural = [i for i, k in enumerate(bank.kinds) if k != "photo"]
+        self._procedural = [i for i, k in enumerate(bank.kinds) if k not in ("photo", "plain")]
         self._photos = bank.indices_of("photo")
+        self._plain = bank.indices_of("plain")
 
     # -- materials ------------------------------------------------------------------------
     def material(self, kinds: tuple[str, ...] | None = None, tile: float | None = None,
                  tint_strength: float = 0.25, photo: bool | None = None, max_saturation: float = 1.0) -> tuple:
         """A random material: texture of one of ``kinds`` (any procedural kind if ``None``) whose
         mean saturation is at most ``max_saturation``, or a photo with probability ``photo_prob``
-        (``photo`` forces the choice); tile size in metres (random if ``None``)."""
+        (``photo`` forces the choice); tile size in metres (random if ``None``). Unless a photo is
+        forced, the texture is a nearly uniform ``"plain"`` one with probability ``plain_prob``
+        (when the bank has some; no random number is drawn for it when ``plain_prob`` is 0)."""
         rng = self.rng
-        use_photo = (rng.uniform() < self.photo_prob) if photo is None else photo
-        if use_photo and self._photos:
+        if photo is not True and self.plain_prob > 0 and self._plain and rng.uniform() < self.plain_prob:
+            tex = int(rng.choice(self._plain))
+        elif ((rng.uniform() < self.photo_prob) if photo is None else photo) and self._photos:
             tex = int(rng.choice(self._photos))
         else:
             pool = [i for i in self._procedural if (kinds is None or self.bank.kinds[i] in kinds)
@@ -496,8 +502,10 @@ def _clutter(sb: SceneBuilder) -> Scene:
 _BUILDERS = {"room": _room, "turntable": _turntable, "street": _street, "clutter": _clutter}
 
 
-def make_scene(layout: str, rng: np.random.Generator, bank: TextureBank, photo_prob: float = 0.15) -> Scene:
-    """Generate one scene of the given layout (a key of :data:`LAYOUTS`), determined by ``rng``."""
+def make_scene(layout: str, rng: np.random.Generator, bank: TextureBank, photo_prob: float = 0.15,
+               plain_prob: float = 0.0) -> Scene:
+    """Generate one scene of the given layout (a key of :data:`LAYOUTS`), determined by ``rng``
+    (``photo_prob``, ``plain_prob``: see :meth:`SceneBuilder.material`)."""
     if layout not in _BUILDERS:
         raise ValueError(f"unknown synthetic layout {layout!r}; choose from {LAYOUTS}")
-    return _BUILDERS[layout](SceneBuilder(rng, bank, photo_prob))
+    return _BUILDERS[layout](SceneBuilder(rng, bank, photo_prob, plain_prob))

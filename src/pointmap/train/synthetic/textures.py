@@ -28,6 +28,7 @@ __all__ = [
     "build_texture_bank",
     "find_packaged_photos",
     "make_photo_texture",
+    "make_plain_texture",
     "make_procedural_texture",
 ]
 
@@ -261,6 +262,17 @@ PROCEDURAL_KINDS: dict[str, Callable[[np.random.Generator, int], Texture]] = {
 }
 
 
+def make_plain_texture(rng: np.random.Generator, size: int = 256) -> Texture:
+    """A nearly uniform, tileable surface ``(3, size, size)`` in [0, 1]: painted walls, doors,
+    cabinets, plaster. One colour (mostly desaturated, sometimes a strong paint) with a faint
+    large-scale shade variation (1 to 4 %) and a fainter grain (under 1 %)."""
+    sat = (0.0, 0.25) if rng.uniform() < 0.7 else (0.3, 0.85)
+    color = _random_color(rng, sat, (0.2, 0.95))
+    shade = (value_noise(rng, size, 2, 3) - 0.5) * rng.uniform(0.02, 0.08)
+    grain = (value_noise(rng, size, 32, 2) - 0.5) * rng.uniform(0.0, 0.015)
+    return (color[:, None, None] * (1.0 + shade + grain)).clamp(0, 1).float().contiguous()
+
+
 def make_procedural_texture(kind: str, rng: np.random.Generator, size: int = 256) -> Texture:
     """One tileable texture ``(3, size, size)`` float32 in [0, 1] of the given ``kind``
     (a key of :data:`PROCEDURAL_KINDS`), fully determined by ``rng``'s state."""
@@ -324,7 +336,7 @@ class TextureBank:
         level_offsets: ``(L,)`` int64 start of each level in ``texels``.
         size: ``S``, the side of level 0 (a power of two).
         n_levels: ``L`` (down to 4 x 4 texels).
-        kinds: the kind of each texture (``"photo"`` or a key of :data:`PROCEDURAL_KINDS`).
+        kinds: the kind of each texture (``"photo"``, ``"plain"`` or a key of :data:`PROCEDURAL_KINDS`).
         saturation: mean HSV saturation of each texture (to pick greyish ones, e.g. for roads).
     """
 
@@ -411,7 +423,7 @@ _BANK_CACHE: dict[tuple, TextureBank] = {}
 
 def build_texture_bank(seed: int, n_procedural: int = 96, n_photo: int = 16, size: int = 256,
                        photo_paths: Sequence[str | Path] = (), use_packaged_photos: bool = True,
-                       device: torch.device | str = "cpu") -> TextureBank:
+                       device: torch.device | str = "cpu", n_plain: int = 0) -> TextureBank:
     """Build (or fetch from a per-process cache) a deterministic texture bank.
 
     Args:
@@ -422,11 +434,13 @@ def build_texture_bank(seed: int, n_procedural: int = 96, n_photo: int = 16, siz
         photo_paths: extra photographs (any format PIL reads) to crop textures from.
         use_packaged_photos: also use :func:`find_packaged_photos`.
         device: where the bank lives (the renderer samples it there).
+        n_plain: nearly uniform textures (kind ``"plain"``, :func:`make_plain_texture`), after
+            the photo crops; the other textures do not depend on it.
     """
     if size & (size - 1) or size < 8:
         raise ValueError(f"texture size must be a power of two >= 8, got {size}")
     photos = [Path(p) for p in photo_paths] + (find_packaged_photos() if use_packaged_photos else [])
-    key = (seed, n_procedural, n_photo, size, tuple(str(p) for p in photos), str(torch.device(device)))
+    key = (seed, n_procedural, n_photo, size, tuple(str(p) for p in photos), str(torch.device(device)), n_plain)
     if key in _BANK_CACHE:
         return _BANK_CACHE[key]
     names = list(PROCEDURAL_KINDS)
@@ -442,6 +456,9 @@ def build_texture_bank(seed: int, n_procedural: int = 96, n_photo: int = 16, siz
             rng = np.random.default_rng([seed, 2, i])
             textures.append(make_photo_texture(loaded[i % len(loaded)], rng, size))
             kinds.append("photo")
+    for i in range(n_plain):
+        textures.append(make_plain_texture(np.random.default_rng([seed, 3, i]), size))
+        kinds.append("plain")
     bank = _pack(textures, kinds).to(device)
     _BANK_CACHE[key] = bank
     return bank
