@@ -111,12 +111,9 @@ def model_error(pairs: list[dict[str, np.ndarray]], model: str) -> tuple[float, 
             q = M.as_numpy(preds.pts3d_2_in_1[k])[p["mask"]]
             scale = (g * q).sum() / (q * q).sum()
             errs.append(np.median(np.linalg.norm(scale * q - g, axis=-1) / np.linalg.norm(g, axis=-1)))
-            gt = p["depth0"]
-            valid = gt > 0
-            pred = M.as_numpy(preds.pts3d_1[k][..., 2])
-            pred = pred * np.median(gt[valid]) / np.median(pred[valid])
-            rel = np.abs(pred - gt)[valid] / gt[valid]
-            edge = edge_zones(gt)[valid]
+            rel_map = M.abs_rel_map(preds.pts3d_1[k][..., 2], p["depth0"])
+            valid = np.isfinite(rel_map)
+            rel, edge = rel_map[valid], edge_zones(p["depth0"])[valid]
             rel_all.append(rel.mean())
             rel_flat.append(rel[~edge].mean() if (~edge).any() else np.nan)
             edge_frac.append(edge.mean())

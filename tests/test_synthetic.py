@@ -367,7 +367,7 @@ def test_photo_textures_come_from_given_photos(tmp_path):
 def test_plain_materials():
     """Plain textures are nearly uniform and come after the others, which they leave unchanged;
     plain_prob = 0 draws nothing (the same scene as without plain textures), 1 makes every
-    material plain except forced photos."""
+    material of these scenes plain, 0.5 about half."""
     kw = {"n_procedural": 12, "n_photo": 0, "size": 64, "use_packaged_photos": False}
     base, with_plain = build_texture_bank(5, **kw), build_texture_bank(5, n_plain=6, **kw)
     assert with_plain.kinds == base.kinds + ["plain"] * 6
