@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from spawn_ranks import spawn_ranks
 
 from pointmap.distributed import infer_pairs_distributed, init_from_env, split_pairs
 from pointmap.errors import PointmapError
@@ -98,7 +98,7 @@ def _shared_files() -> set[str]:
 
 def test_two_processes_match_single_process(tmp_path: Path) -> None:
     before = _shared_files()
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    spawn_ranks(_worker, lambda attempt: (_free_port(), str(tmp_path)), WORLD, tmp_path / "faults")
     assert _shared_files() <= before  # no shared result file is left behind
     images = _images()
     ref = infer_pairs(_tiny_model(), images, _pairs(len(images)), batch_size=3, device="cpu")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-import torch.multiprocessing as mp
+from spawn_ranks import spawn_ranks
 
 from pointmap.train.config import ConfigError, TrainConfig, load_train_config
 from pointmap.train.data import (
@@ -245,7 +246,12 @@ def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> N
 def test_ddp_two_processes_match_single(scene, tmp_path):
     cfg_ddp = _cfg(scene, tmp_path / "ddp", batch_size=1, total_steps=2, warmup_steps=1)
     out = tmp_path / "ddp.pt"
-    mp.spawn(_ddp_worker, args=(2, _free_port(), cfg_ddp.to_dict(), str(out)), nprocs=2, join=True)
+
+    def make_args(attempt: int) -> tuple:
+        shutil.rmtree(tmp_path / "ddp", ignore_errors=True)  # a crashed attempt's partial run
+        return 2, _free_port(), cfg_ddp.to_dict(), str(out)
+
+    spawn_ranks(_ddp_worker, make_args, 2, tmp_path / "faults")
     got = torch.load(out, weights_only=True)
     cfg_single = _cfg(scene, tmp_path / "single", batch_size=2, total_steps=2, warmup_steps=1)
     ref = _grads(cfg_single, 0, 1, ddp=False)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 from safetensors.torch import load_file
+from spawn_ranks import spawn_ranks
 from test_trainer import _cfg, _free_port, _write_scene
 
 from pointmap.train.config import ConfigError, TrainConfig
@@ -93,7 +93,16 @@ def runs(tmp_path_factory) -> Path:
             {"copy": [str(root / "fsdp_resumed"), str(root / "fsdp_to_single")]},
             cfg("fsdp_resumed", 2).to_dict(),
             cfg("single_to_fsdp", 2).to_dict()]
-    mp.spawn(_worker, args=(2, _free_port(), jobs), nprocs=2, join=True)
+    shutil.copytree(root / "single_to_fsdp", root / "single_step3")
+
+    def make_args(attempt: int) -> tuple:
+        if attempt:  # a crashed attempt: drop what its ranks wrote, restore the step-3 run
+            for name in ("fsdp", "fsdp_resumed", "fsdp_to_single", "single_to_fsdp"):
+                shutil.rmtree(root / name, ignore_errors=True)
+            shutil.copytree(root / "single_step3", root / "single_to_fsdp")
+        return 2, _free_port(), jobs
+
+    spawn_ranks(_worker, make_args, 2, root / "faults")
     shutil.copy(root / "fsdp_to_single" / "checkpoint-last.pt", root / "fsdp_step3.pt")
     train(cfg("fsdp_to_single", 1))
     return root
