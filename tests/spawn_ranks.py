@@ -1,17 +1,25 @@
 """Run a test's distributed ranks as spawned processes, with a native-crash report per rank.
 
-Imported by the multi-process tests (this module is not collected: it holds no tests).
+Imported by the multi-process tests and the web-app test (not collected: it holds no tests).
 """
 
 from __future__ import annotations
 
 import faulthandler
+import socket
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch.multiprocessing as mp
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a rendezvous or a local server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _traced(rank: int, fn: Callable[..., None], fault_dir: str, args: tuple) -> None:

@@ -6,13 +6,13 @@ import io
 import os
 import re
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from spawn_ranks import free_port
 
 gr = pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -26,12 +26,6 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 RUN_TIMEOUT_MS = 240_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _text_as_jpg(folder: Path) -> Path:
@@ -114,7 +108,7 @@ def app_url():
         pytest.skip("no system Chromium at /usr/bin/chromium")
     from pointmap.app import launch
 
-    port = _free_port()
+    port = free_port()
     demo = launch(host="127.0.0.1", port=port, max_images=8, max_upload_mb=0.5, block=False)
     yield f"http://127.0.0.1:{port}/"
     demo.close()

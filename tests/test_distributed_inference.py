@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-from spawn_ranks import spawn_ranks
+from spawn_ranks import free_port, spawn_ranks
 
 from pointmap.distributed import infer_pairs_distributed, init_from_env, split_pairs
 from pointmap.errors import PointmapError
@@ -37,12 +36,6 @@ def _pairs(n: int) -> list[tuple[int, int]]:
     """Symmetrized complete graph, in an order that is not the sorted one."""
     return [(i, j) for i in range(n) for j in range(n) if i < j] + \
            [(j, i) for i in range(n) for j in range(n) if i < j]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _flat(p) -> list[torch.Tensor]:
@@ -98,7 +91,7 @@ def _shared_files() -> set[str]:
 
 def test_two_processes_match_single_process(tmp_path: Path) -> None:
     before = _shared_files()
-    spawn_ranks(_worker, lambda attempt: (_free_port(), str(tmp_path)), WORLD, tmp_path / "faults")
+    spawn_ranks(_worker, lambda attempt: (free_port(), str(tmp_path)), WORLD, tmp_path / "faults")
     assert _shared_files() <= before  # no shared result file is left behind
     images = _images()
     ref = infer_pairs(_tiny_model(), images, _pairs(len(images)), batch_size=3, device="cpu")

@@ -6,14 +6,13 @@ import json
 import math
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import pytest
 import torch
-from spawn_ranks import spawn_ranks
+from spawn_ranks import free_port, spawn_ranks
 
 from pointmap.train.config import ConfigError, TrainConfig, load_train_config
 from pointmap.train.data import (
@@ -210,12 +209,6 @@ def test_main_train_entry(scene, tmp_path):
 # ------------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _grads(cfg: TrainConfig, rank: int, world: int, ddp: bool) -> torch.Tensor:
     model = build_model(cfg)
     freeze_model(model, "none")
@@ -249,7 +242,7 @@ def test_ddp_two_processes_match_single(scene, tmp_path):
 
     def make_args(attempt: int) -> tuple:
         shutil.rmtree(tmp_path / "ddp", ignore_errors=True)  # a crashed attempt's partial run
-        return 2, _free_port(), cfg_ddp.to_dict(), str(out)
+        return 2, free_port(), cfg_ddp.to_dict(), str(out)
 
     spawn_ranks(_ddp_worker, make_args, 2, tmp_path / "faults")
     got = torch.load(out, weights_only=True)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from spawn_ranks import spawn_ranks
-from test_trainer import _cfg, _free_port, _write_scene
+from spawn_ranks import free_port, spawn_ranks
+from test_trainer import _cfg, _write_scene
 
 from pointmap.train.config import ConfigError, TrainConfig
 from pointmap.train.trainer import read_log, setup_distributed, train
@@ -100,7 +100,7 @@ def runs(tmp_path_factory) -> Path:
             for name in ("fsdp", "fsdp_resumed", "fsdp_to_single", "single_to_fsdp"):
                 shutil.rmtree(root / name, ignore_errors=True)
             shutil.copytree(root / "single_step3", root / "single_to_fsdp")
-        return 2, _free_port(), jobs
+        return 2, free_port(), jobs
 
     spawn_ranks(_worker, make_args, 2, root / "faults")
     shutil.copy(root / "fsdp_to_single" / "checkpoint-last.pt", root / "fsdp_step3.pt")
