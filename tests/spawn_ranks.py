@@ -34,8 +34,8 @@ def _traced(rank: int, fn: Callable[..., None], fault_dir: str, args: tuple) -> 
 
 
 def _reports(fault_dir: Path) -> str:
-    return "\n".join(f"--- {p.name}\n{p.read_text()}" for p in sorted(fault_dir.glob("rank*.txt"))
-                     if p.read_text().strip())
+    texts = {p.name: p.read_text() for p in sorted(fault_dir.glob("rank*.txt"))}
+    return "\n".join(f"--- {name}\n{text}" for name, text in texts.items() if text.strip())
 
 
 def spawn_ranks(fn: Callable[..., None], make_args: Callable[[int], tuple[Any, ...]], nprocs: int,

@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import torch.multiprocessing as mp
 from spawn_ranks import spawn_ranks
 
 
@@ -33,8 +34,6 @@ def test_repeated_crash_fails(tmp_path: Path) -> None:
 
 
 def test_python_error_is_not_retried(tmp_path: Path) -> None:
-    import torch.multiprocessing as mp
-
     with pytest.raises(mp.ProcessRaisedException, match="bad input on rank"):
         spawn_ranks(_raise, lambda a: (), 2, tmp_path / "f")
     assert not (tmp_path / "f" / "attempt1").exists()
