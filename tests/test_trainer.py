@@ -182,6 +182,14 @@ def test_time_budget_and_eval(scene, tmp_path):
     assert (tmp_path / "run" / "checkpoint-last.pt").exists()
     st = torch.load(tmp_path / "run" / "checkpoint-last.pt", weights_only=True)
     assert st["step"] == 1 and st["iter"] == 1
+    # a stopped run has no final model file; its resume state loads as a model, architecture included
+    assert not (tmp_path / "run" / "checkpoint-final.safetensors").exists()
+    from pointmap.model import ModelConfig, load_model
+
+    m = load_model(tmp_path / "run" / "checkpoint-last.pt")
+    assert m.config == ModelConfig.from_dict(cfg.model)
+    own = m.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in st["model"].items())
     # a short full run with evaluation keeps the best model
     cfg = _cfg(scene, tmp_path / "run2", total_steps=4, eval_freq=1,
                test_data=[{"kind": "scene_folder", "root": str(scene), "num_pairs": 2, "color_jitter": False,

@@ -221,6 +221,11 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig | None, dict[s
             cfg = parse_constructor_string(model_str)
         elif isinstance(obj.get("config"), dict):
             cfg = ModelConfig.from_dict(obj["config"])
+        elif isinstance(obj.get("model_config"), dict):  # pointmap's training checkpoint-last.pt
+            try:
+                cfg = ModelConfig.from_dict(obj["model_config"])
+            except (ValueError, TypeError) as exc:
+                raise CheckpointError(f"invalid model config in {path}: {exc}") from None
         return cfg, sd
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return None, obj

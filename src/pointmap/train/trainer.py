@@ -2,8 +2,10 @@
 
 Run folder (``output_dir``) contents:
 
-* ``checkpoint-last.pt`` — resume state (model, optimiser, step, data position, RNG states, config),
-  written atomically; loadable with ``torch.load(weights_only=True)``.
+* ``checkpoint-last.pt`` — resume state (model, optimiser, step, data position, RNG states, config,
+  architecture), written atomically; loadable with ``torch.load(weights_only=True)`` and, for its
+  weights, with :func:`pointmap.model.load_model` (a run stopped by its time budget or by
+  ``stop_at_step`` has no ``checkpoint-final.safetensors``).
 * ``checkpoint-best.safetensors`` — the model with the lowest mean test ``loss_med`` so far.
 * ``checkpoint-final.safetensors`` — the model at the end of the schedule;
   ``model-epochNNNN.safetensors`` every ``keep_freq`` epochs. All readable by
@@ -603,7 +605,7 @@ def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None =
             return
         state = {"model": model_state, "optimizer": optim_state, "iter": it,
                  "step": step, "best": best, "rng": _rng_state(), "config": json.dumps(cfg.to_dict()),
-                 "pool": pool_states}
+                 "model_config": model.config.to_dict(), "pool": pool_states}
         _save_state(ckpt_path, state)
 
     def save_model_file(name: str) -> None:  # all ranks call it (a collective under FSDP)
