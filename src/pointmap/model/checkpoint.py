@@ -219,13 +219,13 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig | None, dict[s
             model_str = args.get("model")
         if isinstance(model_str, str):
             cfg = parse_constructor_string(model_str)
-        elif isinstance(obj.get("config"), dict):
-            cfg = ModelConfig.from_dict(obj["config"])
-        elif isinstance(obj.get("model_config"), dict):  # pointmap's training checkpoint-last.pt
-            try:
-                cfg = ModelConfig.from_dict(obj["model_config"])
-            except (ValueError, TypeError) as exc:
-                raise CheckpointError(f"invalid model config in {path}: {exc}") from None
+        else:  # a config dict; "model_config" in pointmap's training checkpoint-last.pt
+            arch = next((obj[k] for k in ("config", "model_config") if isinstance(obj.get(k), dict)), None)
+            if arch is not None:
+                try:
+                    cfg = ModelConfig.from_dict(arch)
+                except (ValueError, TypeError) as exc:
+                    raise CheckpointError(f"invalid model config in {path}: {exc}") from None
         return cfg, sd
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return None, obj
