@@ -135,7 +135,7 @@ def reconstruct(
         size: preprocessing size (224 or 512); default: the model's training size.
         graph: scene graph (``complete``, ``swin-K``, ``logwin-K``, ``oneref-K``).
         batch_size, device, dtype: see :func:`pointmap.infer_pairs`.
-        align: alignment settings (:class:`pointmap.align.AlignConfig`).
+        align: alignment settings (:class:`pointmap.AlignConfig`).
         skip_bad: skip unreadable images with a warning instead of failing.
         progress: show progress bars.
     """

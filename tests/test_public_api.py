@@ -1,0 +1,60 @@
+"""The public API at ``pointmap.*``: every documented name resolves to its implementation, and
+``import pointmap`` stays cheap (no torch)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import pointmap
+
+EXPECTED = {
+    "load_model": ("pointmap.model.checkpoint", "load_model"),
+    "load_images": ("pointmap.images", "load_images"),
+    "make_pairs": ("pointmap.pairs", "make_pairs"),
+    "infer_pairs": ("pointmap.inference", "infer_pairs"),
+    "global_align": ("pointmap.align", "global_align"),
+    "reconstruct": ("pointmap.api", "reconstruct"),
+    "reconstruct_images": ("pointmap.api", "reconstruct_images"),
+    "ReconstructionResult": ("pointmap.api", "ReconstructionResult"),
+    "PairPredictions": ("pointmap.predictions", "PairPredictions"),
+    "Scene": ("pointmap.scene", "Scene"),
+    "AlignConfig": ("pointmap.align.config", "AlignConfig"),
+    "PointmapError": ("pointmap.errors", "PointmapError"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_public_name_is_the_implementation(name: str) -> None:
+    import importlib
+
+    module, attr = EXPECTED[name]
+    assert getattr(pointmap, name) is getattr(importlib.import_module(module), attr)
+    assert name in pointmap.__all__
+    assert name in dir(pointmap)
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    assert set(pointmap.__all__) == set(EXPECTED) | {"__version__"}
+
+
+def test_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        pointmap.no_such_thing  # noqa: B018
+    assert not hasattr(pointmap, "no_such_thing")
+
+
+def test_import_pointmap_does_not_import_torch() -> None:
+    code = (
+        "import sys, pointmap\n"
+        "heavy = sorted(m for m in ('torch', 'numpy', 'PIL', 'scipy', 'trimesh') if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+        "pointmap.Scene\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0] == "", f"import pointmap imported {lines[0]}"
+    assert lines[1] == "True"  # the first real use imports what it needs
