@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from .errors import PointmapError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "positive_int", "non_negative_int", "positive_float", "finite_float"]
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -82,7 +83,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     print(f"{len(images)} images at {size}px, model {args.weights}, device {dev}", file=sys.stderr)
     if args.conf_threshold is None:
         args.conf_threshold = model.recommended_conf_threshold
-    cfg = AlignConfig(conf_threshold=args.conf_threshold, **({"niter": args.iterations} if args.iterations else {}),
+    cfg = AlignConfig(conf_threshold=args.conf_threshold, **({"niter": args.iterations} if args.iterations is not None else {}),
                       **({"solver": args.solver} if args.solver else {}))
     res = reconstruct_images(images, model, graph=args.graph, batch_size=args.batch_size, device=dev,
                              dtype=args.dtype, align=cfg, progress=not args.quiet, distributed=dist_on)
@@ -123,7 +124,6 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
 
 def _cmd_pair(args: argparse.Namespace) -> int:
     args.inputs = [args.image_a, args.image_b]
-    args.graph = "complete"
     return _cmd_reconstruct(args)
 
 
@@ -152,83 +152,168 @@ def _cmd_app(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common_recon_args(p: argparse.ArgumentParser) -> None:
-    from .export import FORMATS
+# ---------------------------------------------------------------------------------------------
+# The parser. Building it and checking arguments imports nothing heavy (no torch, no numpy), so
+# ``pointmap --help`` and argument errors answer at once; each command imports what it needs when
+# it runs. To add a command: write ``_add_<name>_args(p)`` and one line in ``build_parser``.
 
-    p.add_argument("-o", "--output", required=True, help="output folder")
+EXPORT_FORMATS = ("glb", "ply", "colmap", "transforms", "depth", "cameras")
+"""Formats ``--export`` accepts (the same as :data:`pointmap.export.FORMATS`; a test keeps them
+equal, this copy keeps the parser free of the export modules' imports)."""
+
+SOLVERS = ("gn", "adam")
+"""``--solver`` choices (:class:`pointmap.align.AlignConfig`)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _number(kind: type, text: str) -> float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = _number(int, text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return int(value)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = _number(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be 0 or more")
+    return int(value)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    value = _number(float, text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be greater than 0")
+    return float(value)
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (``nan`` and ``inf`` are refused)."""
+    return float(_number(float, text))
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="default", help="checkpoint file/folder, hub id, or 'default'")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda when available)")
+
+
+def _add_scene_args(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``reconstruct`` and ``pair``."""
+    p.add_argument("-o", "--output", required=True,
+                   help="output folder (created; never an input folder or one holding an input)")
+    _add_model_args(p)
     p.add_argument("--size", type=int, choices=[224, 512], default=None, help="image size (default: the model's)")
-    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="inference precision (default: float32 on CPU, bfloat16 on CUDA)")
-    p.add_argument("--batch-size", type=int, default=16, help="pairs per network batch")
     p.add_argument("--fast", action="store_true",
                    help="GPU only: compiled network, bfloat16 trunk and heads (about 2x faster than the "
                         "default bfloat16 autocast; compiling takes a few seconds per image shape)")
-    p.add_argument("--iterations", type=int, default=None, help="alignment iterations (default: the solver's)")
-    p.add_argument("--solver", default=None, help="alignment solver (see AlignConfig)")
-    p.add_argument("--conf-threshold", type=float, default=None,
+    p.add_argument("--conf-threshold", type=finite_float, default=None,
                    help="keep points whose raw confidence (1 + exp(x), > 1) exceeds this "
                         "(default: the model's recommendation; 3 for the released DUSt3R models)")
-    p.add_argument("--export", nargs="+", default=list(FORMATS), choices=list(FORMATS), help="formats to write")
+    p.add_argument("--export", nargs="+", default=list(EXPORT_FORMATS), choices=list(EXPORT_FORMATS),
+                   help="formats to write")
     p.add_argument("--mesh", action="store_true", help="GLB as a mesh instead of a point cloud")
     p.add_argument("--no-clean", dest="clean", action="store_false", help="skip the occlusion clean-up")
     p.add_argument("--mask-sky", action="store_true", help="drop sky pixels")
-    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
-    p.add_argument("--fps", type=float, default=1.0, help="frames per second sampled from videos")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier run in the output folder (only the files "
+                        "pointmap wrote there; other files are never touched)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every sub-command."""
-    p = argparse.ArgumentParser(prog="pointmap", description="Unposed photos to 3D with DUSt3R.")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    c = sub.add_parser("convert", help="convert a checkpoint to pointmap's safetensors format (or back to .pth)")
-    c.add_argument("input", help="checkpoint file, hub-layout folder, hub id or bundled model name")
-    c.add_argument("output", help="output .safetensors (pointmap format) or .pth (reference layout)")
-    c.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
-    c.set_defaults(func=_cmd_convert)
-
-    r = sub.add_parser("reconstruct", help="images, folders or a video -> 3D scene and exports")
-    r.add_argument("inputs", nargs="+", help="image files, folders, or video files")
-    r.add_argument("--graph", default="complete", help="scene graph: complete, swin-K, logwin-K, oneref-K")
-    r.add_argument("--distributed", action="store_true",
+def _add_reconstruct_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", help="image files, folders, or video files")
+    p.add_argument("--graph", default="complete", help="scene graph: complete, swin-K, logwin-K, oneref-K")
+    p.add_argument("--distributed", action="store_true",
                    help="split pair inference over torchrun processes (one per GPU); rank 0 aligns and writes")
-    _common_recon_args(r)
-    r.set_defaults(func=_cmd_reconstruct)
+    _add_scene_args(p)
+    p.add_argument("--batch-size", type=positive_int, default=16, help="pairs per network batch")
+    p.add_argument("--iterations", "--niter", dest="iterations", type=non_negative_int, default=None,
+                   help="alignment iterations (default: the solver's)")
+    p.add_argument("--solver", default=None, choices=SOLVERS,
+                   help="alignment solver: gn (robust Levenberg-Marquardt, default) or adam (the "
+                        "reference's first-order schedule)")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
+    p.add_argument("--fps", type=positive_float, default=1.0, help="frames per second sampled from videos")
 
-    pr = sub.add_parser("pair", help="two images -> two-view scene and exports")
-    pr.add_argument("image_a")
-    pr.add_argument("image_b")
-    _common_recon_args(pr)
-    pr.set_defaults(func=_cmd_pair)
 
-    t = sub.add_parser("train", help="train or fine-tune a model from a YAML config")
-    t.add_argument("config")
-    t.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
-    t.add_argument("--max-minutes", type=float, default=None, help="time budget (checkpoint and stop)")
-    t.set_defaults(func=_cmd_train)
+def _add_pair_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image_a")
+    p.add_argument("image_b")
+    _add_scene_args(p)
+    # what reconstruct's options mean for two images (they are not offered: they do not apply)
+    p.set_defaults(graph="complete", distributed=False, batch_size=16, iterations=None, solver=None,
+                   skip_bad=False, fps=1.0)
 
-    e = sub.add_parser("eval", help="evaluate on a dataset (pose, depth, localization, reconstruction)")
-    e.add_argument("task")
-    e.add_argument("dataset", help="dataset folder")
-    e.add_argument("--out", required=True, help="report folder")
-    e.add_argument("--weights", default="default")
-    e.add_argument("--layout", default=None, help="dataset layout (default: detected)")
-    e.add_argument("--device", default=None)
-    e.set_defaults(func=_cmd_eval)
 
-    a = sub.add_parser("app", help="serve the web app on this computer (needs the 'app' extra)")
-    a.add_argument("--host", default="127.0.0.1", help="address to bind (default: this computer only)")
-    a.add_argument("--port", type=int, default=None)
-    a.add_argument("--weights", default="default")
-    a.add_argument("--device", default=None)
-    a.add_argument("--max-images", type=int, default=32)
-    a.add_argument("--max-upload-mb", type=float, default=50)
-    a.add_argument("--share", action="store_true", help="public Gradio link (off by default)")
-    a.set_defaults(func=_cmd_app)
+def _add_convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="checkpoint file, hub-layout folder, hub id or bundled model name")
+    p.add_argument("output", help="output .safetensors (pointmap format) or .pth (reference layout)")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    p.add_argument("--max-minutes", type=positive_float, default=None, help="time budget (checkpoint and stop)")
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task")
+    p.add_argument("dataset", help="dataset folder")
+    p.add_argument("--out", required=True, help="report folder")
+    _add_model_args(p)
+    p.add_argument("--layout", default=None, help="dataset layout (default: detected)")
+
+
+def _add_app_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this computer only)")
+    p.add_argument("--port", type=positive_int, default=None)
+    _add_model_args(p)
+    p.add_argument("--max-images", type=positive_int, default=32)
+    p.add_argument("--max-upload-mb", type=positive_float, default=50)
+    p.add_argument("--share", action="store_true", help="public Gradio link (off by default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command (imports nothing heavy)."""
+    p = _Parser(prog="pointmap", description="Unposed photos to 3D with DUSt3R.")
+    sub = p.add_subparsers(dest="command", required=True)
+    commands = [
+        ("convert", "convert a checkpoint to pointmap's safetensors format (or back to .pth)",
+         _add_convert_args, _cmd_convert),
+        ("reconstruct", "images, folders or a video -> 3D scene and exports", _add_reconstruct_args,
+         _cmd_reconstruct),
+        ("pair", "two images -> two-view scene and exports", _add_pair_args, _cmd_pair),
+        ("train", "train or fine-tune a model from a YAML config", _add_train_args, _cmd_train),
+        ("eval", "evaluate on a dataset (pose, depth, localization, reconstruction)", _add_eval_args,
+         _cmd_eval),
+        ("app", "serve the web app on this computer (needs the 'app' extra)", _add_app_args, _cmd_app),
+    ]
+    for name, help_text, add_args, func in commands:
+        c = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(c)
+        c.set_defaults(func=func)
     return p
 
 
