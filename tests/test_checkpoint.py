@@ -182,3 +182,99 @@ def test_convert_cli_errors_are_messages(tmp_path, capsys):
 
     assert main(["convert", str(tmp_path / "missing.pth"), str(tmp_path / "o.safetensors")]) == 2
     assert "missing.pth" in capsys.readouterr().err
+
+
+def _hub_snapshot(model, folder):
+    """``model`` in the hub layout (config.json + model.safetensors without pointmap metadata)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items() if ".layer_rn." not in k}
+    save_file(sd, str(folder / "model.safetensors"))
+    conf = {**CFG.to_dict(), "pos_embed": "RoPE100"}
+    conf.pop("rope_base")
+    (folder / "config.json").write_text(json.dumps(conf))
+    return folder
+
+
+def test_short_names_map_to_the_released_hub_ids():
+    from pointmap.model.checkpoint import RELEASED_MODELS
+
+    assert {k: v.hub_id for k, v in RELEASED_MODELS.items()} == {
+        "dust3r-512-dpt": "naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt",
+        "dust3r-512-linear": "naver/DUSt3R_ViTLarge_BaseDecoder_512_linear",
+        "dust3r-224-linear": "naver/DUSt3R_ViTLarge_BaseDecoder_224_linear",
+    }
+
+
+@pytest.mark.parametrize("layout", ["released_pth", "short_pth", "short_safetensors", "hub_folder"])
+def test_short_name_loads_a_file_in_the_weights_folder(model, tmp_path, monkeypatch, layout):
+    """A short name finds the checkpoint in $POINTMAP_WEIGHTS under any documented name; the hub
+    is never asked."""
+    hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.setenv("POINTMAP_WEIGHTS", str(tmp_path))
+    monkeypatch.setattr(hub, "hf_hub_download", lambda *a, **k: pytest.fail("hub was asked"))
+    if layout == "released_pth":
+        save_reference_pth(model, tmp_path / "DUSt3R_ViTLarge_BaseDecoder_224_linear.pth")
+    elif layout == "short_pth":
+        save_reference_pth(model, tmp_path / "dust3r-224-linear.pth")
+    elif layout == "short_safetensors":
+        save_model(model, tmp_path / "dust3r-224-linear.safetensors")
+    else:
+        _hub_snapshot(model, tmp_path / "dust3r-224-linear")
+    _same(load_model("dust3r-224-linear"), model)
+
+
+def test_short_name_downloads_its_hub_id(model, tmp_path, monkeypatch):
+    hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.setenv("POINTMAP_WEIGHTS", str(tmp_path / "empty"))
+    snap = _hub_snapshot(model, tmp_path / "snap")
+    calls = []
+
+    def fake_download(repo_id, filename, **kw):
+        calls.append((repo_id, filename))
+        return str(snap / filename)
+
+    monkeypatch.setattr(hub, "hf_hub_download", fake_download)
+    _same(load_model("dust3r-512-dpt"), model)
+    assert {c[0] for c in calls} == {"naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt"}
+
+
+def test_short_name_offline_says_where_to_put_the_file(tmp_path, monkeypatch):
+    hub = pytest.importorskip("huggingface_hub")
+    folder = tmp_path / "w"
+    monkeypatch.setenv("POINTMAP_WEIGHTS", str(folder))
+
+    def offline(*a, **k):
+        raise OSError("We couldn't connect to the hub")
+
+    monkeypatch.setattr(hub, "hf_hub_download", offline)
+    with pytest.raises(CheckpointError) as err:
+        load_model("dust3r-512-linear")
+    msg = str(err.value)
+    assert str(folder / "dust3r-512-linear.safetensors") in msg
+    assert str(folder / "DUSt3R_ViTLarge_BaseDecoder_512_linear.pth") in msg
+    assert "POINTMAP_WEIGHTS" in msg and "Offline?" in msg and "\n" not in msg
+
+
+def test_short_name_without_the_hub_extra(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setenv("POINTMAP_WEIGHTS", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails as if not installed
+    with pytest.raises(CheckpointError, match=r"pointmap\[hub\]") as err:
+        load_model("dust3r-224-linear")
+    assert str(tmp_path / "dust3r-224-linear.safetensors") in str(err.value)
+
+
+def test_weights_folder_default(monkeypatch, tmp_path):
+    from pointmap.model.checkpoint import weights_dir
+
+    monkeypatch.delenv("POINTMAP_WEIGHTS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert weights_dir() == tmp_path / ".cache" / "pointmap" / "weights"
+
+
+def test_unknown_name_lists_the_model_names():
+    with pytest.raises(CheckpointError, match="dust3r-512-dpt, dust3r-512-linear, dust3r-224-linear"):
+        load_model("dust3r-512")

@@ -9,7 +9,12 @@ Sources accepted by :func:`load_model`:
 * pointmap's own format: one ``.safetensors`` file whose metadata holds the JSON config
   (written by :func:`save_model` and ``pointmap convert``);
 * a hub id ``owner/name`` (needs ``huggingface_hub`` and a network connection);
-* the name of a bundled model (``"default"``).
+* the name of a bundled model (``"default"``);
+* the short name of a released checkpoint (:data:`RELEASED_MODELS`, e.g. ``"dust3r-512-dpt"``):
+  a file in the local weights folder (:func:`weights_dir`: ``$POINTMAP_WEIGHTS``, default
+  ``~/.cache/pointmap/weights``) named ``<short name>.safetensors``, ``<short name>.pth``, the
+  released file name (``DUSt3R_ViTLarge_BaseDecoder_512_dpt.pth``) or a hub-layout folder
+  ``<short name>/``; otherwise its hub id, downloaded with ``huggingface_hub``.
 """
 
 from __future__ import annotations
@@ -36,7 +41,12 @@ __all__ = [
     "load_weights",
     "LoadReport",
     "BUNDLED_MODELS",
+    "RELEASED_MODELS",
+    "ReleasedModel",
+    "WEIGHTS_ENV",
     "bundled_model_path",
+    "released_model_files",
+    "weights_dir",
 ]
 
 _WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -48,6 +58,53 @@ _THRESHOLD_KEY = "pointmap_conf_threshold"
 def bundled_model_path(name: str = "default") -> Path:
     """Path of a bundled model file (it may not exist in a source checkout without weights)."""
     return _WEIGHTS_DIR / BUNDLED_MODELS[name]
+
+
+@dataclass(frozen=True)
+class ReleasedModel:
+    """A released checkpoint known by a short name.
+
+    Attributes:
+        hub_id: its Hugging Face hub repository (``config.json`` + ``model.safetensors``).
+        file_name: the name of the file its authors distribute for direct download.
+    """
+
+    hub_id: str
+    file_name: str
+
+
+#: Short names of released checkpoints (``--weights dust3r-512-dpt``). A new released model is one
+#: more entry here.
+RELEASED_MODELS: dict[str, ReleasedModel] = {
+    "dust3r-512-dpt": ReleasedModel(
+        "naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt", "DUSt3R_ViTLarge_BaseDecoder_512_dpt.pth"),
+    "dust3r-512-linear": ReleasedModel(
+        "naver/DUSt3R_ViTLarge_BaseDecoder_512_linear", "DUSt3R_ViTLarge_BaseDecoder_512_linear.pth"),
+    "dust3r-224-linear": ReleasedModel(
+        "naver/DUSt3R_ViTLarge_BaseDecoder_224_linear", "DUSt3R_ViTLarge_BaseDecoder_224_linear.pth"),
+}
+
+#: Environment variable naming the local weights folder (see :func:`weights_dir`).
+WEIGHTS_ENV = "POINTMAP_WEIGHTS"
+
+
+def weights_dir() -> Path:
+    """The local folder searched for released checkpoints by short name: ``$POINTMAP_WEIGHTS``,
+    or ``~/.cache/pointmap/weights`` when that variable is unset or empty."""
+    env = os.environ.get(WEIGHTS_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "pointmap" / "weights"
+
+
+def released_model_files(name: str) -> list[Path]:
+    """Where a released checkpoint ``name`` is looked for locally, in order: ``<name>.safetensors``,
+    ``<name>.pth``, the released file name, a hub-layout folder ``<name>/`` (in :func:`weights_dir`)."""
+    folder = weights_dir()
+    entry = RELEASED_MODELS[name]
+    return [folder / f"{name}.safetensors", folder / f"{name}.pth", folder / entry.file_name, folder / name]
+
+
+def _model_names() -> str:
+    return ", ".join([*BUNDLED_MODELS, *RELEASED_MODELS])
 
 
 # ----------------------------------------------------------------------------- state dicts
@@ -235,6 +292,49 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig | None, dict[s
     )
 
 
+def _resolve_released(name: str) -> Path:
+    """A released checkpoint by short name: a local file if present, else its hub snapshot."""
+    candidates = released_model_files(name)
+    for c in candidates:
+        if c.is_file() or (c.is_dir() and (c / "model.safetensors").is_file()):
+            return c
+    entry = RELEASED_MODELS[name]
+    where = (
+        f"put the checkpoint at {candidates[0]} (pointmap format, e.g. from 'pointmap convert'), "
+        f"{candidates[2]} (the released .pth file, same name) or {candidates[3]}/ (config.json + "
+        f"model.safetensors from https://huggingface.co/{entry.hub_id}); set {WEIGHTS_ENV} to use "
+        "another folder"
+    )
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise CheckpointError(
+            f"the released model {name!r} is not on this machine: {where}; or install the 'hub' "
+            f"extra (pip install 'pointmap[hub]') to download {entry.hub_id} from the hub"
+        ) from None
+    try:
+        return _download_snapshot(hf_hub_download, entry.hub_id)
+    except Exception as exc:  # offline, proxy, unknown repo, ...
+        raise CheckpointError(
+            f"the released model {name!r} is not on this machine and could not be downloaded "
+            f"from the hub ({_first_line(exc)}). Offline? {where[0].upper()}{where[1:]}"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _download_snapshot(hf_hub_download: Any, repo_id: str) -> Path:
+    """``config.json`` and ``model.safetensors`` of ``repo_id`` (hub cache); their folder."""
+    cfg = hf_hub_download(repo_id, "config.json")
+    weights = hf_hub_download(repo_id, "model.safetensors")
+    if Path(cfg).parent != Path(weights).parent:
+        raise CheckpointError(f"hub files of {repo_id!r} landed in different folders")
+    return Path(weights).parent
+
+
 def _hub_download(repo_id: str) -> Path:
     try:
         from huggingface_hub import hf_hub_download
@@ -245,17 +345,15 @@ def _hub_download(repo_id: str) -> Path:
             f"model.safetensors from https://huggingface.co/{repo_id} into a folder and pass that folder"
         ) from None
     try:
-        cfg = hf_hub_download(repo_id, "config.json")
-        weights = hf_hub_download(repo_id, "model.safetensors")
+        return _download_snapshot(hf_hub_download, repo_id)
+    except CheckpointError:
+        raise
     except Exception as exc:  # offline, unknown repo, ...
         raise CheckpointError(
-            f"could not fetch {repo_id!r} from the hub ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            f"could not fetch {repo_id!r} from the hub ({_first_line(exc)}). "
             f"Offline? Download config.json and model.safetensors from https://huggingface.co/{repo_id} "
             "into a folder on this machine and pass that folder instead."
         ) from None
-    if Path(cfg).parent != Path(weights).parent:
-        raise CheckpointError(f"hub files of {repo_id!r} landed in different folders")
-    return Path(weights).parent
 
 
 def _resolve(source: str | os.PathLike) -> Path:
@@ -271,9 +369,14 @@ def _resolve(source: str | os.PathLike) -> Path:
     p = Path(s).expanduser()
     if p.exists():
         return p
+    if s in RELEASED_MODELS:
+        return _resolve_released(s)
     if "/" in s and not s.startswith((".", "/", "~")) and s.count("/") == 1 and not Path(s).suffix:
         return _hub_download(s)
-    raise CheckpointError(f"checkpoint {s!r} not found (not a file, folder, bundled name or hub id)")
+    raise CheckpointError(
+        f"checkpoint {s!r} not found: not a file, a folder, a hub id (owner/name) or a model name "
+        f"({_model_names()})"
+    )
 
 
 def load_model(
@@ -285,7 +388,9 @@ def load_model(
     """Load a DUSt3R network for inference (``eval()`` mode).
 
     Args:
-        source: file, folder, bundled model name (``"default"``) or hub id (see module docstring).
+        source: file, folder, bundled model name (``"default"``), short name of a released model
+            (``"dust3r-512-dpt"``, ``"dust3r-512-linear"``, ``"dust3r-224-linear"``) or hub id
+            (see the module docstring).
         device: where to put the weights (default CPU).
         config: architecture to use when the checkpoint has none (a bare state dict).
         dtype: parameter dtype (keep float32 and use autocast for mixed precision).
