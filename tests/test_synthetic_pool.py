@@ -3,6 +3,8 @@ exact resume, and training from it (loss falls; an interrupted run resumes to th
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -83,13 +85,16 @@ def test_ranks_and_splits_get_disjoint_scenes():
 
 
 def _cfg(out, **kw) -> TrainConfig:
-    base = dict(model=dict(TINY), resolution=[[48, 48]], batch_size=4, lr=1e-3, min_lr=1e-5, total_steps=6,
-                warmup_steps=1, output_dir=str(out), log_every=1, progress=False, tensorboard=False, eval_freq=0,
+    schedule = dict(min_lr=1e-5, total_steps=kw.pop("total_steps", 6), warmup_steps=kw.pop("warmup_steps", 1))
+    base = dict(model={"arch": dict(TINY)}, optimizer={"lr": kw.pop("lr", 1e-3)}, schedule=schedule,
+                output_dir=str(out), log_every=1, progress=False, tensorboard=False, eval_freq=0,
                 device="cpu", save_every_steps=2,
-                train_data=[{"kind": "synthetic_pool", "num_pairs": 16,
-                             "options": {"n_views": 5, "shadows": False, "n_textures": 8, "texture_size": 64,
-                                         "photo_prob": 0.0, "n_scenes": 4, "render_chunk": 4,
-                                         "refresh_every": 3, "refresh_scenes": 1}}])
+                data={"resolution": [[48, 48]], "batch_size": 4,
+                      "train": [{"kind": "synthetic_pool", "num_pairs": 16,
+                                 "engine": {"n_views": 5, "shadows": False, "n_textures": 8, "texture_size": 64,
+                                            "photo_prob": 0.0},
+                                 "pool": {"n_scenes": 4, "render_chunk": 4, "refresh_every": 3,
+                                          "refresh_scenes": 1}}]})
     base.update(kw)
     return TrainConfig.from_dict(base)
 
@@ -121,7 +126,8 @@ def test_training_from_pool_resumes_exactly(tmp_path):
 def test_pool_loss_falls(tmp_path):
     """A pool that never refreshes is a fixed, small training set: the tiny model must fit it."""
     cfg = _cfg(tmp_path / "fit", total_steps=60, warmup_steps=5, lr=2e-3, save_every_steps=0)
-    cfg.train_data[0].options.update(n_scenes=2, refresh_every=0)
+    spec = cfg.data.train[0]
+    spec.pool = dataclasses.replace(spec.pool, n_scenes=2, refresh_every=0)
     res = train(cfg)
     first, last = np.mean(res.losses[:5]), np.mean(res.losses[-5:])
     assert last < 0.8 * first, (first, last)
@@ -129,6 +135,6 @@ def test_pool_loss_falls(tmp_path):
 
 def test_pool_must_be_alone(tmp_path):
     cfg = _cfg(tmp_path / "x")
-    cfg.train_data.append(cfg.train_data[0])
-    with pytest.raises(Exception, match="only train_data"):
+    cfg.data.train.append(cfg.data.train[0])
+    with pytest.raises(Exception, match="only data.train"):
         train(cfg)

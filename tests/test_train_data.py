@@ -11,27 +11,20 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
-from pointmap.errors import DatasetError
-from pointmap.train.data import (
+from pointmap.errors import ConfigError, DatasetError
+from pointmap.train.batching import BatchedRandomSampler, collate_pairs, symmetrize_batch
+from pointmap.train.color import ColorJitter, hsv_to_rgb, rgb_to_hsv
+from pointmap.train.datasets import Co3dDataset, MixtureDataset, SceneFolderDataset, ViewDictPairDataset
+from pointmap.train.specs import DatasetSpec, build_mixture
+from pointmap.train.views import (
     RESOLUTIONS_512,
-    BatchedRandomSampler,
-    ColorJitter,
-    DatasetSpec,
-    MixtureDataset,
     RawView,
-    ViewDictPairDataset,
-    build_mixture,
-    collate_pairs,
     crop_resize,
     finalize_view,
-    hsv_to_rgb,
     resolutions_for,
-    rgb_to_hsv,
-    symmetrize_batch,
     transpose_to_landscape,
-    unproject_depthmap,
+    world_points,
 )
-from pointmap.train.datasets import Co3dDataset, SceneFolderDataset
 
 
 def _pose(yaw=0.1, roll=0.2, t=(0.3, -0.2, 1.0)):
@@ -58,8 +51,8 @@ def test_crop_resize_exact_for_integer_factor():
     view = _random_view(110, 80, K, rng)
     out = crop_resize(view, (32, 24), rng, aug_crop=0, orientation="landscape")
     assert out.size == (32, 24) and out.depthmap.shape == (24, 32)
-    orig = unproject_depthmap(view.depthmap, view.camera_intrinsics, view.camera_pose).reshape(-1, 3)
-    new = unproject_depthmap(out.depthmap, out.camera_intrinsics, out.camera_pose).reshape(-1, 3)
+    orig = world_points(view.depthmap, view.camera_intrinsics, view.camera_pose).reshape(-1, 3)
+    new = world_points(out.depthmap, out.camera_intrinsics, out.camera_pose).reshape(-1, 3)
     dist, idx = cKDTree(orig).query(new)
     assert dist.max() < 1e-9
     # the sampled pixels are (3u'+1, 3v'+1) of the 96x72 window at (0, 0)
@@ -78,7 +71,7 @@ def test_crop_resize_intrinsics_consistent_with_nearest_depth(size, res, aug):
     view = _random_view(W, H, K, rng)
     out = crop_resize(view, res, rng, aug_crop=aug, orientation="landscape")
     assert out.size == res
-    P = unproject_depthmap(out.depthmap, out.camera_intrinsics, out.camera_pose).reshape(-1, 3)
+    P = world_points(out.depthmap, out.camera_intrinsics, out.camera_pose).reshape(-1, 3)
     T = np.linalg.inv(view.camera_pose)
     pc = P @ T[:3, :3].T + T[:3, 3]
     uv = pc @ view.camera_intrinsics.T
@@ -167,7 +160,7 @@ class _FakePairs(torch.utils.data.Dataset):
         depth = 1 + torch.rand(H, W, generator=g)
         pose = torch.eye(4)
         pose[0, 3] = k
-        pts = torch.from_numpy(unproject_depthmap(depth.numpy(), K.double().numpy(), pose.double().numpy())).float()
+        pts = torch.from_numpy(world_points(depth.numpy(), K.double().numpy(), pose.double().numpy())).float()
         return {"img": torch.rand(3, H, W, generator=g) * 2 - 1, "depthmap": depth, "camera_pose": pose,
                 "camera_intrinsics": K, "pts3d": pts, "valid_mask": depth > 0,
                 "true_shape": torch.tensor([H, W], dtype=torch.int32), "instance": f"{idx}_{k}",
@@ -222,7 +215,7 @@ def _render_plane(K, T, W, H):
     """Camera rolled about its optical axis, looking along world +z at the plane Z = 5: constant
     depth; colour is a linear ramp of world X, Y."""
     depth = PLANE_Z - T[2, 3]
-    pts = unproject_depthmap(np.full((H, W), depth), K, T)
+    pts = world_points(np.full((H, W), depth), K, T)
     r = np.clip(128 + 25 * pts[..., 0], 0, 255)
     g = np.clip(128 + 25 * pts[..., 1], 0, 255)
     img = np.stack([r, g, np.full_like(r, 90)], -1).round().astype(np.uint8)
@@ -337,13 +330,13 @@ def test_build_mixture_from_specs(tmp_path):
     _write_scene(tmp_path / "scene")
     _write_co3d(tmp_path / "co3d")
     specs = [DatasetSpec.from_dict({"kind": "scene_folder", "root": str(tmp_path / "scene"), "num_pairs": 4,
-                                    "options": {"max_gap": 1}}),
+                                    "max_gap": 1}),
              DatasetSpec.from_dict({"kind": "co3d", "root": str(tmp_path / "co3d"), "num_pairs": 3,
-                                    "aug_crop": 16, "options": {"mask_bg": "rand"}})]
+                                    "aug_crop": 16, "mask_bg": "rand"})]
     mix = build_mixture(specs, [(32, 24)])
     assert len(mix) == 7
     v1, v2 = collate_pairs([mix[(i, 0, 0)] for i in range(7)])
     assert v1["img"].shape == (7, 3, 24, 32)
     assert v1["dataset"][:4] == ["scene_folder"] * 4 and v1["dataset"][4:] == ["Co3d_v2"] * 3
-    with pytest.raises(ValueError, match="unknown dataset spec"):
+    with pytest.raises(ConfigError, match="unknown fields"):
         DatasetSpec.from_dict({"kind": "co3d", "bogus": 1})

@@ -14,13 +14,9 @@ import pytest
 import torch
 from spawn_ranks import free_port, spawn_ranks
 
-from pointmap.train.config import ConfigError, TrainConfig, load_train_config
-from pointmap.train.data import (
-    BatchedRandomSampler,
-    build_mixture,
-    collate_pairs,
-    unproject_depthmap,
-)
+from pointmap.errors import ConfigError
+from pointmap.train.batching import BatchedRandomSampler, collate_pairs
+from pointmap.train.config import TrainConfig, load_train_config
 from pointmap.train.losses import build_criterion
 from pointmap.train.trainer import (
     build_model,
@@ -34,6 +30,8 @@ from pointmap.train.trainer import (
     setup_distributed,
     train,
 )
+from pointmap.train.specs import build_mixture
+from pointmap.train.views import world_points
 
 TINY = dict(enc_embed_dim=32, enc_depth=2, enc_num_heads=2, dec_embed_dim=32, dec_depth=2,
             dec_num_heads=2, head_type="linear", img_size=[64, 64])
@@ -53,7 +51,7 @@ def _write_scene(root: Path, n=5, W=80, H=60):
         v, u = np.mgrid[0:H, 0:W].astype(np.float64)
         rays = np.stack([(u - K[0, 2]) / 70, (v - K[1, 2]) / 70, np.ones_like(u)], -1)
         depth = 3.0 / (1.0 + 0.3 * rays[..., 1])  # plane z + 0.3 y = 3 in every camera
-        pts = unproject_depthmap(depth, K, T)
+        pts = world_points(depth, K, T)
         ix = np.floor(pts[..., 0] * 4).astype(int) % 8
         iy = np.floor(pts[..., 1] * 4).astype(int) % 8
         PIL.Image.fromarray(tex[iy, ix].astype(np.uint8)).save(root / "images" / f"{i:03d}.png")
@@ -72,14 +70,31 @@ def scene(tmp_path_factory) -> Path:
     return root
 
 
+# the section of each setting the tests vary (the others are top-level TrainConfig fields)
+_SECTION = {"model": ("model", "arch"), "train_data": ("data", "train"), "test_data": ("data", "test"),
+            "resolution": ("data", "resolution"), "batch_size": ("data", "batch_size"),
+            "lr": ("optimizer", "lr"), "accum_iter": ("optimizer", "accum_iter"),
+            "min_lr": ("schedule", "min_lr"), "total_steps": ("schedule", "total_steps"),
+            "warmup_steps": ("schedule", "warmup_steps"), "stop_at_step": ("schedule", "stop_at_step"),
+            "max_minutes": ("schedule", "max_minutes")}
+
+
 def _cfg(scene: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(model=dict(TINY), train_data=[{"kind": "scene_folder", "root": str(scene), "num_pairs": 4,
-                                               "color_jitter": False, "options": {"max_gap": 1}}],
+    """A tiny CPU run on ``scene``; ``kw`` sets settings by name (placed in their section)."""
+    flat = dict(model=dict(TINY), train_data=[{"kind": "scene_folder", "root": str(scene), "num_pairs": 4,
+                                               "color_jitter": False, "max_gap": 1}],
                 resolution=[[64, 48]], batch_size=1, accum_iter=1, lr=1e-3, min_lr=1e-5,
                 total_steps=8, warmup_steps=2, output_dir=str(out), log_every=1, progress=False,
                 tensorboard=False, eval_freq=0, device="cpu")
-    base.update(kw)
-    return TrainConfig.from_dict(base)
+    flat.update(kw)
+    nested: dict = {}
+    for k, v in flat.items():
+        if k in _SECTION:
+            section, name = _SECTION[k]
+            nested.setdefault(section, {})[name] = v
+        else:
+            nested[k] = v
+    return TrainConfig.from_dict(nested)
 
 
 def test_lr_schedule():
@@ -112,12 +127,12 @@ def test_param_groups_and_freeze(scene, tmp_path):
 def test_config_yaml_and_overrides(tmp_path, scene):
     path = tmp_path / "c.yaml"
     path.write_text(json.dumps(_cfg(scene, tmp_path / "run").to_dict()))  # JSON is YAML
-    cfg = load_train_config(path, ["lr=2e-4", "train_data.0.num_pairs=3", "amp=bf16"])
-    assert cfg.lr == 2e-4 and cfg.train_data[0].num_pairs == 3 and cfg.amp == "bf16"
+    cfg = load_train_config(path, ["optimizer.lr=2e-4", "data.train.0.num_pairs=3", "amp=bf16"])
+    assert cfg.optimizer.lr == 2e-4 and cfg.data.train[0].num_pairs == 3 and cfg.amp == "bf16"
     with pytest.raises(ConfigError, match="unknown training config keys"):
         load_train_config(path, ["learning_rate=1"])
     with pytest.raises(ConfigError, match="freeze"):
-        load_train_config(path, ["freeze=all"])
+        load_train_config(path, ["model.freeze=all"])
 
 
 def test_overfit_fixed_batch(scene, tmp_path):
@@ -125,7 +140,7 @@ def test_overfit_fixed_batch(scene, tmp_path):
     cfg = _cfg(scene, tmp_path / "run", batch_size=2, total_steps=50, warmup_steps=3, lr=2e-3,
                log_every=10,
                train_data=[{"kind": "scene_folder", "root": str(scene), "num_pairs": 2, "color_jitter": False,
-                            "options": {"max_gap": 1}}])
+                            "max_gap": 1}])
     res = train(cfg)
     assert res.status == "done" and res.step == 50
     first, last = res.losses[0], float(np.mean(res.losses[-5:]))
@@ -176,7 +191,7 @@ def test_resume_reproduces_uninterrupted_run(scene, tmp_path):
 def test_time_budget_and_eval(scene, tmp_path):
     cfg = _cfg(scene, tmp_path / "run", total_steps=1000, max_minutes=0.0, eval_freq=1,
                test_data=[{"kind": "scene_folder", "root": str(scene), "num_pairs": 2, "color_jitter": False,
-                           "options": {"max_gap": 1}}])
+                           "max_gap": 1}])
     res = train(cfg)
     assert res.status == "time_limit" and res.step == 1
     assert (tmp_path / "run" / "checkpoint-last.pt").exists()
@@ -187,13 +202,13 @@ def test_time_budget_and_eval(scene, tmp_path):
     from pointmap.model import ModelConfig, load_model
 
     m = load_model(tmp_path / "run" / "checkpoint-last.pt")
-    assert m.config == ModelConfig.from_dict(cfg.model)
+    assert m.config == cfg.model.arch == ModelConfig.from_dict(TINY)
     own = m.state_dict()
     assert all(torch.equal(own[k], v) for k, v in st["model"].items())
     # a short full run with evaluation keeps the best model
     cfg = _cfg(scene, tmp_path / "run2", total_steps=4, eval_freq=1,
                test_data=[{"kind": "scene_folder", "root": str(scene), "num_pairs": 2, "color_jitter": False,
-                           "options": {"max_gap": 1}}])
+                           "max_gap": 1}])
     res = train(cfg)
     assert math.isfinite(res.best_test)
     assert (tmp_path / "run2" / "checkpoint-best.safetensors").exists()
@@ -221,10 +236,10 @@ def _grads(cfg: TrainConfig, rank: int, world: int, ddp: bool) -> torch.Tensor:
     model = build_model(cfg)
     freeze_model(model, "none")
     net = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
-    ds = build_mixture(cfg.train_data, [(64, 48)], seed=cfg.seed)
-    sampler = BatchedRandomSampler(len(ds), cfg.batch_size, 1, world, rank, seed=cfg.data_seed)
+    ds = build_mixture(cfg.data.train, [(64, 48)], seed=cfg.seed)
+    sampler = BatchedRandomSampler(len(ds), cfg.data.batch_size, 1, world, rank, seed=cfg.data.seed)
     keys = next(iter(sampler))
-    loss, _ = forward_loss(net, build_criterion(cfg.criterion), collate_pairs([ds[k] for k in keys]),
+    loss, _ = forward_loss(net, build_criterion(cfg.criterion.train.spec()), collate_pairs([ds[k] for k in keys]),
                            torch.device("cpu"))
     loss.backward()
     return torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
@@ -271,7 +286,7 @@ def test_ddp_two_processes_match_single(scene, tmp_path):
                          ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     cfg = load_train_config(path)
-    assert cfg.train_data and cfg.lr > 0 and cfg.batch_size >= 1
+    assert cfg.data.train and cfg.optimizer.lr > 0 and cfg.data.batch_size >= 1
 
 
 @pytest.mark.parametrize("head", ["linear", "dpt"])

@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 from spawn_ranks import free_port, spawn_ranks
 from test_trainer import _cfg, _write_scene
 
-from pointmap.train.config import ConfigError, TrainConfig
+from pointmap.errors import ConfigError
+from pointmap.train.config import TrainConfig
 from pointmap.train.trainer import read_log, setup_distributed, train
 
 # a DPT head: covers the aliased ``layer_rn`` keys of the full state dicts (dec_depth >= 4)
@@ -78,7 +79,7 @@ def runs(tmp_path_factory) -> Path:
     scene = root / "scene"
     _write_scene(scene)
     data = [{"kind": "scene_folder", "root": str(scene), "num_pairs": 8, "color_jitter": False,
-             "options": {"max_gap": 1}}]
+             "max_gap": 1}]
     test = [{**data[0], "num_pairs": 2}]
 
     def cfg(name: str, world: int, **kw) -> TrainConfig:

@@ -9,6 +9,7 @@ __all__ = [
     "GraphError",
     "DatasetError",
     "OutputExistsError",
+    "ConfigError",
 ]
 
 
@@ -34,3 +35,7 @@ class DatasetError(PointmapError):
 
 class OutputExistsError(PointmapError, FileExistsError):
     """An output would overwrite existing results without ``overwrite=True``."""
+
+
+class ConfigError(PointmapError, ValueError):
+    """A configuration file or override is invalid (unknown key, bad value); the message names it."""

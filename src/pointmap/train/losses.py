@@ -41,7 +41,11 @@ __all__ = [
     "joint_median_depth",
     "joint_center_and_scale",
     "build_criterion",
+    "CRITERION_TYPES",
 ]
+
+CRITERION_TYPES = ("conf", "regr3d", "scale_shift_inv")
+"""The criterion types :func:`build_criterion` knows."""
 
 _STATS = ("avg", "median", "sqrt")
 _WARPS = ("dis", "log1p", "warp-log1p")
@@ -312,4 +316,4 @@ def build_criterion(spec: dict[str, Any] | None = None) -> nn.Module:
         return Regr3D(L21(), norm_mode=norm_mode, gt_scale=gt_scale)
     if kind == "scale_shift_inv":
         return Regr3DScaleShiftInv(L21(), norm_mode=norm_mode, gt_scale=gt_scale)
-    raise ValueError(f"unknown criterion type {kind!r}: use 'conf', 'regr3d' or 'scale_shift_inv'")
+    raise ValueError(f"unknown criterion type {kind!r}: use one of {CRITERION_TYPES}")

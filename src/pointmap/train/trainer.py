@@ -16,7 +16,7 @@ Run folder (``output_dir``) contents:
 
 Multi-process training uses ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
 ``MASTER_PORT``): NCCL on CUDA, gloo on CPU. Each rank sees its own slice of every global batch
-(:class:`~pointmap.train.data.BatchedRandomSampler`); only rank 0 writes files.
+(:class:`~pointmap.train.batching.BatchedRandomSampler`); only rank 0 writes files.
 ``TrainConfig.parallel`` picks the strategy: ``"ddp"`` (a full replica per rank) or ``"fsdp"``
 (parameters, gradients and optimiser state sharded over the ranks, see :func:`shard_model`). FSDP
 checkpoints are gathered to full tensors on rank 0, so both write the same files and either can
@@ -43,17 +43,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..io_utils import atomic_write, atomic_write_text
 from .config import TrainConfig, load_train_config
-from .data import (
-    BatchedRandomSampler,
-    build_mixture,
-    build_pool,
-    collate_pairs,
-    resolutions_for,
-    symmetrize_batch,
-)
+from .batching import BatchedRandomSampler, collate_pairs, symmetrize_batch
+from .specs import SyntheticPoolData, build_mixture
+from .views import resolutions_for
 from .losses import build_criterion
 
 __all__ = [
@@ -140,7 +135,7 @@ def shard_model(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
-    """Build the network of ``cfg`` and initialise it from ``cfg.init`` if given.
+    """Build the network of ``cfg`` and initialise it from ``cfg.model.init`` if given.
 
     The init checkpoint is read with :func:`pointmap.model.read_checkpoint` and copied with
     ``strict=False`` semantics (missing heads / ``dec_blocks2`` allowed; ``dec_blocks2`` is copied
@@ -149,20 +144,20 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     from ..model import DUSt3R, ModelConfig, load_weights, read_checkpoint
 
     sd = None
-    arch = ModelConfig.from_dict(cfg.model) if cfg.model is not None else None
-    if cfg.init:
-        ck_cfg, sd = read_checkpoint(cfg.init)
+    arch = cfg.model.arch if cfg.model.arch is not None else None
+    if cfg.model.init:
+        ck_cfg, sd = read_checkpoint(cfg.model.init)
         arch = arch or ck_cfg
         if arch is None:
             raise CheckpointError(
-                f"{cfg.init} holds weights but no architecture; give the 'model' fields in the config"
+                f"{cfg.model.init} holds weights but no architecture; give the 'model' fields in the config"
             )
     torch.manual_seed(cfg.seed)
     model = DUSt3R(arch)
     if sd is not None:
-        report = load_weights(model, sd, strict=False, source=str(cfg.init))
+        report = load_weights(model, sd, strict=False, source=str(cfg.model.init))
         if report.missing:
-            warnings.warn(f"{len(report.missing)} parameters not in {cfg.init} keep their initial "
+            warnings.warn(f"{len(report.missing)} parameters not in {cfg.model.init} keep their initial "
                           f"values (e.g. {report.missing[0]})", stacklevel=2)
     return model
 
@@ -466,19 +461,17 @@ def evaluate(model: nn.Module, cfg: TrainConfig, device: torch.device, step: int
 
     ``cache`` (a dict kept by the caller) stores the collated test batches of the first call, so
     later evaluations do not read or render the test sets again."""
-    from .data import build_dataset
-
-    res = [tuple(cfg.test_resolution)] if cfg.test_resolution else resolutions_for(cfg.resolution)[:1]
-    criterion = build_criterion(cfg.test_criterion)
+    res = [tuple(cfg.data.test_resolution)] if cfg.data.test_resolution else resolutions_for(cfg.data.resolution)[:1]
+    criterion = build_criterion(cfg.criterion.test.spec())
     out = {}
     was_training = model.training
     model.eval()
-    for i, spec in enumerate(cfg.test_data):
+    for i, spec in enumerate(cfg.data.test):
         if cache is None or i not in cache:
-            ds = build_dataset(spec, res, seed=cfg.data_seed, orientation="landscape")
+            ds = spec.build(res, seed=cfg.data.seed, orientation="landscape")
             n = len(ds) if spec.num_pairs is None else min(len(ds), spec.num_pairs)
             keys = [(j, 0, 0) for j in range(n)]
-            batches = [collate_pairs([ds[k] for k in keys[b:b + cfg.batch_size]]) for b in range(0, n, cfg.batch_size)]
+            batches = [collate_pairs([ds[k] for k in keys[b:b + cfg.data.batch_size]]) for b in range(0, n, cfg.data.batch_size)]
             if cache is not None:
                 cache[i] = batches
         else:
@@ -510,7 +503,7 @@ def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None =
     if cfg.device == "cpu":
         device = torch.device("cpu")
     elif cfg.device == "cuda" and device.type != "cuda":
-        raise CheckpointError("device 'cuda' requested but CUDA is not available")
+        raise ConfigError("device 'cuda' requested but CUDA is not available; set device: auto or cpu")
     out = Path(cfg.output_dir)
     is_main = rank == 0
     if is_main:
@@ -522,45 +515,45 @@ def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None =
 
     # model, optimiser, criterion
     model = build_model(cfg)
-    freeze_model(model, cfg.freeze)
+    freeze_model(model, cfg.model.freeze)
     model.to(device).train()
     sharded = world > 1 and cfg.parallel == "fsdp"
     if sharded:  # before the optimiser: it must hold the shards
         shard_model(model, device)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.95))
-    criterion = build_criterion(cfg.criterion)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.optimizer.weight_decay), lr=cfg.optimizer.lr, betas=(0.9, 0.95))
+    criterion = build_criterion(cfg.criterion.train.spec())
     net: nn.Module = model
     if world > 1 and not sharded:
         # the parameters the architecture never uses are frozen (freeze_model), so DDP needs no
         # per-iteration search for unused parameters
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
+    if cfg.model.compile:
         net = torch.compile(net)
 
     # data
-    if not cfg.train_data:
-        raise CheckpointError("the training config lists no train_data")
-    resolutions = resolutions_for(cfg.resolution)
+    if not cfg.data.train:
+        raise ConfigError("the training config lists no data.train entry")
+    resolutions = resolutions_for(cfg.data.resolution)
     pool = None
-    if any(s.kind == "synthetic_pool" for s in cfg.train_data):
-        if len(cfg.train_data) != 1:
-            raise CheckpointError("a 'synthetic_pool' train set must be the only train_data entry")
-        spec = cfg.train_data[0]
-        pool = build_pool(spec, resolutions, cfg.seed, rank, world, device, progress=is_main and cfg.progress)
-        iters_per_epoch = max(1, (spec.num_pairs or 100_000) // (cfg.batch_size * world))
+    if any(isinstance(s, SyntheticPoolData) for s in cfg.data.train):
+        if len(cfg.data.train) != 1:
+            raise ConfigError("a 'synthetic_pool' train set must be the only data.train entry")
+        spec = cfg.data.train[0]
+        pool = spec.build_pool(resolutions, cfg.seed, rank, world, device, progress=is_main and cfg.progress)
+        iters_per_epoch = max(1, (spec.num_pairs or 100_000) // (cfg.data.batch_size * world))
     else:
-        dataset = build_mixture(cfg.train_data, resolutions, seed=cfg.seed, orientation=cfg.orientation,
-                                mixture_seed=cfg.data_seed)
-        sampler = BatchedRandomSampler(len(dataset), cfg.batch_size, len(resolutions), world, rank,
-                                       seed=cfg.data_seed)
+        dataset = build_mixture(cfg.data.train, resolutions, seed=cfg.seed, orientation=cfg.data.orientation,
+                                mixture_seed=cfg.data.seed)
+        sampler = BatchedRandomSampler(len(dataset), cfg.data.batch_size, len(resolutions), world, rank,
+                                       seed=cfg.data.seed)
         iters_per_epoch = len(sampler)
-    if cfg.total_steps is not None:
-        total_iters = cfg.total_steps * cfg.accum_iter
-        warm_iters = (cfg.warmup_steps or 0) * cfg.accum_iter
+    if cfg.schedule.total_steps is not None:
+        total_iters = cfg.schedule.total_steps * cfg.optimizer.accum_iter
+        warm_iters = (cfg.schedule.warmup_steps or 0) * cfg.optimizer.accum_iter
     else:
-        total_iters = int(round(cfg.epochs * iters_per_epoch))
-        warm_iters = cfg.warmup_epochs * iters_per_epoch
+        total_iters = int(round(cfg.schedule.epochs * iters_per_epoch))
+        warm_iters = cfg.schedule.warmup_epochs * iters_per_epoch
     n_epochs = math.ceil(total_iters / iters_per_epoch)
 
     # resume
@@ -623,16 +616,16 @@ def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None =
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total_iters, initial=it, unit="it", dynamic_ncols=True, desc="train")
-    pairs_per_iter = cfg.batch_size * world
+    pairs_per_iter = cfg.data.batch_size * world
     losses: list[float] = []
     status = "done"
     acc_loss, acc_n, t_run, it_run = 0.0, 0, time.monotonic(), it
     optimizer.zero_grad(set_to_none=True)
 
     def budget_spent() -> bool:
-        if cfg.max_minutes is None:
+        if cfg.schedule.max_minutes is None:
             return False
-        flag = torch.tensor([float(time.monotonic() - t_start > 60 * cfg.max_minutes)])
+        flag = torch.tensor([float(time.monotonic() - t_start > 60 * cfg.schedule.max_minutes)])
         if world > 1:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
@@ -641,24 +634,24 @@ def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None =
         while it < total_iters and status == "done":
             epoch, start = divmod(it, iters_per_epoch)
             if pool is not None:
-                loader = (pool.sample(cfg.batch_size) for _ in range(start, iters_per_epoch))
+                loader = (pool.sample(cfg.data.batch_size) for _ in range(start, iters_per_epoch))
             else:
                 sampler.set_epoch(epoch, start_batch=start)
                 loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pairs,
-                                    num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+                                    num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
             for batch in loader:
-                if it % cfg.accum_iter == 0:
-                    lr = lr_at(it, cfg.lr, cfg.min_lr, warm_iters, total_iters)
+                if it % cfg.optimizer.accum_iter == 0:
+                    lr = lr_at(it, cfg.optimizer.lr, cfg.schedule.min_lr, warm_iters, total_iters)
                     for g in optimizer.param_groups:
                         g["lr"] = lr
-                boundary = (it + 1) % cfg.accum_iter == 0
+                boundary = (it + 1) % cfg.optimizer.accum_iter == 0
                 sync = (contextlib.nullcontext() if boundary or world == 1
                         else _no_grad_sync(model if sharded else net, sharded))
                 with sync:
-                    loss, details = forward_loss(net, criterion, batch, device, cfg.amp, cfg.symmetrize)
+                    loss, details = forward_loss(net, criterion, batch, device, cfg.amp, cfg.data.symmetrize)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"non-finite loss {float(loss)} at iteration {it}")
-                    (loss / cfg.accum_iter).backward()
+                    (loss / cfg.optimizer.accum_iter).backward()
                 acc_loss += float(loss.detach())
                 acc_n += 1
                 it += 1
@@ -688,7 +681,7 @@ def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None =
                 epoch_end = it % iters_per_epoch == 0 or it >= total_iters
                 if epoch_end:
                     ep = math.ceil(it / iters_per_epoch)
-                    if cfg.test_data and cfg.eval_freq and (ep % cfg.eval_freq == 0 or it >= total_iters):
+                    if cfg.data.test and cfg.eval_freq and (ep % cfg.eval_freq == 0 or it >= total_iters):
                         improved = False
                         if is_main or sharded:  # a sharded model runs on all ranks together
                             stats = evaluate(model, cfg, device, step, cache=eval_cache)
@@ -708,7 +701,7 @@ def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None =
                         save_model_file(f"model-epoch{ep:04d}.safetensors")
                 if epoch_end or (cfg.save_every_steps and step % cfg.save_every_steps == 0):
                     save()
-                if cfg.stop_at_step is not None and step >= cfg.stop_at_step and it < total_iters:
+                if cfg.schedule.stop_at_step is not None and step >= cfg.schedule.stop_at_step and it < total_iters:
                     status = "stopped"
                 elif budget_spent() and it < total_iters:
                     status = "time_limit"
@@ -739,5 +732,5 @@ def main_train(config_path: str | os.PathLike, overrides: list[str] | None = Non
     overrides and the optional time budget (minutes), then :func:`train`."""
     cfg = load_train_config(config_path, overrides)
     if max_minutes is not None:
-        cfg.max_minutes = max_minutes
+        cfg.schedule.max_minutes = max_minutes
     return train(cfg)

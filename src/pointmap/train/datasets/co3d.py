@@ -28,7 +28,8 @@ import numpy as np
 import PIL.Image
 
 from ...errors import DatasetError
-from ..data import PairViewDataset, RawView
+from ..views import RawView
+from .base import PairViewDataset
 
 __all__ = ["Co3dDataset"]
 
@@ -41,7 +42,7 @@ class Co3dDataset(PairViewDataset):
         split: selects ``selected_seqs_{split}.json``.
         mask_bg: ``True`` / ``False`` / ``"rand"``.
         num_frames: frames per sequence the pair offsets are designed for (reference: 100).
-        **kw: :class:`~pointmap.train.data.PairViewDataset` options.
+        **kw: :class:`~pointmap.train.datasets.PairViewDataset` options.
     """
 
     def __init__(self, root: str | Path, split: str = "train", mask_bg: bool | str = True,

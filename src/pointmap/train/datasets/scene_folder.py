@@ -42,7 +42,8 @@ import numpy as np
 import PIL.Image
 
 from ...errors import DatasetError
-from ..data import PairViewDataset, RawView
+from ..views import RawView
+from .base import PairViewDataset
 
 __all__ = ["SceneFolderDataset", "read_scene_cameras"]
 
@@ -76,7 +77,7 @@ class SceneFolderDataset(PairViewDataset):
         root: a scene folder or a folder of scene folders.
         split: split name selecting ``<root>/<split>.txt`` when that file exists.
         max_gap: default pairs join frames at most ``max_gap`` apart in the frame list.
-        **kw: :class:`~pointmap.train.data.PairViewDataset` options (resolutions, aug_crop …).
+        **kw: :class:`~pointmap.train.datasets.PairViewDataset` options (resolutions, aug_crop …).
     """
 
     def __init__(self, root: str | Path, split: str = "train", max_gap: int = 3, **kw: Any) -> None:
