@@ -22,8 +22,7 @@ from pointmap.align.gauss_newton import (
     _targets,
     loss_and_depth,
 )
-from pointmap.align.init import mst_init
-from pointmap.align.optimizer import _known_cameras
+from pointmap.align.init import KnownCameras, mst_init
 from pointmap.align.reference import reference_optimise
 from pointmap.errors import GraphError, PointmapError
 from pointmap.geometry import align_multiple_poses
@@ -92,7 +91,7 @@ def test_reduced_system_matches_autograd_schur():
     followed by an explicit Schur complement of the (diagonal) depth block."""
     gt = make_synthetic_scene(3, (12, 8), seed=7)
     data = build_edge_data(gt.preds, torch.device("cpu"), 2, 4096, "log", None, 1 << 24, "float32", 0)
-    kn = _known_cameras(3, gt.preds.image_shapes, None, None, None)
+    kn = KnownCameras.from_inputs(gt.preds.image_shapes)
     init = mst_init(data, kn, 3.0, 10, 5.0, 0.5)
     R, C = init.poses[:, :3, :3], init.poses[:, :3, 3]
     st = GNState(R, C, init.focals.log()[:, None].repeat(1, 2), init.depth.clamp(min=0.1),
@@ -134,7 +133,7 @@ def test_fast_solver_reaches_the_reference_optimum():
     preds = gt.preds
     res = align_pairs(preds, config=AlignConfig(coarse_stride=1, dense=False))
     data = build_edge_data(preds, torch.device("cpu"), 1, 4096, "log", None, 1 << 24, "float32", 0)
-    init = mst_init(data, _known_cameras(3, preds.image_shapes, None, None, None), 3.0, 10, 5.0, 0.5)
+    init = mst_init(data, KnownCameras.from_inputs(preds.image_shapes), 3.0, 10, 5.0, 0.5)
     ref_loss, ref_poses, ref_focals = reference_optimise(preds, init, niter=300)
     assert res.loss <= ref_loss * (1 + 1e-5)
     assert abs(res.loss - ref_loss) < 1e-3 * ref_loss
@@ -173,7 +172,7 @@ def test_some_known_poses(small10, which):
 
 def test_shared_focal():
     gt = make_synthetic_scene(6, SMALL, seed=2, shared_focal=True, **NOISE)
-    sc = global_align(gt.preds, shared_focal=True)
+    sc = global_align(gt.preds, config=AlignConfig(shared_focal=True))
     assert float(sc.focals.std()) < 1e-4
     assert abs(float(sc.focals[0] / gt.focals[0]) - 1) < 0.01
 
@@ -236,7 +235,7 @@ def test_adam_path_matches_reference_twin():
     cfg = AlignConfig(solver="adam", niter=60, coarse_stride=1, dense=False)
     res = align_pairs(preds, config=cfg)
     data = build_edge_data(preds, torch.device("cpu"), 1, 4096, "log", None, 1 << 24, "float32", 0)
-    init = mst_init(data, _known_cameras(3, preds.image_shapes, None, None, None), 3.0, 10, 5.0, 0.5)
+    init = mst_init(data, KnownCameras.from_inputs(preds.image_shapes), 3.0, 10, 5.0, 0.5)
     ref_loss, ref_poses, ref_focals = reference_optimise(preds, init, niter=60)
     assert abs(res.loss - ref_loss) < 1e-3 * ref_loss
     assert torch.allclose(res.scene.poses, ref_poses, atol=1e-3)
@@ -305,3 +304,35 @@ def test_clean_pointcloud_and_mask_sky(small10):
     sky = mask_sky(replace(sc, imgs=imgs))
     assert (sky.confidence[1][:6] == 0).all() and not sky.masks[1][:6].any()
     assert (sc.confidence[1][:6] > 0).all()
+
+
+def test_pair_predictions_subset_reindexes_and_keeps_order():
+    gt = make_synthetic_scene(4, (12, 8), seed=3)
+    P = gt.preds
+    sub = P.subset([2, 0])
+    inside = [(i, j) for i, j in P.pairs if {i, j} <= {0, 2}]
+    assert sub.n_images == 2 and sub.pairs == [({2: 0, 0: 1}[i], {2: 0, 0: 1}[j]) for i, j in inside]
+    assert sub.image_shapes == [P.image_shapes[2], P.image_shapes[0]]
+    for r, e in enumerate(P.pairs_within([2, 0])):
+        assert sub.pts3d_1[r] is P.pts3d_1[e] and sub.conf_2[r] is P.conf_2[e]
+    with pytest.raises(ValueError):
+        P.subset([0, 0])
+
+
+def test_pnp_seed_reaches_ransac_and_is_deterministic(monkeypatch):
+    """Images off the spanning tree's seed edge are posed by RANSAC PnP seeded with
+    ``AlignConfig.pnp_seed``: the seed given is the one set, and one seed gives one result."""
+    import cv2
+
+    gt = make_synthetic_scene(4, SMALL, seed=4, **NOISE)
+    seen: list[int] = []
+    real = cv2.setRNGSeed
+    monkeypatch.setattr(cv2, "setRNGSeed", lambda s: (seen.append(int(s)), real(s))[1])
+    cfg = AlignConfig(pnp_seed=1234, niter=3, dense=False)
+    a = align_pairs(gt.preds, config=cfg)
+    assert seen and set(seen) == {1234}
+    b = align_pairs(gt.preds, config=cfg)
+    assert torch.equal(a.scene.poses, b.scene.poses) and a.init_loss == b.init_loss
+    seen.clear()
+    align_pairs(gt.preds, config=AlignConfig(pnp_seed=7, niter=3, dense=False))
+    assert seen and set(seen) == {7}

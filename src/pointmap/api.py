@@ -94,7 +94,7 @@ def reconstruct_images(
     cfg = align or AlignConfig(conf_threshold=model.recommended_conf_threshold)
     rgb = [im.rgb for im in work]
     if len(work) == 2:
-        scene = pair_scene(preds, rgb, conf_threshold=cfg.conf_threshold)
+        scene = pair_scene(preds, rgb, conf_threshold=cfg.conf_threshold, pnp_seed=cfg.pnp_seed)
     else:
         scene = global_align(preds, rgb, config=cfg, device=dev, progress=progress)
     timings["alignment"] = time.perf_counter() - t

@@ -103,6 +103,30 @@ class PairPredictions:
         except ValueError:
             raise KeyError(f"pair {(i, j)} not in predictions") from None
 
+    def pairs_within(self, images: Sequence[int]) -> list[int]:
+        """Positions of the pairs whose two images are both in ``images`` (in pair order)."""
+        inside = set(int(k) for k in images)
+        return [e for e, (i, j) in enumerate(self.pairs) if i in inside and j in inside]
+
+    def subset(self, images: Sequence[int]) -> "PairPredictions":
+        """The pairs within ``images`` (:meth:`pairs_within`, order kept), re-indexed so that
+        ``images[r]`` becomes image ``r``; tensors are shared, not copied.
+
+        Raises:
+            ValueError: an index of ``images`` is out of range or repeated.
+        """
+        images = [int(k) for k in images]
+        if len(set(images)) != len(images) or any(not 0 <= k < self.n_images for k in images):
+            raise ValueError(f"subset images {images} must be distinct indices in [0, {self.n_images})")
+        remap = {k: r for r, k in enumerate(images)}
+        keep = self.pairs_within(images)
+        pick = lambda ts: [ts[e] for e in keep]  # noqa: E731
+        return PairPredictions(
+            [(remap[self.pairs[e][0]], remap[self.pairs[e][1]]) for e in keep],
+            pick(self.pts3d_1), pick(self.conf_1), pick(self.pts3d_2_in_1), pick(self.conf_2),
+            n_images=len(images), image_shapes=[self.image_shapes[k] for k in images],
+        )
+
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "PairPredictions":
         """A copy with every tensor moved/cast."""
         mv = lambda ts: [t.to(device=device, dtype=dtype) for t in ts]  # noqa: E731

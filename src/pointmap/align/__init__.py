@@ -2,6 +2,7 @@
 
 from .config import AlignConfig
 from .optimizer import (
+    AlignInputs,
     AlignResult,
     align_components,
     align_pairs,
@@ -13,6 +14,7 @@ from .postprocess import clean_pointcloud, mask_sky
 
 __all__ = [
     "AlignConfig",
+    "AlignInputs",
     "AlignResult",
     "align_components",
     "align_pairs",

@@ -50,7 +50,9 @@ class AlignConfig:
         cache_bytes: full-resolution predictions are cached on the device (in ``storage_dtype``)
             when they fit in this many bytes; otherwise they are streamed at every pass.
         storage_dtype: ``'float16'``, ``'bfloat16'`` or ``'float32'`` for the device cache.
-        pnp_seed: seed of OpenCV's RNG (RANSAC) for reproducible initialisation.
+        pnp_seed: seed of OpenCV's RNG, set before every RANSAC PnP of the initialisation
+            (reproducible results; another seed may pick other inliers).
+        shared_focal: one focal for all images without a known one.
     """
 
     conf_threshold: float = 3.0
@@ -74,6 +76,7 @@ class AlignConfig:
     cache_bytes: int = 8 << 30
     storage_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
     pnp_seed: int = 0
+    shared_focal: bool = False
 
     def __post_init__(self) -> None:
         from ..errors import PointmapError

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -12,12 +13,38 @@ import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import minimum_spanning_tree
 
+from ..errors import PointmapError
 from ..geometry.camera import estimate_focal_from_pixels
 from ..geometry.pnp import pnp_ransac_points
 from ..geometry.registration import align_multiple_poses, rigid_registration
 from .data import CoarseData
 
 __all__ = ["InitResult", "KnownCameras", "mst_init"]
+
+
+def _per_image(value, n: int, name: str, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalise ``None`` / tensor ``(N, *shape)`` / ``{idx: value}`` to ``(values, mask)``."""
+    vals = torch.zeros((n,) + shape)
+    mask = torch.zeros(n, dtype=torch.bool)
+    if value is None:
+        return vals, mask
+    items = value.items() if isinstance(value, Mapping) else enumerate(value)
+    for k, v in items:
+        k = int(k)
+        if not 0 <= k < n:
+            raise PointmapError(f"{name}: image index {k} out of range [0, {n})")
+        if v is None:
+            continue
+        v = torch.as_tensor(v, dtype=torch.float32)
+        if v.numel() == 1 and shape == (2,):
+            v = v.reshape(1).expand(2)
+        if tuple(v.shape) != shape:
+            raise PointmapError(f"{name}[{k}] has shape {tuple(v.shape)}, expected {shape}")
+        if not torch.isfinite(v).all():
+            raise PointmapError(f"{name}[{k}] is not finite")
+        vals[k] = v
+        mask[k] = True
+    return vals, mask
 
 
 @dataclass
@@ -38,7 +65,45 @@ class KnownCameras:
 
     @property
     def n_known_poses(self) -> int:
+        """How many poses are given."""
         return int(self.pose_mask.sum())
+
+    @classmethod
+    def from_inputs(
+        cls, shapes: Sequence[tuple[int, int]], known_poses=None, known_focals=None,
+        known_intrinsics=None,
+    ) -> "KnownCameras":
+        """Validate the user's known cameras of ``len(shapes)`` images (formats of
+        :class:`pointmap.align.AlignInputs`); the default principal point is ``(W/2, H/2)``.
+
+        Raises:
+            PointmapError: an index out of range, a wrong shape, a non-finite value, a
+                non-positive focal or a pose that is not rigid.
+        """
+        n = len(shapes)
+        poses, pmask = _per_image(known_poses, n, "known_poses", (4, 4))
+        focals, fmask = _per_image(known_focals, n, "known_focals", (2,))
+        pp = torch.tensor([[w / 2, h / 2] for h, w in shapes], dtype=torch.float32)
+        if known_intrinsics is not None:
+            K, kmask = _per_image(known_intrinsics, n, "known_intrinsics", (3, 3))
+            focals[kmask] = torch.stack([K[kmask, 0, 0], K[kmask, 1, 1]], -1)
+            pp[kmask] = K[kmask, :2, 2]
+            fmask = fmask | kmask
+        if (focals[fmask] <= 0).any():
+            raise PointmapError("known focals must be positive")
+        for k in torch.nonzero(pmask).flatten().tolist():
+            R = poses[k, :3, :3]
+            if not torch.allclose(R @ R.T, torch.eye(3), atol=1e-3) or torch.det(R) < 0:
+                raise PointmapError(f"known_poses[{k}] is not a rigid camera-to-world pose")
+        return cls(poses=poses, pose_mask=pmask, focals=focals, focal_mask=fmask, pp=pp)
+
+    def select(self, images: Sequence[int]) -> "KnownCameras":
+        """The entries of ``images``, in that order."""
+        idx = list(images)
+        return KnownCameras(
+            poses=self.poses[idx], pose_mask=self.pose_mask[idx], focals=self.focals[idx],
+            focal_mask=self.focal_mask[idx], pp=self.pp[idx],
+        )
 
 
 @dataclass
@@ -78,6 +143,7 @@ def mst_init(
     niter_pnp: int,
     reproj_error: float,
     base_scale: float,
+    pnp_seed: int = 0,
 ) -> InitResult:
     """Reference MST initialisation (``init='mst'``) on the coarse sample.
 
@@ -86,6 +152,8 @@ def mst_init(
     whose PnP fails get their pose by registration of one of their own predictions (then identity
     with a warning) instead of silently the identity; known poses are honoured for any number of
     images (one known pose: rigid alignment, the scale stays free).
+
+    ``pnp_seed`` seeds OpenCV's RNG before each RANSAC PnP.
     """
     N = data.n_images
     dev = data.pts_i.device
@@ -146,7 +214,7 @@ def mst_init(
             m = (im_conf_c[k] > conf_threshold) & data.valid[k]
             if int(m.sum()) < 4:
                 m = data.valid[k]
-            cv2.setRNGSeed(0)
+            cv2.setRNGSeed(pnp_seed)
             H, W = data.shapes[k]
             res = pnp_ransac_points(
                 pts3d[k][m], data.uv[k][m], (H, W), focal=focals[k], pp=tuple(pp[k].tolist()),

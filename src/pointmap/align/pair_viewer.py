@@ -23,6 +23,7 @@ def pair_scene(
     conf_threshold: float = 3.0,
     pnp_iterations: int = 100,
     reproj_error: float = 5.0,
+    pnp_seed: int = 0,
 ) -> Scene:
     """Scene of two images from their symmetrized predictions ``(0, 1)`` and ``(1, 0)``.
 
@@ -38,6 +39,7 @@ def pair_scene(
     Args:
         preds: predictions holding both ordered pairs of images 0 and 1.
         imgs: two ``(H, W, 3)`` colour images in ``[0, 1]`` (grey when ``None``).
+        pnp_seed: seed of OpenCV's RNG, set before each RANSAC PnP.
 
     Raises:
         GraphError: when the predictions are not the two ordered pairs of two images.
@@ -58,7 +60,7 @@ def pair_scene(
         ei, eo = e[i], e[1 - i]
         score.append(float(preds.conf_1[ei].float().mean() * preds.conf_2[ei].float().mean()))
         focals.append(float(estimate_focal(preds.pts3d_1[ei].float())))
-        cv2.setRNGSeed(0)
+        cv2.setRNGSeed(pnp_seed)
         res = pnp_ransac(
             preds.pts3d_2_in_1[eo].float(), confident_mask(im_conf[i], conf_threshold), focal=focals[i],
             iterations=pnp_iterations, reproj_error=reproj_error,
