@@ -27,6 +27,7 @@ from pointmap.export.depth import export_depth, read_depth_png
 from pointmap.export.glb import auto_cam_size, build_glb_scene, export_glb
 from pointmap.export.ply import export_ply
 from pointmap.images import ImageMeta
+from pointmap.io_utils import MANIFEST_NAME
 from pointmap.scene import Scene
 
 PLANE_Z = 4.0
@@ -297,7 +298,7 @@ def test_export_scene_all_formats_and_overwrite(tmp_path):
         export_scene(scene, out, formats=("ply",))
     assert (out / "points.ply").read_bytes() == before and (out / "scene.glb").exists()
     paths = export_scene(scene, out, formats=("ply", "cameras"), overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["cameras.json", "points.ply"]
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST_NAME, "cameras.json", "points.ply"]
     with pytest.raises(PointmapError, match="unknown export format"):
         export_scene(scene, tmp_path / "x", formats=("obj",))
 

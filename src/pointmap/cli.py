@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 from typing import NoReturn, Sequence
 
@@ -14,6 +15,10 @@ __all__ = ["main", "build_parser", "positive_int", "non_negative_int", "positive
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    from .io_utils import check_output_file
+
+    check_output_file(args.output, overwrite=args.overwrite, option="--overwrite",
+                      inputs=[args.input] if os.path.exists(args.input) else [])
     import torch
 
     from .model.checkpoint import load_model, save_model, save_reference_pth
@@ -53,7 +58,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     from .api import reconstruct_images
     from .export import export_scene
     from .inference import resolve_device
-    from .io_utils import prepare_output_dir
+    from .io_utils import OutputDir
     from .model import load_model
     from .scene import LOW_KEPT_FRACTION
 
@@ -69,7 +74,9 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         rank = dist.get_rank()
     else:
         dev = resolve_device(args.device)
-    out = prepare_output_dir(args.output, overwrite=args.overwrite) if rank == 0 else None  # refuse early
+    # refuse a bad output folder before any work (never an input, never a file pointmap did not write)
+    out = OutputDir(args.output, overwrite=args.overwrite, inputs=args.inputs, option="--overwrite") \
+        if rank == 0 else None
     model = load_model(args.weights, device=dev)
     if getattr(args, "fast", False):
         if dev.type != "cuda":
@@ -99,8 +106,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     if args.mask_sky:
         scene = mask_sky(scene)
     t = time.perf_counter()
-    paths = export_scene(scene, out, formats=args.export, overwrite=True,
-                         as_pointcloud=not args.mesh)
+    paths = export_scene(scene, out, formats=args.export, as_pointcloud=not args.mesh)
     t_export = time.perf_counter() - t
     placed = int(scene.placed.sum())
     confs = [c[m].mean().item() for c, m in zip(scene.confidence, scene.masks) if m.any()]
@@ -136,10 +142,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from .io_utils import OutputDir
+
+    out = OutputDir(args.out, overwrite=args.overwrite, option="--overwrite",
+                    inputs=[args.dataset] if args.task.strip().lower() != "synthetic" else [])
     from .eval.tasks import run_eval
 
-    run_eval(args.task, args.dataset, args.out, model=args.weights, layout=args.layout,
-             device=args.device)
+    with out.writing() as tmp:
+        run_eval(args.task, args.dataset, tmp, model=args.weights, layout=args.layout,
+                 device=args.device)
     print(f"report written to {args.out}")
     return 0
 
@@ -270,6 +281,7 @@ def _add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="checkpoint file, hub-layout folder, hub id or bundled model name")
     p.add_argument("output", help="output .safetensors (pointmap format) or .pth (reference layout)")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -282,6 +294,8 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("task")
     p.add_argument("dataset", help="dataset folder")
     p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the report of an earlier run in --out (only the files pointmap wrote)")
     _add_model_args(p)
     p.add_argument("--layout", default=None, help="dataset layout (default: detected)")
 

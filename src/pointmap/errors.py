@@ -10,6 +10,9 @@ __all__ = [
     "DatasetError",
     "OutputExistsError",
     "ConfigError",
+    "OutputOverlapError",
+    "OutputPathError",
+    "InputError",
 ]
 
 
@@ -39,3 +42,15 @@ class OutputExistsError(PointmapError, FileExistsError):
 
 class ConfigError(PointmapError, ValueError):
     """A configuration file or override is invalid (unknown key, bad value); the message names it."""
+
+
+class OutputOverlapError(PointmapError):
+    """An output folder that is an input, contains an input or lies inside an input folder."""
+
+
+class OutputPathError(PointmapError):
+    """An output path that cannot be written (under a regular file, read-only, no permission)."""
+
+
+class InputError(PointmapError, ValueError):
+    """An argument or value a user passed is out of range or of the wrong kind."""

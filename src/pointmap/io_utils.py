@@ -1,17 +1,29 @@
-"""Atomic file output: write to a temporary file in the same folder, then rename."""
+"""Safe output: atomic files (write a temporary file beside the target, then rename) and output
+folders (:class:`OutputDir`: staged beside the target, moved into place at the end, a manifest of
+what pointmap wrote so that it never replaces anything else)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Iterator, Sequence
 
-from .errors import OutputExistsError, PointmapError
+from .errors import OutputExistsError, OutputOverlapError, OutputPathError, PointmapError
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "prepare_output_dir"]
+__all__ = [
+    "MANIFEST_NAME",
+    "OutputDir",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_not_an_input",
+    "check_output_file",
+]
 
 
 @contextlib.contextmanager
@@ -50,21 +62,209 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def prepare_output_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Create an output folder; refuse a non-empty existing one unless ``overwrite``."""
+MANIFEST_NAME = ".pointmap-manifest.json"
+"""The file in an output folder that lists (relative paths) the files pointmap wrote there."""
+
+
+def _real(path: str | os.PathLike) -> Path:
+    return Path(os.path.realpath(os.path.abspath(path)))
+
+
+def _is_within(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_not_an_input(output: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> None:
+    """Refuse an output folder that is an input, contains an input or lies inside an input folder.
+
+    Raises:
+        OutputOverlapError: naming the output folder and the input.
+    """
+    out = _real(output)
+    for item in inputs:
+        inp = _real(item)
+        if out == inp:
+            raise OutputOverlapError(f"output folder {output} is the input {item}; choose another "
+                                     "output folder")
+        if _is_within(inp, out):
+            raise OutputOverlapError(f"output folder {output} contains the input {item}; choose an "
+                                     "output folder that holds no input")
+        if _is_within(out, inp):
+            raise OutputOverlapError(f"output folder {output} lies inside the input folder {item}; "
+                                     "choose an output folder outside it")
+
+
+def _read_manifest(folder: Path) -> set[str]:
+    try:
+        data = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+        return {str(f) for f in data["files"] if isinstance(f, str) and ".." not in Path(f).parts}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _write_manifest(folder: Path, files: set[str]) -> None:
+    from . import __version__
+
+    text = json.dumps({"written_by": f"pointmap {__version__}", "files": sorted(files)}, indent=1)
+    atomic_write_text(folder / MANIFEST_NAME, text + "\n")
+
+
+def _files_under(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if (p.is_file() or p.is_symlink()) and p.name != MANIFEST_NAME}
+
+
+class OutputDir:
+    """An output folder that pointmap fills safely.
+
+    * pointmap never deletes or replaces a file it did not write: each run records the files it
+      wrote in :data:`MANIFEST_NAME`, and ``overwrite`` replaces only those. A file in the folder
+      that a run would write but that pointmap did not write makes the run fail, naming it.
+    * An output folder that is an input, contains one or lies inside an input folder is refused
+      (:func:`check_not_an_input`), as is a path under a regular file or in an unwritable place.
+      All checks run in the constructor, so a caller makes one before doing any work.
+    * :meth:`writing` gives a temporary folder beside the target; the results move into place
+      only when the block ends without an error, so a failed or interrupted run leaves the
+      previous results as they were and no half-written or empty folder.
+
+    Args:
+        path: the output folder.
+        overwrite: replace the results of an earlier run in ``path``; otherwise a folder that is
+            not empty is refused with :class:`~pointmap.errors.OutputExistsError`.
+        inputs: input files and folders the output must stay clear of.
+        option: how the user names ``overwrite`` in messages (``"--overwrite"`` on the command line).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, overwrite: bool = False,
+                 inputs: Sequence[str | os.PathLike] = (), option: str = "overwrite=True") -> None:
+        self.path = Path(path)
+        self.overwrite = overwrite
+        self.option = option
+        check_not_an_input(self.path, inputs)
+        real = _real(self.path)
+        for parent in [real, *real.parents]:
+            if parent.exists() and not parent.is_dir():
+                if parent == real:
+                    raise OutputExistsError(f"output path {path} exists and is not a folder")
+                raise OutputPathError(f"output path {path} lies under {parent}, which is a file, "
+                                      "not a folder; choose another output folder")
+        if self.path.is_dir() and any(self.path.iterdir()) and not overwrite:
+            raise OutputExistsError(f"output folder {path} is not empty; pass {option} to replace "
+                                    "the results of an earlier run (other files there are kept), or "
+                                    "choose another folder")
+        _probe_writable(next(p for p in [real, *real.parents] if p.exists()), path, "output folder")
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Path]:
+        """Yield a fresh temporary folder beside the target; on success move its files into place.
+
+        On any exception (including ``KeyboardInterrupt``) the temporary folder and any parent
+        folders created for it are removed and the target is left untouched.
+        """
+        parent = _real(self.path).parent
+        created = [p for p in [parent, *parent.parents] if not p.exists()]
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._make_temporary(parent)
+        except OSError as exc:
+            self._remove_empty(created)
+            raise OutputPathError(f"cannot write to output folder {self.path}: "
+                                  f"{exc.strerror or exc}") from exc
+        try:
+            yield tmp
+            self._commit(tmp)
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True)  # the temporary folder is this run's own
+            if not self.path.exists():
+                self._remove_empty(created)
+            if isinstance(exc, OSError) and not isinstance(exc, PointmapError):
+                raise OutputPathError(f"could not write to output folder {self.path}: "
+                                      f"{exc.strerror or exc}") from exc
+            raise
+
+    def _make_temporary(self, parent: Path) -> Path:
+        for _ in range(100):  # os.mkdir honours the umask (mkdtemp would make it private)
+            tmp = parent / f".{self.path.name}.{secrets.token_hex(4)}.partial"
+            try:
+                tmp.mkdir()
+                return tmp
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"no free temporary name beside {self.path}")
+
+    @staticmethod
+    def _remove_empty(folders: list[Path]) -> None:
+        for p in folders:  # deepest first
+            with contextlib.suppress(OSError):
+                p.rmdir()
+
+    def _commit(self, tmp: Path) -> None:
+        new = _files_under(tmp)
+        target = self.path
+        if not target.exists():
+            _write_manifest(tmp, new)
+            os.replace(tmp, target)  # the whole folder appears at once
+            return
+        old = _read_manifest(target)
+        foreign = sorted(f for f in new if (target / f).exists() and f not in old)
+        if foreign:
+            raise OutputExistsError(
+                f"output folder {target} already holds {foreign[0]}"
+                + (f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else "")
+                + ", which pointmap did not write; move it away or choose another output folder")
+        _write_manifest(target, old | new)  # a crash from here on leaves no unlisted file
+        for f in sorted(new):
+            dst = target / f
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if dst.is_dir() and not dst.is_symlink():
+                raise OutputExistsError(f"output folder {target} holds a folder {f} where pointmap "
+                                        "writes a file; move it away or choose another output folder")
+            os.replace(tmp / f, dst)
+        for f in sorted(old - new):  # results of the earlier run that this run did not write
+            stale = target / f
+            with contextlib.suppress(FileNotFoundError):
+                if stale.is_file() or stale.is_symlink():
+                    stale.unlink()
+            for d in stale.parents:  # folders it leaves empty
+                if d == target or target not in d.parents:
+                    break
+                with contextlib.suppress(OSError):
+                    d.rmdir()
+        _write_manifest(target, new)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def check_output_file(path: str | os.PathLike, *, overwrite: bool = False,
+                      inputs: Sequence[str | os.PathLike] = (), option: str = "overwrite=True") -> Path:
+    """Checks before writing one output file: not an input, not under a regular file, and an
+    existing file only with ``overwrite`` (then :func:`atomic_write` replaces it in one step).
+
+    Raises:
+        OutputOverlapError, OutputExistsError, OutputPathError: naming the path.
+    """
     path = Path(path)
-    if path.exists():
-        if not path.is_dir():
-            raise OutputExistsError(f"output path {path} exists and is not a folder")
-        if any(path.iterdir()):
-            if not overwrite:
-                raise OutputExistsError(
-                    f"output folder {path} is not empty; pass --overwrite to replace its contents"
-                )
-            for child in path.iterdir():
-                if child.is_dir():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
-    path.mkdir(parents=True, exist_ok=True)
+    real = _real(path)
+    for item in inputs:
+        if _real(item) == real:
+            raise OutputOverlapError(f"output file {path} is the input {item}; choose another output file")
+    for parent in real.parents:
+        if parent.exists() and not parent.is_dir():
+            raise OutputPathError(f"output path {path} lies under {parent}, which is a file, not a folder")
+    if real.is_dir():
+        raise OutputExistsError(f"output path {path} is a folder; give a file name")
+    if real.exists() and not overwrite:
+        raise OutputExistsError(f"output file {path} exists; pass {option} to replace it")
+    _probe_writable(next(p for p in real.parents if p.exists()), path, "output file")
     return path
+
+
+def _probe_writable(folder: Path, path: str | os.PathLike, what: str) -> None:
+    """Create and remove an empty folder in ``folder`` (permission bits alone say nothing about a
+    read-only file system or a pseudo file system such as /proc)."""
+    probe = folder / f".pointmap-probe-{secrets.token_hex(4)}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise OutputPathError(f"cannot write the {what} {path}: {folder} is not writable "
+                              f"({exc.strerror or exc}); choose another place") from exc

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import PointmapError
-from ..io_utils import prepare_output_dir
+from ..io_utils import OutputDir
 from ..scene import Scene
 from .cameras import export_cameras
 from .colmap import build_colmap_model, export_colmap, zip_model
@@ -46,7 +46,7 @@ FORMATS = ("glb", "ply", "colmap", "transforms", "depth", "cameras")
 
 def export_scene(
     scene: Scene,
-    out_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | OutputDir,
     formats: Sequence[str] = FORMATS,
     overwrite: bool = False,
     image_paths: Sequence[str | os.PathLike | None] | None = None,
@@ -62,10 +62,13 @@ def export_scene(
 
     Args:
         scene: the reconstruction.
-        out_dir: output folder; created, or emptied when ``overwrite``.
+        out_dir: output folder, or an :class:`~pointmap.io_utils.OutputDir` already checked
+            against the inputs. Written in a temporary folder beside it and moved into place at
+            the end (an error leaves earlier results as they were); a manifest lists the files.
         formats: any of :data:`FORMATS`.
-        overwrite: replace the contents of a non-empty ``out_dir``; otherwise
-            :class:`~pointmap.errors.OutputExistsError` is raised.
+        overwrite: replace the results of an earlier export in a non-empty ``out_dir`` (only the
+            files pointmap wrote; other files are kept); otherwise
+            :class:`~pointmap.errors.OutputExistsError` is raised. Ignored for an ``OutputDir``.
         image_paths: original image files per image (default ``scene.metas[k].path``).
         as_pointcloud, cam_size, transparent_cams: GLB options (:func:`export_glb`).
         normals: PLY normals (:func:`export_ply`).
@@ -79,34 +82,35 @@ def export_scene(
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise PointmapError(f"unknown export format(s) {unknown}; choose from {list(FORMATS)}")
-    out = prepare_output_dir(out_dir, overwrite=overwrite)
-    names = image_file_names(scene, image_paths)
-    paths: dict[str, Path] = {}
-    if copy_images and ("colmap" in formats or "transforms" in formats):
-        for k in range(len(scene)):
-            if bool(scene.placed[k]):
-                src = source_image_path(scene, k, image_paths)
-                copy_image(src, out / "images" / names[k],
-                           fallback=original_colours(scene, k) if src is None else None)
-        paths["images"] = out / "images"
-    if "glb" in formats:
-        paths["glb"] = export_glb(scene, out / "scene.glb", as_pointcloud, cam_size, transparent_cams)
-    if "ply" in formats:
-        paths["ply"] = export_ply(scene, out / "points.ply", normals=normals)
-    if "colmap" in formats:
-        model = build_colmap_model(scene, max_points=max_points, image_names=names)
-        export_colmap(scene, out / "colmap" / "sparse" / "0", "bin", model=model)
-        export_colmap(scene, out / "colmap" / "text", "txt", model=model)
-        paths["colmap"] = out / "colmap" / "sparse" / "0"
-        paths["colmap_text"] = out / "colmap" / "text"
-    if "transforms" in formats:
-        paths["transforms"] = export_nerfstudio(
-            scene, out / "transforms.json", image_paths=image_paths, copy_images=False,
-            ply_file_path="points.ply" if "ply" in formats else None,
-        )
-    if "depth" in formats:
-        export_depth(scene, out / "depth", resolution=depth_resolution, image_names=names)  # type: ignore[arg-type]
-        paths["depth"] = out / "depth"
-    if "cameras" in formats:
-        paths["cameras"] = export_cameras(scene, out / "cameras.json", image_names=names)
-    return paths
+    target = out_dir if isinstance(out_dir, OutputDir) else OutputDir(out_dir, overwrite=overwrite)
+    with target.writing() as out:
+        names = image_file_names(scene, image_paths)
+        paths: dict[str, Path] = {}
+        if copy_images and ("colmap" in formats or "transforms" in formats):
+            for k in range(len(scene)):
+                if bool(scene.placed[k]):
+                    src = source_image_path(scene, k, image_paths)
+                    copy_image(src, out / "images" / names[k],
+                               fallback=original_colours(scene, k) if src is None else None)
+            paths["images"] = out / "images"
+        if "glb" in formats:
+            paths["glb"] = export_glb(scene, out / "scene.glb", as_pointcloud, cam_size, transparent_cams)
+        if "ply" in formats:
+            paths["ply"] = export_ply(scene, out / "points.ply", normals=normals)
+        if "colmap" in formats:
+            model = build_colmap_model(scene, max_points=max_points, image_names=names)
+            export_colmap(scene, out / "colmap" / "sparse" / "0", "bin", model=model)
+            export_colmap(scene, out / "colmap" / "text", "txt", model=model)
+            paths["colmap"] = out / "colmap" / "sparse" / "0"
+            paths["colmap_text"] = out / "colmap" / "text"
+        if "transforms" in formats:
+            paths["transforms"] = export_nerfstudio(
+                scene, out / "transforms.json", image_paths=image_paths, copy_images=False,
+                ply_file_path="points.ply" if "ply" in formats else None,
+            )
+        if "depth" in formats:
+            export_depth(scene, out / "depth", resolution=depth_resolution, image_names=names)  # type: ignore[arg-type]
+            paths["depth"] = out / "depth"
+        if "cameras" in formats:
+            paths["cameras"] = export_cameras(scene, out / "cameras.json", image_names=names)
+    return {k: target.path / p.relative_to(out) for k, p in paths.items()}

@@ -1,0 +1,161 @@
+"""Output folders: pointmap never deletes a file it did not write, never writes into its inputs,
+and an interrupted run leaves earlier results as they were."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from pointmap.cli import main
+from pointmap.errors import OutputExistsError, OutputOverlapError, OutputPathError
+from pointmap.export import export_scene
+from pointmap.export import ply as ply_mod
+from pointmap.io_utils import MANIFEST_NAME, OutputDir, check_output_file
+
+from test_export import make_scene
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "pointmap" / "examples" / "room"
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file and folder under ``root`` with the hash of its bytes."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "<dir>"
+    return out
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A project folder: photos/ (the bundled example images) and an unrelated file beside it."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for src in sorted(EXAMPLES.glob("*.jpg"))[:3]:
+        (photos / src.name).write_bytes(src.read_bytes())
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "paper.tex").write_text("\\section{}\n")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["reconstruct", "photos", "-o", "photos", "--overwrite"], "is the input photos"),
+    (["reconstruct", "photos", "-o", ".", "--overwrite"], "contains the input photos"),
+    (["reconstruct", "photos", "-o", "photos/out"], "inside the input folder photos"),
+    (["reconstruct", "photos/" + sorted(p.name for p in EXAMPLES.glob("*.jpg"))[0], "photos/x.jpg", "-o",
+      "photos", "--overwrite"], "contains the input photos/"),
+    (["pair", "photos/a.jpg", "photos/b.jpg", "-o", "photos", "--overwrite"], "contains the input photos/a.jpg"),
+])
+def test_output_that_is_contains_or_lies_in_an_input_is_refused(project, capsys, argv, named):
+    before = snapshot(project)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert named in err and argv[argv.index("-o") + 1] in err
+    assert snapshot(project) == before  # every input and every other file byte-identical
+
+
+def test_eval_out_inside_the_dataset_is_refused(project, capsys):
+    before = snapshot(project)
+    assert main(["eval", "depth", "photos", "--out", "photos/report", "--overwrite"]) == 2
+    assert "inside the input folder photos" in capsys.readouterr().err
+    assert snapshot(project) == before
+
+
+def test_overwrite_replaces_only_files_pointmap_wrote(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    (out / "depth").mkdir()
+    (out / "depth" / "my_depth.png").write_bytes(b"not pointmap's")
+    scene = make_scene()
+    export_scene(scene, out, formats=("ply", "depth", "cameras"), overwrite=True)
+    assert (out / MANIFEST_NAME).is_file() and (out / "points.ply").is_file()
+    export_scene(scene, out, formats=("cameras",), overwrite=True)  # the earlier ply and depth go
+    assert not (out / "points.ply").exists()
+    assert sorted(p.name for p in (out / "depth").iterdir()) == ["my_depth.png"]
+    assert (out / "mine.txt").read_text() == "keep me"
+    assert (out / "depth" / "my_depth.png").read_bytes() == b"not pointmap's"
+
+
+def test_a_file_pointmap_did_not_write_is_never_replaced(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "points.ply").write_bytes(b"the user's own cloud")
+    before = snapshot(tmp_path)
+    with pytest.raises(OutputExistsError, match="points.ply, which pointmap did not write"):
+        export_scene(make_scene(), out, formats=("ply", "cameras"), overwrite=True)
+    assert snapshot(tmp_path) == before  # nothing written, no temporary folder left
+
+
+@pytest.mark.parametrize("error", [RuntimeError("simulated crash"), KeyboardInterrupt()])
+def test_interrupted_export_leaves_previous_results_as_they_were(tmp_path, monkeypatch, error):
+    out = tmp_path / "out"
+    export_scene(make_scene(), out, formats=("glb", "ply", "cameras"))
+    before = snapshot(tmp_path)
+
+    def crash(*a, **k):
+        raise error
+
+    monkeypatch.setattr("pointmap.export.export_ply", crash)
+    with pytest.raises(type(error)):
+        export_scene(make_scene(placed=[True, False, True]), out, formats=("glb", "ply", "cameras"),
+                     overwrite=True)
+    assert snapshot(tmp_path) == before
+    # a first run that fails leaves no folder at all
+    with pytest.raises(type(error)):
+        export_scene(make_scene(), tmp_path / "new" / "out", formats=("ply",))
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.skipif(not (Path(ply_mod.__file__).parents[1] / "weights" / "pointmap_default.safetensors").is_file(),
+                    reason="bundled model not present")
+def test_interrupted_cli_run_leaves_previous_results(project, monkeypatch, capsys):
+    imgs = [str(p) for p in sorted((project / "photos").glob("*.jpg"))[:2]]
+    assert main(["pair", *imgs, "-o", "out", "-q", "--export", "ply", "cameras"]) == 0
+    before = snapshot(project)
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pointmap.export.export_cameras", crash)
+    assert main(["pair", *imgs, "-o", "out", "-q", "--export", "ply", "cameras", "--overwrite",
+                 "--conf-threshold", "5"]) == 130
+    assert snapshot(project) == before
+
+
+def test_unwritable_and_file_parent_outputs_are_refused(tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(OutputPathError, match="file.txt, which is a file"):
+        OutputDir(tmp_path / "file.txt" / "out")
+    with pytest.raises(OutputExistsError, match="not a folder"):
+        OutputDir(tmp_path / "file.txt", overwrite=True)
+    if os.path.isdir("/proc/self"):
+        with pytest.raises(OutputPathError, match="not writable"):
+            OutputDir("/proc/pointmap-out")
+        with pytest.raises(OutputPathError, match="not writable"):
+            check_output_file("/proc/model.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_single_output_file_rules(tmp_path):
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(b"theirs")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        check_output_file(f, option="--overwrite")
+    assert check_output_file(f, overwrite=True) == f
+    with pytest.raises(OutputOverlapError, match="is the input"):
+        check_output_file(f, overwrite=True, inputs=[f])
+    assert main(["convert", str(f), str(f), "--overwrite"]) == 2
+    assert main(["convert", "default", str(f)]) == 2
+    assert f.read_bytes() == b"theirs"
+
+
+def test_overlap_check_names_both_paths(tmp_path):
+    with pytest.raises(OutputOverlapError) as exc:
+        OutputDir(tmp_path / "in", inputs=[tmp_path / "in" / "a.jpg"])
+    assert str(tmp_path / "in") in str(exc.value) and "a.jpg" in str(exc.value)
