@@ -216,6 +216,30 @@ def build_colmap_model(
     return model
 
 
+_POINT_HEAD = np.dtype([("id", "<u8"), ("xyz", "<f8", 3), ("rgb", "u1", 3), ("error", "<f8"), ("n", "<u8")])
+"""One ``points3D.bin`` record before its track (51 bytes, no padding)."""
+
+
+def _points3d_records(model: ColmapModel) -> bytes:
+    """The ``points3D.bin`` records of every point (without the leading count), built at once:
+    per point its fixed-size head then its track ``(T, 2)`` as little-endian uint32."""
+    M = len(model.point_ids)
+    if M == 0:
+        return b""
+    lens = np.array([len(t) for t in model.tracks], np.int64)
+    head = np.empty(M, _POINT_HEAD)
+    head["id"], head["xyz"], head["rgb"] = model.point_ids, model.xyz, model.rgb
+    head["error"], head["n"] = model.error, lens
+    tracks = np.concatenate([np.asarray(t).reshape(-1, 2) for t in model.tracks]).astype("<u4")
+    # which byte of the output is a head byte: segments alternate head (51 bytes) and track
+    seg = np.stack([np.full(M, _POINT_HEAD.itemsize), 8 * lens], 1).ravel()
+    is_head = np.repeat(np.tile(np.array([True, False]), M), seg)
+    out = np.empty(len(is_head), np.uint8)
+    out[is_head] = head.view(np.uint8)
+    out[~is_head] = tracks.view(np.uint8).ravel()
+    return out.tobytes()
+
+
 def write_colmap_binary(model: ColmapModel, folder: str | os.PathLike) -> dict[str, Path]:
     """Write ``cameras.bin``, ``images.bin``, ``points3D.bin`` (little-endian) into ``folder``."""
     folder = Path(folder)
@@ -238,17 +262,34 @@ def write_colmap_binary(model: ColmapModel, folder: str | os.PathLike) -> dict[s
         imgs.write(rec.tobytes())
     pts = io.BytesIO()
     pts.write(struct.pack("<Q", len(model.point_ids)))
-    for i in range(len(model.point_ids)):
-        pts.write(struct.pack("<Q", int(model.point_ids[i])))
-        pts.write(model.xyz[i].astype("<f8").tobytes())
-        pts.write(model.rgb[i].astype(np.uint8).tobytes())
-        pts.write(struct.pack("<dQ", float(model.error[i]), len(model.tracks[i])))
-        pts.write(model.tracks[i].astype("<u4").tobytes())
+    pts.write(_points3d_records(model))
     out = {}
     for name, buf in (("cameras", cams), ("images", imgs), ("points3D", pts)):
         out[name] = folder / f"{name}.bin"
         atomic_write_bytes(out[name], buf.getvalue())
     return out
+
+
+def _points3d_lines(model: ColmapModel) -> list[str]:
+    """One ``points3D.txt`` line per point (``repr`` of every float, as :func:`write_colmap_text`):
+    the points of one track length share a format string, so each line is one ``%`` operation."""
+    M = len(model.point_ids)
+    lens = np.array([len(t) for t in model.tracks], np.int64)
+    flat = (np.concatenate([np.asarray(t, np.int64).reshape(-1) for t in model.tracks])
+            if M else np.zeros(0, np.int64))
+    starts = np.concatenate([[0], np.cumsum(2 * lens)[:-1]]) if M else np.zeros(0, np.int64)
+    xyz, rgb = np.asarray(model.xyz, np.float64), np.asarray(model.rgb).astype(np.int64)
+    err = np.asarray(model.error, np.float64)
+    lines: list[str] = [""] * M
+    for L in np.unique(lens).tolist():
+        sel = np.nonzero(lens == L)[0]
+        track = flat[starts[sel][:, None] + np.arange(2 * L)]
+        cols = [model.point_ids[sel], xyz[sel, 0], xyz[sel, 1], xyz[sel, 2], rgb[sel, 0], rgb[sel, 1],
+                rgb[sel, 2], err[sel], *track.T]
+        fmt = "%d %r %r %r %d %d %d %r" + " %d" * (2 * L)  # %r of a Python float is its repr
+        for i, text in zip(sel.tolist(), map(fmt.__mod__, zip(*(c.tolist() for c in cols)))):
+            lines[i] = text
+    return lines
 
 
 def write_colmap_text(model: ColmapModel, folder: str | os.PathLike) -> dict[str, Path]:
@@ -273,15 +314,14 @@ def write_colmap_text(model: ColmapModel, folder: str | os.PathLike) -> dict[str
             raise PointmapError(f"image name {im.name!r} contains spaces; COLMAP text cannot hold it")
         imgs.append(" ".join([str(im.image_id), *map(f, im.qvec), *map(f, im.tvec),
                               str(im.camera_id), im.name]))
-        imgs.append(" ".join(f"{f(x)} {f(y)} {int(p)}" for (x, y), p in zip(im.xys, im.point3d_ids)))
+        xys = np.asarray(im.xys, np.float64).reshape(-1, 2)
+        rows = zip(xys[:, 0].tolist(), xys[:, 1].tolist(), np.asarray(im.point3d_ids).tolist())
+        imgs.append(" ".join(map("%r %r %d".__mod__, rows)))  # %r of a float: repr, as f()
     mean_track = np.mean([len(t) for t in model.tracks]) if model.tracks else 0.0
     pts = ["# 3D point list with one line of data per point:",
            "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)",
            f"# Number of points: {len(model.point_ids)}, mean track length: {mean_track}"]
-    for i in range(len(model.point_ids)):
-        pts.append(" ".join([str(int(model.point_ids[i])), *map(f, model.xyz[i]),
-                             *(str(int(c)) for c in model.rgb[i]), f(model.error[i]),
-                             *(str(int(v)) for v in model.tracks[i].ravel())]))
+    pts += _points3d_lines(model)
     out = {}
     for name, lines in (("cameras", cams), ("images", imgs), ("points3D", pts)):
         out[name] = folder / f"{name}.txt"

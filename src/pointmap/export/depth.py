@@ -64,12 +64,19 @@ def colorize(values: np.ndarray, valid: np.ndarray, invert: bool = False,
     return out
 
 
-def _save_png(path: Path, arr: np.ndarray, text: dict[str, str] | None = None) -> None:
+_FAST = 1
+"""zlib level of the previews and masks (pictures to look at: speed over size); the 16-bit depth
+PNG keeps Pillow's default 6."""
+
+
+def _save_png(
+    path: Path, arr: np.ndarray, text: dict[str, str] | None = None, compress_level: int = 6
+) -> None:
     info = PngImagePlugin.PngInfo()
     for key, val in (text or {}).items():
         info.add_text(key, val)
     with atomic_write(path) as f:
-        Image.fromarray(arr).save(f, format="PNG", pnginfo=info)
+        Image.fromarray(arr).save(f, format="PNG", pnginfo=info, compress_level=compress_level)
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
@@ -143,13 +150,15 @@ def export_depth(
         _save_png(folder / files["depth_png"], q, {"depth_scale": repr(scale), "depth_unit": "scene"})
         _save_npy(folder / files["depth_npy"], depth)
         _save_npy(folder / files["conf_npy"], conf)
-        _save_png(folder / files["mask_png"], valid.astype(np.uint8) * 255)
+        _save_png(folder / files["mask_png"], valid.astype(np.uint8) * 255, compress_level=_FAST)
         if previews:
             files["depth_preview"] = f"{stem}_depth_preview.png"
             files["conf_preview"] = f"{stem}_conf_preview.png"
-            _save_png(folder / files["depth_preview"], colorize(depth, valid, invert=True))
+            _save_png(folder / files["depth_preview"], colorize(depth, valid, invert=True),
+                      compress_level=_FAST)
             logc = np.log(np.maximum(conf, 1e-12))
-            _save_png(folder / files["conf_preview"], colorize(logc, np.isfinite(logc) & (conf > 0)))
+            _save_png(folder / files["conf_preview"], colorize(logc, np.isfinite(logc) & (conf > 0)),
+                      compress_level=_FAST)
         entries[stem] = {
             "name": scene.names[k], **files, "scale": scale, "width": int(depth.shape[1]), "height": int(depth.shape[0]),
             "placed": bool(scene.placed[k]),
