@@ -34,7 +34,9 @@ from bench_train import random_batch  # noqa: E402
 
 from pointmap.model import DUSt3R, ModelConfig  # noqa: E402
 from pointmap.train.losses import build_criterion  # noqa: E402
-from pointmap.train.trainer import forward_loss, freeze_model, param_groups, setup_distributed  # noqa: E402
+from pointmap.train.model_init import freeze_model, param_groups  # noqa: E402
+from pointmap.train.parallel import setup_distributed  # noqa: E402
+from pointmap.train.trainer import forward_loss  # noqa: E402
 
 TINY = dict(enc_embed_dim=32, enc_depth=2, enc_num_heads=2, dec_embed_dim=32, dec_depth=4, dec_num_heads=2,
             head_type="dpt", img_size=(64, 64))

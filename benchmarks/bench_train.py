@@ -17,7 +17,8 @@ import torch
 
 from pointmap.model import DUSt3R, ModelConfig
 from pointmap.train.losses import build_criterion
-from pointmap.train.trainer import forward_loss, freeze_model, param_groups
+from pointmap.train.model_init import freeze_model, param_groups
+from pointmap.train.trainer import forward_loss
 
 PRESETS = {
     "tiny": dict(enc_embed_dim=32, enc_depth=2, enc_num_heads=2, dec_embed_dim=32, dec_depth=2,

@@ -20,7 +20,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pointmap.train.trainer import read_log  # noqa: E402
+from pointmap.train.runlog import read_log  # noqa: E402
 
 # stage, log, pairs per optimiser step (batch size x accumulation; each pair is also fed reversed),
 # and the last step whose weights the next stage continued from (None: the stage's final weights)

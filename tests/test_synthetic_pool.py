@@ -13,7 +13,8 @@ from pointmap.errors import PointmapError
 from pointmap.train.config import TrainConfig
 from pointmap.train.synthetic import SyntheticConfig
 from pointmap.train.synthetic.pool import PoolConfig, SyntheticViewPool
-from pointmap.train.trainer import read_log, train
+from pointmap.train.runlog import read_log
+from pointmap.train.trainer import train
 
 TINY = dict(enc_embed_dim=32, enc_depth=2, enc_num_heads=2, dec_embed_dim=32, dec_depth=2,
             dec_num_heads=2, head_type="linear", img_size=[48, 48])

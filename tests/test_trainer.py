@@ -18,19 +18,12 @@ from pointmap.errors import ConfigError
 from pointmap.train.batching import BatchedRandomSampler, collate_pairs
 from pointmap.train.config import TrainConfig, load_train_config
 from pointmap.train.losses import build_criterion
-from pointmap.train.trainer import (
-    build_model,
-    forward_loss,
-    freeze_model,
-    lr_at,
-    main_train,
-    param_groups,
-    plot_loss_curve,
-    read_log,
-    setup_distributed,
-    train,
-)
+from pointmap.train.model_init import build_model, freeze_model, param_groups
+from pointmap.train.parallel import setup_distributed
+from pointmap.train.runlog import plot_loss_curve, read_log
+from pointmap.train.schedule import lr_at
 from pointmap.train.specs import build_mixture
+from pointmap.train.trainer import forward_loss, main_train, train
 from pointmap.train.views import world_points
 
 TINY = dict(enc_embed_dim=32, enc_depth=2, enc_num_heads=2, dec_embed_dim=32, dec_depth=2,

@@ -16,7 +16,9 @@ from test_trainer import _cfg, _write_scene
 
 from pointmap.errors import ConfigError
 from pointmap.train.config import TrainConfig
-from pointmap.train.trainer import read_log, setup_distributed, train
+from pointmap.train.parallel import setup_distributed
+from pointmap.train.runlog import read_log
+from pointmap.train.trainer import train
 
 # a DPT head: covers the aliased ``layer_rn`` keys of the full state dicts (dec_depth >= 4)
 DPT = dict(enc_embed_dim=32, enc_depth=2, enc_num_heads=2, dec_embed_dim=32, dec_depth=4,

@@ -2,40 +2,32 @@
 
 Run folder (``output_dir``) contents:
 
-* ``checkpoint-last.pt`` — resume state (model, optimiser, step, data position, RNG states, config,
-  architecture), written atomically; loadable with ``torch.load(weights_only=True)`` and, for its
-  weights, with :func:`pointmap.model.load_model` (a run stopped by its time budget or by
-  ``stop_at_step`` has no ``checkpoint-final.safetensors``).
+* ``checkpoint-last.pt`` — resume state (:mod:`pointmap.train.checkpoint_io`), written atomically;
+  loadable with ``torch.load(weights_only=True)`` and, for its weights, with
+  :func:`pointmap.model.load_model` (a run stopped by its time budget or by ``stop_at_step`` has no
+  ``checkpoint-final.safetensors``).
 * ``checkpoint-best.safetensors`` — the model with the lowest mean test ``loss_med`` so far.
 * ``checkpoint-final.safetensors`` — the model at the end of the schedule;
   ``model-epochNNNN.safetensors`` every ``keep_freq`` epochs. All readable by
   :func:`pointmap.model.load_model`.
-* ``log.jsonl`` — one JSON object per logged optimiser step (``{"kind": "train", "step", "epoch",
-  "lr", "loss", ...}``) and per evaluation (``{"kind": "test", ...}``); see :func:`plot_loss_curve`.
-* ``tb/`` — TensorBoard events (when ``tensorboard`` is installed: ``pip install pointmap[train]``).
+* ``config.json`` — the run's :class:`~pointmap.train.config.TrainConfig`.
+* ``log.jsonl`` and ``tb/`` — :mod:`pointmap.train.runlog`.
 
-Multi-process training uses ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``,
-``MASTER_PORT``): NCCL on CUDA, gloo on CPU. Each rank sees its own slice of every global batch
-(:class:`~pointmap.train.batching.BatchedRandomSampler`); only rank 0 writes files.
-``TrainConfig.parallel`` picks the strategy: ``"ddp"`` (a full replica per rank) or ``"fsdp"``
-(parameters, gradients and optimiser state sharded over the ranks, see :func:`shard_model`). FSDP
-checkpoints are gathered to full tensors on rank 0, so both write the same files and either can
-resume the other's ``checkpoint-last.pt``.
+Multi-process training uses ``torchrun``: each rank sees its own slice of every global batch
+(:class:`~pointmap.train.batching.BatchedRandomSampler`); only rank 0 writes files; the model is
+replicated or sharded as :mod:`pointmap.train.parallel` says.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
-import os
 import random
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -43,28 +35,21 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..errors import CheckpointError, ConfigError
-from ..io_utils import atomic_write, atomic_write_text
-from .config import TrainConfig, load_train_config
+from ..errors import ConfigError
+from ..io_utils import atomic_write_text
+from ..model import save_model
 from .batching import BatchedRandomSampler, collate_pairs, symmetrize_batch
+from .checkpoint_io import load_state, rng_state, save_state, set_rng_state, write_model_file
+from .config import TrainConfig, load_train_config
+from .losses import build_criterion
+from .model_init import build_model, freeze_model, param_groups
+from .parallel import ParallelModel, setup_distributed
+from .runlog import RunLogger
+from .schedule import Schedule
 from .specs import SyntheticPoolData, build_mixture
 from .views import resolutions_for
-from .losses import build_criterion
 
-__all__ = [
-    "train",
-    "main_train",
-    "TrainResult",
-    "build_model",
-    "freeze_model",
-    "param_groups",
-    "lr_at",
-    "forward_loss",
-    "setup_distributed",
-    "shard_model",
-    "plot_loss_curve",
-    "read_log",
-]
+__all__ = ["Trainer", "TrainResult", "LoopState", "train", "main_train", "forward_loss", "evaluate"]
 
 _NO_DEVICE_KEYS = {"instance", "dataset", "label", "idx", "rng"}
 
@@ -83,127 +68,14 @@ class TrainResult:
     best_test: float
 
 
-# ----------------------------------------------------------------------------------------------
-# Building blocks
-# ----------------------------------------------------------------------------------------------
+@dataclass
+class LoopState:
+    """Where a run stands (saved in the resume checkpoint): iterations and optimiser steps done,
+    best mean held-out ``loss_med`` so far."""
 
-
-def setup_distributed() -> tuple[int, int, torch.device]:
-    """Initialise ``torch.distributed`` from ``torchrun`` variables when ``WORLD_SIZE > 1``.
-
-    Returns ``(rank, world_size, device)``; CPU runs use gloo, CUDA runs NCCL on ``LOCAL_RANK``.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 and not dist.is_initialized():
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return 0, 1, dev
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        dev = torch.device("cuda", local)
-        backend = "nccl"
-    else:
-        dev, backend = torch.device("cpu"), "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend=backend, init_method="env://")
-    return dist.get_rank(), dist.get_world_size(), dev
-
-
-def shard_model(model: nn.Module, device: torch.device) -> nn.Module:
-    """Shard ``model`` over all ranks with FSDP (``torch.distributed.fsdp.fully_shard``), in place.
-
-    Every encoder and decoder block is its own unit (its parameters are gathered just before it
-    runs and freed after); the remaining parameters (patch embedding, norms, heads) form the root
-    unit. Rank 0's weights are broadcast first, as ``DistributedDataParallel`` does. Call it after
-    :func:`freeze_model` and before building the optimiser (whose parameters become the local
-    shards). Needs an initialised process group (gloo on CPU, NCCL on CUDA). Returns ``model``.
-    """
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-
-    from ..model.layers import DecoderBlock, EncoderBlock
-
-    with torch.no_grad():
-        for t in [*model.parameters(), *model.buffers()]:
-            dist.broadcast(t.data, 0)
-    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-    blocks = [m for m in model.modules() if isinstance(m, (EncoderBlock, DecoderBlock))]
-    for blk in blocks:
-        fully_shard(blk, mesh=mesh)
-    fully_shard(model, mesh=mesh)
-    return model
-
-
-def build_model(cfg: TrainConfig) -> nn.Module:
-    """Build the network of ``cfg`` and initialise it from ``cfg.model.init`` if given.
-
-    The init checkpoint is read with :func:`pointmap.model.read_checkpoint` and copied with
-    ``strict=False`` semantics (missing heads / ``dec_blocks2`` allowed; ``dec_blocks2`` is copied
-    from ``dec_blocks`` when absent; shape mismatches raise :class:`CheckpointError`).
-    """
-    from ..model import DUSt3R, ModelConfig, load_weights, read_checkpoint
-
-    sd = None
-    arch = cfg.model.arch if cfg.model.arch is not None else None
-    if cfg.model.init:
-        ck_cfg, sd = read_checkpoint(cfg.model.init)
-        arch = arch or ck_cfg
-        if arch is None:
-            raise CheckpointError(
-                f"{cfg.model.init} holds weights but no architecture; give the 'model' fields in the config"
-            )
-    torch.manual_seed(cfg.seed)
-    model = DUSt3R(arch)
-    if sd is not None:
-        report = load_weights(model, sd, strict=False, source=str(cfg.model.init))
-        if report.missing:
-            warnings.warn(f"{len(report.missing)} parameters not in {cfg.model.init} keep their initial "
-                          f"values (e.g. {report.missing[0]})", stacklevel=2)
-    return model
-
-
-_FREEZE_PREFIXES = {
-    "none": (),
-    "encoder": ("mask_token", "patch_embed.", "enc_blocks."),
-    "encoder_decoder": ("mask_token", "patch_embed.", "enc_blocks.", "enc_norm.", "decoder_embed.",
-                        "dec_blocks.", "dec_blocks2.", "dec_norm."),
-}
-
-
-def freeze_model(model: nn.Module, freeze: str) -> int:
-    """Set ``requires_grad=False`` on the frozen part (reference semantics: ``"encoder"`` =
-    mask token, patch embedding, encoder blocks; ``"encoder_decoder"`` = everything but the heads).
-    Parameters the forward pass never uses (``DUSt3R.unused_parameter_names``: ``mask_token``, a
-    DPT unit without input) are always frozen. Returns the number of frozen tensors."""
-    prefixes = _FREEZE_PREFIXES[freeze]
-    unused = set(model.unused_parameter_names()) if hasattr(model, "unused_parameter_names") else {"mask_token"}
-    n = 0
-    for name, p in model.named_parameters():
-        if name.startswith(prefixes) or name in unused:
-            p.requires_grad_(False)
-            n += 1
-    return n
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay for trainable matrices; none for biases and 1-D parameters."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def lr_at(progress: float, lr: float, min_lr: float, warmup: float, total: float) -> float:
-    """Learning rate at ``progress`` (epochs or steps, fractional): linear warm-up from 0 over
-    ``warmup``, then half-cycle cosine from ``lr`` to ``min_lr`` at ``total``."""
-    if progress < warmup:
-        return lr * progress / warmup
-    if total <= warmup:
-        return min_lr
-    t = min(1.0, (progress - warmup) / (total - warmup))
-    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
+    it: int = 0
+    step: int = 0
+    best: float = math.inf
 
 
 def _to_device(view: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -232,263 +104,317 @@ def forward_loss(
         return criterion(v1, v2, pred1, pred2)
 
 
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state = {
-        "python": repr(random.getstate()),
-        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    import ast
-
-    random.setstate(ast.literal_eval(state["python"]))
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a run's ``log.jsonl``."""
-    rows = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                rows.append(json.loads(line))
-    return rows
-
-
-def plot_loss_curve(log: str | os.PathLike, png: str | os.PathLike) -> Path:
-    """Plot train loss per step (and test ``loss_med`` per evaluation) of ``log.jsonl`` to ``png``.
-
-    Needs matplotlib (``pip install pointmap[train]``)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:  # pragma: no cover - optional dependency
-        raise ImportError("plot_loss_curve needs matplotlib: pip install 'pointmap[train]'") from exc
-    rows = read_log(log)
-    tr = [r for r in rows if r.get("kind") == "train"]
-    te = [r for r in rows if r.get("kind") == "test"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["step"] for r in tr], [r["loss"] for r in tr], label="train loss")
-    if te:
-        ax.plot([r["step"] for r in te], [r["loss_med"] for r in te], "o-", label="test loss_med")
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    with atomic_write(png, "wb") as f:
-        f.write(buf.getvalue())
-    return Path(png)
-
-
-class _Logger:
-    """JSONL + optional TensorBoard logging on rank 0."""
-
-    def __init__(self, out: Path, enabled: bool, tensorboard: bool, resume_step: int | None) -> None:
-        self.enabled = enabled
-        self.path = out / "log.jsonl"
-        self.tb = None
-        if not enabled:
-            return
-        if resume_step is not None and self.path.exists():  # drop rows after the checkpoint
-            keep = [r for r in read_log(self.path) if r.get("step", 0) <= resume_step]
-            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
-        elif resume_step is None and self.path.exists():
-            self.path.unlink()
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.tb = SummaryWriter(str(out / "tb"))
-            except ImportError:
-                warnings.warn("TensorBoard logging disabled: install it with pip install 'pointmap[train]'",
-                              stacklevel=3)
-
-    def write(self, row: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if self.tb is not None:
-            prefix = row["kind"]
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
-                    self.tb.add_scalar(f"{prefix}/{k}", v, row["step"])
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-# ----------------------------------------------------------------------------------------------
-# Full (unsharded) states of an FSDP model; collectives: every rank calls them together
-# ----------------------------------------------------------------------------------------------
-
-
-def _full_options(cpu_offload: bool = True) -> Any:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-
-    return StateDictOptions(full_state_dict=True, cpu_offload=cpu_offload)
-
-
-def _is_alias(key: str) -> bool:
-    """DPT ``layer_rn.{k}`` keys: second names of the ``layer{k+1}_rn`` convolutions."""
-    return ".dpt.scratch.layer_rn." in key
-
-
-def _optimizer_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
-    """Parameter names in the order of ``optimizer.state_dict()``'s integer ids."""
-    names = {id(p): n for n, p in model.named_parameters()}
-    return [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
-
-
-def _full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The full state dict of a sharded model on rank 0 (CPU tensors, the keys of
-    ``DUSt3R.state_dict()``); an empty dict on the other ranks."""
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
-    return get_model_state_dict(model, options=_full_options())
-
-
-def _full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """The full optimiser state of a sharded model on rank 0 in ``optimizer.state_dict()``'s
-    layout (integer parameter ids), so that unsharded runs can load it; ``{}`` on other ranks."""
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-
-    osd = get_optimizer_state_dict(model, optimizer, options=_full_options())
-    if not osd:
-        return {}
-    index = {n: i for i, n in enumerate(_optimizer_names(model, optimizer))}
-    return {"state": {index[n]: v for n, v in osd["state"].items()},
-            "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in osd["param_groups"]]}
-
-
-def _load_model_state(model: nn.Module, sd: dict[str, torch.Tensor], sharded: bool) -> None:
-    """Load a full state dict into ``model`` (each rank keeps its shard when ``sharded``)."""
-    if not sharded:
-        model.load_state_dict(sd)
-        return
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-    # aliases share their tensors with the primary keys: load those only
-    missing, unexpected = set_model_state_dict(
-        model, {k: v for k, v in sd.items() if not _is_alias(k)},
-        options=StateDictOptions(full_state_dict=True, strict=False))
-    missing = [k for k in missing if not _is_alias(k)]
-    if missing or unexpected:
-        raise CheckpointError(f"the training checkpoint does not match the model: missing {missing[:3]}, "
-                              f"unexpected {list(unexpected)[:3]}")
-
-
-def _load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, osd: dict[str, Any],
-                          sharded: bool) -> None:
-    """Load an ``optimizer.state_dict()``-layout state (full tensors) on every rank."""
-    if not sharded:
-        optimizer.load_state_dict(osd)
-        return
-    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
-
-    names = _optimizer_names(model, optimizer)
-    if sum(len(g["params"]) for g in osd["param_groups"]) != len(names):
-        raise CheckpointError("the optimiser state of the training checkpoint does not match the "
-                              "trainable parameters (was 'freeze' changed?)")
-    named = {"state": {names[i]: v for i, v in osd["state"].items()},
-             "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in osd["param_groups"]]}
-    set_optimizer_state_dict(model, optimizer, named, options=_full_options(cpu_offload=False))
-
-
-def _write_model_file(model: nn.Module, sd: dict[str, torch.Tensor], path: Path) -> None:
-    """Write the full state ``sd`` of a (sharded) DUSt3R as a model file (rank 0)."""
-    from ..model import DUSt3R, save_model
-
-    with torch.device("meta"):
-        shell = DUSt3R(model.config)
-    shell.load_state_dict(sd, assign=True)
-    shell.recommended_conf_threshold = model.recommended_conf_threshold
-    save_model(shell, path)
-
-
-@contextlib.contextmanager
-def _no_grad_sync(net: nn.Module, sharded: bool):
-    """Accumulate gradients locally (no all-reduce / reduce-scatter) inside the block; ``net``
-    is the DDP wrapper, or the sharded model itself."""
-    if not sharded:
-        with net.no_sync():
-            yield
-        return
-    net.set_requires_gradient_sync(False)
-    try:
-        yield
-    finally:
-        net.set_requires_gradient_sync(True)
-
-
-def _save_state(path: Path, state: dict[str, Any]) -> None:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    with atomic_write(path, "wb") as f:
-        f.write(buf.getvalue())
-
-
-def _load_state(path: Path) -> dict[str, Any]:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling problem is a bad checkpoint
-        raise CheckpointError(f"cannot read the training checkpoint {path}: {exc}") from exc
-
-
 @torch.no_grad()
-def evaluate(model: nn.Module, cfg: TrainConfig, device: torch.device, step: int,
-             cache: dict[int, list] | None = None) -> dict[str, dict]:
-    """Test criterion on each test set (in order, no jitter): ``{name: {"loss_avg", "loss_med"}}``.
+def evaluate(model: nn.Module, cfg: TrainConfig, device: torch.device,
+             cache: dict[int, list] | None = None) -> dict[str, dict[str, float]]:
+    """Test criterion on each of ``cfg.data.test`` (in order, no jitter):
+    ``{name: {"loss_avg", "loss_med"}}`` over batches of ``cfg.data.batch_size`` pairs.
 
     ``cache`` (a dict kept by the caller) stores the collated test batches of the first call, so
     later evaluations do not read or render the test sets again."""
-    res = [tuple(cfg.data.test_resolution)] if cfg.data.test_resolution else resolutions_for(cfg.data.resolution)[:1]
+    data = cfg.data
+    res = [tuple(data.test_resolution)] if data.test_resolution else resolutions_for(data.resolution)[:1]
     criterion = build_criterion(cfg.criterion.test.spec())
     out = {}
     was_training = model.training
     model.eval()
-    for i, spec in enumerate(cfg.data.test):
+    for i, spec in enumerate(data.test):
         if cache is None or i not in cache:
-            ds = spec.build(res, seed=cfg.data.seed, orientation="landscape")
+            ds = spec.build(res, seed=data.seed, orientation="landscape")
             n = len(ds) if spec.num_pairs is None else min(len(ds), spec.num_pairs)
-            keys = [(j, 0, 0) for j in range(n)]
-            batches = [collate_pairs([ds[k] for k in keys[b:b + cfg.data.batch_size]]) for b in range(0, n, cfg.data.batch_size)]
+            batches = [collate_pairs([ds[(j, 0, 0)] for j in range(b, min(n, b + data.batch_size))])
+                       for b in range(0, n, data.batch_size)]
             if cache is not None:
                 cache[i] = batches
         else:
             batches = cache[i]
-        losses = []
-        for batch in batches:
-            loss, _ = forward_loss(model, criterion, batch, device, cfg.amp, symmetrize=True)
-            losses.append(float(loss))
-        name = f"{i}_{spec.kind}"
-        out[name] = {"loss_avg": float(np.mean(losses)), "loss_med": float(np.median(losses))}
+        losses = [float(forward_loss(model, criterion, batch, device, cfg.amp, symmetrize=True)[0])
+                  for batch in batches]
+        out[f"{i}_{spec.kind}"] = {"loss_avg": float(np.mean(losses)), "loss_med": float(np.median(losses))}
     model.train(was_training)
     return out
 
 
-# ----------------------------------------------------------------------------------------------
-# The loop
-# ----------------------------------------------------------------------------------------------
+class Trainer:
+    """One training run of ``cfg`` on this process (every rank of a ``torchrun`` job builds one).
+
+    Construction joins the process group, writes ``config.json`` (rank 0), builds the model (wrapped
+    for DDP/FSDP), the optimiser, the criterion and the training data. Then :meth:`resume` restores
+    ``checkpoint-last.pt`` (or seeds a fresh run) and :meth:`fit` runs the loop; :meth:`step` does one
+    iteration, :meth:`evaluate` the held-out sets, :meth:`save` the resume checkpoint. Methods that
+    say *collective* must be called by every rank together.
+    """
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.t_start = time.monotonic()
+        self.rank, self.world, device = setup_distributed()
+        if cfg.device == "cpu":
+            device = torch.device("cpu")
+        elif cfg.device == "cuda" and device.type != "cuda":
+            raise ConfigError("device 'cuda' requested but CUDA is not available; set device: auto or cpu")
+        if not cfg.data.train:
+            raise ConfigError("the training config lists no data.train entry")
+        pools = [s for s in cfg.data.train if isinstance(s, SyntheticPoolData)]
+        if pools and len(cfg.data.train) != 1:
+            raise ConfigError("a 'synthetic_pool' train set must be the only data.train entry")
+        self.device = device
+        self.is_main = self.rank == 0
+        self.out = Path(cfg.output_dir)
+        self.ckpt_path = self.out / "checkpoint-last.pt"
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2))
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        model = build_model(cfg)
+        freeze_model(model, cfg.model.freeze)
+        model.to(device).train()
+        # before the optimiser: under FSDP it must hold the shards
+        self.parallel = ParallelModel.wrap(model, device, self.world, cfg.parallel, cfg.model.compile)
+        self.model = model
+        self.optimizer = torch.optim.AdamW(param_groups(model, cfg.optimizer.weight_decay), lr=cfg.optimizer.lr,
+                                           betas=(0.9, 0.95))
+        self.criterion = build_criterion(cfg.criterion.train.spec())
+
+        resolutions = resolutions_for(cfg.data.resolution)
+        self.pool = None
+        self.dataset = self.sampler = None
+        if pools:
+            self.pool = pools[0].build_pool(resolutions, cfg.seed, self.rank, self.world, device,
+                                            progress=self.is_main and cfg.progress)
+            iters_per_epoch = max(1, (pools[0].num_pairs or 100_000) // (cfg.data.batch_size * self.world))
+        else:
+            self.dataset = build_mixture(cfg.data.train, resolutions, seed=cfg.seed,
+                                         orientation=cfg.data.orientation, mixture_seed=cfg.data.seed)
+            self.sampler = BatchedRandomSampler(len(self.dataset), cfg.data.batch_size, len(resolutions),
+                                                self.world, self.rank, seed=cfg.data.seed)
+            iters_per_epoch = len(self.sampler)
+        self.schedule = Schedule.of(cfg, iters_per_epoch)
+        self.state = LoopState()
+        self.losses: list[float] = []  # logged step losses of this invocation
+        self.last_loss = math.nan  # loss of the last iteration
+        self.saved_at = -1  # iteration of the last resume checkpoint
+        self.logger = RunLogger(self.out, False, False, None)
+        self._eval_cache: dict[int, list] = {}
+        self._acc_loss, self._acc_n = 0.0, 0
+
+    # ------------------------------------------------------------------------------------------
+    # resume / save
+    # ------------------------------------------------------------------------------------------
+
+    def resume(self) -> bool:
+        """Restore ``checkpoint-last.pt`` when ``cfg.resume`` and it exists (model, optimiser, loop
+        state, RNG states, the view pool), else seed the global generators with ``seed + rank`` and
+        fill the pool. Opens the run log. Returns whether the run was resumed."""
+        cfg = self.cfg
+        st = load_state(self.ckpt_path) if cfg.resume and self.ckpt_path.exists() else None
+        if st is not None:
+            self.parallel.load_model_state(st["model"])
+            self.parallel.load_optimizer_state(self.optimizer, st["optimizer"])
+            self.state = LoopState(int(st["iter"]), int(st["step"]), float(st["best"]))
+            set_rng_state(st["rng"])
+        else:
+            random.seed(cfg.seed + self.rank)
+            np.random.seed(cfg.seed + self.rank)
+            torch.manual_seed(cfg.seed + self.rank)
+        if self.pool is not None:
+            if st is not None and st.get("pool"):
+                self.pool.load_state_dict(st["pool"][self.rank])
+            else:
+                self.pool.fill()
+            if self.is_main:
+                print(f"synthetic view pool: {self.pool.pool.n_scenes} scenes x {self.pool.n_views} views, "
+                      f"{self.pool.n_valid_pairs} co-visible pairs, rendered in {self.pool.render_seconds:.1f} s",
+                      flush=True)
+        self.logger = RunLogger(self.out, self.is_main, cfg.tensorboard, self.state.step if st is not None else None)
+        return st is not None
+
+    def save(self) -> None:
+        """Write the resume checkpoint of the current iteration (*collective*; rank 0 writes)."""
+        self.saved_at = self.state.it
+        pool_states = None
+        if self.pool is not None:  # every rank's pool
+            pool_states = [self.pool.state_dict()]
+            if self.world > 1:
+                pool_states = [None] * self.world
+                dist.all_gather_object(pool_states, self.pool.state_dict())
+        model_state = self.parallel.full_model_state()
+        optim_state = self.parallel.full_optimizer_state(self.optimizer)
+        if not self.is_main:
+            return
+        s = self.state
+        save_state(self.ckpt_path, {
+            "model": model_state, "optimizer": optim_state, "iter": s.it, "step": s.step, "best": s.best,
+            "rng": rng_state(), "config": json.dumps(self.cfg.to_dict()),
+            "model_config": self.model.config.to_dict(), "pool": pool_states})
+
+    def save_model_file(self, name: str) -> None:
+        """Write the model as ``output_dir/name`` (*collective* under FSDP; rank 0 writes)."""
+        if not self.parallel.sharded:
+            if self.is_main:
+                save_model(self.model, self.out / name)
+            return
+        sd = self.parallel.full_model_state()  # gathered to rank 0
+        if self.is_main:
+            write_model_file(self.model, sd, self.out / name)
+
+    # ------------------------------------------------------------------------------------------
+    # one iteration, evaluation
+    # ------------------------------------------------------------------------------------------
+
+    def step(self, batch: tuple[dict, dict]) -> float | None:
+        """One iteration on ``batch``: forward, backward and, on the last iteration of an
+        accumulation group, the optimiser step (gradients synchronised over the ranks) and its log
+        row. Returns the optimiser step's loss (mean over the group and the ranks) or ``None``."""
+        cfg, s = self.cfg, self.state
+        accum = cfg.optimizer.accum_iter
+        if s.it % accum == 0:
+            for g in self.optimizer.param_groups:
+                g["lr"] = self.schedule.lr_at(s.it)
+        boundary = (s.it + 1) % accum == 0
+        with contextlib.nullcontext() if boundary else self.parallel.no_grad_sync():
+            loss, details = forward_loss(self.parallel.net, self.criterion, batch, self.device, cfg.amp,
+                                         cfg.data.symmetrize)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {float(loss)} at iteration {s.it}")
+            (loss / accum).backward()
+        self.last_loss = float(loss.detach())
+        self._acc_loss += self.last_loss
+        self._acc_n += 1
+        s.it += 1
+        if not boundary:
+            return None
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        s.step += 1
+        step_loss = self._acc_loss / self._acc_n
+        if self.world > 1:
+            t = torch.tensor([step_loss], device=self.device)
+            dist.all_reduce(t)
+            step_loss = float(t) / self.world
+        self._acc_loss, self._acc_n = 0.0, 0
+        self.losses.append(step_loss)
+        if s.step % cfg.log_every == 0 or s.step == 1:
+            self.logger.write({"kind": "train", "step": s.step, "epoch": s.it / self.schedule.iters_per_epoch,
+                               "lr": self.optimizer.param_groups[0]["lr"], "loss": step_loss,
+                               **{k: float(v) for k, v in details.items()}})
+        return step_loss
+
+    def evaluate(self) -> dict[str, dict[str, float]] | None:
+        """The held-out losses (:func:`evaluate`) of the current model, on rank 0 (on every rank
+        under FSDP, *collective*); ``None`` on the other ranks."""
+        if not (self.is_main or self.parallel.sharded):
+            return None
+        return evaluate(self.model, self.cfg, self.device, cache=self._eval_cache)
+
+    def _evaluate_and_keep_best(self, epoch: int) -> None:
+        """Evaluate, log, and write ``checkpoint-best.safetensors`` when the mean ``loss_med``
+        improved (rank 0 decides; *collective*)."""
+        s = self.state
+        stats = self.evaluate()
+        improved = False
+        if self.is_main:
+            med = float(np.mean([v["loss_med"] for v in stats.values()]))
+            self.logger.write({"kind": "test", "step": s.step, "epoch": epoch, "loss_med": med,
+                               **{f"{n}/{k}": v for n, d in stats.items() for k, v in d.items()}})
+            if med < s.best:
+                s.best, improved = med, True
+        if self.world > 1:
+            b = torch.tensor([s.best, float(improved)], dtype=torch.float64, device=self.device)
+            dist.broadcast(b, 0)
+            s.best, improved = float(b[0]), bool(b[1])
+        if improved:
+            self.save_model_file("checkpoint-best.safetensors")
+
+    # ------------------------------------------------------------------------------------------
+    # the loop
+    # ------------------------------------------------------------------------------------------
+
+    def _epoch_batches(self) -> Iterable[tuple[dict, dict]]:
+        """The remaining batches of the current epoch."""
+        epoch, start = divmod(self.state.it, self.schedule.iters_per_epoch)
+        if self.pool is not None:
+            return (self.pool.sample(self.cfg.data.batch_size) for _ in range(start, self.schedule.iters_per_epoch))
+        self.sampler.set_epoch(epoch, start_batch=start)
+        return DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=collate_pairs,
+                          num_workers=self.cfg.data.num_workers, pin_memory=self.device.type == "cuda")
+
+    def _budget_spent(self) -> bool:
+        """The wall-clock budget is spent on some rank (*collective*)."""
+        if self.cfg.schedule.max_minutes is None:
+            return False
+        flag = torch.tensor([float(time.monotonic() - self.t_start > 60 * self.cfg.schedule.max_minutes)])
+        if self.world > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _after_step(self) -> str:
+        """End-of-epoch evaluation and snapshots, periodic checkpoints, and the stop decision
+        (``"done"`` to go on, ``"stopped"`` or ``"time_limit"``) after an optimiser step."""
+        cfg, s, total = self.cfg, self.state, self.schedule.total_iters
+        epoch_end = s.it % self.schedule.iters_per_epoch == 0 or s.it >= total
+        if epoch_end:
+            ep = math.ceil(s.it / self.schedule.iters_per_epoch)
+            if cfg.data.test and cfg.eval_freq and (ep % cfg.eval_freq == 0 or s.it >= total):
+                self._evaluate_and_keep_best(ep)
+            if cfg.keep_freq and ep % cfg.keep_freq == 0:
+                self.save_model_file(f"model-epoch{ep:04d}.safetensors")
+        saved = epoch_end or bool(cfg.save_every_steps and s.step % cfg.save_every_steps == 0)
+        if saved:
+            self.save()
+        status = "done"
+        if cfg.schedule.stop_at_step is not None and s.step >= cfg.schedule.stop_at_step and s.it < total:
+            status = "stopped"
+        elif self._budget_spent() and s.it < total:
+            status = "time_limit"
+        if status != "done" and not saved:
+            self.save()
+        return status
+
+    def fit(self, step_callback: Callable[[int, float], None] | None = None) -> TrainResult:
+        """Run the schedule from the current state to its end, a stop or the time budget.
+
+        ``step_callback(step, loss)`` is called after every optimiser step (for monitoring)."""
+        sched, s = self.schedule, self.state
+        bar = None
+        if self.is_main and self.cfg.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=sched.total_iters, initial=s.it, unit="it", dynamic_ncols=True, desc="train")
+        pairs_per_iter = self.cfg.data.batch_size * self.world
+        t_run, it_run = time.monotonic(), s.it
+        status = "done"
+        self.optimizer.zero_grad(set_to_none=True)
+        try:
+            while s.it < sched.total_iters and status == "done":
+                for batch in self._epoch_batches():
+                    step_loss = self.step(batch)
+                    if bar is not None:
+                        dt = max(time.monotonic() - t_run, 1e-9)
+                        bar.set_postfix(loss=f"{self.last_loss:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
+                                        pairs_s=f"{(s.it - it_run) * pairs_per_iter / dt:.1f}")
+                        bar.update(1)
+                    if step_loss is None:
+                        continue
+                    if step_callback is not None:
+                        step_callback(s.step, step_loss)
+                    status = self._after_step()
+                    if status != "done" or s.it >= sched.total_iters or s.it % sched.iters_per_epoch == 0:
+                        break  # stop, or the next epoch (a new loader)
+            if status == "done":
+                if self.saved_at != s.it:  # not already written at this iteration
+                    self.save()
+                self.save_model_file("checkpoint-final.safetensors")
+        finally:
+            if bar is not None:
+                bar.close()
+            self.logger.close()
+        if self.world > 1:
+            dist.barrier()
+        return TrainResult(status, s.step, s.it // sched.iters_per_epoch, self.out, self.losses, s.best)
 
 
 def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None = None) -> TrainResult:
@@ -498,235 +424,12 @@ def train(cfg: TrainConfig, step_callback: Callable[[int, float], None] | None =
     resumed run reproduces the uninterrupted one (same batches, same RNG states, same optimiser
     state). ``step_callback(step, loss)`` is called after every optimiser step (for monitoring).
     """
-    t_start = time.monotonic()
-    rank, world, device = setup_distributed()
-    if cfg.device == "cpu":
-        device = torch.device("cpu")
-    elif cfg.device == "cuda" and device.type != "cuda":
-        raise ConfigError("device 'cuda' requested but CUDA is not available; set device: auto or cpu")
-    out = Path(cfg.output_dir)
-    is_main = rank == 0
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-    # model, optimiser, criterion
-    model = build_model(cfg)
-    freeze_model(model, cfg.model.freeze)
-    model.to(device).train()
-    sharded = world > 1 and cfg.parallel == "fsdp"
-    if sharded:  # before the optimiser: it must hold the shards
-        shard_model(model, device)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.optimizer.weight_decay), lr=cfg.optimizer.lr, betas=(0.9, 0.95))
-    criterion = build_criterion(cfg.criterion.train.spec())
-    net: nn.Module = model
-    if world > 1 and not sharded:
-        # the parameters the architecture never uses are frozen (freeze_model), so DDP needs no
-        # per-iteration search for unused parameters
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.model.compile:
-        net = torch.compile(net)
-
-    # data
-    if not cfg.data.train:
-        raise ConfigError("the training config lists no data.train entry")
-    resolutions = resolutions_for(cfg.data.resolution)
-    pool = None
-    if any(isinstance(s, SyntheticPoolData) for s in cfg.data.train):
-        if len(cfg.data.train) != 1:
-            raise ConfigError("a 'synthetic_pool' train set must be the only data.train entry")
-        spec = cfg.data.train[0]
-        pool = spec.build_pool(resolutions, cfg.seed, rank, world, device, progress=is_main and cfg.progress)
-        iters_per_epoch = max(1, (spec.num_pairs or 100_000) // (cfg.data.batch_size * world))
-    else:
-        dataset = build_mixture(cfg.data.train, resolutions, seed=cfg.seed, orientation=cfg.data.orientation,
-                                mixture_seed=cfg.data.seed)
-        sampler = BatchedRandomSampler(len(dataset), cfg.data.batch_size, len(resolutions), world, rank,
-                                       seed=cfg.data.seed)
-        iters_per_epoch = len(sampler)
-    if cfg.schedule.total_steps is not None:
-        total_iters = cfg.schedule.total_steps * cfg.optimizer.accum_iter
-        warm_iters = (cfg.schedule.warmup_steps or 0) * cfg.optimizer.accum_iter
-    else:
-        total_iters = int(round(cfg.schedule.epochs * iters_per_epoch))
-        warm_iters = cfg.schedule.warmup_epochs * iters_per_epoch
-    n_epochs = math.ceil(total_iters / iters_per_epoch)
-
-    # resume
-    it, step, best = 0, 0, math.inf
-    ckpt_path = out / "checkpoint-last.pt"
-    resumed = cfg.resume and ckpt_path.exists()
-    if resumed:
-        st = _load_state(ckpt_path)
-        _load_model_state(model, st["model"], sharded)
-        _load_optimizer_state(model, optimizer, st["optimizer"], sharded)
-        it, step, best = int(st["iter"]), int(st["step"]), float(st["best"])
-        _set_rng_state(st["rng"])
-    else:
-        random.seed(cfg.seed + rank)
-        np.random.seed(cfg.seed + rank)
-        torch.manual_seed(cfg.seed + rank)
-    if pool is not None:
-        if resumed and st.get("pool"):
-            pool.load_state_dict(st["pool"][rank])
-        else:
-            pool.fill()
-        if is_main:
-            print(f"synthetic view pool: {pool.pool.n_scenes} scenes x {pool.n_views} views, "
-                  f"{pool.n_valid_pairs} co-visible pairs, rendered in {pool.render_seconds:.1f} s", flush=True)
-    eval_cache: dict[int, list] = {}
-    saved_at = [-1]  # iteration of the last resume checkpoint
-    logger = _Logger(out, is_main, cfg.tensorboard, step if resumed else None)
-
-    def save(tag: str = "last") -> None:  # all ranks call it together
-        saved_at[0] = it
-        pool_states = None
-        if pool is not None:  # every rank's pool (a collective: all ranks call save together)
-            pool_states = [pool.state_dict()]
-            if world > 1:
-                pool_states = [None] * world
-                dist.all_gather_object(pool_states, pool.state_dict())
-        if sharded:  # gathered to rank 0 (collectives)
-            model_state, optim_state = _full_model_state(model), _full_optimizer_state(model, optimizer)
-        elif is_main:
-            model_state, optim_state = model.state_dict(), optimizer.state_dict()
-        if not is_main:
-            return
-        state = {"model": model_state, "optimizer": optim_state, "iter": it,
-                 "step": step, "best": best, "rng": _rng_state(), "config": json.dumps(cfg.to_dict()),
-                 "model_config": model.config.to_dict(), "pool": pool_states}
-        _save_state(ckpt_path, state)
-
-    def save_model_file(name: str) -> None:  # all ranks call it (a collective under FSDP)
-        if sharded:
-            sd = _full_model_state(model)
-            if is_main:
-                _write_model_file(model, sd, out / name)
-        elif is_main:
-            from ..model import save_model
-
-            save_model(model, out / name)
-
-    bar = None
-    if is_main and cfg.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_iters, initial=it, unit="it", dynamic_ncols=True, desc="train")
-    pairs_per_iter = cfg.data.batch_size * world
-    losses: list[float] = []
-    status = "done"
-    acc_loss, acc_n, t_run, it_run = 0.0, 0, time.monotonic(), it
-    optimizer.zero_grad(set_to_none=True)
-
-    def budget_spent() -> bool:
-        if cfg.schedule.max_minutes is None:
-            return False
-        flag = torch.tensor([float(time.monotonic() - t_start > 60 * cfg.schedule.max_minutes)])
-        if world > 1:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
-
-    try:
-        while it < total_iters and status == "done":
-            epoch, start = divmod(it, iters_per_epoch)
-            if pool is not None:
-                loader = (pool.sample(cfg.data.batch_size) for _ in range(start, iters_per_epoch))
-            else:
-                sampler.set_epoch(epoch, start_batch=start)
-                loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_pairs,
-                                    num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
-            for batch in loader:
-                if it % cfg.optimizer.accum_iter == 0:
-                    lr = lr_at(it, cfg.optimizer.lr, cfg.schedule.min_lr, warm_iters, total_iters)
-                    for g in optimizer.param_groups:
-                        g["lr"] = lr
-                boundary = (it + 1) % cfg.optimizer.accum_iter == 0
-                sync = (contextlib.nullcontext() if boundary or world == 1
-                        else _no_grad_sync(model if sharded else net, sharded))
-                with sync:
-                    loss, details = forward_loss(net, criterion, batch, device, cfg.amp, cfg.data.symmetrize)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"non-finite loss {float(loss)} at iteration {it}")
-                    (loss / cfg.optimizer.accum_iter).backward()
-                acc_loss += float(loss.detach())
-                acc_n += 1
-                it += 1
-                if bar is not None:
-                    dt = max(time.monotonic() - t_run, 1e-9)
-                    bar.set_postfix(loss=f"{float(loss.detach()):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                                    pairs_s=f"{(it - it_run) * pairs_per_iter / dt:.1f}")
-                    bar.update(1)
-                if not boundary:
-                    continue
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                step_loss = acc_loss / acc_n
-                if world > 1:
-                    t = torch.tensor([step_loss], device=device)
-                    dist.all_reduce(t)
-                    step_loss = float(t) / world
-                acc_loss, acc_n = 0.0, 0
-                losses.append(step_loss)
-                if step % cfg.log_every == 0 or step == 1:
-                    logger.write({"kind": "train", "step": step, "epoch": it / iters_per_epoch,
-                                  "lr": optimizer.param_groups[0]["lr"], "loss": step_loss,
-                                  **{k: float(v) for k, v in details.items()}})
-                if step_callback is not None:
-                    step_callback(step, step_loss)
-                epoch_end = it % iters_per_epoch == 0 or it >= total_iters
-                if epoch_end:
-                    ep = math.ceil(it / iters_per_epoch)
-                    if cfg.data.test and cfg.eval_freq and (ep % cfg.eval_freq == 0 or it >= total_iters):
-                        improved = False
-                        if is_main or sharded:  # a sharded model runs on all ranks together
-                            stats = evaluate(model, cfg, device, step, cache=eval_cache)
-                        if is_main:
-                            med = float(np.mean([s["loss_med"] for s in stats.values()]))
-                            logger.write({"kind": "test", "step": step, "epoch": ep, "loss_med": med,
-                                          **{f"{n}/{k}": v for n, s in stats.items() for k, v in s.items()}})
-                            if med < best:
-                                best, improved = med, True
-                        if world > 1:  # rank 0 decides
-                            b = torch.tensor([best, float(improved)], dtype=torch.float64, device=device)
-                            dist.broadcast(b, 0)
-                            best, improved = float(b[0]), bool(b[1])
-                        if improved:
-                            save_model_file("checkpoint-best.safetensors")
-                    if cfg.keep_freq and ep % cfg.keep_freq == 0:
-                        save_model_file(f"model-epoch{ep:04d}.safetensors")
-                if epoch_end or (cfg.save_every_steps and step % cfg.save_every_steps == 0):
-                    save()
-                if cfg.schedule.stop_at_step is not None and step >= cfg.schedule.stop_at_step and it < total_iters:
-                    status = "stopped"
-                elif budget_spent() and it < total_iters:
-                    status = "time_limit"
-                if status != "done":
-                    if not (epoch_end or (cfg.save_every_steps and step % cfg.save_every_steps == 0)):
-                        save()
-                    break
-                if it >= total_iters:
-                    break
-                if it % iters_per_epoch == 0:
-                    break  # next epoch: new loader
-        if status == "done":
-            if saved_at[0] != it:  # not already written at this iteration
-                save()
-            save_model_file("checkpoint-final.safetensors")
-    finally:
-        if bar is not None:
-            bar.close()
-        logger.close()
-    if world > 1:
-        dist.barrier()
-    return TrainResult(status, step, it // iters_per_epoch, out, losses, best)
+    trainer = Trainer(cfg)
+    trainer.resume()
+    return trainer.fit(step_callback)
 
 
-def main_train(config_path: str | os.PathLike, overrides: list[str] | None = None,
+def main_train(config_path: str | Path, overrides: list[str] | None = None,
                max_minutes: float | None = None) -> TrainResult:
     """Entry point of ``pointmap train CONFIG [key=value ...]``: load the YAML config, apply
     overrides and the optional time budget (minutes), then :func:`train`."""
