@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 
@@ -14,6 +14,7 @@ from .align import AlignConfig, global_align, pair_scene
 from .errors import PointmapError
 from .images import LoadedImage, load_images
 from .inference import infer_pairs, resolve_device, resolve_dtype
+from .known_cameras import alignment_priors
 from .model import DUSt3R, load_model
 from .pairs import make_pairs, validate_pairs
 from .predictions import PairPredictions
@@ -58,11 +59,20 @@ def reconstruct_images(
     align: AlignConfig | None = None,
     progress: bool = False,
     distributed: bool = False,
+    known_poses: Mapping[int, torch.Tensor] | torch.Tensor | None = None,
+    known_intrinsics: Mapping[int, torch.Tensor] | torch.Tensor | None = None,
+    masks: Sequence[torch.Tensor | None] | None = None,
 ) -> ReconstructionResult | None:
     """Run pair inference and global alignment on already loaded images.
 
     One image is reconstructed as a two-view scene of itself (monocular depth and focal);
-    two images use the closed-form two-view scene; more use :func:`global_align`.
+    two images use the closed-form two-view scene (or :func:`global_align` when cameras or masks
+    are given); more use :func:`global_align`.
+
+    ``known_poses`` (camera-to-world ``(4, 4)``, OpenCV axes), ``known_intrinsics`` (``(3, 3)`` in
+    **network** pixels) and ``masks`` (``(H, W)`` bool at network resolution; ``False`` pixels are
+    excluded from alignment and from ``scene.masks``) are passed to :func:`global_align`, per image
+    index; :mod:`pointmap.known_cameras` reads them from files.
     With ``distributed``, pair inference is split over the ranks of the initialised process
     group (:mod:`pointmap.distributed`); rank 0 aligns and returns the result, other ranks
     return ``None``.
@@ -74,6 +84,9 @@ def reconstruct_images(
     dev = resolve_device(device)
     single = len(images) == 1
     work = _duplicate_single(images) if single else images
+    priors = {"known_poses": _per_work(known_poses, single), "known_intrinsics": _per_work(known_intrinsics, single),
+              "masks": None if masks is None else (list(masks) * 2 if single else list(masks))}
+    constrained = any(v is not None for v in priors.values())
     if pairs is None:
         pairs = make_pairs(len(work), graph, symmetrize=True)
     else:
@@ -93,10 +106,10 @@ def reconstruct_images(
     t = time.perf_counter()
     cfg = align or AlignConfig(conf_threshold=model.recommended_conf_threshold)
     rgb = [im.rgb for im in work]
-    if len(work) == 2:
+    if len(work) == 2 and not constrained and not cfg.shared_focal:
         scene = pair_scene(preds, rgb, conf_threshold=cfg.conf_threshold, pnp_seed=cfg.pnp_seed)
     else:
-        scene = global_align(preds, rgb, config=cfg, device=dev, progress=progress)
+        scene = global_align(preds, rgb, config=cfg, device=dev, progress=progress, **priors)
     timings["alignment"] = time.perf_counter() - t
     if single:
         scene = _first_only(scene)
@@ -104,6 +117,15 @@ def reconstruct_images(
     scene.names = names
     scene.metas = [im.meta for im in images]
     return ReconstructionResult(scene, images, preds, timings, list(pairs))
+
+
+def _per_work(value, single: bool):
+    """Known cameras of a single image apply to both copies of it (see :func:`_duplicate_single`)."""
+    if value is None or not single:
+        return value
+    if isinstance(value, Mapping):
+        return {i: v for k, v in value.items() if int(k) == 0 for i in (0, 1)}
+    return torch.cat([torch.as_tensor(value)[:1]] * 2)
 
 
 def _first_only(scene: Scene) -> Scene:
@@ -126,6 +148,8 @@ def reconstruct(
     align: AlignConfig | None = None,
     skip_bad: bool = False,
     progress: bool = False,
+    cameras: str | os.PathLike | None = None,
+    masks: str | os.PathLike | None = None,
 ) -> ReconstructionResult:
     """Images (files or folders) to a reconstructed scene.
 
@@ -138,6 +162,12 @@ def reconstruct(
         align: alignment settings (:class:`pointmap.AlignConfig`).
         skip_bad: skip unreadable images with a warning instead of failing.
         progress: show progress bars.
+        cameras: known intrinsics and/or poses of some or all images, matched by file name: a
+            pointmap ``cameras.json``, a nerfstudio ``transforms.json`` or a COLMAP model (file or
+            folder; see :mod:`pointmap.known_cameras`). ``align.shared_focal`` shares one focal
+            among the images without a known one.
+        masks: folder of per-image masks (same file name; non-zero = keep); masked-out pixels are
+            excluded from alignment and from ``scene.masks`` (so from every export).
     """
     t = time.perf_counter()
     dev = resolve_device(device)
@@ -148,8 +178,9 @@ def reconstruct(
     images: list[LoadedImage] = []
     for p in paths:
         images += load_images(p, size=size, skip_bad=skip_bad)
+    priors = alignment_priors(images, cameras, masks)
     load_time = time.perf_counter() - t
     res = reconstruct_images(images, net, graph=graph, batch_size=batch_size, device=dev,
-                             dtype=dtype, align=align, progress=progress)
+                             dtype=dtype, align=align, progress=progress, **priors)
     res.timings = {"load": load_time, **res.timings}
     return res

@@ -96,6 +96,34 @@ class ImageMeta:
         out[..., 1, 2] = (K[..., 1, 2] + top + 0.5) * sy - 0.5
         return out
 
+    def intrinsics_to_network(self, K: torch.Tensor) -> torch.Tensor:
+        """Map intrinsics ``(..., 3, 3)`` of the original image to the network image: the exact
+        inverse of :meth:`intrinsics_to_original`."""
+        sx, sy = self.scale_xy
+        left, top = self.crop_box[0], self.crop_box[1]
+        out = K.clone()
+        out[..., 0, 0] = K[..., 0, 0] / sx
+        out[..., 0, 1] = K[..., 0, 1] / sx
+        out[..., 1, 1] = K[..., 1, 1] / sy
+        out[..., 0, 2] = (K[..., 0, 2] + 0.5) / sx - 0.5 - left
+        out[..., 1, 2] = (K[..., 1, 2] + 0.5) / sy - 0.5 - top
+        return out
+
+    def map_to_network(self, image: torch.Tensor) -> torch.Tensor:
+        """Sample a per-pixel map ``(H0, W0, ...)`` of the original image at the network pixels
+        (nearest original pixel to each network pixel centre, via :meth:`to_original_pixels`);
+        returns ``(H, W, ...)``. Used for masks and other maps given at original resolution."""
+        W0, H0 = self.original_size
+        if tuple(image.shape[:2]) != (H0, W0):
+            raise ValueError(f"map has shape {tuple(image.shape[:2])}, expected (H, W) = {(H0, W0)}")
+        W, H = self.size
+        v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64),
+                              indexing="ij")
+        uv = self.to_original_pixels(torch.stack([u, v], -1))
+        x = uv[..., 0].round().long().clamp(0, W0 - 1)
+        y = uv[..., 1].round().long().clamp(0, H0 - 1)
+        return image[y, x]
+
 
 @dataclass
 class LoadedImage:
