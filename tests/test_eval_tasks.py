@@ -14,10 +14,11 @@ from PIL import Image
 from pointmap.errors import DatasetError, PointmapError
 from pointmap.eval import metrics as M
 from pointmap.eval import synthetic_eval as SE
+from pointmap.align import poses as AP
 from pointmap.eval import tasks as T
+from pointmap.eval.tasks import depth as depth_task
 from pointmap.eval.cli_support import (
     gt_depth_at_network,
-    intrinsics_to_network,
     select_indices,
 )
 from pointmap.eval.synthetic_eval import TARGETS, eval_synthetic, synthetic_pair_errors
@@ -25,7 +26,7 @@ from pointmap.eval.synthetic_eval import baseline_ratio as synthetic_baseline_ra
 from pointmap.images import load_image_arrays
 from pointmap.model import DUSt3R, ModelConfig
 from pointmap.predictions import PairPredictions
-from pointmap.scene import depth_to_world
+from pointmap.geometry import depth_to_world
 from pointmap.synthetic_pairs import make_synthetic_scene
 
 TINY = ModelConfig(img_size=(224, 224), enc_embed_dim=32, enc_depth=1, enc_num_heads=2,
@@ -95,7 +96,7 @@ def test_gt_depth_identity_meta_is_exact():
 def test_intrinsics_to_network_inverts_intrinsics_to_original():
     meta = load_image_arrays([np.zeros((480, 640, 3), np.uint8)], size=224)[0].meta
     K = np.array([[585.0, 0.0, 320.0], [0.0, 580.0, 240.0], [0.0, 0.0, 1.0]])
-    Kn = intrinsics_to_network(K, meta)
+    Kn = meta.intrinsics_to_network(K)
     back = meta.intrinsics_to_original(torch.from_numpy(Kn)).numpy()
     np.testing.assert_allclose(back, K, atol=1e-9)
     assert abs(Kn[0, 2] - 112) < 1.0 and abs(Kn[1, 2] - 112) < 1.0
@@ -121,7 +122,7 @@ def clean_scene():
 
 
 def test_reference_pnp_poses_of_exact_pointmaps_are_exact(clean_scene):
-    poses, ok = T.reference_pnp_poses(clean_scene.preds, reference=0, conf_threshold=1.0)
+    poses, ok = AP.reference_pnp_poses(clean_scene.preds, reference=0, conf_threshold=1.0)
     assert all(ok)
     out = M.multiview_pose_metrics(poses, clean_scene.poses.numpy())
     assert out["RRA@5"] == 1.0 and out["RTA@5"] == 1.0
@@ -131,11 +132,11 @@ def test_reference_pnp_poses_of_exact_pointmaps_are_exact(clean_scene):
 
 
 def test_two_view_estimates_of_exact_pointmaps_are_exact(clean_scene):
-    sub = T.pair_predictions(clean_scene.preds, 1, 2)
+    sub = clean_scene.preds.subset([1, 2])
     assert sub.pairs == [(0, 1), (1, 0)] and sub.n_images == 2
     P = clean_scene.poses.numpy().astype(np.float64)
     T_gt = np.linalg.inv(P[2]) @ P[1]
-    for name, T_est in T.two_view_estimates(sub, conf_threshold=1.0).items():
+    for name, T_est in AP.two_view_estimates(sub, conf_threshold=1.0).items():
         err = M.two_view_pose_error(T_est, T_gt)
         assert err < 0.5, name
     assert M.pose_auc([0.0, 0.0])["AUC@5"] == 1.0
@@ -145,7 +146,7 @@ def test_localize_query_with_exact_pointmaps(clean_scene):
     s = clean_scene
     k = s.preds.index(0, 1)
     db_world = depth_to_world(s.depths[1].double(), s.intrinsics[1].double(), s.poses[1].double()).numpy()
-    est, stats = T.localize_query(s.preds.pts3d_1[k], s.preds.conf_1[k], s.preds.pts3d_2_in_1[k], s.preds.conf_2[k],
+    est, stats = AP.localize_query(s.preds.pts3d_1[k], s.preds.conf_1[k], s.preds.pts3d_2_in_1[k], s.preds.conf_2[k],
                                   db_world, s.intrinsics[0].numpy(), conf_threshold=1.0)
     assert stats["n_matches"] > 100 and stats["conf_fallback"] == 0
     t_err, r_err = M.localization_errors(est[None], s.poses[0].numpy()[None])
@@ -155,8 +156,8 @@ def test_localize_query_with_exact_pointmaps(clean_scene):
 def test_nearest_database_frame_prefers_same_direction():
     q = _pose(0, (0, 0, 0))
     db = np.stack([_pose(180, (0.01, 0, 0)), _pose(10, (0.5, 0, 0)), _pose(5, (1.0, 0, 0))])
-    assert T.nearest_database_frame(q, db) == 1
-    assert T.nearest_database_frame(q, db, max_angle_deg=1.0) == 0  # none within 1 deg: nearest centre
+    assert AP.nearest_database_frame(q, db) == 1
+    assert AP.nearest_database_frame(q, db, max_angle_deg=1.0) == 0  # none within 1 deg: nearest centre
 
 
 def test_reconstruction_scores_perfect_and_trivial():
@@ -191,8 +192,8 @@ def test_depth_task_with_gt_derived_predictions_scores_zero(sevenscenes_dir, tin
             conf.append(torch.full_like(z, 5.0))
         return PairPredictions(list(pairs), pts, conf, pts, conf, n_images=len(images))
 
-    monkeypatch.setattr(T, "infer_pairs", fake_infer)
-    res, items = T.eval_depth(sevenscenes_dir, tmp_path / "rep", model=tiny_model, device="cpu", plots=False)
+    monkeypatch.setattr(depth_task, "infer_pairs", fake_infer)
+    res, items = T.eval_depth(sevenscenes_dir, tmp_path / "rep", T.TaskOptions(model=tiny_model, device="cpu", plots=False))
     assert res["ours"]["abs_rel"] < 1e-6 and res["ours"]["delta1"] == 1.0 and res["ours"]["n_images"] == 4
     assert res["baselines"]["constant depth (trivial)"]["abs_rel"] > 0.01
     assert len(items) == 4 and all(abs(it["scale"] - 1 / 3.7) < 1e-5 for it in items)
@@ -245,7 +246,7 @@ def test_tasks_end_to_end(task, opts, n_items, sevenscenes_dir, tiny_model, tmp_
 
 def test_multiview_pose_report_with_plots(sevenscenes_dir, tiny_model, tmp_path):
     pytest.importorskip("matplotlib")
-    res, _ = T.eval_multiview_pose(sevenscenes_dir, tmp_path, model=tiny_model, device="cpu", max_views=3)
+    res, _ = T.eval_multiview_pose(sevenscenes_dir, tmp_path, T.TaskOptions(model=tiny_model, device="cpu"), max_views=3)
     assert (tmp_path / "trajectory.png").is_file() and (tmp_path / "pair_errors.png").is_file()
     assert res["ours"]["n_pairs"] == 3 and 0.0 <= res["ours"]["RRA@15"] <= 1.0
 

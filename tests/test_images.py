@@ -154,6 +154,21 @@ def test_intrinsics_to_original_consistent_with_pixels():
     assert torch.allclose(K0[0, 0], torch.tensor(400.0 * 1000 / 512, dtype=torch.float64))
 
 
+def test_intrinsics_mapping_with_skew_matches_pixels_both_ways():
+    """Projection with mapped intrinsics lands on the mapped pixels, skew included, both ways;
+    arrays stay arrays and tensors stay tensors."""
+    (im,) = load_image_arrays([np.zeros((480, 900, 3), np.uint8)], size=224)
+    K0 = torch.tensor([[500.0, 3.0, 440.0], [0, 520.0, 250.0], [0, 0, 1]], dtype=torch.float64)
+    X = torch.tensor([[0.3, -0.2, 2.0], [-1.0, 0.5, 3.0], [0.2, 0.1, 1.0]], dtype=torch.float64)
+    Kn = im.meta.intrinsics_to_network(K0)
+    uv_net = (X @ Kn.T)[:, :2] / X[:, 2:]
+    uv_orig = (X @ K0.T)[:, :2] / X[:, 2:]
+    assert torch.allclose(im.meta.to_original_pixels(uv_net), uv_orig)
+    assert torch.allclose(im.meta.intrinsics_to_original(Kn), K0)
+    Kn_np = im.meta.intrinsics_to_network(K0.numpy())
+    assert isinstance(Kn_np, np.ndarray) and np.allclose(Kn_np, Kn.numpy())
+
+
 # ------------------------------------------------------------------ formats and modes
 
 

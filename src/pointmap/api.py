@@ -173,7 +173,7 @@ def reconstruct(
     dev = resolve_device(device)
     net = model if isinstance(model, DUSt3R) else load_model(model, device=dev)
     if size is None:
-        size = 224 if max(net.config.img_size) <= 224 else 512
+        size = net.config.native_size
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     images: list[LoadedImage] = []
     for p in paths:

@@ -285,7 +285,7 @@ def build_app(model: str | os.PathLike | DUSt3R = "default", device: str | None 
     net = model if isinstance(model, DUSt3R) else load_model(model, device=dev)
     limits = AppLimits(max_images=int(max_images), max_upload_mb=float(max_upload_mb))
     runs = _Runs()
-    native = 224 if max(net.config.img_size) <= 224 else 512
+    native = net.config.native_size
     default_conf = float(net.recommended_conf_threshold)
     gr.set_static_paths(paths=[runs.root])
     examples = [str(p) for p in sorted(EXAMPLE_DIR.glob("*.jpg"))]

@@ -84,7 +84,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         import torch
 
         model.optimize_for_inference(trunk_dtype=torch.bfloat16, head_dtype=torch.bfloat16)
-    size = args.size or (224 if max(model.config.img_size) <= 224 else 512)
+    size = args.size or model.config.native_size
     images = _load_inputs(args.inputs, size, args.fps, args.skip_bad)
     t_load = time.perf_counter() - t0
     print(f"{len(images)} images at {size}px, model {args.weights}, device {dev}", file=sys.stderr)

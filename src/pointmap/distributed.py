@@ -55,43 +55,9 @@ from .images import LoadedImage
 from .inference import _as_tensor, infer_pairs
 from .model.network import DUSt3R
 from .predictions import PairPredictions
+from .process_group import init_from_env
 
 __all__ = ["infer_pairs_distributed", "init_from_env", "split_pairs"]
-
-_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-
-
-def init_from_env(backend: str | None = None) -> torch.device:
-    """Initialise the default process group from torchrun's environment variables.
-
-    Uses ``nccl`` when CUDA is available and ``gloo`` otherwise (unless ``backend`` is given) and,
-    on CUDA, makes ``cuda:LOCAL_RANK`` the current device. Does nothing to an already initialised
-    group.
-
-    Returns:
-        The device this rank should compute on (``cuda:LOCAL_RANK`` or ``cpu``).
-
-    Raises:
-        PointmapError: when the torchrun variables are missing (the script was not started by
-            ``torchrun``).
-    """
-    use_cuda = torch.cuda.is_available() and backend != "gloo"
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    if dist.is_available() and dist.is_initialized():
-        return device
-    missing = [k for k in _ENV if k not in os.environ]
-    if missing:
-        raise PointmapError(
-            f"distributed inference needs the environment variables {', '.join(missing)}; "
-            "start the command with `torchrun --nproc_per_node N ...`"
-        )
-    backend = backend or ("nccl" if use_cuda else "gloo")
-    dist.init_process_group(backend=backend)
-    return device
-
 
 def split_pairs(pairs: Sequence[tuple[int, int]], world_size: int) -> list[list[int]]:
     """Assign pairs to ranks: contiguous, balanced blocks of the pair list sorted by image.

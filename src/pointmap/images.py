@@ -14,6 +14,7 @@ import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError
+
+KMatrix = TypeVar("KMatrix", torch.Tensor, np.ndarray)
 
 __all__ = [
     "ImageMeta",
@@ -80,21 +83,39 @@ class ImageMeta:
         out[..., 1] = (uv[..., 1] + top + 0.5) * sy - 0.5
         return out
 
-    def intrinsics_to_original(self, K: torch.Tensor) -> torch.Tensor:
-        """Map intrinsics ``(..., 3, 3)`` of the network image to the original image.
-
-        The crop shifts the principal point; the resize scales focal and principal point about the
-        pixel-centre convention (``c' = (c + 0.5) * s - 0.5``).
-        """
+    def _pixel_map(self) -> tuple[float, float, float, float]:
+        """``(sx, sy, ox, oy)`` with original pixel ``= (sx u + ox, sy v + oy)`` of network pixel
+        ``(u, v)`` (crop, then resize about pixel centres: ``c' = (c + left + 0.5) s - 0.5``)."""
         sx, sy = self.scale_xy
         left, top = self.crop_box[0], self.crop_box[1]
-        out = K.clone()
-        out[..., 0, 0] = K[..., 0, 0] * sx
-        out[..., 0, 1] = K[..., 0, 1] * sx
-        out[..., 1, 1] = K[..., 1, 1] * sy
-        out[..., 0, 2] = (K[..., 0, 2] + left + 0.5) * sx - 0.5
-        out[..., 1, 2] = (K[..., 1, 2] + top + 0.5) * sy - 0.5
-        return out
+        return sx, sy, (left + 0.5) * sx - 0.5, (top + 0.5) * sy - 0.5
+
+    def intrinsics_to_original(self, K: KMatrix) -> KMatrix:
+        """Map intrinsics ``(..., 3, 3)`` of the network image to the original image (tensor or
+        array in, the same kind out).
+
+        The crop shifts the principal point; the resize scales focal, skew and principal point
+        about the pixel-centre convention (``c' = (c + left + 0.5) * s - 0.5``).
+        """
+        sx, sy, ox, oy = self._pixel_map()
+        return _affine_intrinsics(K, sx, sy, ox, oy)
+
+    def intrinsics_to_network(self, K: KMatrix) -> KMatrix:
+        """Map intrinsics ``(..., 3, 3)`` of the original image to the network image: the inverse
+        of :meth:`intrinsics_to_original` (tensor or array in, the same kind out)."""
+        sx, sy, ox, oy = self._pixel_map()
+        return _affine_intrinsics(K, 1 / sx, 1 / sy, -ox / sx, -oy / sy)
+
+
+def _affine_intrinsics(K: KMatrix, sx: float, sy: float, ox: float, oy: float) -> KMatrix:
+    """Intrinsics ``(..., 3, 3)`` after the pixel map ``(u, v) -> (sx u + ox, sy v + oy)``."""
+    out = K.clone() if isinstance(K, torch.Tensor) else np.array(K, dtype=np.float64)
+    out[..., 0, 0] = K[..., 0, 0] * sx
+    out[..., 0, 1] = K[..., 0, 1] * sx
+    out[..., 1, 1] = K[..., 1, 1] * sy
+    out[..., 0, 2] = K[..., 0, 2] * sx + ox
+    out[..., 1, 2] = K[..., 1, 2] * sy + oy
+    return out
 
     def intrinsics_to_network(self, K: torch.Tensor) -> torch.Tensor:
         """Map intrinsics ``(..., 3, 3)`` of the original image to the network image: the exact

@@ -15,30 +15,14 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from .geometry.camera import depth_to_world
 from .images import ImageMeta
 
-__all__ = ["LOW_KEPT_FRACTION", "Scene", "depth_to_world"]
+__all__ = ["LOW_KEPT_FRACTION", "Scene"]
 
 LOW_KEPT_FRACTION = 0.1
 """Below this :meth:`Scene.kept_fraction` the command line and the app say that few points pass
 the confidence threshold and that a lower one keeps more."""
-
-
-def depth_to_world(depth: torch.Tensor, K: torch.Tensor, cam2world: torch.Tensor) -> torch.Tensor:
-    """Unproject a depth map ``(H, W)`` with intrinsics ``(3, 3)`` and pose ``(4, 4)`` to world
-    points ``(H, W, 3)``. Pixel ``(u, v)`` sits at integer coordinates."""
-    H, W = depth.shape
-    v, u = torch.meshgrid(
-        torch.arange(H, dtype=depth.dtype, device=depth.device),
-        torch.arange(W, dtype=depth.dtype, device=depth.device),
-        indexing="ij",
-    )
-    K = K.to(depth)
-    x = (u - K[0, 2] - K[0, 1] * (v - K[1, 2]) / K[1, 1]) / K[0, 0] * depth
-    y = (v - K[1, 2]) / K[1, 1] * depth
-    cam = torch.stack([x, y, depth], dim=-1)
-    T = cam2world.to(depth)
-    return cam @ T[:3, :3].T + T[:3, 3]
 
 
 @dataclass

@@ -26,7 +26,6 @@ __all__ = [
     "ModelArg",
     "check_options",
     "gt_depth_at_network",
-    "intrinsics_to_network",
     "load_frames",
     "network_size",
     "package_results",
@@ -48,11 +47,9 @@ def resolve_model(model: ModelArg, device: str | torch.device | None = None) -> 
 
 
 def network_size(model: DUSt3R, size: int | None = None) -> int:
-    """The preprocessing size for ``model``: ``size`` when given, else 224 for models trained at
-    224 and 512 otherwise."""
-    if size is not None:
-        return int(size)
-    return 224 if max(model.config.img_size) <= 224 else 512
+    """The preprocessing size for ``model``: ``size`` when given, else
+    :attr:`ModelConfig.native_size <pointmap.model.config.ModelConfig.native_size>`."""
+    return int(size) if size is not None else model.config.native_size
 
 
 def read_scene(dataset_path: str | os.PathLike | None, layout: str | None = None, **options: Any) -> SceneData:
@@ -121,20 +118,6 @@ def gt_depth_at_network(depth: np.ndarray, meta: ImageMeta) -> np.ndarray:
     return out
 
 
-def intrinsics_to_network(K: np.ndarray, meta: ImageMeta) -> np.ndarray:
-    """Intrinsics ``(3, 3)`` of the original image mapped to the network image (the inverse of
-    :meth:`ImageMeta.intrinsics_to_original`): focal divided by the resize factor, principal point
-    moved by the resize (pixel-centre convention) and the crop."""
-    K = np.asarray(K, dtype=np.float64)
-    sx, sy = meta.scale_xy
-    left, top = meta.crop_box[0], meta.crop_box[1]
-    out = K.copy()
-    out[0, 0], out[0, 1], out[1, 1] = K[0, 0] / sx, K[0, 1] / sx, K[1, 1] / sy
-    out[0, 2] = (K[0, 2] + 0.5) / sx - 0.5 - left
-    out[1, 2] = (K[1, 2] + 0.5) / sy - 0.5 - top
-    return out
-
-
 def try_plot(make: Callable[[], Any], plots: dict[str, Any], name: str) -> None:
     """Add ``make()`` to ``plots`` under ``name``; skipped when matplotlib is missing."""
     try:
@@ -143,14 +126,15 @@ def try_plot(make: Callable[[], Any], plots: dict[str, Any], name: str) -> None:
         pass
 
 
-def check_options(task: str, fn: Callable, opts: Mapping[str, Any]) -> None:
-    """Raise :class:`PointmapError` naming any option ``fn`` does not take."""
+def check_options(task: str, fn: Callable, opts: Mapping[str, Any], shared: Sequence[str] = ()) -> None:
+    """Raise :class:`PointmapError` naming any option that is neither a keyword of ``fn`` nor one
+    of the ``shared`` option names."""
     import inspect
 
     params = inspect.signature(fn).parameters
-    unknown = sorted(k for k in opts if k not in params)
+    unknown = sorted(k for k in opts if k not in params and k not in shared)
     if unknown:
-        allowed = sorted(k for k, p in params.items() if p.kind == p.KEYWORD_ONLY)
+        allowed = sorted({k for k, p in params.items() if p.kind == p.KEYWORD_ONLY} | set(shared))
         raise PointmapError(f"unknown option(s) {', '.join(unknown)} for eval task '{task}'; "
                             f"accepted: {', '.join(allowed)}")
 

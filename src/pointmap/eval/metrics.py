@@ -32,9 +32,11 @@ import roma
 import torch
 from scipy.spatial import cKDTree
 
+from ..arrays import as_float64
+from ..geometry.registration import rigid_registration
+
 __all__ = [
     "Similarity",
-    "as_numpy",
     "rotation_error_deg",
     "direction_error_deg",
     "relative_pose_errors",
@@ -42,6 +44,7 @@ __all__ = [
     "mean_average_accuracy",
     "multiview_pose_metrics",
     "two_view_pose_error",
+    "two_view_pose_errors",
     "pose_auc",
     "median_scale",
     "abs_rel_map",
@@ -65,15 +68,8 @@ SEVEN_SCENES_THRESHOLD: tuple[float, float] = (0.05, 5.0)
 """The 7-Scenes convention: a query is localized when within 5 cm and 5 degrees."""
 
 
-def as_numpy(x: np.ndarray | torch.Tensor | Sequence, dtype=np.float64) -> np.ndarray:
-    """Convert a tensor / array / nested list to a numpy array of ``dtype`` (on the CPU)."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=dtype)
-
-
 def _poses(x, name: str) -> np.ndarray:
-    p = as_numpy(x)
+    p = as_float64(x)
     if p.ndim == 2:
         p = p[None]
     if p.ndim != 3 or p.shape[-2:] not in ((4, 4), (3, 4)):
@@ -92,8 +88,8 @@ def rotation_error_deg(R_est, R_gt) -> np.ndarray:
     Computed from the Frobenius distance (roma), so identical rotations give exactly 0 and
     180-degree flips give 180 without a NaN from ``arccos``.
     """
-    a = torch.from_numpy(as_numpy(R_est))
-    b = torch.from_numpy(as_numpy(R_gt))
+    a = torch.from_numpy(as_float64(R_est))
+    b = torch.from_numpy(as_float64(R_gt))
     return np.degrees(roma.rotmat_geodesic_distance(a, b).numpy())
 
 
@@ -104,8 +100,8 @@ def direction_error_deg(v_est, v_gt, sign_invariant: bool = False, eps: float = 
     either vector is shorter than ``eps`` the direction is undefined and the error is 90 degrees
     (the expected angle to a random direction; the value the PoseDiffusion code also yields).
     """
-    a = as_numpy(v_est)
-    b = as_numpy(v_gt)
+    a = as_float64(v_est)
+    b = as_float64(v_gt)
     na = np.linalg.norm(a, axis=-1)
     nb = np.linalg.norm(b, axis=-1)
     ok = (na > eps) & (nb > eps)
@@ -161,7 +157,7 @@ def relative_pose_errors(
 
 def accuracy_at(errors, tau: float) -> float:
     """Fraction of ``errors`` strictly below ``tau`` (``nan`` for an empty array)."""
-    e = as_numpy(errors).ravel()
+    e = as_float64(errors).ravel()
     return float(np.mean(e < tau)) if e.size else float("nan")
 
 
@@ -171,7 +167,7 @@ def mean_average_accuracy(rot_err, trans_err, max_threshold: int = 30) -> float:
 
     Returns ``nan`` when there are no pairs.
     """
-    err = np.maximum(as_numpy(rot_err).ravel(), as_numpy(trans_err).ravel())
+    err = np.maximum(as_float64(rot_err).ravel(), as_float64(trans_err).ravel())
     if err.size == 0:
         return float("nan")
     hist, _ = np.histogram(err, bins=np.arange(max_threshold + 1))
@@ -208,17 +204,26 @@ def multiview_pose_metrics(
 # ------------------------------------------------------------------------------------------------
 
 
-def two_view_pose_error(T_0to1_est, T_0to1_gt, sign_invariant: bool = True) -> np.ndarray:
-    """Pose error of relative poses ``T_0to1`` ``(..., 4, 4)`` (camera-0 to camera-1 coordinates):
-    ``max(rotation error, translation-direction error)`` in degrees, ``(...)``.
+def two_view_pose_errors(T_0to1_est, T_0to1_gt, sign_invariant: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Errors of relative poses ``T_0to1`` ``(..., 4, 4)`` (camera-0 to camera-1 coordinates), in
+    degrees, each ``(...)``: ``(max(rotation, translation direction), rotation, translation
+    direction)``. An estimate with a non-finite entry (a failed solver) has infinite errors.
 
     The translation angle is sign invariant by default (the essential-matrix ambiguity of the
     SuperGlue protocol).
     """
-    a, b = as_numpy(T_0to1_est), as_numpy(T_0to1_gt)
-    r = rotation_error_deg(a[..., :3, :3], b[..., :3, :3])
-    t = direction_error_deg(a[..., :3, 3], b[..., :3, 3], sign_invariant=sign_invariant)
-    return np.maximum(r, t)
+    a, b = as_float64(T_0to1_est), as_float64(T_0to1_gt)
+    failed = ~np.isfinite(a).all(axis=(-1, -2))
+    a = np.where(failed[..., None, None], np.eye(4), a)
+    r = np.where(failed, np.inf, rotation_error_deg(a[..., :3, :3], b[..., :3, :3]))
+    t = np.where(failed, np.inf, direction_error_deg(a[..., :3, 3], b[..., :3, 3], sign_invariant=sign_invariant))
+    return np.maximum(r, t), r, t
+
+
+def two_view_pose_error(T_0to1_est, T_0to1_gt, sign_invariant: bool = True) -> np.ndarray:
+    """``max(rotation error, translation-direction error)`` in degrees, ``(...)``: the first of
+    :func:`two_view_pose_errors`."""
+    return two_view_pose_errors(T_0to1_est, T_0to1_gt, sign_invariant)[0]
 
 
 def pose_auc(errors, thresholds: Sequence[float] = (5.0, 10.0, 20.0)) -> dict[str, float]:
@@ -229,7 +234,7 @@ def pose_auc(errors, thresholds: Sequence[float] = (5.0, 10.0, 20.0)) -> dict[st
     errors ``e_k``, held flat up to the threshold. Failed estimates should be passed as ``inf``
     (they count in ``n``). Returns ``{"AUC@5": ..}``; ``nan`` for no errors.
     """
-    e = np.sort(as_numpy(errors).ravel())
+    e = np.sort(as_float64(errors).ravel())
     out: dict[str, float] = {}
     n = e.size
     for t in thresholds:
@@ -283,7 +288,7 @@ def _depth_valid(gt: np.ndarray, pred: np.ndarray, max_depth: float | None, min_
 def median_scale(pred, gt, valid) -> float:
     """``median(gt[valid]) / median(pred[valid])``; ``nan`` when undefined (no valid pixels or a
     non-positive predicted median)."""
-    p, g = as_numpy(pred)[valid], as_numpy(gt)[valid]
+    p, g = as_float64(pred)[valid], as_float64(gt)[valid]
     if p.size == 0:
         return float("nan")
     mp = float(np.median(p))
@@ -298,7 +303,7 @@ def abs_rel_map(
     Valid pixels: ``gt > min_depth``, finite, ``gt <= max_depth`` when given, and finite
     prediction. ``s`` is the median ratio over valid pixels (or 1 without ``median_scaling``).
     """
-    p, g = as_numpy(pred), as_numpy(gt)
+    p, g = as_float64(pred), as_float64(gt)
     valid = _depth_valid(g, p, max_depth, min_depth)
     s = median_scale(p, g, valid) if median_scaling else 1.0
     out = np.full(g.shape, np.nan)
@@ -322,7 +327,7 @@ def depth_metrics(
     ``delta1``. No valid pixel (or a non-positive predicted median) gives ``nan`` metrics and
     ``n_valid`` as counted; it does not raise.
     """
-    p, g = as_numpy(pred), as_numpy(gt)
+    p, g = as_float64(pred), as_float64(gt)
     valid = _depth_valid(g, p, max_depth, min_depth)
     n = int(valid.sum())
     s = median_scale(p, g, valid) if median_scaling else 1.0
@@ -397,7 +402,7 @@ class Similarity:
 
     def apply_points(self, pts) -> np.ndarray:
         """Transform points ``(..., 3)``."""
-        return self.s * as_numpy(pts) @ self.R.T + self.t
+        return self.s * as_float64(pts) @ self.R.T + self.t
 
     def apply_poses(self, c2w) -> np.ndarray:
         """Transform camera-to-world poses ``(N, 4, 4)``: rotations rotate, centres move, and the
@@ -410,7 +415,8 @@ class Similarity:
 
 
 def similarity_align_points(src, dst, weights=None) -> Similarity:
-    """Umeyama similarity ``(s, R, t)`` minimising ``sum w |s R src + t - dst|^2`` (roma).
+    """Umeyama similarity ``(s, R, t)`` minimising ``sum w |s R src + t - dst|^2``
+    (:func:`pointmap.geometry.rigid_registration`, in float64).
 
     Args:
         src: ``(N, 3)`` points to move (e.g. predicted), ``dst``: ``(N, 3)`` corresponding targets.
@@ -418,15 +424,13 @@ def similarity_align_points(src, dst, weights=None) -> Similarity:
 
     Needs ``N >= 3`` non-collinear points for a unique answer; raises ``ValueError`` for ``N < 3``.
     """
-    a, b = as_numpy(src).reshape(-1, 3), as_numpy(dst).reshape(-1, 3)
+    a, b = as_float64(src).reshape(-1, 3), as_float64(dst).reshape(-1, 3)
     if len(a) != len(b):
         raise ValueError(f"{len(a)} source points for {len(b)} target points")
     if len(a) < 3:
         raise ValueError(f"similarity alignment needs at least 3 point pairs, got {len(a)}")
-    w = None if weights is None else torch.from_numpy(as_numpy(weights).ravel())
-    R, t, s = roma.rigid_points_registration(
-        torch.from_numpy(a), torch.from_numpy(b), weights=w, compute_scaling=True
-    )
+    w = None if weights is None else torch.from_numpy(as_float64(weights).ravel())
+    s, R, t = rigid_registration(torch.from_numpy(a), torch.from_numpy(b), w)
     return Similarity(R.numpy(), t.numpy(), float(s))
 
 
@@ -482,8 +486,8 @@ def reconstruction_metrics(
         pred), ``overall`` (their mean), their medians, ``n_pred``, ``n_gt`` and, with
         ``threshold``, ``precision``, ``recall``, ``fscore``. Empty clouds give ``nan``.
     """
-    p = as_numpy(pred_points).reshape(-1, 3)
-    g = as_numpy(gt_points).reshape(-1, 3)
+    p = as_float64(pred_points).reshape(-1, 3)
+    g = as_float64(gt_points).reshape(-1, 3)
     p, g = p[np.isfinite(p).all(1)], g[np.isfinite(g).all(1)]
     if align is not None:
         p = align.apply_points(p)

@@ -26,7 +26,8 @@ import numpy as np
 
 from ..errors import PointmapError
 from ..io_utils import atomic_write, atomic_write_text
-from .metrics import Similarity, abs_rel_map, as_numpy, similarity_align_poses
+from ..arrays import as_float64, to_numpy
+from .metrics import Similarity, abs_rel_map, similarity_align_poses
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -177,7 +178,7 @@ def plot_error_distribution(
         thresholds: vertical lines (e.g. the RRA thresholds).
         max_value: x-axis limit (default: the 99th percentile of all finite errors).
     """
-    data = {k: as_numpy(v).ravel() for k, v in errors.items()}
+    data = {k: as_float64(v).ravel() for k, v in errors.items()}
     finite = np.concatenate([v[np.isfinite(v)] for v in data.values()] or [np.zeros(0)])
     top = max_value if max_value is not None else (float(np.percentile(finite, 99)) if finite.size else 1.0)
     top = top if top > 0 else 1.0
@@ -212,8 +213,8 @@ def plot_trajectories(
         est_c2w, gt_c2w: ``(N, 4, 4)`` camera-to-world poses.
         arrow_scale: viewing-direction arrow length as a fraction of the trajectory extent.
     """
-    gt = as_numpy(gt_c2w)
-    est = as_numpy(est_c2w)
+    gt = as_float64(gt_c2w)
+    est = as_float64(est_c2w)
     if align is True:
         est = similarity_align_poses(est, gt).apply_poses(est)
     elif isinstance(align, Similarity):
@@ -257,7 +258,7 @@ def plot_depth_error(
         image: optional ``(H, W, 3)`` uint8 or float image shown first.
         vmax_rel: upper end of the abs-rel colour scale.
     """
-    p, g = as_numpy(pred), as_numpy(gt)
+    p, g = as_float64(pred), as_float64(gt)
     err = abs_rel_map(p, g, median_scaling=median_scaling, max_depth=max_depth)
     valid = np.isfinite(err)
     s = float(np.median(g[valid]) / np.median(p[valid])) if median_scaling and valid.any() and np.median(p[valid]) > 0 else 1.0
@@ -270,7 +271,7 @@ def plot_depth_error(
         ax.set_title(title, fontsize=9)
         ax.axis("off")
         if title == "image":
-            ax.imshow(as_numpy(arr, dtype=np.float32) / (255.0 if np.asarray(arr).dtype == np.uint8 else 1.0))
+            ax.imshow(to_numpy(arr, np.float32) / (255.0 if np.asarray(arr).dtype == np.uint8 else 1.0))
         elif title == "abs rel":
             ax.set_facecolor("0.6")
             ax.axis("on")

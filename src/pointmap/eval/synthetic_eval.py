@@ -5,7 +5,7 @@ its scene ids never occur in ``train``), rendered at 224 x 224 by default. For e
 ``(view 0, view 1)``:
 
 * **pose**: camera 1's pose in camera 0's frame by PnP-RANSAC of the pair's ``pts3d_2_in_1``
-  with the focal estimated from pair ``(1, 0)`` (:func:`pointmap.geometry.relative_pose`, no GT
+  with the focal estimated from pair ``(1, 0)`` (:func:`pointmap.align.poses.pair_relative_pose`, no GT
   used); the variant uses the GT intrinsics of view 1 instead. Errors: geodesic rotation angle and
   the angle between translation directions (signed: ``t`` and ``-t`` differ), in degrees;
 * **depth**: z of ``pts3d_1`` of pairs ``(0, 1)`` and ``(1, 0)`` against the GT depth of views 0
@@ -33,10 +33,12 @@ import numpy as np
 import torch
 
 from ..errors import PointmapError
-from ..geometry import confident_mask, pnp_ransac, relative_pose
+from ..align.poses import pair_relative_pose
+from ..geometry import confident_mask, pnp_ransac
 from ..inference import infer_pairs, resolve_device
 from ..predictions import PairPredictions
 from ..train.synthetic import SyntheticConfig, render_pair_batch
+from ..arrays import as_float64, to_numpy
 from . import metrics as M
 from .cli_support import ModelArg, package_results, resolve_model, try_plot
 from .report import plot_error_distribution
@@ -119,7 +121,7 @@ def synthetic_pair_errors(
         ``(rot_err_deg, trans_err_deg)``; ``(180, 180)`` when PnP fails.
     """
     if K1 is None:
-        res = relative_pose(preds, 0, 1, conf_threshold=conf_threshold, iterations=iterations)
+        res = pair_relative_pose(preds, 0, 1, conf_threshold=conf_threshold, iterations=iterations)
     else:
         e = preds.index(0, 1)
         mask = confident_mask(preds.conf_2[e], conf_threshold)
@@ -127,7 +129,7 @@ def synthetic_pair_errors(
                          pp=(float(K1[0, 2]), float(K1[1, 2])), iterations=iterations)
     if res is None:
         return 180.0, 180.0
-    T = M.as_numpy(res[1])
+    T = as_float64(res[1])
     r = float(M.rotation_error_deg(T[:3, :3], T_0_from_1[:3, :3]))
     t = float(M.direction_error_deg(T[:3, 3], T_0_from_1[:3, 3], sign_invariant=False))
     return r, t
@@ -208,23 +210,23 @@ def eval_synthetic(
                                   [preds.conf_1[e01], preds.conf_1[e10]],
                                   [preds.pts3d_2_in_1[e01], preds.pts3d_2_in_1[e10]],
                                   [preds.conf_2[e01], preds.conf_2[e10]], n_images=2)
-            P0, P1 = M.as_numpy(v1["camera_pose"][b]), M.as_numpy(v2["camera_pose"][b])
+            P0, P1 = as_float64(v1["camera_pose"][b]), as_float64(v2["camera_pose"][b])
             T = np.linalg.inv(P0) @ P1
             r, t = synthetic_pair_errors(sub, T, None, conf_threshold, pnp_iterations)
-            rk, tk = synthetic_pair_errors(sub, T, M.as_numpy(v2["camera_intrinsics"][b]), conf_threshold, pnp_iterations)
+            rk, tk = synthetic_pair_errors(sub, T, as_float64(v2["camera_intrinsics"][b]), conf_threshold, pnp_iterations)
             ri = float(M.rotation_error_deg(np.eye(3), T[:3, :3]))
             rot.append(r), trans.append(t), rot_k.append(rk), trans_k.append(tk), rot_id.append(ri)
             item = {"idx": idx, "layout": v1["label"][b], "covisibility": float(v1["covisibility"][b]),
                     "gt_rot_deg": ri, "rot_err_deg": r, "trans_err_deg": t, "rot_err_gt_K_deg": rk,
                     "trans_err_gt_K_deg": tk,
-                    "baseline_ratio": baseline_ratio(T, M.as_numpy(v1["depthmap"][b]),
-                                                     M.as_numpy(v1["valid_mask"][b], dtype=bool)),
+                    "baseline_ratio": baseline_ratio(T, as_float64(v1["depthmap"][b]),
+                                                     to_numpy(v1["valid_mask"][b], bool)),
                     "conf_2_median": float(preds.conf_2[e01].float().median()),
                     "conf_2_frac_above": float((preds.conf_2[e01] > conf_threshold).float().mean())}
             for view, e in ((v1, e01), (v2, e10)):
-                gt = M.as_numpy(view["depthmap"][b])
-                gt[~M.as_numpy(view["valid_mask"][b], dtype=bool)] = 0.0
-                dm = M.depth_metrics(M.as_numpy(preds.pts3d_1[e][..., 2]), gt)
+                gt = as_float64(view["depthmap"][b])
+                gt[~to_numpy(view["valid_mask"][b], bool)] = 0.0
+                dm = M.depth_metrics(as_float64(preds.pts3d_1[e][..., 2]), gt)
                 depth.append(dm)
                 depth_c.append(M.depth_metrics(M.constant_depth(gt.shape), gt))
             item["abs_rel_view0"], item["abs_rel_view1"] = depth[-2].abs_rel, depth[-1].abs_rel

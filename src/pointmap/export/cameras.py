@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from ..arrays import to_numpy
 from ..io_utils import atomic_write_text
 from ..scene import Scene
-from .common import image_file_names, original_intrinsics, original_size, to_numpy
+from .common import image_file_names, original_intrinsics, original_size
 
 __all__ = ["cameras_dict", "export_cameras"]
 

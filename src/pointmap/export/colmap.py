@@ -34,6 +34,7 @@ import numpy as np
 import roma
 import torch
 
+from ..arrays import to_numpy
 from ..errors import PointmapError
 from ..io_utils import atomic_write, atomic_write_bytes, atomic_write_text
 from ..scene import Scene
@@ -43,7 +44,6 @@ from .common import (
     original_size,
     rgb_uint8,
     scene_masks,
-    to_numpy,
 )
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Helpers shared by the exporters: tensors to numpy, masked points, file names, image copies.
+"""Helpers shared by the exporters: masked points, file names, image copies.
 
 Frames used by the exporters (see :mod:`pointmap.scene`): world points and ``cam2world`` poses in
 OpenCV camera axes (x right, y down, z forward); pixel centres at integer coordinates.
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from ..arrays import to_numpy
 from ..errors import PointmapError
 from ..io_utils import atomic_write
 from ..scene import Scene
@@ -31,7 +32,6 @@ __all__ = [
     "rgb_uint8",
     "scene_masks",
     "source_image_path",
-    "to_numpy",
 ]
 
 #: Flips the y and z camera axes: OpenCV (x right, y down, z forward) <-> OpenGL (x right, y up,
@@ -43,12 +43,6 @@ CAM_PALETTE: tuple[tuple[int, int, int], ...] = (
     (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 0, 255), (255, 204, 0), (0, 204, 204),
     (128, 255, 255), (255, 128, 255), (255, 255, 128), (0, 0, 0), (128, 128, 128),
 )
-
-
-def to_numpy(t: torch.Tensor | np.ndarray, dtype: type | None = None) -> np.ndarray:
-    """A numpy copy (CPU, detached) of ``t``, optionally cast to ``dtype``."""
-    arr = t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
-    return arr.astype(dtype) if dtype is not None else arr
 
 
 def scene_masks(

@@ -26,10 +26,11 @@ import cv2
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from ..arrays import to_numpy
 from ..errors import PointmapError
 from ..io_utils import atomic_write, atomic_write_text
 from ..scene import Scene
-from .common import image_file_names, scene_masks, to_numpy
+from .common import image_file_names, scene_masks
 
 __all__ = ["SIDE_CAR", "colorize", "depth_scale_for", "export_depth", "read_depth_png"]
 

@@ -31,10 +31,11 @@ import torch
 import trimesh
 from PIL import Image
 
+from ..arrays import to_numpy
 from ..errors import PointmapError
 from ..io_utils import atomic_write_bytes
 from ..scene import Scene
-from .common import CAM_PALETTE, OPENCV_TO_OPENGL, rgb_uint8, scene_masks, to_numpy
+from .common import CAM_PALETTE, OPENCV_TO_OPENGL, rgb_uint8, scene_masks
 
 __all__ = ["CAMERA_NODE", "auto_cam_size", "build_glb_scene", "export_glb", "viewer_transform"]
 

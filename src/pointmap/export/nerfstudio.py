@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ..arrays import to_numpy
 from ..io_utils import atomic_write_text
 from ..scene import Scene
 from .common import (
@@ -36,7 +37,6 @@ from .common import (
     original_intrinsics,
     original_size,
     source_image_path,
-    to_numpy,
 )
 
 __all__ = ["INTRINSIC_KEYS", "export_nerfstudio"]

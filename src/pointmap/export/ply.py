@@ -16,9 +16,10 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
+from ..arrays import to_numpy
 from ..io_utils import atomic_write
 from ..scene import Scene
-from .common import rgb_uint8, scene_masks, to_numpy
+from .common import rgb_uint8, scene_masks
 
 __all__ = ["export_ply", "grid_normals"]
 

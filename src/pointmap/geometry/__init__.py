@@ -2,6 +2,7 @@
 
 from .camera import (
     default_principal_point,
+    depth_to_world,
     estimate_focal,
     estimate_focal_from_pixels,
     intrinsics_matrix,
@@ -24,6 +25,7 @@ __all__ = [
     "apply_similarity",
     "confident_mask",
     "default_principal_point",
+    "depth_to_world",
     "estimate_focal",
     "estimate_focal_from_pixels",
     "intrinsics_matrix",

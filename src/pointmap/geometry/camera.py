@@ -19,6 +19,7 @@ __all__ = [
     "estimate_focal",
     "estimate_focal_from_pixels",
     "unproject_depth",
+    "depth_to_world",
     "project",
 ]
 
@@ -131,18 +132,30 @@ def estimate_focal(
 
 def unproject_depth(depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """Camera-frame points ``(..., H, W, 3)`` of z-depth maps ``(..., H, W)`` with pinhole
-    intrinsics ``(..., 3, 3)`` (skew ignored)."""
+    intrinsics ``(..., 3, 3)`` (skew ``K[0, 1]`` honoured): the inverse of :func:`project`.
+
+    Pixel ``(u, v)`` at integer coordinates has the normalised coordinates
+    ``y = (v - cy) / fy``, ``x = (u - cx - skew * y) / fx``; its point is ``depth * (x, y, 1)``.
+    Differentiable in ``depth`` and ``K``.
+    """
     H, W = depth.shape[-2:]
     uv = pixel_grid(H, W, depth.device, depth.dtype)
-    K = K.to(depth)
-    f = torch.stack([K[..., 0, 0], K[..., 1, 1]], -1)[..., None, None, :]
-    c = torch.stack([K[..., 0, 2], K[..., 1, 2]], -1)[..., None, None, :]
-    xy = (uv - c) / f * depth[..., None]
-    return torch.cat([xy, depth[..., None]], dim=-1)
+    K = K.to(depth)[..., None, None, :, :]
+    y = (uv[..., 1] - K[..., 1, 2]) / K[..., 1, 1]
+    x = (uv[..., 0] - K[..., 0, 2] - K[..., 0, 1] * y) / K[..., 0, 0]
+    return torch.stack([x * depth, y * depth, depth], dim=-1)
+
+
+def depth_to_world(depth: torch.Tensor, K: torch.Tensor, cam2world: torch.Tensor) -> torch.Tensor:
+    """World points ``(..., H, W, 3)`` of z-depth maps ``(..., H, W)`` with intrinsics
+    ``(..., 3, 3)`` (:func:`unproject_depth`) and camera-to-world poses ``(..., 4, 4)``."""
+    cam = unproject_depth(depth, K)
+    T = cam2world.to(depth)
+    return cam @ T[..., None, :3, :3].transpose(-1, -2) + T[..., None, None, :3, 3]
 
 
 def project(pts: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Project camera-frame points ``(..., M, 3)`` with intrinsics ``(..., 3, 3)``.
+    """Project camera-frame points ``(..., M, 3)`` with intrinsics ``(..., 3, 3)`` (skew included).
 
     Returns:
         ``(uv (..., M, 2), z (..., M))`` pixel coordinates and depths.

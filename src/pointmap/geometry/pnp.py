@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
-
 import cv2
 import numpy as np
 import torch
 
-from .camera import estimate_focal, pixel_grid
-
-if TYPE_CHECKING:
-    from ..predictions import PairPredictions
+from .camera import pixel_grid
 
 __all__ = ["pnp_ransac", "pnp_ransac_points", "relative_pose"]
 
@@ -129,27 +124,22 @@ def pnp_ransac(
 
 
 def relative_pose(
-    preds: "PairPredictions",
-    i: int,
-    j: int,
+    pts_j_in_i: torch.Tensor,
+    conf_j: torch.Tensor,
     conf_threshold: float = 3.0,
+    focal: float | None = None,
     iterations: int = 100,
     reproj_error: float = 5.0,
 ) -> tuple[float, torch.Tensor] | None:
-    """Pose of camera ``j`` in camera ``i``'s frame from the prediction of pair ``(i, j)``.
+    """Pose of camera ``j`` in camera ``i``'s frame from image ``j``'s pointmap expressed in
+    camera ``i``'s frame (e.g. ``pts3d_2_in_1`` of the pair ``(i, j)``).
 
-    PnP-RANSAC of ``pts3d_2_in_1`` (image ``j``'s points in camera ``i``'s frame) against image
-    ``j``'s pixels, restricted to ``conf_2 > conf_threshold`` (the 5 % most confident pixels when
-    fewer pass, see :func:`confident_mask`);
-    the focal of ``j`` is first estimated from pair ``(j, i)`` when present, else searched.
+    PnP-RANSAC of ``pts_j_in_i (H, W, 3)`` against image ``j``'s pixels, restricted to
+    ``conf_j (H, W) > conf_threshold`` (the 5 % most confident pixels when fewer pass, see
+    :func:`confident_mask`), with the focal of ``j`` (pixels) when known, else searched.
 
     Returns:
-        ``(focal_j, T_i_from_j (4, 4))`` (translation in the prediction's scale) or ``None``.
+        ``(focal_j, T_i_from_j (4, 4))`` (translation in the pointmap's scale) or ``None``.
     """
-    e = preds.index(i, j)
-    pts = preds.pts3d_2_in_1[e].float()
-    mask = confident_mask(preds.conf_2[e], conf_threshold)
-    focal = None
-    if (j, i) in preds.pairs:
-        focal = float(estimate_focal(preds.pts3d_1[preds.index(j, i)].float()))
-    return pnp_ransac(pts, mask, focal=focal, iterations=iterations, reproj_error=reproj_error)
+    mask = confident_mask(conf_j, conf_threshold)
+    return pnp_ransac(pts_j_in_i.float(), mask, focal=focal, iterations=iterations, reproj_error=reproj_error)

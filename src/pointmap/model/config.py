@@ -80,6 +80,12 @@ class ModelConfig:
             raise ValueError(f"unknown conf_mode {self.conf_mode!r}")
 
     @property
+    def native_size(self) -> int:
+        """Default preprocessing size (long side, pixels) for this network: 224 for models
+        trained at 224 or less, 512 otherwise (the sizes the released models were trained at)."""
+        return 224 if max(self.img_size) <= 224 else 512
+
+    @property
     def dpt_hooks(self) -> tuple[int, int, int, int]:
         """Token-list indices fed to the DPT head: ``[0, L/2, 3L/4, L]`` (integer division)."""
         L = self.dec_depth
