@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..distributed import init_from_env
+from ..process_group import init_from_env
 from ..errors import CheckpointError
 from ..model.layers import DecoderBlock, EncoderBlock
 
@@ -28,7 +28,7 @@ __all__ = ["setup_distributed", "shard_model", "ParallelModel"]
 
 def setup_distributed() -> tuple[int, int, torch.device]:
     """Join the ``torchrun`` process group when ``WORLD_SIZE > 1``
-    (:func:`pointmap.distributed.init_from_env`: NCCL on ``cuda:LOCAL_RANK``, gloo on the CPU).
+    (:func:`pointmap.process_group.init_from_env`: NCCL on ``cuda:LOCAL_RANK``, gloo on the CPU).
 
     Returns ``(rank, world_size, device)``; a single process gets ``(0, 1, cuda or cpu)``.
     """
