@@ -224,3 +224,81 @@ def test_shared_focal_with_known_intrinsics_for_some(world, tmp_path):
     priors = alignment_priors(images, tmp_path / "cameras.json")
     scene = global_align(gt.preds, config=AlignConfig(shared_focal=True), **priors)
     assert torch.allclose(scene.intrinsics[:3].double(), gt.intrinsics[:3].double(), atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- command line
+def _photos_and_model(tmp_path):
+    from pointmap.model import DUSt3R, ModelConfig, save_model
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(1)
+    for k in range(3):
+        Image.fromarray(rng.integers(0, 255, (240, 300, 3), dtype=np.uint8)).save(photos / f"p{k}.jpg")
+    torch.manual_seed(0)
+    cfg = ModelConfig(img_size=(64, 64), enc_embed_dim=32, enc_depth=1, enc_num_heads=2, dec_embed_dim=32,
+                      dec_depth=1, dec_num_heads=2, head_type="linear")
+    ckpt = save_model(DUSt3R(cfg).eval(), tmp_path / "tiny.safetensors")
+    return photos, ckpt
+
+
+def test_command_line_cameras_and_masks(tmp_path, capsys):
+    """--cameras and --masks through the command line: the given cameras are what cameras.json
+    holds, masked-out pixels are in no export, and the bundled-model line is not printed."""
+    from pointmap.cli import main
+
+    photos, ckpt = _photos_and_model(tmp_path)
+    K = np.array([[260.0, 0.0, 149.5], [0.0, 250.0, 121.0], [0.0, 0.0, 1.0]])
+    poses = []
+    for k in range(3):
+        a = np.deg2rad(10.0 * k)
+        P = np.eye(4)
+        P[:3, :3] = [[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]
+        P[:3, 3] = [0.3 * k, 0.05 * k, 0.0]
+        poses.append(P)
+    entries = [{"file": f"p{k}.jpg", "width": 300, "height": 240, "K_original": K.tolist(),
+                "cam2world": poses[k].tolist()} for k in range(3)]
+    (tmp_path / "cams.json").write_text(json.dumps({"images": entries}))
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    m = np.zeros((240, 300), np.uint8)
+    m[:, :150] = 255
+    Image.fromarray(m).save(masks / "p1.png")
+    out = tmp_path / "out"
+    rc = main(["reconstruct", str(photos), "-o", str(out), "--weights", str(ckpt), "--cameras",
+               str(tmp_path / "cams.json"), "--masks", str(masks), "--conf-threshold", "0", "-q",
+               "--export", "cameras", "depth", "ply"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "bundled demonstration model" not in err
+    got = json.loads((out / "cameras.json").read_text())["images"]
+    for k in range(3):
+        np.testing.assert_allclose(got[k]["K_original"], K, atol=1e-3)
+        np.testing.assert_allclose(got[k]["cam2world"], poses[k], atol=1e-5)
+    # 300x240 at 224: resized 280x224, crop x 28..252; original x < 150 <-> network u < 112
+    kept = np.asarray(Image.open(out / "depth" / "p1_mask.png")) > 0
+    assert not kept[:, 113:].any() and kept[:, :111].any()
+    assert (np.asarray(Image.open(out / "depth" / "p0_mask.png")) > 0)[:, 113:].any()
+
+
+def test_command_line_names_the_bundled_model_in_one_line(tmp_path, capsys):
+    from pointmap.cli import main
+
+    photos, _ = _photos_and_model(tmp_path)
+    rc = main(["reconstruct", str(photos / "p0.jpg"), str(photos / "p1.jpg"), "-o", str(tmp_path / "o"),
+               "-q", "--export", "cameras"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    lines = [ln for ln in err.splitlines() if "bundled demonstration model" in ln]
+    assert len(lines) == 1 and "--weights dust3r-512-dpt" in lines[0]
+
+
+def test_command_line_bad_camera_file_is_one_line(tmp_path, capsys):
+    from pointmap.cli import main
+
+    photos, ckpt = _photos_and_model(tmp_path)
+    rc = main(["reconstruct", str(photos), "-o", str(tmp_path / "o"), "--weights", str(ckpt),
+               "--cameras", str(tmp_path / "missing.json"), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "missing.json" in err[0] and "not found" in err[0]
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

@@ -59,7 +59,9 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     from .export import export_scene
     from .inference import resolve_device
     from .io_utils import OutputDir
+    from .known_cameras import alignment_priors
     from .model import load_model
+    from .model.checkpoint import BUNDLED_MODELS
     from .scene import LOW_KEPT_FRACTION
 
     t0 = time.perf_counter()
@@ -75,7 +77,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     else:
         dev = resolve_device(args.device)
     # refuse a bad output folder before any work (never an input, never a file pointmap did not write)
-    out = OutputDir(args.output, overwrite=args.overwrite, inputs=args.inputs, option="--overwrite") \
+    out = OutputDir(args.output, overwrite=args.overwrite, option="--overwrite",
+                    inputs=[*args.inputs, *([args.masks] if args.masks else [])]) \
         if rank == 0 else None
     model = load_model(args.weights, device=dev)
     if getattr(args, "fast", False):
@@ -86,14 +89,20 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         model.optimize_for_inference(trunk_dtype=torch.bfloat16, head_dtype=torch.bfloat16)
     size = args.size or model.config.native_size
     images = _load_inputs(args.inputs, size, args.fps, args.skip_bad)
+    priors = alignment_priors(images, args.cameras, args.masks)
     t_load = time.perf_counter() - t0
+    if args.weights in BUNDLED_MODELS:
+        print("using the bundled demonstration model (small, trained on synthetic scenes only; see "
+              "docs/results.md); for real photos pass --weights dust3r-512-dpt", file=sys.stderr)
     print(f"{len(images)} images at {size}px, model {args.weights}, device {dev}", file=sys.stderr)
     if args.conf_threshold is None:
         args.conf_threshold = model.recommended_conf_threshold
-    cfg = AlignConfig(conf_threshold=args.conf_threshold, **({"niter": args.iterations} if args.iterations is not None else {}),
+    cfg = AlignConfig(conf_threshold=args.conf_threshold, shared_focal=args.shared_focal,
+                      **({"niter": args.iterations} if args.iterations is not None else {}),
                       **({"solver": args.solver} if args.solver else {}))
     res = reconstruct_images(images, model, graph=args.graph, batch_size=args.batch_size, device=dev,
-                             dtype=args.dtype, align=cfg, progress=not args.quiet, distributed=dist_on)
+                             dtype=args.dtype, align=cfg, progress=not args.quiet, distributed=dist_on,
+                             **priors)
     if dist_on:
         import torch.distributed as dist
 
@@ -223,7 +232,11 @@ def finite_float(text: str) -> float:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", default="default", help="checkpoint file/folder, hub id, or 'default'")
+    p.add_argument("--weights", default="default",
+                   help="'default' (the bundled demonstration model, trained on synthetic scenes only), "
+                        "a released model by short name (dust3r-512-dpt, dust3r-512-linear, "
+                        "dust3r-224-linear: from $POINTMAP_WEIGHTS or the hub), a checkpoint file or "
+                        "folder, or a hub id")
     p.add_argument("--device", default=None, help="cuda, cuda:1, cpu, ... (default: cuda when available)")
 
 
@@ -246,6 +259,16 @@ def _add_scene_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mesh", action="store_true", help="GLB as a mesh instead of a point cloud")
     p.add_argument("--no-clean", dest="clean", action="store_false", help="skip the occlusion clean-up")
     p.add_argument("--mask-sky", action="store_true", help="drop sky pixels")
+    p.add_argument("--cameras", default=None, metavar="FILE_OR_DIR",
+                   help="known intrinsics and/or poses of some or all images, matched by file name: a "
+                        "pointmap cameras.json, a nerfstudio transforms.json or a COLMAP model (text or "
+                        "binary; a folder such as sparse/0); they are kept fixed during alignment")
+    p.add_argument("--shared-focal", action="store_true",
+                   help="one focal length for all images whose focal is not known")
+    p.add_argument("--masks", default=None, metavar="DIR",
+                   help="folder of per-image masks named like the images (photo.jpg: photo.png or "
+                        "photo_mask.png; non-zero = keep): masked-out pixels are left out of the "
+                        "alignment and of every export")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results of an earlier run in the output folder (only the files "
                         "pointmap wrote there; other files are never touched)")
