@@ -106,30 +106,6 @@ class ImageMeta:
         sx, sy, ox, oy = self._pixel_map()
         return _affine_intrinsics(K, 1 / sx, 1 / sy, -ox / sx, -oy / sy)
 
-
-def _affine_intrinsics(K: KMatrix, sx: float, sy: float, ox: float, oy: float) -> KMatrix:
-    """Intrinsics ``(..., 3, 3)`` after the pixel map ``(u, v) -> (sx u + ox, sy v + oy)``."""
-    out = K.clone() if isinstance(K, torch.Tensor) else np.array(K, dtype=np.float64)
-    out[..., 0, 0] = K[..., 0, 0] * sx
-    out[..., 0, 1] = K[..., 0, 1] * sx
-    out[..., 1, 1] = K[..., 1, 1] * sy
-    out[..., 0, 2] = K[..., 0, 2] * sx + ox
-    out[..., 1, 2] = K[..., 1, 2] * sy + oy
-    return out
-
-    def intrinsics_to_network(self, K: torch.Tensor) -> torch.Tensor:
-        """Map intrinsics ``(..., 3, 3)`` of the original image to the network image: the exact
-        inverse of :meth:`intrinsics_to_original`."""
-        sx, sy = self.scale_xy
-        left, top = self.crop_box[0], self.crop_box[1]
-        out = K.clone()
-        out[..., 0, 0] = K[..., 0, 0] / sx
-        out[..., 0, 1] = K[..., 0, 1] / sx
-        out[..., 1, 1] = K[..., 1, 1] / sy
-        out[..., 0, 2] = (K[..., 0, 2] + 0.5) / sx - 0.5 - left
-        out[..., 1, 2] = (K[..., 1, 2] + 0.5) / sy - 0.5 - top
-        return out
-
     def map_to_network(self, image: torch.Tensor) -> torch.Tensor:
         """Sample a per-pixel map ``(H0, W0, ...)`` of the original image at the network pixels
         (nearest original pixel to each network pixel centre, via :meth:`to_original_pixels`);
@@ -144,6 +120,17 @@ def _affine_intrinsics(K: KMatrix, sx: float, sy: float, ox: float, oy: float) -
         x = uv[..., 0].round().long().clamp(0, W0 - 1)
         y = uv[..., 1].round().long().clamp(0, H0 - 1)
         return image[y, x]
+
+
+def _affine_intrinsics(K: KMatrix, sx: float, sy: float, ox: float, oy: float) -> KMatrix:
+    """Intrinsics ``(..., 3, 3)`` after the pixel map ``(u, v) -> (sx u + ox, sy v + oy)``."""
+    out = K.clone() if isinstance(K, torch.Tensor) else np.array(K, dtype=np.float64)
+    out[..., 0, 0] = K[..., 0, 0] * sx
+    out[..., 0, 1] = K[..., 0, 1] * sx
+    out[..., 1, 1] = K[..., 1, 1] * sy
+    out[..., 0, 2] = K[..., 0, 2] * sx + ox
+    out[..., 1, 2] = K[..., 1, 2] * sy + oy
+    return out
 
 
 @dataclass
