@@ -30,6 +30,7 @@ __all__ = [
     "make_photo_texture",
     "make_plain_texture",
     "make_procedural_texture",
+    "pack_textures",
 ]
 
 Texture = torch.Tensor  # (3, S, S) float32 in [0, 1]
@@ -399,7 +400,9 @@ class TextureBank:
         return top * (1 - fy) + bot * fy
 
 
-def _pack(textures: Sequence[Texture], kinds: list[str]) -> TextureBank:
+def pack_textures(textures: Sequence[Texture], kinds: list[str]) -> TextureBank:
+    """A :class:`TextureBank` (on the CPU) of ``textures``, each ``(3, S, S)`` float32 in [0, 1] with
+    one power-of-two ``S``, labelled ``kinds``."""
     stack = torch.stack(list(textures))  # (T, 3, S, S)
     size = stack.shape[-1]
     levels, offsets, total = [], [], 0
@@ -459,6 +462,6 @@ def build_texture_bank(seed: int, n_procedural: int = 96, n_photo: int = 16, siz
     for i in range(n_plain):
         textures.append(make_plain_texture(np.random.default_rng([seed, 3, i]), size))
         kinds.append("plain")
-    bank = _pack(textures, kinds).to(device)
+    bank = pack_textures(textures, kinds).to(device)
     _BANK_CACHE[key] = bank
     return bank
