@@ -119,6 +119,11 @@ def _dep5(pkg: str) -> list[tuple[list[str], str]]:
         text = gzip.open(gz, "rt").read() if gz.is_file() else ""
     else:
         text = path.read_text(errors="replace")
+    return _dep5_text(text)
+
+
+def _dep5_text(text: str) -> list[tuple[list[str], str]]:
+    """``(patterns, licence)`` paragraphs of a machine-readable (DEP-5) copyright text."""
     out = []
     for para in re.split(r"\n\s*\n", text):
         files = re.search(r"^Files:(.*(?:\n[ \t].*)*)", para, re.M)
@@ -358,6 +363,10 @@ def build_bank(out: Path, photos: Sequence[PhotoSource], models: Sequence[ModelS
     (out / "photos").mkdir(parents=True, exist_ok=True)
     (out / "models").mkdir(exist_ok=True)
     say = progress or (lambda s: None)
+    skipped = [{"path": str(x.path), "reason": f"licence {x.license!r} is not in FREE_LICENSES"}
+               for x in (*photos, *models) if x.license not in FREE_LICENSES]
+    photos = [p for p in photos if p.license in FREE_LICENSES]
+    models = [m for m in models if m.license in FREE_LICENSES]
     rng = np.random.default_rng(seed)
     sources, crops = [], []
     per = -(-n_crops // max(1, len(photos)))
@@ -381,7 +390,7 @@ def build_bank(out: Path, photos: Sequence[PhotoSource], models: Sequence[ModelS
                     out / name, "JPEG", quality=jpeg_quality)
                 crops.append({"file": name, "source": si, "crop": [x, y, side]})
         say(f"photo {si + 1}/{len(photos)} {ph.id}: {len(crops)} crops")
-    entries, skipped = [], []
+    entries = []
     for mi, src in enumerate(models):
         try:
             mesh, images = load_model(src, max_faces)
@@ -403,7 +412,8 @@ def build_bank(out: Path, photos: Sequence[PhotoSource], models: Sequence[ModelS
         if (mi + 1) % 50 == 0:
             say(f"model {mi + 1}/{len(models)}: {len(entries)} kept")
     manifest = {"format": 1, "sources": sources, "photos": crops, "models": entries, "skipped": skipped}
-    atomic_write(out / MANIFEST, json.dumps(manifest, indent=1).encode())
+    with atomic_write(out / MANIFEST, "w") as f:
+        json.dump(manifest, f, indent=1)
     licences: dict[str, int] = {}
     for e in entries:
         licences[e["license"]] = licences.get(e["license"], 0) + 1
