@@ -164,6 +164,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth_preview(args: argparse.Namespace) -> int:
+    from .io_utils import prepare_output_dir
+    from .train.preview import render_preview, write_preview
+
+    prepare_output_dir(args.out, overwrite=args.overwrite)  # refuse a non-empty folder before rendering
+    cap = render_preview(args.engine, args.n, seed=args.seed, size=(args.width, args.height), layout=args.layout,
+                         bank=args.bank)
+    root = write_preview(cap, args.out, args.engine, overwrite=args.overwrite)
+    print(f"{args.n} views of a {cap.layout} scene written to {root}")
+    return 0
+
+
 def _cmd_app(args: argparse.Namespace) -> int:
     from .app import launch
 
@@ -323,6 +335,24 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", default=None, help="dataset layout (default: detected)")
 
 
+SYNTH_ENGINES = ("procedural", "realistic")  # pointmap.train.preview.ENGINES (kept free of its imports)
+SYNTH_LAYOUTS = ("room", "turntable", "street", "clutter")
+
+
+def _add_synth_preview_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=SYNTH_ENGINES, default="procedural",
+                   help="procedural: analytic primitives; realistic: photo-textured models from an asset bank")
+    p.add_argument("--n", type=positive_int, default=4, help="views of the scene (default 4)")
+    p.add_argument("-o", "--out", required=True, help="output folder (images/, depth/, cameras.json)")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--width", type=positive_int, default=512)
+    p.add_argument("--height", type=positive_int, default=384)
+    p.add_argument("--layout", choices=SYNTH_LAYOUTS, default=None, help="scene layout (default: random)")
+    p.add_argument("--bank", default=None,
+                   help="asset bank folder of the realistic engine (default: $POINTMAP_ASSET_BANK)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+
+
 def _add_app_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this computer only)")
     p.add_argument("--port", type=positive_int, default=None)
@@ -345,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", "train or fine-tune a model from a YAML config", _add_train_args, _cmd_train),
         ("eval", "evaluate on a dataset (pose, depth, localization, reconstruction)", _add_eval_args,
          _cmd_eval),
+        ("synth-preview", "render N views of one synthetic training scene (images, depth, cameras)",
+         _add_synth_preview_args, _cmd_synth_preview),
         ("app", "serve the web app on this computer (needs the 'app' extra)", _add_app_args, _cmd_app),
     ]
     for name, help_text, add_args, func in commands:

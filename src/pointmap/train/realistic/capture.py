@@ -86,7 +86,8 @@ def plan_capture(config: RealisticConfig, bank: AssetBank, sid: int, attempt: in
         w = np.array([config.layouts[k] for k in names], dtype=float)
         layout = str(rng.choice(names, p=w / w.sum()))
     scene = compose_scene(layout, rng, bank)
-    poses, motion = sample_trajectory(scene, rng, config.n_views, config.baseline_range, motion=motion)  # type: ignore[arg-type]
+    poses, motion = sample_trajectory(scene, rng, config.n_views, config.baseline_range, motion=motion,  # type: ignore[arg-type]
+                                      margin=0.4)
     lo, hi = config.fov_range
     if rng.uniform() < config.per_view_fov_prob:
         fovs = rng.uniform(lo, hi, size=config.n_views)

@@ -176,7 +176,8 @@ def _room(bank: AssetBank, rng: np.random.Generator) -> MeshScene:
                             max_height=hz - 0.15)
     color, ambient = _light(sa, rng)
     light = [rng.uniform(-lx / 4, lx / 4), rng.uniform(-ly / 4, ly / 4), hz - 0.3]
-    targets = [b.mean(0) for b in boxes] + [[0, 0, 1.0]]
+    targets = [b.mean(0) for b in boxes] + [[0, 0, 1.0]] + \
+        [[sx * lx / 2, sy * ly / 2, 1.2] for sx, sy in ((1, 0), (-1, 0), (0, 1), (0, -1))]
     return sa.build("room", [-lx / 2 + 0.4, -ly / 2 + 0.4, 1.0], [lx / 2 - 0.4, ly / 2 - 0.4, min(1.9, hz - 0.4)],
                     targets, light, color, ambient, max(lx, ly) * 1.5, [0, 0, 0])
 
@@ -205,16 +206,18 @@ def _turntable(bank: AssetBank, rng: np.random.Generator) -> MeshScene:
     _enclosure(sa, bank, rng, L, L, hz)
     top = _table(sa, bank, rng)
     z0 = float(top[1, 2])
-    small = bank.models_where(max_size=0.6, min_size=0.08)
+    small = bank.models_where(max_size=0.7, min_size=0.2)
     cand = [i for i in small if bank.manifest["models"][i].get("category") not in ("Doors and windows",)] or small
     fx, fy = top[1, 0] * 0.85, top[1, 1] * 0.85
     boxes = _place_on_floor(sa, bank, rng, cand or bank.models_where(), (-fx, -fy, fx, fy), int(rng.integers(1, 4)),
                             [], against_walls=False, z0=z0) if cand else []
     color, ambient = _light(sa, rng)
     centre = np.mean([b.mean(0) for b in boxes], 0) if boxes else np.array([0, 0, z0])
-    r = 1.8
+    size = max([float((b[1] - b[0]).max()) for b in boxes] + [0.2])
+    r = float(np.clip(3.0 * size, 0.7, 1.8))
     light = [rng.uniform(-2, 2), rng.uniform(-2, 2), hz - 0.3]
-    return sa.build("turntable", [-r, -r, z0 + 0.2], [r, r, z0 + 1.0], [centre], light, color, ambient, 6.0, centre)
+    return sa.build("turntable", [centre[0] - r, centre[1] - r, z0 + 0.15], [centre[0] + r, centre[1] + r, z0 + r],
+                    [centre], light, color, ambient, 6.0, centre)
 
 
 def _street(bank: AssetBank, rng: np.random.Generator) -> MeshScene:
@@ -253,18 +256,18 @@ def _street(bank: AssetBank, rng: np.random.Generator) -> MeshScene:
 
 def _clutter(bank: AssetBank, rng: np.random.Generator) -> MeshScene:
     sa = SceneAssembler()
-    L, hz = rng.uniform(12, 20), rng.uniform(8, 12)
+    L, hz = rng.uniform(9, 13), rng.uniform(6, 9)
     _enclosure(sa, bank, rng, L, L, hz, one_photo_per_wall=True)
     models = bank.models_where(min_size=0.1)
-    n = int(rng.integers(10, 25))
-    region = 3.5
+    n = int(rng.integers(15, 35))
+    region = 3.0
     boxes = []
     for _ in range(n):
         mesh = bank.model(models[int(rng.integers(len(models)))])
         ext = float((mesh.bounds[1] - mesh.bounds[0]).max())
-        scale = rng.uniform(0.3, 1.6) / max(ext, 1e-3)
+        scale = rng.uniform(0.4, 2.0) / max(ext, 1e-3)
         R = Rotation.random(random_state=int(rng.integers(2**31))).as_matrix()
-        pos = rng.uniform([-region, -region, 0.3], [region, region, hz * 0.5])
+        pos = rng.uniform([-region, -region, 0.3], [region, region, 4.0])
         if rng.uniform() < 0.7:
             mats = [_photo(bank, rng, 0.3) for _ in mesh.materials]
             mesh = _box_uv(mesh, float(rng.uniform(0.2, 1.0)) / scale)
@@ -274,7 +277,7 @@ def _clutter(bank: AssetBank, rng: np.random.Generator) -> MeshScene:
     color, ambient = _light(sa, rng)
     light = [rng.uniform(-3, 3), rng.uniform(-3, 3), hz - 1.0]
     targets = [b.mean(0) for b in boxes]
-    return sa.build("clutter", [-L / 2 + 1.5, -L / 2 + 1.5, 0.5], [L / 2 - 1.5, L / 2 - 1.5, hz * 0.6], targets,
+    return sa.build("clutter", [-4.5, -4.5, 0.5], [4.5, 4.5, 4.0], targets,
                     light, color, ambient, L * 1.5, [0, 0, hz * 0.25])
 
 
