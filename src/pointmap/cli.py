@@ -165,13 +165,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth_preview(args: argparse.Namespace) -> int:
-    from .io_utils import prepare_output_dir
+    from .io_utils import OutputDir
     from .train.preview import render_preview, write_preview
 
-    prepare_output_dir(args.out, overwrite=args.overwrite)  # refuse a non-empty folder before rendering
+    out = OutputDir(args.out, overwrite=args.overwrite, option="--overwrite")  # checked before rendering
     cap = render_preview(args.engine, args.n, seed=args.seed, size=(args.width, args.height), layout=args.layout,
                          bank=args.bank)
-    root = write_preview(cap, args.out, args.engine, overwrite=args.overwrite)
+    root = write_preview(cap, out, args.engine)
     print(f"{args.n} views of a {cap.layout} scene written to {root}")
     return 0
 

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import PointmapError
-from ..io_utils import atomic_write_text, prepare_output_dir
+from ..io_utils import OutputDir, atomic_write_text
 
 __all__ = ["ENGINES", "PreviewCapture", "render_preview", "write_preview"]
 
@@ -109,26 +109,30 @@ def render_preview(engine: str, n: int, seed: int = 0, size: tuple[int, int] = (
     raise PointmapError(f"unknown synthetic engine {engine!r}; choose from {ENGINES}")
 
 
-def write_preview(cap: PreviewCapture, out: str | os.PathLike, engine: str, overwrite: bool = False) -> Path:
-    """Write ``cap`` to the folder ``out`` (see the module docstring); returns the folder."""
-    root = prepare_output_dir(out, overwrite=overwrite)
-    (root / "images").mkdir()
-    (root / "depth").mkdir()
-    images, cams = [], {}
-    for k, img in enumerate(cap.images):
-        name = f"{k:03d}"
-        file = f"{name}.png"
-        Image.fromarray(img).save(root / "images" / file)
-        d = np.where(np.isfinite(cap.depths[k]), cap.depths[k], 0).astype(np.float32)
-        np.save(root / "depth" / f"{name}.npy", d)
-        K = cap.intrinsics[k].astype(np.float64)
-        c2w = cap.poses[k].astype(np.float64)
-        H, W = img.shape[:2]
-        images.append({"name": name, "file": file, "index": k, "width": int(W), "height": int(H),
-                       "K": K.tolist(), "cam2world": c2w.tolist(), "world2cam": np.linalg.inv(c2w).tolist(),
-                       "focal": 0.5 * (K[0, 0] + K[1, 1])})
-        cams[file] = {"K": K.tolist(), "cam2world": c2w.tolist()}
-    atomic_write_text(root / "cameras.json", json.dumps({"convention": _CONVENTION, "engine": engine,
-                                                         "layout": cap.layout, "images": images,
-                                                         "cameras": cams}, indent=2))
-    return root
+def write_preview(cap: PreviewCapture, out: str | os.PathLike | OutputDir, engine: str,
+                  overwrite: bool = False) -> Path:
+    """Write ``cap`` to the folder ``out`` (see the module docstring; a path, or an
+    :class:`~pointmap.io_utils.OutputDir` already checked); returns the folder. A non-empty folder
+    is refused unless ``overwrite`` (which replaces only files pointmap wrote there)."""
+    od = out if isinstance(out, OutputDir) else OutputDir(out, overwrite=overwrite)
+    with od.writing() as root:
+        (root / "images").mkdir()
+        (root / "depth").mkdir()
+        images, cams = [], {}
+        for k, img in enumerate(cap.images):
+            name = f"{k:03d}"
+            file = f"{name}.png"
+            Image.fromarray(img).save(root / "images" / file)
+            d = np.where(np.isfinite(cap.depths[k]), cap.depths[k], 0).astype(np.float32)
+            np.save(root / "depth" / f"{name}.npy", d)
+            K = cap.intrinsics[k].astype(np.float64)
+            c2w = cap.poses[k].astype(np.float64)
+            H, W = img.shape[:2]
+            images.append({"name": name, "file": file, "index": k, "width": int(W), "height": int(H),
+                           "K": K.tolist(), "cam2world": c2w.tolist(), "world2cam": np.linalg.inv(c2w).tolist(),
+                           "focal": 0.5 * (K[0, 0] + K[1, 1])})
+            cams[file] = {"K": K.tolist(), "cam2world": c2w.tolist()}
+        atomic_write_text(root / "cameras.json", json.dumps({"convention": _CONVENTION, "engine": engine,
+                                                             "layout": cap.layout, "images": images,
+                                                             "cameras": cams}, indent=2))
+    return od.path
