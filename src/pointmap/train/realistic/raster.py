@@ -179,9 +179,9 @@ def rasterize(batch: MeshBatch, sidx: torch.Tensor, poses: torch.Tensor, K: torc
         view, tri_id = view[src], tri_id[src]
         uv, z = project(pc, K[view])  # (Q, 3, 2), (Q, 3)
         # screen bounding boxes of integer pixel centres
-        x0 = uv[..., 0].amin(-1).ceil().clamp(0, W - 1)
+        x0 = uv[..., 0].amin(-1).ceil().clamp(0, W)
         x1 = uv[..., 0].amax(-1).floor().clamp(-1, W - 1)
-        y0 = uv[..., 1].amin(-1).ceil().clamp(0, H - 1)
+        y0 = uv[..., 1].amin(-1).ceil().clamp(0, H)
         y1 = uv[..., 1].amax(-1).floor().clamp(-1, H - 1)
         bw = (x1 - x0 + 1).clamp(min=0).long()
         bh = (y1 - y0 + 1).clamp(min=0).long()
@@ -191,16 +191,19 @@ def rasterize(batch: MeshBatch, sidx: torch.Tensor, poses: torch.Tensor, K: torc
         live = n > 0
         a, b, c, z, area = a[live], b[live], c[live], z[live], area[live]
         x0, y0, bw, n, view, tri_id = x0[live].long(), y0[live].long(), bw[live], n[live], view[live], tri_id[live]
-        # barycentric edge functions lam_k = A_k u + B_k v + C_k and the plane of 1/z
+        # barycentric edge functions lam_k = A_k u + B_k v + C_k (lam_2 = 1 - lam_0 - lam_1) and the
+        # plane of 1/z, as one (Q, 9) table gathered per fragment
         coef = []
-        for p, q in ((b, c), (c, a), (a, b)):
+        for p, q in ((b, c), (c, a)):
             A = -(q[:, 1] - p[:, 1]) / area
             B = (q[:, 0] - p[:, 0]) / area
             coef.append(torch.stack([A, B, -(A * p[:, 0] + B * p[:, 1])], -1))
-        lam = torch.stack(coef, 1)  # (Q, 3 corners, 3 coefficients)
-        iz = (lam / z[..., None]).sum(1)  # (Q, 3)
-        coef = torch.cat([lam.reshape(-1, 9), iz], -1)  # (Q, 12)
-        base = view * (H * W)
+        lam = torch.stack(coef, 1)  # (Q, 2, 3)
+        lam3 = torch.cat([lam, (torch.tensor([0.0, 0.0, 1.0], device=dev) - lam.sum(1))[:, None]], 1)
+        iz = (lam3 / z[..., None]).sum(1)  # (Q, 3)
+        coef = torch.cat([lam.reshape(-1, 6), iz], -1)  # (Q, 9)
+        # per triangle: first pixel index, bounding-box width, bounding-box origin, triangle id
+        ints = torch.stack([view * (H * W) + y0 * W + x0, bw, x0, y0, tri_id], -1)  # (Q, 5)
         ends = torch.cumsum(n, 0)
         begin = 0
         while begin < len(n):
@@ -209,20 +212,20 @@ def rasterize(batch: MeshBatch, sidx: torch.Tensor, poses: torch.Tensor, K: torc
             nk = n[begin:stop]
             q = torch.arange(begin, stop, device=dev).repeat_interleave(nk)
             off = torch.arange(int(nk.sum()), device=dev) - (torch.cumsum(nk, 0) - nk).repeat_interleave(nk)
-            px = x0[q] + off % bw[q]
-            py = y0[q] + torch.div(off, bw[q], rounding_mode="floor")
+            iq = ints[q]
+            dy = torch.div(off, iq[:, 1], rounding_mode="floor")
+            dx = off - dy * iq[:, 1]
+            u = (iq[:, 2] + dx).float()
+            v = (iq[:, 3] + dy).float()
             cf = coef[q]
-            u, v = px.float(), py.float()
             l0 = cf[:, 0] * u + cf[:, 1] * v + cf[:, 2]
             l1 = cf[:, 3] * u + cf[:, 4] * v + cf[:, 5]
-            l2 = cf[:, 6] * u + cf[:, 7] * v + cf[:, 8]
-            inv_z = cf[:, 9] * u + cf[:, 10] * v + cf[:, 11]
+            inv_z = cf[:, 6] * u + cf[:, 7] * v + cf[:, 8]
             eps = -1e-5
-            ok = (l0 >= eps) & (l1 >= eps) & (l2 >= eps) & (inv_z > 0)
-            d = 1.0 / inv_z[ok]
-            key = (d.view(torch.int32).long() << 32) | tri_id[q[ok]]
-            pix = base[q[ok]] + py[ok] * W + px[ok]
-            zkey.scatter_reduce_(0, pix, key, reduce="amin")
+            ok = (l0 >= eps) & (l1 >= eps) & (l0 + l1 <= 1 - eps) & (inv_z > 0)
+            key = ((1.0 / inv_z).view(torch.int32).long() << 32) | iq[:, 4]
+            key = torch.where(ok, key, torch.full_like(key, _KEY_EMPTY))
+            zkey.scatter_reduce_(0, iq[:, 0] + dy * W + dx, key, reduce="amin")
             begin = stop
     hit = zkey != _KEY_EMPTY
     tri = torch.where(hit, zkey & 0xFFFFFFFF, torch.full_like(zkey, -1)).view(V, H, W)
