@@ -7,8 +7,12 @@ are that dataclass's fields (the typed form of the reference ``N @ Dataset(...)`
     - {kind: scene_folder, root: data/scenes, num_pairs: 5000, max_gap: 3}
     - {kind: synthetic, num_pairs: 10000, engine: {n_views: 8, photo_prob: 0.3}}
     - {kind: synthetic_pool, num_pairs: 135765, engine: {n_views: 8}, pool: {n_scenes: 3072}}
+    - {kind: realistic, num_pairs: 10000, engine: {bank: asset-bank, n_views: 8}}
+    - {kind: realistic_pool, num_pairs: 100000, engine: {bank: asset-bank}, pool: {n_scenes: 2048},
+       procedural_fraction: 0.3}
 
-``engine`` holds :class:`~pointmap.train.synthetic.SyntheticConfig` fields except ``resolution``,
+``engine`` holds :class:`~pointmap.train.synthetic.SyntheticConfig` fields (for the ``realistic``
+kinds :class:`~pointmap.train.realistic.capture.RealisticConfig` fields) except ``resolution``,
 ``split`` and ``seed``, which come from the run (its resolutions and seed) and the entry's ``split``;
 ``pool`` holds :class:`~pointmap.train.synthetic.pool.PoolConfig` fields. A new kind is a new
 :class:`DatasetSpec` subclass listed in :data:`DATASET_KINDS`.
@@ -27,6 +31,8 @@ from ..errors import ConfigError, PointmapError
 from .datasets import Co3dDataset, MixtureDataset, PairViewDataset, SceneFolderDataset, ViewDictPairDataset
 from .synthetic import SyntheticConfig, SyntheticPairDataset
 from .synthetic.pool import PoolConfig, SyntheticViewPool
+from .realistic.capture import RealisticConfig, RealisticPairDataset
+from .realistic.pool import RealisticViewPool
 from .views import Resolution
 
 __all__ = [
@@ -35,6 +41,8 @@ __all__ = [
     "Co3dData",
     "SyntheticData",
     "SyntheticPoolData",
+    "RealisticData",
+    "RealisticPoolData",
     "DATASET_KINDS",
     "build_mixture",
 ]
@@ -153,21 +161,26 @@ class Co3dData(DatasetSpec):
 def _engine_dict(cfg: SyntheticConfig) -> dict[str, Any]:
     """The ``engine`` mapping of a config: the fields that differ from the defaults, but those the
     run sets."""
-    default = dataclasses.asdict(SyntheticConfig())
+    default = {}
+    for f in dataclasses.fields(cfg):
+        if f.default is not dataclasses.MISSING:
+            default[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default[f.name] = f.default_factory()
     return {k: v for k, v in dataclasses.asdict(cfg).items()
-            if k not in _RUN_ENGINE_FIELDS and json.dumps(v) != json.dumps(default[k])}
+            if k not in _RUN_ENGINE_FIELDS and json.dumps(v) != json.dumps(default.get(k))}
 
 
-def _engine(d: Any) -> SyntheticConfig:
-    if isinstance(d, SyntheticConfig):
+def _engine(d: Any, cls: type[SyntheticConfig] = SyntheticConfig) -> SyntheticConfig:
+    if isinstance(d, cls):
         return d
     if not isinstance(d, dict):
-        raise ConfigError(f"'engine' must be a mapping of SyntheticConfig fields, got {d!r}")
+        raise ConfigError(f"'engine' must be a mapping of {cls.__name__} fields, got {d!r}")
     run_set = sorted(set(d) & set(_RUN_ENGINE_FIELDS))
     if run_set:
         raise ConfigError(f"'engine' may not set {run_set}: the run's resolution and seed and the entry's "
                           "split are used")
-    return SyntheticConfig(**d)
+    return cls(**d)
 
 
 def _split(split: str) -> str:
@@ -234,8 +247,64 @@ class SyntheticPoolData(SyntheticData):
                                  progress=progress, fill=False)
 
 
+@dataclass(kw_only=True)
+class RealisticData(SyntheticData):
+    """The realistic engine (photo-textured models from an asset bank, rasterised), pairs rendered
+    per item in the data-loader workers; mixes with ``synthetic`` entries like any dataset.
+
+    Attributes:
+        engine: :class:`~pointmap.train.realistic.capture.RealisticConfig` fields (``bank``: the
+            asset bank folder, required).
+    """
+
+    kind: ClassVar[str] = "realistic"
+    engine: SyntheticConfig = field(default_factory=lambda: RealisticConfig(bank="asset-bank"))
+
+    @classmethod
+    def _typed_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+        return {**d, "engine": _engine(d.get("engine", {}), RealisticConfig)}
+
+    def build(self, resolutions: Sequence[Resolution], seed: int = 0,
+              orientation: str = "landscape") -> PairViewDataset:
+        cfg = dataclasses.replace(self.engine, resolution=[tuple(r) for r in resolutions],
+                                  split=_split(self.split), seed=seed)
+        base = RealisticPairDataset(cfg, self.num_pairs or 1000)  # type: ignore[arg-type]
+        return ViewDictPairDataset(base, pass_aspect_ratio=True, **self._common(resolutions, seed, orientation))
+
+
+@dataclass(kw_only=True)
+class RealisticPoolData(SyntheticPoolData):
+    """Realistic views rendered on the training device and kept in a
+    :class:`~pointmap.train.realistic.pool.RealisticViewPool`; only as the single train set.
+
+    Attributes:
+        engine: as for ``realistic``. pool: pool size and refresh schedule.
+        procedural_fraction: share of the pool's scenes rendered by the procedural engine instead.
+    """
+
+    kind: ClassVar[str] = "realistic_pool"
+    engine: SyntheticConfig = field(default_factory=lambda: RealisticConfig(bank="asset-bank"))
+    procedural_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.procedural_fraction <= 1.0:
+            raise ConfigError(f"procedural_fraction must be in [0, 1], not {self.procedural_fraction}")
+
+    @classmethod
+    def _typed_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+        return super()._typed_fields({**d, "engine": _engine(d.get("engine", {}), RealisticConfig)})
+
+    def build_pool(self, resolutions: Sequence[Resolution], seed: int, rank: int, world: int,
+                   device: torch.device, progress: bool = False) -> SyntheticViewPool:
+        cfg = dataclasses.replace(self.engine, resolution=tuple(resolutions[0]), split=_split(self.split),
+                                  seed=seed)
+        return RealisticViewPool(cfg, self.pool, device=device, rank=rank, world=world, seed=seed,  # type: ignore[arg-type]
+                                 progress=progress, fill=False, procedural_fraction=self.procedural_fraction)
+
+
 DATASET_KINDS: dict[str, type[DatasetSpec]] = {
-    cls.kind: cls for cls in (SceneFolderData, Co3dData, SyntheticData, SyntheticPoolData)
+    cls.kind: cls for cls in (SceneFolderData, Co3dData, SyntheticData, SyntheticPoolData, RealisticData,
+                              RealisticPoolData)
 }
 """The dataset kinds a training config may name, and their config dataclasses."""
 

@@ -41,7 +41,7 @@ from .dataset import (
     scene_id,
     usable_views,
 )
-from .render import pack_scenes, pixel_rays, render_views
+from .render import RenderOutput, pack_scenes, pixel_rays, render_views
 
 __all__ = ["PoolConfig", "SyntheticViewPool"]
 
@@ -119,7 +119,7 @@ class SyntheticViewPool:
         self.covis = torch.zeros((S, n_pairs_max), dtype=torch.float32, device=dev)
         self.slot_sample = np.full(S, -1, dtype=np.int64)
         self.labels: list[str] = [""] * S
-        self._bank = _bank(config, dev)
+        self._bank = self._texture_bank()
         self.next_sample = 0
         self.cursor = 0
         self.batches = 0
@@ -131,6 +131,10 @@ class SyntheticViewPool:
             self.fill()
 
     # ------------------------------------------------------------------ rendering
+
+    def _texture_bank(self) -> Any:
+        """The procedural engine's texture bank on the pool's device (engines may override)."""
+        return _bank(self.config, self.device)
 
     def _engine_index(self, k: int) -> int:
         return k * self.world + self.rank
@@ -159,8 +163,13 @@ class SyntheticViewPool:
             torch.cuda.synchronize(self.device)
         self.render_seconds += time.perf_counter() - t0
 
-    @torch.no_grad()
-    def _render_into(self, slots: list[int], samples: list[int]) -> None:
+    def _render_scenes(self, samples: list[int]) -> tuple[list[Any], RenderOutput, torch.Tensor, torch.Tensor]:
+        """Render all ``n_views`` views of the pool samples ``samples`` (scene after scene).
+
+        Returns the plans (``scene.layout``, ``scene.contains``, ``poses`` are used), the render
+        (``V = len(samples) * n_views`` views with colour), poses ``(V, 4, 4)`` and intrinsics
+        ``(V, 3, 3)`` on the pool's device. Engines other than the procedural one override this.
+        """
         cfg, dev, V, H, W = self.config, self.device, self.n_views, self.height, self.width
         plans = [_plan(cfg, self._bank, scene_id(cfg, self._engine_index(k)), 0) for k in samples]
         B = len(plans)
@@ -172,6 +181,13 @@ class SyntheticViewPool:
         out = render_views(packed, sidx, poses, K, H, W, bank=self._bank,
                            exposure=torch.tensor(expo, dtype=torch.float32, device=dev), shadows=cfg.shadows,
                            chunk_elems=cfg.chunk_for(dev))
+        return plans, out, poses, K
+
+    @torch.no_grad()
+    def _render_into(self, slots: list[int], samples: list[int]) -> None:
+        cfg, dev, V, H, W = self.config, self.device, self.n_views, self.height, self.width
+        plans, out, poses, K = self._render_scenes(samples)
+        B = len(plans)
         assert out.rgb is not None
         st = self.pool.covis_stride
         depth = out.depth.view(B, V, H, W)
