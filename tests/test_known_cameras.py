@@ -302,3 +302,54 @@ def test_command_line_bad_camera_file_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "missing.json" in err[0] and "not found" in err[0]
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+# ----------------------------------------------------------------------------- web app
+def test_app_known_cameras_masks_and_shared_focal(tmp_path):
+    """The app's run with uploaded camera file and masks (matched by upload names): the given
+    cameras come back, masked pixels stay out at every display threshold."""
+    pytest.importorskip("gradio")
+    from pointmap.app import build_app
+    from pointmap.model import DUSt3R, ModelConfig
+
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    rng = np.random.default_rng(2)
+    for k in range(3):
+        Image.fromarray(rng.integers(0, 255, (240, 300, 3), dtype=np.uint8)).save(uploads / f"shot{k}.png")
+    K = np.array([[260.0, 0.0, 149.5], [0.0, 250.0, 121.0], [0.0, 0.0, 1.0]])
+    poses = [np.eye(4) for _ in range(3)]
+    for k in range(3):
+        poses[k][:3, 3] = [0.25 * k, 0.0, 0.02 * k]
+    frames = [{"file_path": f"images/shot{k}.png", "transform_matrix": (poses[k] @ np.diag([1.0, -1, -1, 1])).tolist()}
+              for k in range(3)]
+    ns = {"fl_x": K[0, 0], "fl_y": K[1, 1], "cx": K[0, 2] + 0.5, "cy": K[1, 2] + 0.5, "w": 300, "h": 240,
+          "frames": frames}
+    (uploads / "my_cameras.json").write_text(json.dumps(ns))
+    m = np.full((240, 300), 255, np.uint8)
+    m[:120] = 0  # top half of shot2 masked out
+    Image.fromarray(m).save(uploads / "shot2_mask.png")
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(img_size=(64, 64), enc_embed_dim=32, enc_depth=1, enc_num_heads=2, dec_embed_dim=32,
+                      dec_depth=1, dec_num_heads=2, head_type="linear")
+    demo = build_app(model=DUSt3R(cfg).eval(), device="cpu")
+    run = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "run")
+    photos = [str(uploads / f"shot{k}.png") for k in range(3)]
+    status, _, _, files, stored = run(photos, 1.0, "224", "complete", 3, 0, [str(uploads / "my_cameras.json")],
+                                      [str(uploads / "shot2_mask.png")], True, 1.0, False, False, False, 0.0)
+    assert status.startswith("**Done.**"), status
+    scene = stored.scene
+    assert torch.allclose(scene.poses.double(), torch.tensor(np.stack(poses)), atol=1e-5)
+    for k in range(3):
+        assert torch.allclose(scene.metas[k].intrinsics_to_original(scene.intrinsics[k].double()),
+                              torch.tensor(K), atol=1e-3)
+    # 300x240 at 224: resized 280x224, no vertical crop; original rows < 120 <-> network rows < 112
+    assert not scene.masks[2][:111].any()
+    from pointmap.app import _render
+
+    _render(stored, 1.0, False, False, False, 0.0)  # a display change re-thresholds: the mask stays
+    depth = stored.run_dir / f"render_{stored.renders:03d}" / "depth"
+    third = list(json.loads((depth / "depth.json").read_text())["images"].values())[2]
+    kept = np.asarray(Image.open(depth / third["mask_png"])) > 0
+    assert not kept[:111].any() and kept[113:].any()

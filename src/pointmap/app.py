@@ -36,6 +36,7 @@ from .errors import PointmapError
 from .export import export_scene, zip_model
 from .images import LoadedImage, load_image_arrays, load_images
 from .inference import resolve_device
+from .known_cameras import alignment_priors
 from .model import DUSt3R, load_model
 from .pairs import make_pairs
 from .scene import LOW_KEPT_FRACTION, Scene
@@ -88,6 +89,7 @@ class _Stored:
     image_paths: list[Path | None]
     labels: list[str] = field(default_factory=list)
     renders: int = 0
+    user_masks: list[Any] | None = None  # per image (H, W) bool or None: kept out of every render
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -138,6 +140,31 @@ def check_uploads(paths: Sequence[str | os.PathLike], staging: str | os.PathLike
     if any(u.kind == "video" for u in out) and len(out) > 1:
         raise UploadError("upload either several images or one video, not a mix")
     return out
+
+
+def stage_known_files(paths: Sequence[str | os.PathLike], folder: str | os.PathLike,
+                      limits: AppLimits, what: str) -> Path | None:
+    """Copy uploaded camera files or masks into ``folder`` under their upload names (which is how
+    they are matched to the photos); ``None`` when nothing was uploaded.
+
+    Raises:
+        UploadError: too many files, one too large, or a name that cannot be a plain file name.
+    """
+    if not paths:
+        return None
+    if len(paths) > limits.max_images + 3:
+        raise UploadError(f"{len(paths)} {what} files uploaded; at most {limits.max_images + 3} are allowed")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, src in enumerate(paths):
+        name = _display_name(src, k)
+        size = os.path.getsize(src)
+        if size > limits.max_upload_mb * 1e6:
+            raise UploadError(f"'{name}' is {size / 1e6:.1f} MB; the limit is {limits.max_upload_mb:g} MB per file")
+        if name.startswith(".") or name != os.path.basename(name):
+            raise UploadError(f"'{name}' is not a plain file name; rename the {what} file")
+        shutil.copyfile(src, folder / name)
+    return folder
 
 
 def _sniff(path: str | os.PathLike) -> tuple[str | None, str | None]:
@@ -223,6 +250,8 @@ def _render(stored: _Stored, conf: float, mesh: bool, sky: bool, clean: bool, ca
             ) -> tuple[str, list[tuple[str, str]], list[str], str]:
     """Apply display options to the stored scene and export; returns (glb, gallery, files, summary)."""
     scene = stored.scene.with_threshold(float(conf))
+    if stored.user_masks is not None:  # masks the user gave stay out at every threshold
+        scene.masks = [m if u is None else m & u for m, u in zip(scene.masks, stored.user_masks)]
     if clean and len(scene) > 1:
         scene = clean_pointcloud(scene)
     if sky:
@@ -304,6 +333,7 @@ def build_app(model: str | os.PathLike | DUSt3R = "default", device: str | None 
         return (f"**Refused:** {message}", gr.skip(), gr.skip(), gr.skip(), gr.skip())
 
     def run(files: Any, fps: float, size: str, graph_kind: str, k: float, iters: float,
+            camera_files: Any, mask_files: Any, shared_focal: bool,
             conf: float, mesh: bool, sky: bool, clean: bool, cam_size: float,
             progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008
         t0 = time.perf_counter()
@@ -322,6 +352,12 @@ def build_app(model: str | os.PathLike | DUSt3R = "default", device: str | None 
                     image_paths.append(Path(shutil.copy(u.path, kept / u.path.name)))
                 if uploads[0].kind == "video":
                     image_paths = [None] * len(images)
+                labels = ([u.label for u in uploads] if uploads[0].kind == "image"
+                          else [f"frame {k}" for k in range(len(images))])
+                # known cameras / masks: matched to the photos by their upload names
+                cam_dir = stage_known_files(paths_of(camera_files), run_dir / "cameras", limits, "camera")
+                mask_dir = stage_known_files(paths_of(mask_files), run_dir / "masks", limits, "mask")
+                priors = alignment_priors(images, cam_dir, mask_dir, names=labels)
         except PointmapError as exc:
             shutil.rmtree(run_dir, ignore_errors=True)
             return refuse(str(exc))
@@ -338,16 +374,16 @@ def build_app(model: str | os.PathLike | DUSt3R = "default", device: str | None 
                 return refuse(str(exc))
         t_load = time.perf_counter() - t0
         progress(0.1, desc="network inference and global alignment")
-        cfg = AlignConfig(conf_threshold=default_conf, **({"niter": int(iters)} if iters else {}))
+        cfg = AlignConfig(conf_threshold=default_conf, shared_focal=bool(shared_focal),
+                          **({"niter": int(iters)} if iters else {}))
         try:
-            res = reconstruct_images(images, net, graph=graph, device=dev, align=cfg, progress=True)
+            res = reconstruct_images(images, net, graph=graph, device=dev, align=cfg, progress=True,
+                                     **priors)
         except PointmapError as exc:
             shutil.rmtree(run_dir, ignore_errors=True)
             return refuse(str(exc))
         progress(0.9, desc="exporting")
-        labels = ([u.label for u in uploads] if uploads[0].kind == "image"
-                  else [f"frame {k}" for k in range(n)])
-        stored = _Stored(res.scene, run_dir, image_paths, labels)
+        stored = _Stored(res.scene, run_dir, image_paths, labels, user_masks=priors.get("masks"))
         t = time.perf_counter()
         glb, gallery, files_out, summary = _render(stored, conf, mesh, sky, clean, cam_size)
         timings = {"load": t_load, **res.timings, "export": time.perf_counter() - t}
@@ -385,6 +421,17 @@ def build_app(model: str | os.PathLike | DUSt3R = "default", device: str | None 
                                   label="K (swin: window size; oneref: reference image index)")
                     iters = gr.Slider(0, 300, value=0, step=10,
                                       label="Alignment iterations (0 = solver default)")
+                with gr.Accordion("Known cameras and masks (optional)", open=False):
+                    camera_files = gr.File(
+                        label="Known cameras: a pointmap cameras.json, a nerfstudio transforms.json, "
+                              "or a COLMAP model (cameras + images, .bin or .txt); matched to the "
+                              "photos by file name, kept fixed",
+                        file_count="multiple", elem_id="cameras")
+                    shared_focal = gr.Checkbox(False, label="One focal length for all images without a known one")
+                    mask_files = gr.File(
+                        label="Masks named like the photos (photo.jpg: photo.png or photo_mask.png; "
+                              "white = keep): masked-out pixels are left out of the alignment and exports",
+                        file_count="multiple", elem_id="masks")
                 with gr.Accordion("Display options (no recomputation)", open=True):
                     conf = gr.Slider(1.0, 20.0, value=default_conf, step=0.1,
                                      label="Confidence threshold (raw confidence)")
@@ -402,7 +449,8 @@ def build_app(model: str | os.PathLike | DUSt3R = "default", device: str | None 
                                     elem_id="downloads")
         state = gr.State(None)
 
-        run_inputs = [files, fps, size, graph_kind, k, iters, conf, mesh, sky, clean, cam_size]
+        run_inputs = [files, fps, size, graph_kind, k, iters, camera_files, mask_files, shared_focal,
+                      conf, mesh, sky, clean, cam_size]
         run_outputs = [status, view, gallery, downloads, state]
         for comp in (files, graph_kind, k, fps):
             comp.change(on_inputs, [files, graph_kind, k, fps], estimate_md, queue=False)

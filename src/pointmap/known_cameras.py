@@ -309,7 +309,7 @@ def read_cameras(path: str | os.PathLike) -> dict[str, CameraPrior]:
     """Priors by image file name from a camera file or a folder holding one (module docstring).
 
     A folder is searched for, in order: ``cameras.json``, ``transforms.json``, a COLMAP model in
-    the folder itself, in ``sparse/0`` or in ``colmap/sparse/0``.
+    the folder itself, in ``sparse/0`` or in ``colmap/sparse/0``, then its only ``.json`` file.
 
     Raises:
         CameraFileError: nothing readable at ``path``, or a malformed file.
@@ -334,6 +334,9 @@ def read_cameras(path: str | os.PathLike) -> dict[str, CameraPrior]:
     for sub in (path, path / "sparse" / "0", path / "colmap" / "sparse" / "0"):
         if any((sub / f).is_file() for f in ("cameras.bin", "cameras.txt")):
             return read_colmap_cameras(sub)
+    jsons = [p for p in path.glob("*.json") if p.is_file()]
+    if len(jsons) == 1:  # one JSON file under another name: read it by its content
+        return read_cameras(jsons[0])
     raise CameraFileError(
         f"{path} holds no camera file: expected cameras.json, transforms.json or a COLMAP model "
         "(cameras.bin + images.bin, or .txt), in the folder or in sparse/0"
@@ -341,8 +344,13 @@ def read_cameras(path: str | os.PathLike) -> dict[str, CameraPrior]:
 
 
 # ----------------------------------------------------------------------------- matching
-def _image_name(im: LoadedImage, k: int) -> str:
-    return Path(im.meta.path).name if im.meta.path else f"image_{k:04d}"
+def _names(images: Sequence[LoadedImage], names: Sequence[str] | None) -> list[str]:
+    """The file name of each image: ``names`` when given, else the base name of ``meta.path``."""
+    if names is not None:
+        if len(names) != len(images):
+            raise CameraFileError(f"{len(names)} names for {len(images)} images")
+        return [Path(str(n)).name for n in names]
+    return [Path(im.meta.path).name if im.meta.path else f"image_{k:04d}" for k, im in enumerate(images)]
 
 
 def match_by_name(names: Sequence[str], keys: Sequence[str]) -> dict[int, str]:
@@ -395,7 +403,7 @@ def _intrinsics_for(prior: CameraPrior, im: LoadedImage, name: str) -> torch.Ten
 
 def camera_inputs(
     images: Sequence[LoadedImage], priors: dict[str, CameraPrior], *, poses: bool = True,
-    intrinsics: bool = True, source: str = "the camera file",
+    intrinsics: bool = True, source: str = "the camera file", names: Sequence[str] | None = None,
 ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
     """Known poses and intrinsics for :func:`pointmap.align.global_align`, matched by file name.
 
@@ -404,6 +412,7 @@ def camera_inputs(
         priors: from :func:`read_cameras`.
         poses, intrinsics: which of the two to use.
         source: how to name the priors' origin in messages.
+        names: file names to match, per image (default: the base name of ``meta.path``).
 
     Returns:
         ``({index: (4, 4) cam2world}, {index: (3, 3) network-pixel intrinsics})``, float32.
@@ -411,7 +420,7 @@ def camera_inputs(
     Raises:
         CameraFileError: no image matches any entry, or an entry does not fit its image.
     """
-    names = [_image_name(im, k) for k, im in enumerate(images)]
+    names = _names(images, names)
     matched = match_by_name(names, list(priors))
     if not matched:
         shown = ", ".join(list(priors)[:3]) + (", ..." if len(priors) > 3 else "")
@@ -434,13 +443,16 @@ def camera_inputs(
     return known_poses, known_K
 
 
-def load_masks(images: Sequence[LoadedImage], folder: str | os.PathLike) -> list[torch.Tensor | None]:
+def load_masks(
+    images: Sequence[LoadedImage], folder: str | os.PathLike, names: Sequence[str] | None = None
+) -> list[torch.Tensor | None]:
     """Per image ``(H, W)`` bool masks at network resolution from mask images in ``folder``.
 
     The mask of ``photo.jpg`` is the first of ``photo.jpg``, ``photo.png``, ``photo_mask.png``,
     ``photo.jpg.png`` found in ``folder``; it has the original image's size (or the same aspect
     ratio, then it is resampled); non-zero pixels are kept, zero pixels are excluded. Images
-    without a mask file get ``None`` (everything kept).
+    without a mask file get ``None`` (everything kept). ``names``: file names per image (default:
+    the base name of ``meta.path``).
 
     Raises:
         CameraFileError: ``folder`` is not a folder, no image has a mask, or a mask is unreadable or
@@ -450,8 +462,7 @@ def load_masks(images: Sequence[LoadedImage], folder: str | os.PathLike) -> list
     if not folder.is_dir():
         raise CameraFileError(f"mask folder {folder} not found (--masks takes a folder of mask images)")
     out: list[torch.Tensor | None] = []
-    for k, im in enumerate(images):
-        name = _image_name(im, k)
+    for im, name in zip(images, _names(images, names)):
         stem = Path(name).stem
         cands = [folder / name, folder / f"{stem}.png", folder / f"{stem}_mask.png", folder / f"{name}.png"]
         path = next((c for c in cands if c.is_file()), None)
@@ -483,15 +494,17 @@ def alignment_priors(
     images: Sequence[LoadedImage],
     cameras: str | os.PathLike | None = None,
     masks: str | os.PathLike | None = None,
+    names: Sequence[str] | None = None,
 ) -> dict[str, object]:
     """Keyword arguments for :func:`pointmap.reconstruct_images` / :func:`pointmap.global_align`
     (``known_poses``, ``known_intrinsics``, ``masks``) from a camera file or folder
-    (:func:`read_cameras`) and a mask folder (:func:`load_masks`); either may be ``None``."""
+    (:func:`read_cameras`) and a mask folder (:func:`load_masks`); either may be ``None``.
+    ``names``: the file names to match, per image (default: the base name of ``meta.path``)."""
     out: dict[str, object] = {}
     if cameras is not None:
-        poses, Ks = camera_inputs(images, read_cameras(cameras), source=str(cameras))
+        poses, Ks = camera_inputs(images, read_cameras(cameras), source=str(cameras), names=names)
         out["known_poses"] = poses or None
         out["known_intrinsics"] = Ks or None
     if masks is not None:
-        out["masks"] = load_masks(images, masks)
+        out["masks"] = load_masks(images, masks, names)
     return out
