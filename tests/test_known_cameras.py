@@ -266,7 +266,7 @@ def test_command_line_cameras_and_masks(tmp_path, capsys):
     Image.fromarray(m).save(masks / "p1.png")
     out = tmp_path / "out"
     rc = main(["reconstruct", str(photos), "-o", str(out), "--weights", str(ckpt), "--cameras",
-               str(tmp_path / "cams.json"), "--masks", str(masks), "--conf-threshold", "0", "-q",
+               str(tmp_path / "cams.json"), "--masks", str(masks), "--conf-threshold", "0", "-q", "--niter", "3",
                "--export", "cameras", "depth", "ply"])
     err = capsys.readouterr().err
     assert rc == 0, err
@@ -336,7 +336,7 @@ def test_app_known_cameras_masks_and_shared_focal(tmp_path):
     demo = build_app(model=DUSt3R(cfg).eval(), device="cpu")
     run = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "run")
     photos = [str(uploads / f"shot{k}.png") for k in range(3)]
-    status, _, _, files, stored = run(photos, 1.0, "224", "complete", 3, 0, [str(uploads / "my_cameras.json")],
+    status, _, _, files, stored = run(photos, 1.0, "224", "complete", 3, 3, [str(uploads / "my_cameras.json")],
                                       [str(uploads / "shot2_mask.png")], True, 1.0, False, False, False, 0.0)
     assert status.startswith("**Done.**"), status
     scene = stored.scene
