@@ -42,7 +42,8 @@ def main() -> None:
         tiles = [np.concatenate([img, _depth_rgb(d)], 0) for img, d in zip(cap.images, cap.depths)]
         rows.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles], 1))
         print(layout, "done", flush=True)
-    Image.fromarray(np.concatenate(rows, 0)).save(args.out, optimize=True)
+    # a 256-colour palette keeps the documentation image small
+    Image.fromarray(np.concatenate(rows, 0)).quantize(256, method=Image.Quantize.MEDIANCUT).save(args.out, optimize=True)
 
 
 if __name__ == "__main__":

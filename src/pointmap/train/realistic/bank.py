@@ -123,7 +123,7 @@ class AssetBank:
     def texture(self, key: str, size: int = 256) -> torch.Tensor:
         """The texture file ``key`` (relative to the bank) as ``(3, size, size)`` float32 in [0, 1]
         (stretched to a square: texture coordinates address the whole image either way)."""
-        return _load_texture(str(self.root), key, size)
+        return _load_texture(str(self.root), key, size).float() / 255.0
 
 
 @lru_cache(maxsize=4096)
@@ -141,8 +141,9 @@ def _load_model(root: str, file: str, textures: tuple[str, ...], name: str) -> M
                 d["face_mat"].astype(np.int64), mats, normals, name=file)
 
 
-@lru_cache(maxsize=2048)
+@lru_cache(maxsize=4096)
 def _load_texture(root: str, key: str, size: int) -> torch.Tensor:
+    """``(3, size, size)`` uint8 (cached: 4096 textures of 256 px take 0.8 GB)."""
     path = Path(root) / key
     try:
         with Image.open(path) as im:
@@ -150,4 +151,5 @@ def _load_texture(root: str, key: str, size: int) -> torch.Tensor:
     except (OSError, ValueError) as e:
         raise BankError(f"cannot read texture {str(path)!r}: {e}; rebuild the bank") from e
     t = torch.from_numpy(arr).permute(2, 0, 1)[None]
-    return F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
+    t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    return (t.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
