@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import math
 import os
 import sys
+import warnings
 from typing import NoReturn, Sequence
 
 from .errors import PointmapError
+
+log = logging.getLogger("pointmap")
 
 __all__ = ["main", "build_parser", "positive_int", "non_negative_int", "positive_float", "finite_float"]
 
@@ -62,7 +66,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     from .known_cameras import alignment_priors
     from .model import load_model
     from .model.checkpoint import BUNDLED_MODELS
-    from .scene import LOW_KEPT_FRACTION
+    from .scene import LOW_IMAGE_KEPT_FRACTION, LOW_KEPT_FRACTION
 
     t0 = time.perf_counter()
     dist_on = getattr(args, "distributed", False)
@@ -118,18 +122,27 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     paths = export_scene(scene, out, formats=args.export, as_pointcloud=not args.mesh)
     t_export = time.perf_counter() - t
     placed = int(scene.placed.sum())
+    sparse = scene.sparse_images()
+    counts = scene.kept_counts()
+    if sparse:
+        shown = ", ".join(f"{scene.names[k]} ({counts[k]} points)" for k in sparse[:10])
+        log.warning(f"{len(sparse)} image(s) keep fewer than {100 * LOW_IMAGE_KEPT_FRACTION:g} % of their "
+                    f"points above the confidence threshold {args.conf_threshold:g}: {shown}"
+                    f"{', ...' if len(sparse) > 10 else ''}; they add little or nothing to the exports "
+                    "(a lower --conf-threshold keeps more)")
     confs = [c[m].mean().item() for c, m in zip(scene.confidence, scene.masks) if m.any()]
     kept, total = sum(int(m.sum()) for m in scene.masks), sum(m.numel() for m in scene.masks)
     frac = kept / total if total else 0.0
     timings = {"load": t_load, **{k: v for k, v in res.timings.items()}, "export": t_export}
-    print(f"placed {placed}/{len(scene)} images; {len(res.pairs)} pairs; kept {kept} of {total} points "
+    few = f" ({len(sparse)} keeping < {100 * LOW_IMAGE_KEPT_FRACTION:g} % of their points)" if sparse else ""
+    print(f"placed {placed}/{len(scene)} images{few}; {len(res.pairs)} pairs; kept {kept} of {total} points "
           f"({100 * frac:.1f} %, raw confidence > {args.conf_threshold:g}); "
           f"mean confidence of kept points {sum(confs) / max(len(confs), 1):.2f}")
     if frac < LOW_KEPT_FRACTION:
-        print(f"warning: only {100 * frac:.1f} % of the points pass the confidence threshold "
-              f"{args.conf_threshold:g}, so the exported cloud is sparse; images unlike the model's "
-              "training data get low confidences. A lower --conf-threshold (raw confidence, > 1; "
-              "0 keeps every point) keeps more.", file=sys.stderr)
+        log.warning(f"only {100 * frac:.1f} % of the points pass the confidence threshold "
+                    f"{args.conf_threshold:g}, so the exported cloud is sparse; images unlike the model's "
+                    "training data get low confidences. A lower --conf-threshold (raw confidence, > 1; "
+                    "0 keeps every point) keeps more.")
     print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
           + f", total {time.perf_counter() - t0:.1f}s")
     for k, p in paths.items():
@@ -386,18 +399,58 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _OneLineHandler(logging.Handler):
+    """Log records as ``pointmap: warning: <message>``, one line each, on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = " ".join(record.getMessage().split())
+            print(f"pointmap: {record.levelname.lower()}: {text}", file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+def _setup_logging() -> None:
+    if not any(isinstance(h, _OneLineHandler) for h in log.handlers):
+        log.addHandler(_OneLineHandler())
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def _warning_as_log(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                    file: object = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` for the command line: one clean line, no source file or line, and
+    never torch's advice to turn safe loading off."""
+    text = " ".join(str(message).split())
+    if "weights_only" in text:
+        from .model.checkpoint import _without_unsafe_advice
+
+        text = _without_unsafe_advice(text)
+    if text:
+        log.warning(text)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (errors print a message, no traceback)."""
+    """Run the command line; returns the exit status (errors print one line, no traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _setup_logging()
+    shown = warnings.showwarning
+    warnings.showwarning = _warning_as_log
     try:
         return int(args.func(args) or 0)
     except PointmapError as exc:
-        print(f"pointmap: error: {exc}", file=sys.stderr)
+        print(f"pointmap: error: {_one_line(exc.cli_message or str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pointmap: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -50,7 +50,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .errors import PointmapError
+from .errors import InputError, PointmapError
 from .images import LoadedImage
 from .inference import _as_tensor, infer_pairs
 from .model.network import DUSt3R
@@ -73,7 +73,7 @@ def split_pairs(pairs: Sequence[tuple[int, int]], world_size: int) -> list[list[
         sets than ranks).
     """
     if world_size < 1:
-        raise ValueError(f"world_size must be >= 1, got {world_size}")
+        raise InputError(f"world_size must be >= 1, got {world_size}")
     key = lambda q: (min(pairs[q]), max(pairs[q]))
     order = sorted(range(len(pairs)), key=lambda q: (*key(q), pairs[q][0], q))
     # positions in `order` where the image set changes: the allowed cuts
@@ -180,12 +180,12 @@ def infer_pairs_distributed(
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
         return infer_pairs(model, images, pairs, progress=progress, **kw)
     if len(pairs) == 0:
-        raise ValueError("no pairs to run")
+        raise InputError("no pairs to run")
     pairs = [(int(i), int(j)) for i, j in pairs]
     n = len(images)
     bad = [p for p in pairs if not (0 <= p[0] < n and 0 <= p[1] < n)]
     if bad:
-        raise ValueError(f"pairs refer to images outside 0..{n - 1}: {bad[:5]}")
+        raise InputError(f"pairs refer to images outside 0..{n - 1}: {bad[:5]}")
 
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     if device is None and torch.cuda.is_available():

@@ -13,11 +13,18 @@ __all__ = [
     "OutputOverlapError",
     "OutputPathError",
     "InputError",
+    "DeviceError",
 ]
 
 
 class PointmapError(Exception):
-    """Base class: the message says what is wrong and, where possible, what to do."""
+    """Base class: the message says what is wrong and, where possible, what to do.
+
+    ``cli_message``, when set, says the same in the command line's terms (options rather than
+    Python arguments); the command line prints it instead of the message.
+    """
+
+    cli_message: str | None = None
 
 
 class CheckpointError(PointmapError):
@@ -54,3 +61,7 @@ class OutputPathError(PointmapError):
 
 class InputError(PointmapError, ValueError):
     """An argument or value a user passed is out of range or of the wrong kind."""
+
+
+class DeviceError(PointmapError, ValueError):
+    """A compute device that does not exist on this computer (the message lists those that do)."""

@@ -9,6 +9,7 @@ pixel ``(u, v)`` covers ``[u - 0.5, u + 0.5] x [v - 0.5, v + 0.5]``.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import warnings
@@ -21,9 +22,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageLoadError
+from .errors import ImageLoadError, InputError
 
 KMatrix = TypeVar("KMatrix", torch.Tensor, np.ndarray)
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ImageMeta",
@@ -112,7 +115,7 @@ class ImageMeta:
         returns ``(H, W, ...)``. Used for masks and other maps given at original resolution."""
         W0, H0 = self.original_size
         if tuple(image.shape[:2]) != (H0, W0):
-            raise ValueError(f"map has shape {tuple(image.shape[:2])}, expected (H, W) = {(H0, W0)}")
+            raise InputError(f"map has shape {tuple(image.shape[:2])}, expected (H, W) = {(H0, W0)}")
         W, H = self.size
         v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64),
                               indexing="ij")
@@ -315,6 +318,12 @@ def preprocess_image(
     W1, H1 = img.size
     if W1 < 1 or H1 < 1:
         raise ImageLoadError(f"{name} is empty ({W1}x{H1} pixels)")
+    if W1 < patch_size or H1 < patch_size:  # upscaled, it would be a blur with no detail to match
+        raise ImageLoadError(
+            f"{name} ({W1}x{H1} pixels) is too small: less than one {patch_size}-px patch along a side; "
+            "it holds nothing to reconstruct: remove it, or skip such images "
+            "(--skip-bad on the command line, skip_bad=True in Python)"
+        )
     # Long side L: 'size', or for 224 the value that turns the short side into 224 after rounding.
     L = round(size * max(W1 / H1, H1 / W1)) if size == 224 else size
     S = max(W1, H1)
@@ -376,11 +385,10 @@ def list_image_files(folder: PathLike) -> list[Path]:
             heif_skipped.append(name)
     if heif_skipped:
         shown = ", ".join(heif_skipped[:5]) + (", ..." if len(heif_skipped) > 5 else "")
-        warnings.warn(
+        log.warning(
             f"{folder}: skipping {len(heif_skipped)} HEIC/HEIF file(s) ({shown}); "
             "install pillow-heif "
-            "(pip install 'pointmap[heic]') to read them",
-            stacklevel=2,
+            "(pip install 'pointmap[heic]') to read them"
         )
     return files
 
@@ -447,7 +455,7 @@ def load_images(
         except ImageLoadError as exc:
             if not skip_bad:
                 raise
-            warnings.warn(f"skipping {path}: {exc}", stacklevel=2)
+            log.warning(f"skipping {path}: {exc}")
             continue
         if verbose:
             W1, H1 = item.meta.original_size

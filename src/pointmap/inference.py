@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .errors import DeviceError, InputError
 from .model.network import DUSt3R, Encoded
 from .predictions import PairPredictions
 
@@ -31,11 +32,39 @@ if TYPE_CHECKING:
 __all__ = ["infer_pairs", "warmup", "resolve_device", "resolve_dtype"]
 
 
+def available_devices() -> list[str]:
+    """Names of the compute devices of this computer: ``cuda:0`` ... then ``mps``, ``cpu``."""
+    names = [f"cuda:{k}" for k in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    return names + ["cpu"]
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"`` -> CUDA when available, else CPU."""
+    """``None``/``"auto"`` -> CUDA when available, else CPU.
+
+    Raises:
+        DeviceError: ``device`` is not a device name, or names one this computer does not have
+            (the message lists those it has).
+    """
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise DeviceError(f"device {device!r} is not a device name; this computer has: "
+                          f"{', '.join(available_devices())}") from None
+    have = available_devices()
+    if dev.type == "cuda":
+        ok = torch.cuda.is_available() and (dev.index is None or dev.index < torch.cuda.device_count())
+    elif dev.type == "cpu":
+        ok = True
+    else:
+        ok = dev.type in have
+    if not ok:
+        raise DeviceError(f"device {device} does not exist on this computer; it has: {', '.join(have)}")
+    return dev
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -46,10 +75,10 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
                  "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
         if dtype not in names:
-            raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+            raise InputError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
         dtype = names[dtype]
     if device.type == "cpu" and dtype == torch.float16:
-        raise ValueError("float16 autocast is only supported on CUDA; use float32 or bfloat16 on CPU")
+        raise InputError("float16 autocast is only supported on CUDA; use float32 or bfloat16 on CPU")
     return dtype
 
 
@@ -58,7 +87,7 @@ def _as_tensor(im: LoadedImage | torch.Tensor) -> torch.Tensor:
     if t.ndim == 4 and t.shape[0] == 1:
         t = t[0]
     if t.ndim != 3 or t.shape[0] != 3:
-        raise ValueError(f"expected images of shape (3, H, W), got {tuple(t.shape)}")
+        raise InputError(f"expected images of shape (3, H, W), got {tuple(t.shape)}")
     return t
 
 
@@ -201,14 +230,14 @@ def infer_pairs(
         ``pts3d_2_in_1`` ``(H_j, W_j, 3)``, ``conf_2`` on the CPU, in the order of ``pairs``.
     """
     if len(pairs) == 0:
-        raise ValueError("no pairs to run")
+        raise InputError("no pairs to run")
     dev = resolve_device(device)
     cdt = resolve_dtype(dtype, dev)
     pairs = [(int(i), int(j)) for i, j in pairs]
     n = len(images)
     bad = [p for p in pairs if not (0 <= p[0] < n and 0 <= p[1] < n)]
     if bad:
-        raise ValueError(f"pairs refer to images outside 0..{n - 1}: {bad[:5]}")
+        raise InputError(f"pairs refer to images outside 0..{n - 1}: {bad[:5]}")
     batch_size = max(1, int(batch_size))
     enc_batch = max(1, int(encode_batch_size or min(2 * batch_size, 8)))
     if next(model.parameters()).device != dev:
@@ -279,7 +308,7 @@ def warmup(
     dev = resolve_device(device)
     blank = [torch.zeros(3, int(h), int(w)) for h, w in dict.fromkeys(tuple(s) for s in shapes)]
     if not blank:
-        raise ValueError("warmup needs at least one image shape")
+        raise InputError("warmup needs at least one image shape")
     pairs = [(i, j) for i in range(len(blank)) for j in range(len(blank))]
     start = time.perf_counter()
     infer_pairs(model, blank, pairs, batch_size=batch_size, device=dev, dtype=dtype,

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import IO, Any, Iterator, Sequence
 
 from .errors import OutputExistsError, OutputOverlapError, OutputPathError, PointmapError
 
@@ -23,6 +24,8 @@ __all__ = [
     "atomic_write_text",
     "check_not_an_input",
     "check_output_file",
+    "strict_json",
+    "write_json",
 ]
 
 
@@ -60,6 +63,30 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def strict_json(obj: Any, indent: int | None = 2) -> str:
+    """``obj`` as strict JSON text: ``NaN`` and infinities become ``null`` (strict parsers reject
+    them), numpy scalars and arrays become plain numbers and lists."""
+    return json.dumps(_finite(obj), indent=indent, allow_nan=False)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy scalars and arrays
+        return _finite(obj.tolist())
+    return obj
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Path:
+    """Write :func:`strict_json` of ``obj`` to ``path`` atomically; returns the path."""
+    atomic_write_text(path, strict_json(obj, indent) + "\n")
+    return Path(path)
 
 
 MANIFEST_NAME = ".pointmap-manifest.json"
@@ -105,8 +132,7 @@ def _read_manifest(folder: Path) -> set[str]:
 def _write_manifest(folder: Path, files: set[str]) -> None:
     from . import __version__
 
-    text = json.dumps({"written_by": f"pointmap {__version__}", "files": sorted(files)}, indent=1)
-    atomic_write_text(folder / MANIFEST_NAME, text + "\n")
+    write_json(folder / MANIFEST_NAME, {"written_by": f"pointmap {__version__}", "files": sorted(files)}, 1)
 
 
 def _files_under(folder: Path) -> set[str]:

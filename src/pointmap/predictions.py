@@ -11,6 +11,8 @@ from typing import Sequence
 
 import torch
 
+from .errors import InputError
+
 __all__ = ["PairPredictions"]
 
 
@@ -59,22 +61,22 @@ class PairPredictions:
         n = len(self.pairs)
         for name in ("pts3d_1", "conf_1", "pts3d_2_in_1", "conf_2"):
             if len(getattr(self, name)) != n:
-                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {n} pairs")
+                raise InputError(f"{name} has {len(getattr(self, name))} entries for {n} pairs")
         if self.n_images < 0:
             self.n_images = 1 + max((max(p) for p in self.pairs), default=-1)
         if any(min(p) < 0 or max(p) >= self.n_images for p in self.pairs):
-            raise ValueError(f"pair indices must lie in [0, {self.n_images})")
+            raise InputError(f"pair indices must lie in [0, {self.n_images})")
         shapes: dict[int, tuple[int, int]] = {}
         for (i, j), p1, c1, p2, c2 in zip(
             self.pairs, self.pts3d_1, self.conf_1, self.pts3d_2_in_1, self.conf_2
         ):
             if p1.ndim != 3 or p1.shape[-1] != 3 or tuple(c1.shape) != tuple(p1.shape[:2]):
-                raise ValueError(f"pair {(i, j)}: pts3d_1 must be (H,W,3) with conf_1 (H,W)")
+                raise InputError(f"pair {(i, j)}: pts3d_1 must be (H,W,3) with conf_1 (H,W)")
             if p2.ndim != 3 or p2.shape[-1] != 3 or tuple(c2.shape) != tuple(p2.shape[:2]):
-                raise ValueError(f"pair {(i, j)}: pts3d_2_in_1 must be (H,W,3) with conf_2 (H,W)")
+                raise InputError(f"pair {(i, j)}: pts3d_2_in_1 must be (H,W,3) with conf_2 (H,W)")
             for k, shp in ((i, tuple(p1.shape[:2])), (j, tuple(p2.shape[:2]))):
                 if shapes.setdefault(k, shp) != shp:
-                    raise ValueError(f"image {k} appears with two shapes: {shapes[k]} and {shp}")
+                    raise InputError(f"image {k} appears with two shapes: {shapes[k]} and {shp}")
         if not self.image_shapes:
             self.image_shapes = [shapes.get(k, (0, 0)) for k in range(self.n_images)]
 
@@ -117,7 +119,7 @@ class PairPredictions:
         """
         images = [int(k) for k in images]
         if len(set(images)) != len(images) or any(not 0 <= k < self.n_images for k in images):
-            raise ValueError(f"subset images {images} must be distinct indices in [0, {self.n_images})")
+            raise InputError(f"subset images {images} must be distinct indices in [0, {self.n_images})")
         remap = {k: r for r, k in enumerate(images)}
         keep = self.pairs_within(images)
         pick = lambda ts: [ts[e] for e in keep]  # noqa: E731

@@ -15,14 +15,19 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from .errors import InputError
 from .geometry.camera import depth_to_world
 from .images import ImageMeta
 
-__all__ = ["LOW_KEPT_FRACTION", "Scene"]
+__all__ = ["LOW_IMAGE_KEPT_FRACTION", "LOW_KEPT_FRACTION", "Scene"]
 
 LOW_KEPT_FRACTION = 0.1
 """Below this :meth:`Scene.kept_fraction` the command line and the app say that few points pass
 the confidence threshold and that a lower one keeps more."""
+
+LOW_IMAGE_KEPT_FRACTION = 0.01
+"""An image keeping fewer than this fraction of its pixels as points is named in a warning and
+counted in the command line's summary (it contributes next to nothing to the exports)."""
 
 
 @dataclass
@@ -64,7 +69,7 @@ class Scene:
             self.names = [f"image_{k:04d}" for k in range(n)]
         for name in ("imgs", "depths", "confidence", "masks", "metas", "names"):
             if len(getattr(self, name)) != n:
-                raise ValueError(f"Scene.{name} has {len(getattr(self, name))} entries for {n} poses")
+                raise InputError(f"Scene.{name} has {len(getattr(self, name))} entries for {n} poses")
 
     def __len__(self) -> int:
         return self.poses.shape[0]
@@ -85,6 +90,16 @@ class Scene:
         """Fraction of all pixels (every image) that the masks keep; 0 for an empty scene."""
         total = sum(m.numel() for m in self.masks)
         return sum(int(m.sum()) for m in self.masks) / total if total else 0.0
+
+    def kept_counts(self) -> list[int]:
+        """Points each image keeps: its mask's pixel count (0 for an image that is not placed)."""
+        return [int(m.sum()) if bool(p) else 0 for m, p in zip(self.masks, self.placed.tolist())]
+
+    def sparse_images(self, fraction: float | None = None) -> list[int]:
+        """Indices of images that keep fewer than ``fraction`` (default
+        :data:`LOW_IMAGE_KEPT_FRACTION`) of their pixels as points, placed or not."""
+        f = LOW_IMAGE_KEPT_FRACTION if fraction is None else fraction
+        return [k for k, (n, m) in enumerate(zip(self.kept_counts(), self.masks)) if n < f * m.numel()]
 
     def with_threshold(self, conf_threshold: float) -> "Scene":
         """A copy whose masks are recomputed as ``confidence > conf_threshold`` (placed images only)."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import InputError
 from .geometry.camera import intrinsics_matrix, unproject_depth
 from .predictions import PairPredictions
 
@@ -76,7 +77,7 @@ def synthetic_pairs_list(n: int, graph: str = "complete") -> list[tuple[int, int
     elif name == "chain":
         und = {(i, i + 1) for i in range(n - 1)}
     else:
-        raise ValueError(f"unknown graph {graph!r}")
+        raise InputError(f"unknown graph {graph!r}")
     pairs = sorted(und)
     return pairs + [(j, i) for i, j in pairs]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageLoadError
+from .errors import ImageLoadError, InputError
 
 __all__ = ["VIDEO_EXTENSIONS", "is_video", "read_video_frames"]
 
@@ -30,7 +30,7 @@ def read_video_frames(path: str | os.PathLike, fps: float = 1.0, max_frames: int
     import cv2
 
     if fps <= 0:
-        raise ValueError(f"fps must be positive, not {fps}")
+        raise InputError(f"fps must be positive, not {fps}")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise ImageLoadError(f"cannot open video {path} (missing file or unsupported codec)")

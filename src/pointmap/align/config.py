@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -89,6 +90,9 @@ class AlignConfig:
             raise PointmapError(f"AlignConfig.dist={self.dist!r}: use 'l1' or 'l2'")
         if self.conf_trf not in ("log", "sqrt", "m1", "id"):
             raise PointmapError(f"AlignConfig.conf_trf={self.conf_trf!r}: use log, sqrt, m1 or id")
+        if not math.isfinite(self.conf_threshold):
+            raise PointmapError(f"AlignConfig.conf_threshold={self.conf_threshold}: use a finite "
+                                "number (a raw confidence, > 1; 0 keeps every point)")
         if self.niter is not None and self.niter < 0:
             raise PointmapError(f"AlignConfig.niter={self.niter} must be >= 0")
         if self.coarse_stride is not None and self.coarse_stride < 1:

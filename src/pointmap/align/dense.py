@@ -127,7 +127,7 @@ def dense_depth(
             yield terms
 
     loss = float("nan")
-    bar = tqdm(total=n_pass + 1, desc="dense depth", disable=not progress, leave=False)
+    bar = tqdm(total=n_pass + 1, desc="dense depth", disable=not progress)
     for it in range(n_pass + 1):
         final = it == n_pass
         num = torch.zeros_like(depth)

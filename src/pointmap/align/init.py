@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import warnings
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -18,6 +18,8 @@ from ..geometry.camera import estimate_focal_from_pixels
 from ..geometry.pnp import pnp_ransac_points
 from ..geometry.registration import align_multiple_poses, rigid_registration
 from .data import CoarseData
+
+log = logging.getLogger(__name__)
 
 __all__ = ["InitResult", "KnownCameras", "mst_init"]
 
@@ -234,7 +236,7 @@ def mst_init(
                     P[:3, :3], P[:3, 3] = R, T
                     poses[k] = P
                 else:
-                    warnings.warn(f"image {k}: PnP failed at initialisation; starting from identity")
+                    log.warning(f"image {k}: PnP failed at initialisation; starting from identity")
                     poses[k] = torch.eye(4, device=dev)
     missing = [k for k in range(N) if pts3d[k] is None]
     if missing:

@@ -20,8 +20,8 @@ when they fit (``AlignConfig.cache_bytes``).
 
 from __future__ import annotations
 
+import logging
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypedDict
@@ -41,6 +41,8 @@ from .init import KnownCameras, mst_init
 
 if TYPE_CHECKING:  # ``Unpack`` of a TypedDict types the keyword arguments (typing 3.11+)
     from typing_extensions import Unpack
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "AlignInputs", "AlignResult", "align_components", "align_pairs", "connected_image_sets",
@@ -289,11 +291,10 @@ def align_pairs(
     main = comps[0]
     if len(comps) > 1:
         left = sorted(k for c in comps[1:] for k in c)
-        warnings.warn(
+        log.warning(
             f"the pair graph has {len(comps)} connected components; aligning the largest "
             f"({len(main)} images) and marking images {left} as not placed "
-            "(use align_components to align every component separately)",
-            stacklevel=2,
+            "(use align_components to align every component separately)"
         )
     out = _Cameras.unplaced(preds, shapes)
     timings: dict[str, float] = {}

@@ -33,6 +33,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from ..arrays import as_float64
+from ..errors import InputError
 from ..geometry.registration import rigid_registration
 
 __all__ = [
@@ -73,7 +74,7 @@ def _poses(x, name: str) -> np.ndarray:
     if p.ndim == 2:
         p = p[None]
     if p.ndim != 3 or p.shape[-2:] not in ((4, 4), (3, 4)):
-        raise ValueError(f"{name} must be (N, 4, 4) or (N, 3, 4) poses, got shape {p.shape}")
+        raise InputError(f"{name} must be (N, 4, 4) or (N, 3, 4) poses, got shape {p.shape}")
     return p
 
 
@@ -145,7 +146,7 @@ def relative_pose_errors(
     """
     est, gt = _poses(est_c2w, "est_c2w"), _poses(gt_c2w, "gt_c2w")
     if len(est) != len(gt):
-        raise ValueError(f"{len(est)} estimated poses for {len(gt)} GT poses")
+        raise InputError(f"{len(est)} estimated poses for {len(gt)} GT poses")
     i, j = np.triu_indices(len(est), k=1)
     pairs = np.stack([i, j], axis=1).astype(np.int64)
     if len(pairs) == 0:
@@ -278,7 +279,7 @@ class DepthMetrics:
 
 def _depth_valid(gt: np.ndarray, pred: np.ndarray, max_depth: float | None, min_depth: float) -> np.ndarray:
     if gt.shape != pred.shape:
-        raise ValueError(f"predicted depth {pred.shape} and GT depth {gt.shape} differ in shape")
+        raise InputError(f"predicted depth {pred.shape} and GT depth {gt.shape} differ in shape")
     valid = np.isfinite(gt) & (gt > min_depth) & np.isfinite(pred)
     if max_depth is not None:
         valid &= gt <= max_depth
@@ -351,7 +352,7 @@ def localization_errors(est_c2w, gt_c2w) -> tuple[np.ndarray, np.ndarray]:
     ``inf`` for both."""
     est, gt = _poses(est_c2w, "est_c2w"), _poses(gt_c2w, "gt_c2w")
     if len(est) != len(gt):
-        raise ValueError(f"{len(est)} estimated poses for {len(gt)} GT poses")
+        raise InputError(f"{len(est)} estimated poses for {len(gt)} GT poses")
     failed = ~np.isfinite(est[:, :3, :4]).all(axis=(1, 2))
     est = np.where(failed[:, None, None], gt, est)
     t = np.linalg.norm(est[:, :3, 3] - gt[:, :3, 3], axis=-1)
@@ -426,9 +427,9 @@ def similarity_align_points(src, dst, weights=None) -> Similarity:
     """
     a, b = as_float64(src).reshape(-1, 3), as_float64(dst).reshape(-1, 3)
     if len(a) != len(b):
-        raise ValueError(f"{len(a)} source points for {len(b)} target points")
+        raise InputError(f"{len(a)} source points for {len(b)} target points")
     if len(a) < 3:
-        raise ValueError(f"similarity alignment needs at least 3 point pairs, got {len(a)}")
+        raise InputError(f"similarity alignment needs at least 3 point pairs, got {len(a)}")
     w = None if weights is None else torch.from_numpy(as_float64(weights).ravel())
     s, R, t = rigid_registration(torch.from_numpy(a), torch.from_numpy(b), w)
     return Similarity(R.numpy(), t.numpy(), float(s))
@@ -448,7 +449,7 @@ def similarity_align_poses(est_c2w, gt_c2w) -> Similarity:
     """
     est, gt = _poses(est_c2w, "est_c2w"), _poses(gt_c2w, "gt_c2w")
     if len(est) != len(gt) or len(est) == 0:
-        raise ValueError(f"need the same non-zero number of poses, got {len(est)} and {len(gt)}")
+        raise InputError(f"need the same non-zero number of poses, got {len(est)} and {len(gt)}")
     ce, cg = est[:, :3, 3], gt[:, :3, 3]
     if len(est) >= 3:
         sv = np.linalg.svd(ce - ce.mean(0), compute_uv=False)

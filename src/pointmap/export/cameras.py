@@ -9,14 +9,16 @@ Layout::
                  "K", "K_original",                  # 3x3, pixel centres at integers
                  "focal", "focal_original",          # mean of fx, fy (pixels)
                  "cam2world", "world2cam",           # 4x4, OpenCV camera axes
-                 "crop_box", "resized_size"}]}        # preprocessing (null without metadata)
+                 "crop_box", "resized_size",         # preprocessing (null without metadata)
+                 "points_kept", "points_total"}]}     # pixels kept as points / all pixels
+
+Strict JSON: a value that is not a finite number is written as ``null``.
 
 Unplaced images are listed with ``"placed": false``; their poses are meaningless.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..arrays import to_numpy
-from ..io_utils import atomic_write_text
+from ..io_utils import write_json
 from ..scene import Scene
 from .common import image_file_names, original_intrinsics, original_size
 
@@ -43,6 +45,7 @@ def cameras_dict(scene: Scene, image_names: Sequence[str] | None = None) -> dict
     names = list(image_names) if image_names is not None else image_file_names(scene)
     K_orig = original_intrinsics(scene)
     images = []
+    kept = scene.kept_counts()
     for k in range(len(scene)):
         K = to_numpy(scene.intrinsics[k], np.float64)
         K0 = K_orig[k]
@@ -58,6 +61,7 @@ def cameras_dict(scene: Scene, image_names: Sequence[str] | None = None) -> dict
             "cam2world": c2w.tolist(), "world2cam": np.linalg.inv(c2w).tolist(),
             "crop_box": list(meta.crop_box) if meta is not None else None,
             "resized_size": list(meta.resized_size) if meta is not None else None,
+            "points_kept": kept[k], "points_total": int(H * W),
         })
     return {"convention": CONVENTION, "conf_threshold": float(scene.conf_threshold), "images": images}
 
@@ -67,5 +71,5 @@ def export_cameras(
 ) -> Path:
     """Write :func:`cameras_dict` of ``scene`` to the JSON file ``path``, atomically; returns it."""
     path = Path(path)
-    atomic_write_text(path, json.dumps(cameras_dict(scene, image_names), indent=2))
+    write_json(path, cameras_dict(scene, image_names))
     return path

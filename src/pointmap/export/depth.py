@@ -7,7 +7,10 @@ Files per image (``<stem>`` from the image file name), in one folder:
   ``depth_scale`` and in ``depth.json``; decode with :func:`read_depth_png`. Quantisation error is at
   most ``0.5 / scale`` scene units.
 * ``<stem>_depth.npy``: float32 ``(H, W)`` z-depth in scene units (unmasked).
-* ``<stem>_conf.npy``: float32 ``(H, W)`` raw confidence; ``<stem>_mask.png``: uint8 0/255 validity.
+* ``<stem>_conf.npy``: float32 ``(H, W)`` the scene's confidence: the network's raw confidence
+  ``1 + exp(x)`` (always > 1), except ``0`` where a clean-up removed the point (the occlusion
+  clean-up, ``--no-clean`` turns it off, or sky masking). ``<stem>_mask.png``: uint8 0/255 validity
+  (points kept: confidence above the threshold, placed image, valid depth).
 * ``<stem>_depth_preview.png`` and ``<stem>_conf_preview.png``: RGB previews with OpenCV's turbo
   colour map, normalised between the 2nd and 98th percentiles of the valid pixels (near = red, far =
   blue; confidence on a log scale, high = red); invalid pixels are black.
@@ -16,7 +19,6 @@ Files per image (``<stem>`` from the image file name), in one folder:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,13 +30,16 @@ from PIL import Image, PngImagePlugin
 
 from ..arrays import to_numpy
 from ..errors import PointmapError
-from ..io_utils import atomic_write, atomic_write_text
+from ..io_utils import atomic_write, write_json
 from ..scene import Scene
 from .common import image_file_names, scene_masks
 
-__all__ = ["SIDE_CAR", "colorize", "depth_scale_for", "export_depth", "read_depth_png"]
+__all__ = ["CONF_NOTE", "SIDE_CAR", "colorize", "depth_scale_for", "export_depth", "read_depth_png"]
 
 SIDE_CAR = "depth.json"
+CONF_NOTE = ("conf_npy holds the raw network confidence 1 + exp(x) (always > 1); 0 marks a point "
+             "that a clean-up removed (occlusion clean-up or sky masking)")
+"""What ``depth.json`` says about the values of ``<stem>_conf.npy``."""
 _U16_MAX = 65535
 
 
@@ -167,9 +172,10 @@ def export_depth(
     sidecar = {
         "encoding": "depth = depth_png / scale (scene units, z-depth); depth_png == 0 means invalid",
         "resolution": resolution,
+        "confidence": CONF_NOTE,
         "conf_threshold": float(scene.conf_threshold),
         "images": entries,
     }
     path = folder / SIDE_CAR
-    atomic_write_text(path, json.dumps(sidecar, indent=2))
+    write_json(path, sidecar)
     return path

@@ -18,7 +18,6 @@ Conventions written (nerfstudio "data conventions"):
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..arrays import to_numpy
-from ..io_utils import atomic_write_text
+from ..io_utils import write_json
 from ..scene import Scene
 from .common import (
     OPENCV_TO_OPENGL,
@@ -102,5 +101,5 @@ def export_nerfstudio(
     if ply_file_path is not None:
         out["ply_file_path"] = ply_file_path
     out["frames"] = frames
-    atomic_write_text(path, json.dumps(out, indent=2))
+    write_json(path, out)
     return path

@@ -12,6 +12,8 @@ from typing import Literal
 
 import torch
 
+from ..errors import InputError
+
 __all__ = [
     "pixel_grid",
     "default_principal_point",
@@ -90,7 +92,7 @@ def estimate_focal_from_pixels(
         votes = torch.where(torch.isfinite(votes), votes, torch.full_like(votes, float("nan")))
         return torch.nanmedian(votes, dim=-1).values
     if mode != "weiszfeld":
-        raise ValueError(f"unknown focal mode {mode!r} (use 'weiszfeld' or 'median')")
+        raise InputError(f"unknown focal mode {mode!r} (use 'weiszfeld' or 'median')")
     r = pts[..., :2] / pts[..., 2:3]
     r = torch.nan_to_num(r, nan=0.0, posinf=0.0, neginf=0.0)
     f = (r * cuv).sum(-1).mean(-1) / (r * r).sum(-1).mean(-1)

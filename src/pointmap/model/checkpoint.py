@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -195,17 +196,26 @@ def _torch_load(path: Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         msg = str(exc).splitlines()
-        detail = next((m for m in msg if "Unsupported global" in m or "GLOBAL" in m), msg[0] if msg else "")
+        detail = _without_unsafe_advice(
+            next((m for m in msg if "Unsupported global" in m or "GLOBAL" in m), msg[0] if msg else ""))
         raise CheckpointError(
             f"refusing to load {path}: it needs Python objects beyond tensors and argparse.Namespace "
             f"({detail.strip()}). Pickled checkpoints can execute code when loaded; if you trust the "
             "file, convert it in a separate, trusted environment to safetensors."
         ) from None
     except Exception as exc:  # truncated archives fail in many ways inside torch.load
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = _without_unsafe_advice(str(exc).splitlines()[0] if str(exc) else "") or type(exc).__name__
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint (truncated or not a checkpoint?): {first}"
         ) from None
+
+
+def _without_unsafe_advice(text: str) -> str:
+    """``text`` without the sentences in which torch suggests turning its safe loading off
+    (``weights_only=False``) or allow-listing globals: pointmap never gives that advice."""
+    sentences = re.split(r"(?<=[.!?])\s+", text.strip())
+    keep = [s for s in sentences if not re.search(r"weights_only|safe_globals|add_safe_globals", s)]
+    return " ".join(keep).strip()
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -403,9 +413,16 @@ def load_model(
     threshold = _recommended_threshold(path)
     cfg = config or cfg
     if cfg is None:
-        raise CheckpointError(
-            f"{path} holds weights but no architecture; pass config=ModelConfig(...) to load it"
+        err = CheckpointError(
+            f"{path} holds weights but no architecture (a bare state dict); pass "
+            "config=ModelConfig(...) to load it"
         )
+        err.cli_message = (
+            f"{path} holds weights but no architecture (a bare state dict), so the command line "
+            "cannot build its network; use a checkpoint that records it: a released DUSt3R .pth, "
+            "a pointmap .safetensors file, or a folder with config.json + model.safetensors"
+        )
+        raise err
     with torch.device("meta"):
         model = DUSt3R(cfg)
     model = model.to_empty(device="cpu")

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 
 __all__ = ["ModelConfig", "parse_constructor_string", "config_to_constructor_string"]
 
@@ -63,21 +63,21 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.head_type not in ("linear", "dpt"):
-            raise ValueError(f"head_type must be 'linear' or 'dpt', not {self.head_type!r}")
+            raise ConfigError(f"head_type must be 'linear' or 'dpt', not {self.head_type!r}")
         if self.output_mode != "pts3d":
-            raise ValueError(f"only output_mode='pts3d' is supported, not {self.output_mode!r}")
+            raise ConfigError(f"only output_mode='pts3d' is supported, not {self.output_mode!r}")
         if self.enc_embed_dim % self.enc_num_heads or self.dec_embed_dim % self.dec_num_heads:
-            raise ValueError("embedding widths must be divisible by their head counts")
+            raise ConfigError("embedding widths must be divisible by their head counts")
         for name, nh, dim in (("encoder", self.enc_num_heads, self.enc_embed_dim),
                               ("decoder", self.dec_num_heads, self.dec_embed_dim)):
             if (dim // nh) % 4:
-                raise ValueError(f"{name} head dim must be a multiple of 4 for 2D RoPE")
+                raise ConfigError(f"{name} head dim must be a multiple of 4 for 2D RoPE")
         if self.head_type == "dpt" and self.dec_depth < 4:
-            raise ValueError("the DPT head needs dec_depth >= 4")
+            raise ConfigError("the DPT head needs dec_depth >= 4")
         if self.depth_mode[0] not in ("exp", "linear", "square"):
-            raise ValueError(f"unknown depth_mode {self.depth_mode!r}")
+            raise ConfigError(f"unknown depth_mode {self.depth_mode!r}")
         if self.conf_mode[0] not in ("exp", "sigmoid"):
-            raise ValueError(f"unknown conf_mode {self.conf_mode!r}")
+            raise ConfigError(f"unknown conf_mode {self.conf_mode!r}")
 
     @property
     def native_size(self) -> int:
@@ -142,7 +142,7 @@ def _literal(node: ast.AST) -> Any:
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "float":
         if len(node.args) == 1 and isinstance(node.args[0], ast.Constant):
             return float(node.args[0].value)
-    raise ValueError(f"not a literal: {ast.dump(node)}")
+    raise ConfigError(f"not a literal: {ast.dump(node)}")
 
 
 def parse_constructor_string(text: str) -> ModelConfig:

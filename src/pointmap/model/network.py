@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import InputError
 from .config import ModelConfig
 from .heads import build_head, run_head
 from .layers import DecoderBlock, EncoderBlock, RoPE2D, patch_positions
@@ -44,7 +45,7 @@ class _PatchEmbed(nn.Module):
         H, W = img.shape[-2:]
         p = self.patch_size
         if H % p or W % p:
-            raise ValueError(f"image size {W}x{H} is not a multiple of the {p}-pixel patch size")
+            raise InputError(f"image size {W}x{H} is not a multiple of the {p}-pixel patch size")
         return self.proj(img).flatten(2).transpose(1, 2)
 
 
@@ -213,7 +214,7 @@ class DUSt3R(nn.Module):
             if ts is not None:
                 ts = torch.as_tensor(ts).reshape(-1, 2)
                 if not bool((ts.cpu() == torch.tensor(img.shape[-2:])).all()):
-                    raise ValueError(
+                    raise InputError(
                         "true_shape differs from the image tensor's shape; pointmap does not "
                         "use the transposed (landscape-only) storage at inference"
                     )

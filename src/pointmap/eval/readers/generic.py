@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import DatasetError
-from ...io_utils import atomic_write_text
+from ...io_utils import write_json
 from .base import Frame, SceneData, check_rotation, image_size, load_depth_png, parse_floats, require_file
 
 __all__ = ["read_generic", "write_scene_json", "detect", "SCENE_JSON"]
@@ -129,5 +129,5 @@ def write_scene_json(folder: str | Path, frames: list[Frame], name: str | None =
             e["timestamp"] = f.timestamp
         out.append(e)
     path = folder / SCENE_JSON
-    atomic_write_text(path, json.dumps({"name": name or folder.name, "frames": out}, indent=1))
+    write_json(path, {"name": name or folder.name, "frames": out}, indent=1)
     return path
