@@ -42,6 +42,11 @@ def test_reconstruct_examples(tmp_path, capsys):
     cap = capsys.readouterr()
     assert rc == 0 and "kept 0 of" in cap.out
     assert "only 0.0 % of the points pass" in cap.err and "--conf-threshold" in cap.err
+    # images that keep no point are named in a warning and counted in the summary
+    assert "placed 3/3 images (3 keeping < 1 % of their points)" in cap.out
+    assert "3 image(s) keep fewer than 1 % of their points" in cap.err
+    warning = next(line for line in cap.err.splitlines() if "image(s) keep fewer than" in line)
+    assert warning.startswith("pointmap: warning: ") and all(im.name in warning for im in imgs), cap.err
 
 
 @needs_model
@@ -102,3 +107,20 @@ def test_eval_command_on_real_depth_data(data_dir, tmp_path, capsys):
     assert res["task"].startswith("depth")
     assert main(["eval", "depth", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2")]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+@needs_model
+def test_progress_bars_and_summary_do_not_share_a_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    imgs = [str(p) for p in sorted(EXAMPLES.glob("*.jpg"))[:3]]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    res = subprocess.run([sys.executable, "-m", "pointmap", "reconstruct", *imgs, "-o", str(tmp_path / "o"),
+                          "--export", "cameras", "--niter", "2"], env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+    assert res.returncode == 0, res.stdout
+    lines = [seg.split("\r")[-1] for seg in res.stdout.split("\n")]  # what a terminal would show
+    assert any(line.startswith("placed 3/3 images") for line in lines), res.stdout[-2000:]
+    assert "dense depth" in res.stdout  # the bars were shown

@@ -24,6 +24,7 @@ import json
 import os
 import pickle
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -192,12 +193,11 @@ def load_weights(
 # ----------------------------------------------------------------------------- readers
 def _torch_load(path: Path) -> Any:
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols are not the user's business
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        msg = str(exc).splitlines()
-        detail = _without_unsafe_advice(
-            next((m for m in msg if "Unsupported global" in m or "GLOBAL" in m), msg[0] if msg else ""))
+        detail = _unpickling_detail(str(exc))
         raise CheckpointError(
             f"refusing to load {path}: it needs Python objects beyond tensors and argparse.Namespace "
             f"({detail.strip()}). Pickled checkpoints can execute code when loaded; if you trust the "
@@ -208,6 +208,16 @@ def _torch_load(path: Path) -> Any:
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint (truncated or not a checkpoint?): {first}"
         ) from None
+
+
+def _unpickling_detail(text: str) -> str:
+    """What torch's safe loader refused (e.g. ``GLOBAL posix.system``), without its advice."""
+    text = text.split("WeightsUnpickler error:", 1)[-1]
+    for para in re.split(r"\n\s*\n", text):
+        para = _without_unsafe_advice(" ".join(para.split()))
+        if para and not para.startswith(("Weights only load failed", "Check the documentation")):
+            return para
+    return "objects the safe loader does not allow"
 
 
 def _without_unsafe_advice(text: str) -> str:
