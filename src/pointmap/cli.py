@@ -82,7 +82,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         dev = resolve_device(args.device)
     # refuse a bad output folder before any work (never an input, never a file pointmap did not write)
     out = OutputDir(args.output, overwrite=args.overwrite, option="--overwrite",
-                    inputs=[*args.inputs, *([args.masks] if args.masks else [])]) \
+                    inputs=[*args.inputs, *(p for p in (args.masks, args.cameras) if p)]) \
         if rank == 0 else None
     model = load_model(args.weights, device=dev)
     if getattr(args, "fast", False):
