@@ -29,7 +29,7 @@ from pointmap.train.synthetic import (
     scene_id,
 )
 from pointmap.train.synthetic.dataset import _bank
-from pointmap.train.synthetic.render import cast_rays_tiled
+from pointmap.train.synthetic.raycast import cast_rays_tiled
 from pointmap.train.synthetic.scenes import SceneBuilder
 
 W, H = 64, 48

@@ -8,24 +8,19 @@ from .cameras import (
     look_at,
     sample_trajectory,
 )
+from .config import SyntheticConfig
 from .dataset import (
     ExampleCapture,
-    SyntheticConfig,
     SyntheticPairDataset,
     covisibility,
     render_example_scene,
     render_pair_batch,
     scene_id,
 )
-from .render import (
-    RenderOutput,
-    cast_rays,
-    cast_rays_tiled,
-    pack_scenes,
-    pixel_rays,
-    render_views,
-)
-from .scenes import LAYOUTS, Scene, make_scene
+from .layouts import LAYOUTS, make_scene
+from .raycast import cast_rays, cast_rays_tiled, pack_scenes
+from .render import RenderOutput, pixel_rays, render_views
+from .scenes import Scene
 from .textures import (
     PROCEDURAL_KINDS,
     TextureBank,

@@ -32,8 +32,8 @@ import torch
 
 from ...errors import PointmapError
 from .cameras import intrinsics_from_fov
+from .config import SyntheticConfig
 from .dataset import (
-    SyntheticConfig,
     _bank,
     _plan,
     covisibility,
@@ -41,7 +41,8 @@ from .dataset import (
     scene_id,
     usable_views,
 )
-from .render import RenderOutput, pack_scenes, pixel_rays, render_views
+from .raycast import pack_scenes
+from .render import RenderOutput, pixel_rays, render_views
 
 __all__ = ["PoolConfig", "SyntheticViewPool"]
 
