@@ -28,7 +28,7 @@ import PIL.Image
 import torch
 
 from ..errors import DatasetError
-from ..geometry import apply_similarity, unproject_depth
+from ..geometry import depth_to_world
 from .color import ColorJitter
 
 __all__ = [
@@ -196,11 +196,10 @@ def crop_resize(
 
 def world_points(depth: np.ndarray, K: np.ndarray, cam2world: np.ndarray) -> np.ndarray:
     """World points ``(H, W, 3)`` float64 of a z-depth map ``(H, W)`` seen with intrinsics ``K``
-    ``(3, 3)`` from pose ``cam2world`` ``(4, 4)`` (:func:`pointmap.geometry.unproject_depth`, then the
-    pose)."""
-    K64, T = torch.from_numpy(np.asarray(K, np.float64)), torch.from_numpy(np.asarray(cam2world, np.float64))
-    pts_cam = unproject_depth(torch.from_numpy(np.asarray(depth, np.float64)), K64)
-    return apply_similarity(torch.ones((), dtype=torch.float64), T[:3, :3], T[:3, 3], pts_cam).numpy()
+    ``(3, 3)`` from pose ``cam2world`` ``(4, 4)``: the NumPy face of
+    :func:`pointmap.geometry.depth_to_world`."""
+    d, k, t = (torch.from_numpy(np.asarray(a, dtype=np.float64)) for a in (depth, K, cam2world))
+    return depth_to_world(d, k, t).numpy()
 
 
 def finalize_view(
