@@ -3,6 +3,8 @@ of the views of one scene (depth of view A reprojected into view B)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -147,3 +149,23 @@ def test_views_of_one_scene_are_consistent():
     assert visible.float().mean() > 0.5
     # the surface both views see is the same triangle
     assert (tris[same][visible][:, 0] == tri_a[same][visible]).all()
+
+
+def test_object_culling_changes_nothing():
+    # many small boxes around the camera; most lie outside the view and are culled by their spheres
+    rng = np.random.default_rng(3)
+    meshes = [(box_mesh(rng.uniform(0.05, 0.3, 3), Material(None)), None, rng.uniform(-4, 4, 3)) for _ in range(40)]
+    scene = _scene(meshes)
+    whole = dataclasses.replace(scene, obj_first=None)
+    H, W = 40, 56
+    K = torch.from_numpy(intrinsics_from_fov(60.0, W, H)).expand(3, 3, 3)
+    poses = torch.from_numpy(np.stack([look_at(np.zeros(3), np.array(d)) for d in
+                                       ([1.0, 0.2, 0.1], [-0.5, 1.0, -0.3], [0.1, -1.0, 0.4])])).float()
+    outs = []
+    for sc in (scene, whole):
+        batch, _ = pack_mesh_scenes([sc], None)
+        outs.append(rasterize(batch, torch.zeros(3, dtype=torch.long), poses, K, H, W))
+    assert len(pack_mesh_scenes([scene], None)[0].obj_sphere) == 40
+    assert (outs[0].tri >= 0).float().mean() > 0.02
+    torch.testing.assert_close(outs[0].tri, outs[1].tri)
+    torch.testing.assert_close(outs[0].depth, outs[1].depth)

@@ -144,6 +144,18 @@ class MeshScene:
     light_range: float
     shadow_target: np.ndarray
     assets: list[str] = field(default_factory=list)
+    obj_first: np.ndarray | None = None
+
+    def objects(self) -> tuple[np.ndarray, np.ndarray]:
+        """Triangle offsets ``(O + 1,)`` of the scene's objects (one per placed mesh; the whole
+        scene when unknown) and their bounding spheres ``(O, 4)`` (centre, radius; metres)."""
+        first = self.obj_first if self.obj_first is not None else np.array([0, len(self.tri)])
+        sph = []
+        for a, b in zip(first[:-1], first[1:]):
+            pts = self.tri[a:b].reshape(-1, 3).astype(np.float64)
+            c = (pts.min(0) + pts.max(0)) / 2
+            sph.append([*c, np.sqrt(((pts - c) ** 2).sum(-1).max()) * 1.0001 + 1e-6])
+        return first.astype(np.int64), np.array(sph, np.float32).reshape(-1, 4)
 
     def contains(self, p: np.ndarray, margin: float) -> np.ndarray:
         """``(M,)`` bool: points ``p`` ``(M, 3)`` within ``margin`` metres of a blocker box."""
@@ -203,7 +215,8 @@ class SceneAssembler:
             targets=np.asarray(targets, f32).reshape(-1, 3),
             blockers=np.array(self.blockers, f32).reshape(-1, 2, 3), light=np.asarray(light, f32),
             light_color=np.asarray(light_color, f32), ambient=float(ambient), light_range=float(light_range),
-            shadow_target=np.asarray(shadow_target, f32), assets=list(self.assets))
+            shadow_target=np.asarray(shadow_target, f32), assets=list(self.assets),
+            obj_first=np.cumsum([0] + [len(t) for t in self.tri]).astype(np.int64))
 
 
 def _tex_density(tri: np.ndarray, uv: np.ndarray) -> np.ndarray:
@@ -226,6 +239,7 @@ def pack_mesh_scenes(scenes: Sequence[MeshScene], load_texture: Callable[[str], 
     """
     keys: dict[str, int] = {}
     mat_tex, mat_color, first = [], [], [0]
+    obj_first, obj_sphere, scene_obj = [np.zeros(1, np.int64)], [], [0]
     tri, uv, nrm, mat = [], [], [], []
     for s in scenes:
         off = len(mat_tex)
@@ -239,6 +253,10 @@ def pack_mesh_scenes(scenes: Sequence[MeshScene], load_texture: Callable[[str], 
         uv.append(s.uv)
         nrm.append(s.normal)
         mat.append(s.mat + off)
+        of, sph = s.objects()
+        obj_first.append(of[1:] + first[-1])
+        obj_sphere.append(sph)
+        scene_obj.append(scene_obj[-1] + len(sph))
         first.append(first[-1] + len(s.tri))
     tri_np, uv_np = np.concatenate(tri), np.concatenate(uv)
     bank = None
@@ -253,7 +271,8 @@ def pack_mesh_scenes(scenes: Sequence[MeshScene], load_texture: Callable[[str], 
     batch = MeshBatch(
         tri=t(tri_np), uv=t(uv_np), normal=t(np.concatenate(nrm)), mat=t(np.concatenate(mat), torch.int64),
         tex_density=t(_tex_density(tri_np.astype(np.float64), uv_np.astype(np.float64))),
-        first=t(first, torch.int64), mat_tex=t(mat_tex, torch.int64), mat_color=t(mat_color),
+        first=t(first, torch.int64), obj_first=t(np.concatenate(obj_first), torch.int64),
+        scene_obj=t(scene_obj, torch.int64), obj_sphere=t(np.concatenate(obj_sphere)), mat_tex=t(mat_tex, torch.int64), mat_color=t(mat_color),
         light=t([s.light for s in scenes]), light_color=t([s.light_color for s in scenes]),
         ambient=t([s.ambient for s in scenes]), light_range=t([s.light_range for s in scenes]),
         shadow_target=t([s.shadow_target for s in scenes]))

@@ -48,6 +48,10 @@ class MeshBatch:
         mat: ``(T,)`` int64 material of each triangle (index into ``mat_tex``/``mat_color``).
         tex_density: ``(T,)`` float32 texture tiles per metre on the triangle (mip-level choice).
         first: ``(S + 1,)`` int64: scene ``s`` owns triangles ``first[s]:first[s+1]``.
+        obj_first: ``(O + 1,)`` int64: object ``o`` (one placed mesh) owns triangles
+            ``obj_first[o]:obj_first[o+1]``; scene_obj: ``(S + 1,)`` int64: scene ``s`` owns
+            objects ``scene_obj[s]:scene_obj[s+1]``; obj_sphere: ``(O, 4)`` float32 bounding
+            sphere (centre, radius) of each object (views skip objects outside their frustum).
         mat_tex: ``(M,)`` int64 texture of each material in the bank used to render.
         mat_color: ``(M, 3)`` float32 colour multiplying the texture.
         light: ``(S, 3)`` point-light position; light_color ``(S, 3)``; ambient ``(S,)`` in [0, 1];
@@ -61,6 +65,9 @@ class MeshBatch:
     mat: torch.Tensor
     tex_density: torch.Tensor
     first: torch.Tensor
+    obj_first: torch.Tensor
+    scene_obj: torch.Tensor
+    obj_sphere: torch.Tensor
     mat_tex: torch.Tensor
     mat_color: torch.Tensor
     light: torch.Tensor
@@ -131,7 +138,8 @@ def _clip_near(pc: torch.Tensor, near: float) -> tuple[torch.Tensor, torch.Tenso
 
 
 def _view_chunks(counts: torch.Tensor, max_pairs: int) -> list[tuple[int, int]]:
-    """Consecutive view ranges whose (view, triangle) pair count stays below ``max_pairs``."""
+    """Consecutive ranges of (view, object) pairs whose (view, triangle) pair count stays below
+    ``max_pairs`` (a single larger one alone)."""
     chunks, start, acc = [], 0, 0
     for i, c in enumerate(counts.tolist()):
         if acc and acc + c > max_pairs:
@@ -158,18 +166,32 @@ def rasterize(batch: MeshBatch, sidx: torch.Tensor, poses: torch.Tensor, K: torc
     """
     dev = poses.device
     V, H, W = poses.shape[0], height, width
-    first = batch.first.to(dev)
-    counts = first[sidx + 1] - first[sidx]
     zkey = torch.full((V * H * W,), _KEY_EMPTY, dtype=torch.int64, device=dev)
     R, t = poses[:, :3, :3], poses[:, :3, 3]
+    # objects (bounding spheres) of each view's scene that meet its view frustum
+    so = batch.scene_obj
+    ocnt = so[sidx + 1] - so[sidx]
+    vo_view = torch.arange(V, device=dev).repeat_interleave(ocnt)
+    vo_obj = so[sidx].repeat_interleave(ocnt) + torch.arange(int(ocnt.sum()), device=dev) \
+        - (torch.cumsum(ocnt, 0) - ocnt).repeat_interleave(ocnt)
+    sph = batch.obj_sphere[vo_obj]
+    c = torch.einsum("pj,pji->pi", sph[:, :3] - t[vo_view], R[vo_view])
+    r = sph[:, 3]
+    Kv = K[vo_view]
+    fx, fy, cx, cy = Kv[:, 0, 0], Kv[:, 1, 1], Kv[:, 0, 2], Kv[:, 1, 2]
+    seen = c[:, 2] + r > near
+    for nx, nz, coord in ((fx, cx + 0.5, 0), (-fx, W - 0.5 - cx, 0), (fy, cy + 0.5, 1), (-fy, H - 0.5 - cy, 1)):
+        seen &= (nx * c[:, coord] + nz * c[:, 2]) >= -r * torch.sqrt(nx * nx + nz * nz)
+    vo_view, vo_obj = vo_view[seen], vo_obj[seen]
+    counts = batch.obj_first[vo_obj + 1] - batch.obj_first[vo_obj]
     for va, vb in _view_chunks(counts.cpu(), max_pairs):
         cnt = counts[va:vb]
         total = int(cnt.sum())
         if total == 0:
             continue
-        view = torch.arange(va, vb, device=dev).repeat_interleave(cnt)
+        view = vo_view[va:vb].repeat_interleave(cnt)
         starts = torch.cumsum(cnt, 0) - cnt
-        tri_id = first[sidx[va:vb]].repeat_interleave(cnt) + torch.arange(total, device=dev) \
+        tri_id = batch.obj_first[vo_obj[va:vb]].repeat_interleave(cnt) + torch.arange(total, device=dev) \
             - starts.repeat_interleave(cnt)
         pw = batch.tri[tri_id]  # (P, 3, 3)
         pc = torch.einsum("pkj,pji->pki", pw - t[view, None], R[view])  # R^T (p - t)
