@@ -113,3 +113,10 @@ def test_real_bank_meets_the_targets():
     assert all(s["license"] in FREE_LICENSES for s in man["sources"])
     size = sum(p.stat().st_size for p in Path(_REAL_BANK).rglob("*") if p.is_file())
     assert size <= 60 * 2**20
+
+
+def test_missing_packages_name_the_apt_get_line():
+    from pointmap.train.realistic.build_bank import _ensure_packages
+
+    with pytest.raises(BankError, match="apt-get install -y --no-install-recommends pointmap-no-such-package"):
+        _ensure_packages(False, ["pointmap-no-such-package"])

@@ -427,6 +427,11 @@ def build_bank(out: Path, photos: Sequence[PhotoSource], models: Sequence[ModelS
 def build_debian_bank(out: Path, install: bool = False, **kw) -> dict:
     """:func:`build_bank` from :func:`debian_sources` (``.sh3f`` archives unpacked in a temporary
     folder removed afterwards)."""
+    try:
+        import fast_simplification  # noqa: F401
+    except ImportError:
+        raise BankError("building the asset bank decimates models with fast_simplification: install the "
+                        "'assets' extra (pip install 'pointmap[assets]')") from None
     tmp = Path(tempfile.mkdtemp(prefix="pointmap-bank-"))
     try:
         photos, models = debian_sources(tmp, install=install)
