@@ -21,7 +21,15 @@ from PIL import Image
 
 from ...errors import PointmapError
 from ..synthetic.cameras import intrinsics_from_fov, sample_trajectory
-from ..synthetic.dataset import SyntheticConfig, _Plan, covisibility, draw_exposure, scene_id, usable_views
+from ..synthetic.dataset import (
+    PairSampleDataset,
+    SyntheticConfig,
+    _Plan,
+    covisibility,
+    draw_exposure,
+    scene_id,
+    usable_views,
+)
 from ..synthetic.render import RenderOutput
 from .bank import AssetBank
 from .composer import compose_scene
@@ -191,7 +199,7 @@ def _choose_pair(config: RealisticConfig, bank: AssetBank, plan: _Plan, device: 
     return int(i), int(j), float(score[i, j]), False
 
 
-class RealisticPairDataset(torch.utils.data.Dataset):
+class RealisticPairDataset(PairSampleDataset):
     """``length`` deterministic pairs of views of composed scenes (the realistic engine's
     per-item face, mixable with the procedural engine's
     :class:`~pointmap.train.synthetic.dataset.SyntheticPairDataset`).
@@ -203,19 +211,7 @@ class RealisticPairDataset(torch.utils.data.Dataset):
     (``"realistic"``), ``label`` (layout), ``idx``, ``covisibility``.
     """
 
-    def __init__(self, config: RealisticConfig, length: int) -> None:
-        if length < 1:
-            raise PointmapError(f"RealisticPairDataset length must be >= 1, got {length}")
-        self.config = config
-        self.length = int(length)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[dict, dict]:
-        idx, ar_idx = (item if isinstance(item, tuple) else (item, None))
-        if not 0 <= int(idx) < self.length:
-            raise IndexError(f"sample index {idx} out of range for a dataset of length {self.length}")
+    def render(self, idx: int, ar_idx: int | None) -> tuple[dict, dict]:
         cfg = self.config
         bank = open_bank(cfg)
         device = torch.device(cfg.device)

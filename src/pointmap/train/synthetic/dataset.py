@@ -33,6 +33,7 @@ from .textures import TextureBank, build_texture_bank
 
 __all__ = [
     "ExampleCapture",
+    "PairSampleDataset",
     "SyntheticPairDataset",
     "covisibility",
     "render_example_scene",
@@ -267,19 +268,14 @@ def render_pair_batch(config: SyntheticConfig, indices: Sequence[int], device: t
     return views[0], views[1]
 
 
-class SyntheticPairDataset(torch.utils.data.Dataset):
-    """``length`` deterministic synthetic pairs.
+class PairSampleDataset(torch.utils.data.Dataset):
+    """Base of the engines' per-item pair datasets: ``length`` samples addressed by ``idx`` or by
+    ``(idx, aspect_ratio_idx)`` (as the batched aspect-ratio samplers do); subclasses render one
+    sample in :meth:`render`."""
 
-    ``dataset[idx]`` (or ``dataset[(idx, ar_idx)]`` to pick the resolution bucket, as batched
-    aspect-ratio samplers do) returns ``(view1, view2)``: the entries of :func:`render_pair_batch`
-    for one sample, unbatched (``img`` (3,H,W), ``depthmap`` (H,W), ``camera_pose`` (4,4),
-    ``camera_intrinsics`` (3,3), ``pts3d`` (H,W,3), ``valid_mask`` (H,W), ``true_shape`` (2,) int32,
-    ``instance``/``dataset``/``label`` str, ``idx`` int, ``covisibility`` float tensor).
-    """
-
-    def __init__(self, config: SyntheticConfig, length: int) -> None:
+    def __init__(self, config: Any, length: int) -> None:
         if length < 1:
-            raise PointmapError(f"SyntheticPairDataset length must be >= 1, got {length}")
+            raise PointmapError(f"{type(self).__name__} length must be >= 1, got {length}")
         self.config = config
         self.length = int(length)
 
@@ -290,7 +286,26 @@ class SyntheticPairDataset(torch.utils.data.Dataset):
         idx, ar_idx = (item if isinstance(item, tuple) else (item, None))
         if not 0 <= int(idx) < self.length:
             raise IndexError(f"sample index {idx} out of range for a dataset of length {self.length}")
-        v1, v2 = render_pair_batch(self.config, [int(idx)], ar_idx=ar_idx)
+        return self.render(int(idx), ar_idx)
+
+    def render(self, idx: int, ar_idx: int | None) -> tuple[View, View]:
+        """The ``(view1, view2)`` of sample ``idx`` (``ar_idx``: the resolution bucket, or ``None``
+        for the sample's own choice)."""
+        raise NotImplementedError
+
+
+class SyntheticPairDataset(PairSampleDataset):
+    """``length`` deterministic synthetic pairs.
+
+    ``dataset[idx]`` (or ``dataset[(idx, ar_idx)]`` to pick the resolution bucket, as batched
+    aspect-ratio samplers do) returns ``(view1, view2)``: the entries of :func:`render_pair_batch`
+    for one sample, unbatched (``img`` (3,H,W), ``depthmap`` (H,W), ``camera_pose`` (4,4),
+    ``camera_intrinsics`` (3,3), ``pts3d`` (H,W,3), ``valid_mask`` (H,W), ``true_shape`` (2,) int32,
+    ``instance``/``dataset``/``label`` str, ``idx`` int, ``covisibility`` float tensor).
+    """
+
+    def render(self, idx: int, ar_idx: int | None) -> tuple[View, View]:
+        v1, v2 = render_pair_batch(self.config, [idx], ar_idx=ar_idx)
         return _unbatch(v1), _unbatch(v2)
 
 
