@@ -191,3 +191,17 @@ def test_depth_confidence_file_and_its_description_agree(tmp_path):
         conf = np.load(tmp_path / "o" / "depth" / entry["conf_npy"])
         assert np.all((conf == 0) | (conf > 1))  # what the note says: raw (> 1) or 0 = removed
         np.testing.assert_array_equal(conf, cleaned.confidence[k].numpy().astype(np.float32))
+
+
+def test_app_summary_names_images_that_keep_no_points(tmp_path):
+    pytest.importorskip("gradio")
+    from pointmap.app import _render, _Stored
+
+    scene = make_scene()
+    scene.confidence[1][:] = 1.01  # below the threshold below: image 1 keeps nothing
+    stored = _Stored(scene=scene, run_dir=tmp_path, image_paths=[None, None, None], labels=["a", "b", "c"])
+    _, _, _, summary = _render(stored, conf=1.5, mesh=False, sky=False, clean=False, cam_size=0)
+    assert "1 image keeps fewer than 1 % of its points (b)" in summary
+    render = next(tmp_path.glob("render_*"))
+    assert (render / ".pointmap-manifest.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]

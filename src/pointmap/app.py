@@ -39,7 +39,7 @@ from .inference import resolve_device
 from .known_cameras import alignment_priors
 from .model import DUSt3R, load_model
 from .pairs import make_pairs
-from .scene import LOW_KEPT_FRACTION, Scene
+from .scene import LOW_IMAGE_KEPT_FRACTION, LOW_KEPT_FRACTION, Scene
 from .video import read_video_frames
 
 __all__ = [
@@ -276,6 +276,12 @@ def _render(stored: _Stored, conf: float, mesh: bool, sky: bool, clean: bool, ca
     frac = scene.kept_fraction()
     summary = (f"{int(scene.placed.sum())}/{len(scene)} images placed; {kept:,} points "
                f"({100 * frac:.1f} %) above the confidence threshold {float(conf):g}")
+    sparse = scene.sparse_images()
+    if sparse:
+        names = [stored.labels[k] if k < len(stored.labels) else scene.names[k] for k in sparse]
+        summary += (f"; {len(sparse)} image{'s' if len(sparse) != 1 else ''} keep"
+                    f"{'s' if len(sparse) == 1 else ''} fewer than {100 * LOW_IMAGE_KEPT_FRACTION:g} % "
+                    f"of {'its' if len(sparse) == 1 else 'their'} points ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''})")
     if frac < LOW_KEPT_FRACTION:
         summary += (". Few points pass it (photos unlike the model's training data get low "
                     "confidences): lower the threshold under Display options to keep more")
