@@ -159,3 +159,27 @@ def test_overlap_check_names_both_paths(tmp_path):
     with pytest.raises(OutputOverlapError) as exc:
         OutputDir(tmp_path / "in", inputs=[tmp_path / "in" / "a.jpg"])
     assert str(tmp_path / "in") in str(exc.value) and "a.jpg" in str(exc.value)
+
+
+@pytest.mark.skipif(not (Path(ply_mod.__file__).parents[1] / "weights" / "pointmap_default.safetensors").is_file(),
+                    reason="bundled model not present")
+def test_killed_run_leaves_previous_results_and_no_temporary_folder(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    export_scene(make_scene(), out, formats=("ply", "cameras"))  # an earlier run's results
+    before = snapshot(tmp_path)
+    imgs = [str(p) for p in sorted(EXAMPLES.glob("*.jpg"))]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "pointmap", "reconstruct", *imgs, "-o", str(out),
+                             "--overwrite", "-q"], env=env, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # the run has started its work
+        if "images at" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=300) == 130, rest
+    assert "Traceback" not in rest
+    assert snapshot(tmp_path) == before  # earlier results byte-identical, nothing else left

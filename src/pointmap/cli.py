@@ -434,6 +434,20 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _stop_on_sigterm() -> None:
+    """``kill`` (SIGTERM) stops a run like Ctrl-C does, so its temporary output folder is removed
+    and earlier results stay as they were."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread() \
+            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (errors print one line, no traceback)."""
     parser = build_parser()
@@ -441,6 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging()
     shown = warnings.showwarning
     warnings.showwarning = _warning_as_log
+    _stop_on_sigterm()
     try:
         return int(args.func(args) or 0)
     except PointmapError as exc:
