@@ -58,3 +58,27 @@ def test_import_pointmap_does_not_import_torch() -> None:
     lines = out.stdout.splitlines()
     assert lines[0] == "", f"import pointmap imported {lines[0]}"
     assert lines[1] == "True"  # the first real use imports what it needs
+
+
+def test_program_exits_with_mains_status_and_frozen_gc(monkeypatch) -> None:
+    """``pointmap`` (cli.run) exits with main's status after freezing the collector (fast teardown)."""
+    import gc
+
+    from pointmap import cli
+
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    assert gc.get_freeze_count() == 0
+    try:
+        with pytest.raises(SystemExit) as exc:
+            cli.run()
+        assert exc.value.code == 3
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_python_dash_m_pointmap_reports_errors_with_status_2(tmp_path) -> None:
+    out = subprocess.run([sys.executable, "-m", "pointmap", "reconstruct", str(tmp_path / "none.jpg"),
+                          "-o", str(tmp_path / "o"), "--weights", str(tmp_path / "none.pth")],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.startswith("pointmap: error:"), out.stderr

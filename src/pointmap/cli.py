@@ -15,7 +15,7 @@ from .errors import PointmapError
 
 log = logging.getLogger("pointmap")
 
-__all__ = ["main", "build_parser", "positive_int", "non_negative_int", "positive_float", "finite_float"]
+__all__ = ["main", "run", "build_parser", "positive_int", "non_negative_int", "positive_float", "finite_float"]
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -468,5 +468,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = shown
 
 
+def run() -> NoReturn:
+    """The ``pointmap`` program: :func:`main`, then exit.
+
+    The process ends right after, so the objects it holds are frozen out of the garbage collector
+    first (``gc.freeze``): Python's teardown then skips collecting the module graph of torch (and
+    the ``torch._dynamo`` that roma imports), which took 1 to 3 s after every command on a 2-core
+    CPU. Files are all closed by then; exit handlers still run.
+    """
+    code = main()
+    import gc
+
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()
