@@ -67,6 +67,7 @@ def test_program_exits_with_mains_status_and_frozen_gc(monkeypatch) -> None:
     from pointmap import cli
 
     monkeypatch.setattr(cli, "main", lambda: 3)
+    gc.unfreeze()
     assert gc.get_freeze_count() == 0
     try:
         with pytest.raises(SystemExit) as exc:
