@@ -19,7 +19,8 @@ TINY = ModelConfig(
 )
 
 
-@pytest.mark.parametrize("name", ["manifest_224_linear", "manifest_512_linear", "manifest_512_dpt"])
+@pytest.mark.parametrize("name", ["manifest_224_linear", "manifest_512_linear", "manifest_512_dpt",
+                                  "manifest_mast3r_512"])
 def test_released_architectures_have_the_manifest_keys(parity_dir, name):
     manifest = json.loads((parity_dir / name / "manifest.json").read_text())
     cfg = parse_constructor_string(manifest["args"])

@@ -204,6 +204,8 @@ def infer_pairs(
     encode_batch_size: int | None = None,
     *,
     host_alloc: HostAllocator | None = None,
+    descriptors: bool = True,
+    desc_dtype: torch.dtype | None = None,
 ) -> PairPredictions:
     """Run the network on ordered image pairs.
 
@@ -224,10 +226,17 @@ def infer_pairs(
         host_alloc: ``host_alloc(shape, dtype)`` returns the empty CPU tensor each batch of
             results is copied into (default ``torch.empty``); distributed inference passes one
             that carves them out of memory shared with the first rank.
+        descriptors: for a network with local descriptors (MASt3R), keep them (``desc_1``,
+            ``desc_conf_1``, ``desc_2``, ``desc_conf_2``); ``False`` drops them on the device.
+            At ``D = 24`` they take 8x the memory of the points (``4 * 2 * (D + 1) * H * W``
+            bytes per pair in float32).
+        desc_dtype: storage dtype of the descriptors (default ``storage_dtype``; ``float16``
+            halves their memory).
 
     Returns:
         :class:`PairPredictions` with, per pair, ``pts3d_1`` ``(H_i, W_i, 3)``, ``conf_1``,
-        ``pts3d_2_in_1`` ``(H_j, W_j, 3)``, ``conf_2`` on the CPU, in the order of ``pairs``.
+        ``pts3d_2_in_1`` ``(H_j, W_j, 3)``, ``conf_2`` (and the descriptor fields when kept) on
+        the CPU, in the order of ``pairs``.
     """
     if len(pairs) == 0:
         raise InputError("no pairs to run")
@@ -268,6 +277,10 @@ def infer_pairs(
     # --- decode + heads, batched by (shape_i, shape_j); results stream to the CPU
     out: list[tuple | None] = [None] * len(pairs)
     sink = _HostSink(dev, storage_dtype, rows=batch_size, alloc=host_alloc)
+    keep_desc = bool(descriptors) and model.config.desc_dim > 0
+    ddt = desc_dtype or storage_dtype
+    dsink = _HostSink(dev, ddt, rows=batch_size, alloc=host_alloc) if keep_desc else None
+    dout: list[tuple | None] = [None] * len(pairs)
     groups: dict[tuple, list[int]] = defaultdict(list)
     for idx, (i, j) in enumerate(pairs):
         groups[(shapes[i], shapes[j])].append(idx)
@@ -283,11 +296,21 @@ def infer_pairs(
                     out[q] = tuple(r[b] for r in res)
 
             sink.put((p1["pts3d"], p1["conf"], p2["pts3d_in_other_view"], p2["conf"]), real, store)
+            if dsink is not None:
+                def dstore(res: list[torch.Tensor], chunk: list[int] = chunk, real: int = real) -> None:
+                    for b, q in enumerate(chunk[:real]):
+                        dout[q] = tuple(r[b] for r in res)
+
+                dsink.put((p1["desc"], p1["desc_conf"], p2["desc"], p2["desc_conf"]), real, dstore)
             bar.update(real)
     sink.close()
+    if dsink is not None:
+        dsink.close()
     bar.close()
     pts1, c1, pts2, c2 = (list(x) for x in zip(*out))  # type: ignore[arg-type]
-    return PairPredictions(pairs, pts1, c1, pts2, c2, n_images=n)
+    desc = [list(x) for x in zip(*dout)] if dsink is not None else [None] * 4  # type: ignore[arg-type]
+    return PairPredictions(pairs, pts1, c1, pts2, c2, n_images=n, desc_1=desc[0], desc_conf_1=desc[1],
+                           desc_2=desc[2], desc_conf_2=desc[3])
 
 
 def warmup(

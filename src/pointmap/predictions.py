@@ -34,9 +34,15 @@ class PairPredictions:
     * ``pts3d_1[k]``: ``(H_i, W_i, 3)`` points of image ``i`` in camera ``i``'s frame;
     * ``conf_1[k]``: ``(H_i, W_i)`` their confidence (``> 1`` for DUSt3R's ``1 + exp`` mode);
     * ``pts3d_2_in_1[k]``: ``(H_j, W_j, 3)`` points of image ``j`` in camera ``i``'s frame;
-    * ``conf_2[k]``: ``(H_j, W_j)`` their confidence.
+    * ``conf_2[k]``: ``(H_j, W_j)`` their confidence;
+    * for networks with local descriptors (MASt3R), optionally ``desc_1[k]`` ``(H_i, W_i, D)``
+      (L2-normalised) and ``desc_conf_1[k]`` ``(H_i, W_i)`` of image ``i``, ``desc_2[k]``
+      ``(H_j, W_j, D)`` and ``desc_conf_2[k]`` ``(H_j, W_j)`` of image ``j``; ``None`` when the
+      network has none or they were not kept (at ``D = 24`` they take 8x the memory of the
+      points; :meth:`drop_descriptors` frees them once matching is done).
 
-    Units are those of the network (scale-free). Tensors live on the CPU unless moved.
+    Units are those of the network (scale-free for DUSt3R, metres for metric models). Tensors
+    live on the CPU unless moved.
 
     Attributes:
         pairs: ordered ``(i, j)`` image indices, ``i != j`` not required (monocular use feeds
@@ -51,6 +57,40 @@ class PairPredictions:
     conf_2: list[torch.Tensor]
     n_images: int = -1
     image_shapes: list[tuple[int, int]] = field(default_factory=list)
+    desc_1: list[torch.Tensor] | None = None
+    desc_conf_1: list[torch.Tensor] | None = None
+    desc_2: list[torch.Tensor] | None = None
+    desc_conf_2: list[torch.Tensor] | None = None
+
+    _DESC = ("desc_1", "desc_conf_1", "desc_2", "desc_conf_2")
+
+    @property
+    def has_descriptors(self) -> bool:
+        """Whether the descriptor fields are present."""
+        return self.desc_1 is not None
+
+    def drop_descriptors(self) -> None:
+        """Free the descriptors and their confidences (sets the four fields to ``None``)."""
+        for name in self._DESC:
+            setattr(self, name, None)
+
+    def _check_descriptors(self) -> None:
+        given = [getattr(self, n) is not None for n in self._DESC]
+        if any(given) and not all(given):
+            raise ValueError("desc_1, desc_conf_1, desc_2, desc_conf_2 must be given together")
+        if not all(given):
+            return
+        for name in self._DESC:
+            setattr(self, name, _as_list(getattr(self, name), name))
+            if len(getattr(self, name)) != len(self.pairs):
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries for {len(self.pairs)} pairs")
+        for k, (i, j) in enumerate(self.pairs):
+            for d, c, p, side in ((self.desc_1[k], self.desc_conf_1[k], self.pts3d_1[k], "1"),
+                                  (self.desc_2[k], self.desc_conf_2[k], self.pts3d_2_in_1[k], "2")):
+                if d.ndim != 3 or tuple(d.shape[:2]) != tuple(p.shape[:2]) or tuple(c.shape) != tuple(p.shape[:2]):
+                    raise ValueError(
+                        f"pair {(i, j)}: desc_{side} must be (H,W,D) and desc_conf_{side} (H,W) "
+                        f"with the points' (H,W) {tuple(p.shape[:2])}")
 
     def __post_init__(self) -> None:
         self.pairs = [(int(i), int(j)) for i, j in self.pairs]
@@ -79,6 +119,7 @@ class PairPredictions:
                     raise InputError(f"image {k} appears with two shapes: {shapes[k]} and {shp}")
         if not self.image_shapes:
             self.image_shapes = [shapes.get(k, (0, 0)) for k in range(self.n_images)]
+        self._check_descriptors()
 
     @classmethod
     def from_tensors(
@@ -131,8 +172,9 @@ class PairPredictions:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "PairPredictions":
         """A copy with every tensor moved/cast."""
-        mv = lambda ts: [t.to(device=device, dtype=dtype) for t in ts]  # noqa: E731
+        mv = lambda ts: None if ts is None else [t.to(device=device, dtype=dtype) for t in ts]  # noqa: E731
         return PairPredictions(
             self.pairs, mv(self.pts3d_1), mv(self.conf_1), mv(self.pts3d_2_in_1), mv(self.conf_2),
             self.n_images, list(self.image_shapes),
+            *(mv(getattr(self, n)) for n in self._DESC),
         )

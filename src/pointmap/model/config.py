@@ -1,4 +1,4 @@
-"""`ModelConfig`: every size of the DUSt3R network, as an explicit dataclass.
+"""`ModelConfig`: every size of the DUSt3R / MASt3R network, as an explicit dataclass.
 
 The reference stores its architecture as a Python constructor string inside checkpoints; pointmap
 parses that string (never evaluates it) into this dataclass, see :func:`parse_constructor_string`.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -18,7 +19,8 @@ __all__ = ["ModelConfig", "parse_constructor_string", "config_to_constructor_str
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of a DUSt3R network (defaults: the released ViT-L/ViT-B 512 DPT model).
+    """Architecture of a DUSt3R or MASt3R network (defaults: the released ViT-L/ViT-B 512 DPT
+    DUSt3R model).
 
     Attributes:
         img_size: nominal training resolution ``(H, W)``; any multiple of ``patch_size`` runs.
@@ -26,10 +28,17 @@ class ModelConfig:
         enc_embed_dim, enc_depth, enc_num_heads: ViT encoder width, blocks, heads.
         dec_embed_dim, dec_depth, dec_num_heads: each decoder's width, blocks, heads.
         mlp_ratio: MLP hidden width / embedding width.
-        head_type: ``"linear"`` (pixel shuffle) or ``"dpt"``.
-        output_mode: only ``"pts3d"`` is supported.
+        head_type: ``"linear"`` (pixel shuffle), ``"dpt"``, or ``"catmlp+dpt"`` (MASt3R: DPT for
+            points and confidence, plus an MLP on the concatenated encoder and last decoder
+            tokens, pixel-shuffled to full resolution, for local descriptors).
+        output_mode: ``"pts3d"``, or ``"pts3d+desc{D}"`` (with ``catmlp+dpt``: ``D``-dim
+            descriptors, 24 in the released MASt3R).
         depth_mode: ``(mode, vmin, vmax)``; ``("exp", -inf, inf)`` in the released models.
         conf_mode: ``(mode, vmin, vmax)``; ``("exp", 1, inf)`` gives ``conf = 1 + exp(x)``.
+        two_confs: descriptors have their own confidence channel (else they reuse ``conf``).
+        desc_conf_mode: ``(mode, vmin, vmax)`` of the descriptor confidence (``None``: as
+            ``conf_mode``); ``("exp", 0, inf)`` in the released MASt3R.
+        desc_mode: descriptor post-processing; ``"norm"``: L2-normalised.
         rope_base: RoPE frequency base (``pos_embed='RoPE100'`` -> 100).
         norm_eps: LayerNorm epsilon.
         dpt_layer_dims: DPT per-hook channel widths.
@@ -60,19 +69,33 @@ class ModelConfig:
     dpt_last_dim: int = 128
     landscape_only: bool = False
     patch_embed_cls: str = "PatchEmbedDust3R"
+    two_confs: bool = False
+    desc_conf_mode: tuple[str, float, float] | None = None
+    desc_mode: str = "norm"
 
     def __post_init__(self) -> None:
-        if self.head_type not in ("linear", "dpt"):
-            raise ConfigError(f"head_type must be 'linear' or 'dpt', not {self.head_type!r}")
-        if self.output_mode != "pts3d":
-            raise ConfigError(f"only output_mode='pts3d' is supported, not {self.output_mode!r}")
+        if self.head_type not in ("linear", "dpt", "catmlp+dpt"):
+            raise ConfigError(f"head_type must be 'linear', 'dpt' or 'catmlp+dpt', not {self.head_type!r}")
+        if self.head_type == "catmlp+dpt":
+            m = re.fullmatch(r"pts3d\+desc(\d+)", self.output_mode)
+            if m is None or int(m.group(1)) < 1:
+                raise ConfigError(
+                    f"head_type 'catmlp+dpt' needs output_mode 'pts3d+desc<D>', not {self.output_mode!r}")
+            if self.desc_mode != "norm":
+                raise ConfigError(f"only desc_mode='norm' is supported, not {self.desc_mode!r}")
+        elif self.output_mode != "pts3d":
+            raise ConfigError(
+                f"output_mode {self.output_mode!r} needs head_type 'catmlp+dpt'; "
+                f"head {self.head_type!r} supports only 'pts3d'")
+        if self.desc_conf_mode is not None and self.desc_conf_mode[0] not in ("exp", "sigmoid"):
+            raise ConfigError(f"unknown desc_conf_mode {self.desc_conf_mode!r}")
         if self.enc_embed_dim % self.enc_num_heads or self.dec_embed_dim % self.dec_num_heads:
             raise ConfigError("embedding widths must be divisible by their head counts")
         for name, nh, dim in (("encoder", self.enc_num_heads, self.enc_embed_dim),
                               ("decoder", self.dec_num_heads, self.dec_embed_dim)):
             if (dim // nh) % 4:
                 raise ConfigError(f"{name} head dim must be a multiple of 4 for 2D RoPE")
-        if self.head_type == "dpt" and self.dec_depth < 4:
+        if self.head_type in ("dpt", "catmlp+dpt") and self.dec_depth < 4:
             raise ConfigError("the DPT head needs dec_depth >= 4")
         if self.depth_mode[0] not in ("exp", "linear", "square"):
             raise ConfigError(f"unknown depth_mode {self.depth_mode!r}")
@@ -86,6 +109,16 @@ class ModelConfig:
         return 224 if max(self.img_size) <= 224 else 512
 
     @property
+    def desc_dim(self) -> int:
+        """Descriptor dimension (0 for models without descriptors)."""
+        return int(self.output_mode[len("pts3d+desc"):]) if self.head_type == "catmlp+dpt" else 0
+
+    @property
+    def desc_conf(self) -> tuple[str, float, float]:
+        """The mode of the descriptor confidence (``desc_conf_mode``, else ``conf_mode``)."""
+        return self.desc_conf_mode if self.desc_conf_mode is not None else self.conf_mode
+
+    @property
     def dpt_hooks(self) -> tuple[int, int, int, int]:
         """Token-list indices fed to the DPT head: ``[0, L/2, 3L/4, L]`` (integer division)."""
         L = self.dec_depth
@@ -94,7 +127,11 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples as lists, infinities as floats)."""
         d = asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+        for k in ("two_confs", "desc_conf_mode", "desc_mode"):  # DUSt3R files stay as they were
+            if out[k] == getattr(ModelConfig, k):
+                del out[k]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
@@ -112,11 +149,13 @@ class ModelConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise CheckpointError(f"unknown model config fields: {', '.join(unknown)}")
-        for k in ("img_size", "depth_mode", "conf_mode", "dpt_layer_dims"):
+        if d.get("desc_conf_mode") is None:
+            d.pop("desc_conf_mode", None)
+        for k in ("img_size", "depth_mode", "conf_mode", "dpt_layer_dims", "desc_conf_mode"):
             if k in d:
                 v = d[k]
                 d[k] = tuple(v) if isinstance(v, (list, tuple)) else (v, v)
-        for k in ("depth_mode", "conf_mode"):
+        for k in ("depth_mode", "conf_mode", "desc_conf_mode"):
             if k in d:
                 m, lo, hi = d[k]
                 d[k] = (m, float(lo), float(hi))
@@ -124,6 +163,7 @@ class ModelConfig:
 
 
 _CONSTRUCTOR_NAMES = {"AsymmetricCroCo3DStereo", "AsymmetricCroCo3DStereoMultiview", "DUSt3R"}
+_MAST3R_NAMES = {"AsymmetricMASt3R"}
 
 
 def _literal(node: ast.AST) -> Any:
@@ -161,9 +201,10 @@ def parse_constructor_string(text: str) -> ModelConfig:
     call = tree.body
     if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
         raise CheckpointError(f"model constructor string is not a simple call: {text!r}")
-    if call.func.id not in _CONSTRUCTOR_NAMES:
+    if call.func.id not in _CONSTRUCTOR_NAMES | _MAST3R_NAMES:
         raise CheckpointError(
-            f"model class {call.func.id!r} is not a DUSt3R model (expected AsymmetricCroCo3DStereo)"
+            f"model class {call.func.id!r} is not a DUSt3R model (expected AsymmetricCroCo3DStereo, "
+            "or AsymmetricMASt3R for MASt3R)"
         )
     if call.args:
         raise CheckpointError("model constructor string has positional arguments; expected keywords")
@@ -183,6 +224,13 @@ def parse_constructor_string(text: str) -> ModelConfig:
         kw.pop(ignored, None)
     if "landscape_only" in kw:
         kw["landscape_only"] = bool(kw["landscape_only"])
+    if call.func.id in _MAST3R_NAMES:
+        # the reference's MASt3R loader builds the network with PatchEmbedDust3R and
+        # landscape_only=False, whatever the checkpoint says (portrait images stay portrait)
+        kw["patch_embed_cls"] = "PatchEmbedDust3R"
+        kw["landscape_only"] = False
+    if isinstance(kw.get("desc_conf_mode"), tuple):
+        kw["desc_conf_mode"] = tuple(kw["desc_conf_mode"])
     try:
         return ModelConfig.from_dict(kw)
     except (TypeError, ValueError) as exc:
@@ -200,6 +248,7 @@ def config_to_constructor_string(cfg: ModelConfig) -> str:
             return "(" + ", ".join(fmt(x) for x in v) + ")"
         return repr(v)
 
+    mast3r = cfg.head_type == "catmlp+dpt"
     parts = [
         f"pos_embed='RoPE{int(cfg.rope_base) if float(cfg.rope_base).is_integer() else cfg.rope_base}'",
         f"output_mode={cfg.output_mode!r}",
@@ -215,9 +264,16 @@ def config_to_constructor_string(cfg: ModelConfig) -> str:
         f"enc_num_heads={cfg.enc_num_heads}", f"dec_embed_dim={cfg.dec_embed_dim}",
         f"dec_depth={cfg.dec_depth}", f"dec_num_heads={cfg.dec_num_heads}",
     ]
+    if mast3r:
+        parts.append(f"two_confs={cfg.two_confs!r}")
+        if cfg.desc_conf_mode is not None:
+            parts.append(f"desc_conf_mode={fmt(cfg.desc_conf_mode)}")
+        if cfg.desc_mode != "norm":
+            parts.append(f"desc_mode={cfg.desc_mode!r}")
     # fields the reference constructor does not know: written only when they differ from its defaults
     default = ModelConfig()
     for name in ("patch_size", "mlp_ratio", "norm_eps", "dpt_layer_dims", "dpt_feature_dim", "dpt_last_dim"):
         if getattr(cfg, name) != getattr(default, name):
             parts.append(f"{name}={fmt(getattr(cfg, name))}")
-    return "AsymmetricCroCo3DStereo(" + ", ".join(parts) + ")"
+    name = "AsymmetricMASt3R" if mast3r else "AsymmetricCroCo3DStereo"
+    return name + "(" + ", ".join(parts) + ")"

@@ -1,8 +1,9 @@
-"""Regression heads (linear pixel-shuffle and DPT) and the depth/confidence post-processing.
+"""Regression heads (linear pixel-shuffle, DPT, and MASt3R's DPT + local-feature MLP) and the
+depth/confidence/descriptor post-processing.
 
 Module and parameter names follow the reference checkpoints (``proj``; ``dpt.act_postprocess``,
 ``dpt.scratch.layer{k}_rn`` with its ``layer_rn.{k-1}`` alias, ``dpt.scratch.refinenet{k}``,
-``dpt.head``).
+``dpt.head``; ``head_local_features.fc{1,2}``).
 """
 
 from __future__ import annotations
@@ -12,8 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .layers import Mlp
 
-__all__ = ["LinearHead", "DPTHead", "postprocess", "run_head", "build_head"]
+__all__ = ["LinearHead", "DPTHead", "CatMLPDPTHead", "postprocess", "postprocess_desc", "run_head",
+           "build_head", "DescSpec"]
+
+DescSpec = tuple[int, bool, tuple]
+"""``(desc_dim, two_confs, desc_conf_mode)`` of a head with descriptors."""
 
 
 def postprocess(out: torch.Tensor, depth_mode: tuple, conf_mode: tuple) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,12 +37,28 @@ def postprocess(out: torch.Tensor, depth_mode: tuple, conf_mode: tuple) -> tuple
         d = xyz.norm(dim=-1, keepdim=True)
         direction = xyz / d.clip(min=1e-8)
         pts = direction * (torch.expm1(d) if mode == "exp" else d.square())
+    return pts, _confidence(c, conf_mode)
+
+
+def _confidence(c: torch.Tensor, conf_mode: tuple) -> torch.Tensor:
     cmode, cmin, cmax = conf_mode
     if cmode == "exp":
-        conf = cmin + c.exp().clip(max=cmax - cmin)
-    else:  # sigmoid
-        conf = (cmax - cmin) * torch.sigmoid(c) + cmin
-    return pts, conf
+        return cmin + c.exp().clip(max=cmax - cmin)
+    return (cmax - cmin) * torch.sigmoid(c) + cmin  # sigmoid
+
+
+def postprocess_desc(
+    out: torch.Tensor, conf: torch.Tensor, desc: DescSpec
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Descriptor channels of a MASt3R head output ``(B, 4 + D [+ 1], H, W)`` -> L2-normalised
+    descriptors ``(B, H, W, D)`` and their confidence ``(B, H, W)``: the extra channel mapped by
+    ``desc_conf_mode`` when ``two_confs``, else a copy of the points' ``conf`` ``(B, H, W)``."""
+    dim, two_confs, desc_conf_mode = desc
+    fmap = out.permute(0, 2, 3, 1)
+    d = fmap[..., 4 : 4 + dim]
+    d = d / d.norm(dim=-1, keepdim=True)
+    dconf = _confidence(fmap[..., 4 + dim], desc_conf_mode) if two_confs else conf.clone()
+    return d, dconf
 
 
 def run_head(
@@ -46,16 +68,21 @@ def run_head(
     dtype: torch.dtype,
     depth_mode: tuple,
     conf_mode: tuple,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    desc: DescSpec | None = None,
+) -> tuple[torch.Tensor, ...]:
     """One head with autocast off: tokens ``(B, N, C_k)`` cast to the head's ``dtype``, the head
-    -> ``(B, 4, H, W)``, then :func:`postprocess` in float32 -> points ``(B, H, W, 3)`` and
-    confidence ``(B, H, W)`` for images of ``shape`` ``(H, W)``.
+    -> ``(B, C, H, W)``, then :func:`postprocess` in float32 -> points ``(B, H, W, 3)`` and
+    confidence ``(B, H, W)`` for images of ``shape`` ``(H, W)``; with ``desc`` (a MASt3R head)
+    also descriptors ``(B, H, W, D)`` and their confidence ``(B, H, W)`` (:func:`postprocess_desc`).
 
     One function so that a compiled model fuses the casts and the post-processing with the head.
     """
     with torch.autocast(device_type=tokens[0].device.type, enabled=False):
-        out = head([t.to(dtype) for t in tokens], shape)
-        return postprocess(out.float(), depth_mode, conf_mode)
+        out = head([t.to(dtype) for t in tokens], shape).float()
+        pts, conf = postprocess(out, depth_mode, conf_mode)
+        if desc is None:
+            return pts, conf
+        return (pts, conf, *postprocess_desc(out, conf, desc))
 
 
 class LinearHead(nn.Module):
@@ -172,6 +199,34 @@ class DPTHead(nn.Module):
         return self.dpt(tokens, shape, self.patch_size)
 
 
+class CatMLPDPTHead(nn.Module):
+    """MASt3R's ``catmlp+dpt`` head: the DPT head for points and confidence, and an MLP
+    (``head_local_features``, hidden width 4x) on the concatenated encoder and last decoder
+    tokens, pixel-shuffled to full resolution, for ``D`` descriptor channels (plus one
+    descriptor-confidence channel with ``two_confs``)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.patch_size = cfg.patch_size
+        self.dpt = _DPT(cfg)
+        idim = cfg.enc_embed_dim + cfg.dec_embed_dim
+        out = (cfg.desc_dim + int(cfg.two_confs)) * cfg.patch_size**2
+        self.head_local_features = Mlp(idim, int(4 * idim), out)
+
+    def forward(self, tokens: list[torch.Tensor], shape: tuple[int, int]) -> torch.Tensor:
+        """``tokens``: the ``L + 1`` token lists ``(B, N, C_k)`` -> ``(B, 4 + D [+ 1], H, W)``:
+        DPT's 4 channels, then the descriptor channels."""
+        H, W = shape
+        p = self.patch_size
+        pts = self.dpt(tokens, shape, p)
+        x = self.head_local_features(torch.cat([tokens[0], tokens[-1]], dim=-1))  # (B, N, C p^2)
+        B = x.shape[0]
+        x = F.pixel_shuffle(x.transpose(1, 2).reshape(B, -1, H // p, W // p), p)
+        return torch.cat([pts, x.to(pts.dtype)], dim=1)
+
+
 def build_head(cfg: ModelConfig) -> nn.Module:
     """The head named by ``cfg.head_type``."""
+    if cfg.head_type == "catmlp+dpt":
+        return CatMLPDPTHead(cfg)
     return DPTHead(cfg) if cfg.head_type == "dpt" else LinearHead(cfg)

@@ -100,13 +100,13 @@ class RoPE2D(nn.Module):
 
 
 class Mlp(nn.Module):
-    """``Linear -> GELU(erf) -> Linear``."""
+    """``Linear -> GELU(erf) -> Linear`` (output width ``out``, default ``dim``)."""
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, out: int | None = None) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = nn.Linear(hidden, out or dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))

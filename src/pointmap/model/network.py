@@ -1,4 +1,5 @@
-"""The two-view DUSt3R network: siamese ViT encoder, two cross-attending decoders, two heads.
+"""The two-view DUSt3R network: siamese ViT encoder, two cross-attending decoders, two heads
+(MASt3R is the same network with ``catmlp+dpt`` heads that also predict local descriptors).
 
 Besides the reference's dict-in, dict-out ``forward(view1, view2)``, the network exposes its stages
 (:meth:`DUSt3R.encode`, :meth:`DUSt3R.decode`, :meth:`DUSt3R.heads`) so pair inference can encode
@@ -50,7 +51,8 @@ class _PatchEmbed(nn.Module):
 
 
 class DUSt3R(nn.Module):
-    """DUSt3R (``AsymmetricCroCo3DStereo`` in the reference), built from a :class:`ModelConfig`.
+    """DUSt3R (``AsymmetricCroCo3DStereo`` in the reference), built from a :class:`ModelConfig`;
+    with ``head_type='catmlp+dpt'`` it is MASt3R (``AsymmetricMASt3R``).
 
     Its ``state_dict`` has exactly the reference's keys (including the unused ``mask_token`` and
     the DPT ``layer_rn`` aliases).
@@ -188,12 +190,20 @@ class DUSt3R(nn.Module):
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Heads with autocast off, in the heads' own dtype (float32 unless
         ``optimize_for_inference(head_dtype=...)``), post-processed in float32 ->
-        ``pred1 {pts3d, conf}``, ``pred2 {pts3d_in_other_view, conf}``."""
+        ``pred1 {pts3d, conf}``, ``pred2 {pts3d_in_other_view, conf}``; a MASt3R network
+        (``config.desc_dim > 0``) adds ``desc`` ``(B, H, W, D)`` (L2-normalised) and
+        ``desc_conf`` ``(B, H, W)`` to both."""
         cfg = self.config
         hd = next(self.downstream_head1.parameters()).dtype
-        p1, c1 = self._run_head(self.downstream_head1, tokens1, shape1, hd, cfg.depth_mode, cfg.conf_mode)
-        p2, c2 = self._run_head(self.downstream_head2, tokens2, shape2, hd, cfg.depth_mode, cfg.conf_mode)
-        return {"pts3d": p1, "conf": c1}, {"pts3d_in_other_view": p2, "conf": c2}
+        desc = (cfg.desc_dim, cfg.two_confs, cfg.desc_conf) if cfg.desc_dim else None
+        r1 = self._run_head(self.downstream_head1, tokens1, shape1, hd, cfg.depth_mode, cfg.conf_mode, desc)
+        r2 = self._run_head(self.downstream_head2, tokens2, shape2, hd, cfg.depth_mode, cfg.conf_mode, desc)
+        pred1 = {"pts3d": r1[0], "conf": r1[1]}
+        pred2 = {"pts3d_in_other_view": r2[0], "conf": r2[1]}
+        if desc is not None:
+            pred1.update(desc=r1[2], desc_conf=r1[3])
+            pred2.update(desc=r2[2], desc_conf=r2[3])
+        return pred1, pred2
 
     def forward_encoded(self, e1: Encoded, e2: Encoded):
         """Decoders and heads on already encoded views."""
