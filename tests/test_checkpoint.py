@@ -204,6 +204,7 @@ def test_short_names_map_to_the_released_hub_ids():
         "dust3r-512-dpt": "naver/DUSt3R_ViTLarge_BaseDecoder_512_dpt",
         "dust3r-512-linear": "naver/DUSt3R_ViTLarge_BaseDecoder_512_linear",
         "dust3r-224-linear": "naver/DUSt3R_ViTLarge_BaseDecoder_224_linear",
+        "mast3r-512": "naver/MASt3R_ViTLarge_BaseDecoder_512_catmlpdpt_metric",
     }
 
 
@@ -276,5 +277,5 @@ def test_weights_folder_default(monkeypatch, tmp_path):
 
 
 def test_unknown_name_lists_the_model_names():
-    with pytest.raises(CheckpointError, match="dust3r-512-dpt, dust3r-512-linear, dust3r-224-linear"):
+    with pytest.raises(CheckpointError, match="dust3r-512-dpt, dust3r-512-linear, dust3r-224-linear, mast3r-512"):
         load_model("dust3r-512")

@@ -84,6 +84,9 @@ RELEASED_MODELS: dict[str, ReleasedModel] = {
         "naver/DUSt3R_ViTLarge_BaseDecoder_512_linear", "DUSt3R_ViTLarge_BaseDecoder_512_linear.pth"),
     "dust3r-224-linear": ReleasedModel(
         "naver/DUSt3R_ViTLarge_BaseDecoder_224_linear", "DUSt3R_ViTLarge_BaseDecoder_224_linear.pth"),
+    "mast3r-512": ReleasedModel(
+        "naver/MASt3R_ViTLarge_BaseDecoder_512_catmlpdpt_metric",
+        "MASt3R_ViTLarge_BaseDecoder_512_catmlpdpt_metric.pth"),
 }
 
 #: Environment variable naming the local weights folder (see :func:`weights_dir`).
@@ -250,6 +253,8 @@ def _read_hub_config(path: Path) -> ModelConfig:
     if not isinstance(data, dict):
         raise CheckpointError(f"model config {path} is not a JSON object")
     data = data.get("model", data) if data.get("format") == "pointmap" else data
+    if data.get("head_type") == "catmlp+dpt":  # MASt3R: the reference's loading rules
+        data = {**data, "patch_embed_cls": "PatchEmbedDust3R", "landscape_only": False}
     try:
         return ModelConfig.from_dict(data)
     except (TypeError, ValueError) as exc:
