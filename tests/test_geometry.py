@@ -88,10 +88,10 @@ def test_confident_mask_keeps_the_most_confident_when_too_few_pass():
 
 def test_reciprocal_matches_identity():
     pts, _ = _pinhole(H=12, W=16)
-    uv_a, uv_b = reciprocal_matches(pts, pts)
+    uv_a, uv_b = reciprocal_matches(pts, pts, subsample=1)
     assert len(uv_a) == 12 * 16
     assert torch.equal(uv_a, uv_b)
     m = torch.zeros(12, 16, dtype=torch.bool)
     m[:6] = True
-    uv_a, uv_b = reciprocal_matches(pts, pts, m, m)
+    uv_a, uv_b = reciprocal_matches(pts, pts, subsample=1, mask1=m, mask2=m)
     assert len(uv_a) == 6 * 16 and torch.equal(uv_a, uv_b) and int(uv_a[:, 1].max()) == 5

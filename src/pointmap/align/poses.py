@@ -133,11 +133,12 @@ def localize_query(
     """
     H, W = pts_query.shape[:2]
     valid_db = torch.from_numpy(np.isfinite(db_world).all(-1))
-    uv_q, uv_db = reciprocal_matches(pts_query, pts_db_in_query, conf_query > conf_threshold,
-                                     (conf_db > conf_threshold) & valid_db)
+    uv_q, uv_db = reciprocal_matches(pts_query, pts_db_in_query, subsample=1,
+                                     mask1=conf_query > conf_threshold,
+                                     mask2=(conf_db > conf_threshold) & valid_db)
     stats = {"n_matches": len(uv_q), "conf_fallback": 0}
     if len(uv_q) < min_matches:  # too few confident pixels: match all of them instead
-        uv_q, uv_db = reciprocal_matches(pts_query, pts_db_in_query, None, valid_db)
+        uv_q, uv_db = reciprocal_matches(pts_query, pts_db_in_query, subsample=1, mask2=valid_db)
         stats = {"n_matches": len(uv_q), "conf_fallback": 1}
     if len(uv_q) < 4:
         return _NAN_POSE.copy(), stats
