@@ -163,11 +163,12 @@ class PairPredictions:
             raise InputError(f"subset images {images} must be distinct indices in [0, {self.n_images})")
         remap = {k: r for r, k in enumerate(images)}
         keep = self.pairs_within(images)
-        pick = lambda ts: [ts[e] for e in keep]  # noqa: E731
+        pick = lambda ts: None if ts is None else [ts[e] for e in keep]  # noqa: E731
         return PairPredictions(
             [(remap[self.pairs[e][0]], remap[self.pairs[e][1]]) for e in keep],
             pick(self.pts3d_1), pick(self.conf_1), pick(self.pts3d_2_in_1), pick(self.conf_2),
             n_images=len(images), image_shapes=[self.image_shapes[k] for k in images],
+            **{n: pick(getattr(self, n)) for n in self._DESC},
         )
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "PairPredictions":
