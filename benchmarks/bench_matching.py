@@ -124,16 +124,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time(fn, repeat: int, device: torch.device) -> float:
-    fn()  # warm-up
-    _sync(device)
-    best = math.inf
-    for _ in range(repeat):
-        t = time.perf_counter()
+def _time(fn, repeat: int, device: torch.device, warm: bool = True):
+    """Best wall time of ``repeat`` calls (after one warm-up call when ``warm``), and the last result."""
+    if warm:
         fn()
         _sync(device)
+    best, out = math.inf, None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        _sync(device)
         best = min(best, time.perf_counter() - t)
-    return best
+    return best, out
 
 
 def main() -> None:
@@ -161,22 +163,20 @@ def main() -> None:
     for name, (d1, d2) in sets.items():
         d1, d2 = d1.to(dev), d2.to(dev)
         res: dict = {}
-        mine = reciprocal_matches(d1, d2, subsample=8)
+        t, mine = _time(lambda: reciprocal_matches(d1, d2, subsample=8), args.repeat, dev)
         res["n_matches"] = len(mine[0])
-        t = _time(lambda: reciprocal_matches(d1, d2, subsample=8), args.repeat, dev)
         res["pointmap_s_per_pair"] = t
         res["pointmap_pairs_per_s"] = 1 / t
         if dev.type == "cuda" and args.batch > 1:
             b1 = d1[None].expand(args.batch, -1, -1, -1).contiguous()
             b2 = d2[None].expand(args.batch, -1, -1, -1).contiguous()
-            tb = _time(lambda: reciprocal_matches_batched(b1, b2, subsample=8), args.repeat, dev)
+            tb, _ = _time(lambda: reciprocal_matches_batched(b1, b2, subsample=8), args.repeat, dev)
             res["pointmap_batched_pairs_per_s"] = args.batch / tb
             res["batch"] = args.batch
         if not args.no_baseline:
-            ref = reference_style_matches(d1, d2)
+            tr, ref = _time(lambda: reference_style_matches(d1, d2), args.repeat, dev, warm=False)
             same = (np.array_equal(ref[0], mine[0].numpy()) and np.array_equal(ref[1], mine[1].numpy()))
             res["same_matches_as_baseline"] = bool(same)
-            tr = _time(lambda: reference_style_matches(d1, d2), args.repeat, dev)
             res["baseline_s_per_pair"] = tr
             res["baseline_pairs_per_s"] = 1 / tr
             res["speedup"] = tr / t

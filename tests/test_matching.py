@@ -157,3 +157,26 @@ def test_match_pair_uses_descriptors_or_points():
                            desc_1=desc, desc_conf_1=conf, desc_2=desc, desc_conf_2=conf)
     xy1, xy2 = match_pair(rich, 0, subsample=1)  # descriptors: identical maps match one to one
     assert len(xy1) == 256 and torch.equal(xy1, xy2)
+
+
+def test_match_command_writes_matches_and_a_picture(tmp_path):
+    """``pointmap match`` with the bundled (DUSt3R) model matches by 3D points; the written
+    matches are in network pixels, with their original-pixel positions beside them."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from pointmap.cli import main
+
+    room = Path(__file__).resolve().parents[1] / "src" / "pointmap" / "examples" / "room"
+    a, b = room / "room_0.jpg", room / "room_1.jpg"
+    out = tmp_path / "m"
+    assert main(["match", str(a), str(b), "-o", str(out), "--size", "224", "--device", "cpu"]) == 0
+    z = np.load(out / "matches.npz")
+    assert str(z["features"]) == "pts3d" and len(z["xy1"]) > 100
+    assert z["xy1"].shape == z["xy2"].shape == z["xy1_original"].shape
+    assert (z["xy1"] >= 0).all() and (z["xy1"][:, 0] < 224).all()
+    W0 = Image.open(a).size[0]
+    assert (z["xy1_original"][:, 0] < W0).all() and (z["conf"] > 1).all()
+    assert Image.open(out / "matches.png").size[0] == 2 * 224
+    assert main(["match", str(a), str(b), "-o", str(out), "--size", "224", "--device", "cpu"]) == 2  # not empty

@@ -155,6 +155,46 @@ def _cmd_pair(args: argparse.Namespace) -> int:
     return _cmd_reconstruct(args)
 
 
+def _cmd_match(args: argparse.Namespace) -> int:
+    from .io_utils import OutputDir
+
+    out = OutputDir(args.output, overwrite=args.overwrite, inputs=[args.image_a, args.image_b],
+                    option="--overwrite")
+    import numpy as np
+    import torch
+
+    from .images import load_images
+    from .inference import infer_pairs, resolve_device
+    from .matching import draw_matches, match_pair
+    from .model import load_model
+
+    dev = resolve_device(args.device)
+    model = load_model(args.weights, device=dev)
+    size = args.size or model.config.native_size
+    imgs = load_images([args.image_a], size=size) + load_images([args.image_b], size=size)
+    preds = infer_pairs(model, imgs, [(0, 1)], device=dev, progress=False)
+    use = args.use
+    if use == "auto":
+        use = "desc" if preds.has_descriptors else "pts3d"
+    xy1, xy2 = match_pair(preds, 0, subsample=args.subsample, use=use,
+                          conf_threshold=args.conf_threshold, device=dev)
+    c1 = (preds.desc_conf_1 if use == "desc" else preds.conf_1)[0]
+    c2 = (preds.desc_conf_2 if use == "desc" else preds.conf_2)[0]
+    conf = torch.minimum(c1[xy1[:, 1], xy1[:, 0]], c2[xy2[:, 1], xy2[:, 0]])
+    with out.writing() as tmp:
+        with open(tmp / "matches.npz", "wb") as f:
+            np.savez(
+                f, xy1=xy1.numpy(), xy2=xy2.numpy(), conf=conf.numpy(),
+                xy1_original=imgs[0].meta.to_original_pixels(xy1.double()).numpy(),
+                xy2_original=imgs[1].meta.to_original_pixels(xy2.double()).numpy(),
+                image_a=str(args.image_a), image_b=str(args.image_b), features=use,
+            )
+        to8 = lambda im: (im.rgb.numpy() * 255).round().astype(np.uint8)  # noqa: E731
+        draw_matches(to8(imgs[0]), to8(imgs[1]), xy1, xy2, tmp / "matches.png")
+    print(f"{len(xy1)} matches ({use}) -> {args.output}/matches.npz, matches.png")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train.trainer import main_train
 
@@ -325,6 +365,22 @@ def _add_pair_args(p: argparse.ArgumentParser) -> None:
                    skip_bad=False, fps=1.0)
 
 
+def _add_match_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image_a")
+    p.add_argument("image_b")
+    p.add_argument("-o", "--output", required=True, help="output folder (matches.npz, matches.png)")
+    _add_model_args(p)
+    p.add_argument("--size", type=int, choices=[224, 512], default=None, help="image size (default: the model's)")
+    p.add_argument("--subsample", type=positive_int, default=8, help="seed grid step in pixels (1: every pixel)")
+    p.add_argument("--use", choices=["auto", "desc", "pts3d"], default="auto",
+                   help="match descriptors (MASt3R) or 3D points (DUSt3R); auto: descriptors when the "
+                        "model has them")
+    p.add_argument("--conf-threshold", type=finite_float, default=None,
+                   help="only pixels whose confidence exceeds this may match (default: all)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the results of an earlier run in the output folder")
+
+
 def _add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="checkpoint file, hub-layout folder, hub id or bundled model name")
     p.add_argument("output", help="output .safetensors (pointmap format) or .pth (reference layout)")
@@ -385,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("reconstruct", "images, folders or a video -> 3D scene and exports", _add_reconstruct_args,
          _cmd_reconstruct),
         ("pair", "two images -> two-view scene and exports", _add_pair_args, _cmd_pair),
+        ("match", "two images -> pixel matches (descriptors or 3D points) and a picture of them",
+         _add_match_args, _cmd_match),
         ("train", "train or fine-tune a model from a YAML config", _add_train_args, _cmd_train),
         ("eval", "evaluate on a dataset (pose, depth, localization, reconstruction)", _add_eval_args,
          _cmd_eval),
