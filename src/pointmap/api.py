@@ -110,6 +110,10 @@ def reconstruct_images(
         scene = pair_scene(preds, rgb, conf_threshold=cfg.conf_threshold, pnp_seed=cfg.pnp_seed)
     else:
         scene = global_align(preds, rgb, config=cfg, device=dev, progress=progress, **priors)
+    if model.config.metric:  # keep a metric network's metres (alignment fixes its own scale)
+        from .align.metric import to_metric
+
+        scene = to_metric(scene, preds)
     timings["alignment"] = time.perf_counter() - t
     if single:
         scene = _first_only(scene)
@@ -132,7 +136,7 @@ def _first_only(scene: Scene) -> Scene:
     return Scene(
         imgs=scene.imgs[:1], poses=scene.poses[:1], intrinsics=scene.intrinsics[:1],
         depths=scene.depths[:1], confidence=scene.confidence[:1], masks=scene.masks[:1],
-        conf_threshold=scene.conf_threshold, placed=scene.placed[:1],
+        conf_threshold=scene.conf_threshold, placed=scene.placed[:1], units=scene.units,
     )
 
 

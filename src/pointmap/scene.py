@@ -46,6 +46,8 @@ class Scene:
             meaningless and their masks are all ``False``).
         metas: per image :class:`ImageMeta` (or ``None``), for mapping back to original pixels.
         names: per image display name.
+        units: length unit of depths and translations: ``"metres"`` when the network is metric
+            (MASt3R) and the scene was kept at its scale, else ``"scene"`` (an arbitrary scale).
     """
 
     imgs: list[torch.Tensor]
@@ -58,6 +60,7 @@ class Scene:
     placed: torch.Tensor | None = None
     metas: list[ImageMeta | None] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
+    units: str = "scene"
 
     def __post_init__(self) -> None:
         n = self.poses.shape[0]
@@ -85,6 +88,16 @@ class Scene:
         return [
             depth_to_world(d, K, P) for d, K, P in zip(self.depths, self.intrinsics, self.poses)
         ]
+
+    def rescaled(self, factor: float, units: str | None = None) -> "Scene":
+        """A copy with depths and camera translations multiplied by ``factor`` (> 0); ``units``
+        names the new unit (default: unchanged)."""
+        if not factor > 0:
+            raise ValueError(f"scale factor must be positive, not {factor}")
+        poses = self.poses.clone()
+        poses[:, :3, 3] *= factor
+        return replace(self, poses=poses, depths=[d * factor for d in self.depths],
+                       units=self.units if units is None else units)
 
     def kept_fraction(self) -> float:
         """Fraction of all pixels (every image) that the masks keep; 0 for an empty scene."""

@@ -63,7 +63,11 @@ def cameras_dict(scene: Scene, image_names: Sequence[str] | None = None) -> dict
             "resized_size": list(meta.resized_size) if meta is not None else None,
             "points_kept": kept[k], "points_total": int(H * W),
         })
-    return {"convention": CONVENTION, "conf_threshold": float(scene.conf_threshold), "images": images}
+    convention = dict(CONVENTION)
+    if scene.units == "metres":
+        convention["units"] = "metres for translations (a metric network's scale); pixels for intrinsics"
+    return {"convention": convention, "units": scene.units, "metric": scene.units == "metres",
+            "conf_threshold": float(scene.conf_threshold), "images": images}
 
 
 def export_cameras(

@@ -114,6 +114,12 @@ class ModelConfig:
         return int(self.output_mode[len("pts3d+desc"):]) if self.head_type == "catmlp+dpt" else 0
 
     @property
+    def metric(self) -> bool:
+        """Whether the network predicts metric points (metres): the released MASt3R
+        (``catmlp+dpt``) models do; DUSt3R's are scale-free."""
+        return self.head_type == "catmlp+dpt"
+
+    @property
     def desc_conf(self) -> tuple[str, float, float]:
         """The mode of the descriptor confidence (``desc_conf_mode``, else ``conf_mode``)."""
         return self.desc_conf_mode if self.desc_conf_mode is not None else self.conf_mode
