@@ -45,6 +45,13 @@ def _brute_nn(q: torch.Tensor, db: torch.Tensor, dist: str, db_valid: torch.Tens
               block: int) -> torch.Tensor:
     """Exact nearest neighbours ``(P, k)`` of queries ``(P, k, D)`` among ``db`` ``(P, N, D)``
     (``db_valid`` ``(P, N)`` bool excludes entries), blockwise over ``N``."""
+    if q.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+        # TF32 products would rank near-equal neighbours differently from float32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        try:
+            return _brute_nn(q, db, dist, db_valid, block)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = True
     P, k, _ = q.shape
     N = db.shape[1]
     larger = dist == "dot"
@@ -57,7 +64,7 @@ def _brute_nn(q: torch.Tensor, db: torch.Tensor, dist: str, db_valid: torch.Tens
         if larger:
             sim = torch.bmm(q, d.transpose(1, 2))
         else:
-            sim = torch.cdist(q, d)
+            sim = torch.cdist(q, d, compute_mode="donot_use_mm_for_euclid_dist")
         if db_valid is not None:
             sim.masked_fill_(~db_valid[:, None, s : s + bn], bad)
         v, i = sim.max(-1) if larger else sim.min(-1)
