@@ -100,8 +100,10 @@ def reconstruct_images(
         if preds is None:
             return None
     else:
+        # the dense alignment uses points and confidences only: MASt3R's descriptors (8x the
+        # memory of the points) are not kept
         preds = infer_pairs(model, work, pairs, batch_size=batch_size, device=dev,
-                            dtype=resolve_dtype(dtype, dev), progress=progress)
+                            dtype=resolve_dtype(dtype, dev), progress=progress, descriptors=False)
     timings["inference"] = time.perf_counter() - t
     t = time.perf_counter()
     cfg = align or AlignConfig(conf_threshold=model.recommended_conf_threshold)

@@ -176,7 +176,9 @@ def infer_pairs_distributed(
         ``(H_j, W_j, 3)``, ``conf_2`` ``(H_j, W_j)`` on the CPU, in the order of ``pairs``.
         ``None`` on the other ranks.
     """
-    kw = {"batch_size": batch_size, "device": device, "dtype": dtype, "storage_dtype": storage_dtype}
+    # descriptors (MASt3R) are not gathered: only the points and confidences travel between ranks
+    kw = {"batch_size": batch_size, "device": device, "dtype": dtype, "storage_dtype": storage_dtype,
+          "descriptors": False}
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
         return infer_pairs(model, images, pairs, progress=progress, **kw)
     if len(pairs) == 0:
