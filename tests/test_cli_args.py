@@ -39,6 +39,7 @@ def test_help_and_argument_errors_import_nothing_heavy():
     (["reconstruct", "a.jpg", "-o", "o", "--solver", "sgd"], "--solver"),
     (["pair", "a.jpg", "b.jpg", "-o", "o", "--conf-threshold", "NaN"], "--conf-threshold"),
     (["app", "--max-images", "0"], "--max-images"),
+    (["match", "a.jpg", "b.jpg", "-o", "o", "--subsample", "0"], "--subsample"),
 ])
 def test_bad_numbers_are_one_line_errors(argv, named, capsys):
     with pytest.raises(SystemExit) as exc:
