@@ -10,6 +10,7 @@ Layout written by :func:`export_scene` into ``out_dir``::
     images/                 colmap, transforms: the images the two above refer to
     depth/                  depth       16-bit PNG + npy depth, confidence, previews, depth.json
     cameras.json            cameras     intrinsics and poses (network and original resolution)
+    .pointmap-manifest.json             the files this export wrote (``--overwrite`` replaces only those)
 """
 
 from __future__ import annotations
