@@ -353,3 +353,18 @@ def test_app_known_cameras_masks_and_shared_focal(tmp_path):
     third = list(json.loads((depth / "depth.json").read_text())["images"].values())[2]
     kept = np.asarray(Image.open(depth / third["mask_png"])) > 0
     assert not kept[:111].any() and kept[113:].any()
+
+
+def test_nerfstudio_field_of_view_and_distortion_warning(world, tmp_path, caplog):
+    """instant-ngp style ``camera_angle_x`` gives f = W / (2 tan(angle / 2)) at the image's own
+    width; non-zero distortion is reported once and ignored."""
+    _, images, _, _, poses = world
+    frames = [{"file_path": f"./train/view_{k}", "transform_matrix": poses[k].tolist()} for k in range(N)]
+    angle = 2 * np.arctan(ORIG[0] / (2 * 180.0))  # f = 180 px at 200 px width
+    (tmp_path / "transforms.json").write_text(json.dumps({"camera_angle_x": angle, "k1": 0.1, "frames": frames}))
+    with caplog.at_level("WARNING", logger="pointmap.known_cameras"):
+        priors = alignment_priors(images, tmp_path)
+    assert sum("distortion" in r.message for r in caplog.records) == 1
+    K_net = priors["known_intrinsics"][0].double()
+    K0 = images[0].meta.intrinsics_to_original(K_net)
+    assert torch.allclose(K0, torch.tensor([[180.0, 0, 99.5], [0, 180.0, 64.5], [0, 0, 1]], dtype=torch.float64), atol=1e-3)
