@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -16,11 +16,13 @@ from .images import LoadedImage, load_images
 from .inference import infer_pairs, resolve_device, resolve_dtype
 from .known_cameras import alignment_priors
 from .model import DUSt3R, load_model
-from .pairs import make_pairs, validate_pairs
+from .pairs import auto_graph, make_pairs, needs_descriptors, validate_pairs
 from .predictions import PairPredictions
 from .scene import Scene
+from .stages import StageLog
+from .store import STORE_DIRNAME, PredictionStore, StoreMismatchError, store_identity
 
-__all__ = ["ReconstructionResult", "reconstruct", "reconstruct_images"]
+__all__ = ["ReconstructionResult", "open_store", "plan_pairs", "reconstruct", "reconstruct_images"]
 
 
 @dataclass
@@ -31,8 +33,10 @@ class ReconstructionResult:
         scene: the aligned scene (network resolution; ``scene.to_original()`` maps it back).
         images: the preprocessed images.
         predictions: the pairwise network outputs.
-        timings: seconds per stage (``load``, ``inference``, ``alignment``).
+        timings: seconds per stage (``load``, ``graph``, ``inference``, ``alignment``).
         pairs: the ordered pairs that were run.
+        stages: seconds and peak memory per stage (:class:`~pointmap.stages.StageLog`).
+        graph: the scene graph that was used (``auto`` resolved).
     """
 
     scene: Scene
@@ -40,6 +44,61 @@ class ReconstructionResult:
     predictions: PairPredictions
     timings: dict[str, float] = field(default_factory=dict)
     pairs: list[tuple[int, int]] = field(default_factory=list)
+    stages: StageLog | None = None
+    graph: str = ""
+
+
+def open_store(
+    out_dir: str | os.PathLike,
+    model: DUSt3R,
+    model_name: str,
+    images: Sequence[LoadedImage],
+    preprocessing: dict,
+    rank: int = 0,
+    replace: bool = False,
+) -> PredictionStore:
+    """Create or reopen the predictions store of an output folder (``out_dir/.pointmap-store``).
+
+    The store records the model, the images (each preprocessed image is digested) and the
+    ``preprocessing`` settings; reopening it for another model, other images or other settings
+    raises :class:`~pointmap.store.StoreMismatchError`. Ranks other than 0 open the store the
+    first rank created. With ``replace``, a store of another run is removed (it is pointmap's own:
+    it holds ``store.json``) and a new one started instead.
+    """
+    names = [im.meta.path or f"image_{k:04d}" for k, im in enumerate(images)]
+    ident = store_identity(model_name, model, images, names, preprocessing)
+    path = Path(out_dir) / STORE_DIRNAME
+    try:
+        return PredictionStore.open(path, ident, rank=rank, create=rank == 0)
+    except StoreMismatchError:
+        if not replace or rank != 0:
+            raise
+        PredictionStore.remove(path)
+        return PredictionStore.open(path, ident, rank=rank)
+
+
+def plan_pairs(
+    images: Sequence[LoadedImage],
+    model: DUSt3R,
+    graph: str = "auto",
+    *,
+    video: bool = False,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    progress: bool = False,
+) -> tuple[str, list[tuple[int, int]]]:
+    """The scene graph's name (``auto`` resolved, :func:`pointmap.pairs.auto_graph`) and its
+    symmetrized ordered pairs. Retrieval graphs encode every image once (at the model's
+    training size) for :func:`pointmap.retrieval.image_descriptors`."""
+    n = len(images)
+    if graph == "auto":
+        graph = auto_graph(n, video=video)
+    desc = None
+    if needs_descriptors(graph):
+        from .retrieval import image_descriptors
+
+        desc = image_descriptors(model, images, device=device, dtype=dtype, progress=progress)
+    return graph, make_pairs(n, graph, symmetrize=True, descriptors=desc)
 
 
 def _duplicate_single(images: list[LoadedImage]) -> list[LoadedImage]:
@@ -51,7 +110,7 @@ def reconstruct_images(
     images: Sequence[LoadedImage],
     model: DUSt3R,
     *,
-    graph: str = "complete",
+    graph: str = "auto",
     pairs: Sequence[tuple[int, int]] | None = None,
     batch_size: int = 16,
     device: str | torch.device | None = None,
@@ -62,8 +121,16 @@ def reconstruct_images(
     known_poses: Mapping[int, torch.Tensor] | torch.Tensor | None = None,
     known_intrinsics: Mapping[int, torch.Tensor] | torch.Tensor | None = None,
     masks: Sequence[torch.Tensor | None] | None = None,
+    store: PredictionStore | None = None,
+    video: bool = False,
+    announce: Callable[[str], None] | None = None,
 ) -> ReconstructionResult | None:
     """Run pair inference and global alignment on already loaded images.
+
+    The scene graph (:func:`plan_pairs`): ``graph`` (``auto`` by default: complete up to 20
+    images, ``logwin-5`` for ``video`` frames, ``retrieval-10`` for larger photo sets) unless
+    ``pairs`` are given; ``announce`` is called with a line naming it and its pair count before
+    inference starts.
 
     One image is reconstructed as a two-view scene of itself (monocular depth and focal);
     two images use the closed-form two-view scene (or :func:`global_align` when cameras or masks
@@ -76,53 +143,69 @@ def reconstruct_images(
     With ``distributed``, pair inference is split over the ranks of the initialised process
     group (:mod:`pointmap.distributed`); rank 0 aligns and returns the result, other ranks
     return ``None``.
+
+    With a ``store`` (:func:`open_store`), pair predictions are written to disk batch by batch
+    and read back on demand (host memory does not grow with the number of pairs), and pairs
+    already in the store are not run again: an interrupted run resumes.
     """
     images = list(images)
     if not images:
         raise PointmapError("no images to reconstruct")
-    timings: dict[str, float] = {}
     dev = resolve_device(device)
     single = len(images) == 1
     work = _duplicate_single(images) if single else images
     priors = {"known_poses": _per_work(known_poses, single), "known_intrinsics": _per_work(known_intrinsics, single),
               "masks": None if masks is None else (list(masks) * 2 if single else list(masks))}
     constrained = any(v is not None for v in priors.values())
-    if pairs is None:
-        pairs = make_pairs(len(work), graph, symmetrize=True)
-    else:
-        pairs = validate_pairs(pairs, len(work))
-    t = time.perf_counter()
-    if distributed:
-        from .distributed import infer_pairs_distributed
+    log = StageLog(dev)
+    with log.stage("graph"):
+        if pairs is None:
+            graph, pairs = plan_pairs(work, model, graph, video=video, device=dev, dtype=dtype,
+                                      progress=progress)
+        else:
+            graph, pairs = "given pairs", validate_pairs(pairs, len(work))
+    if announce is not None:
+        announce(f"scene graph {graph}: {len(pairs)} ordered pairs of {len(images)} images")
+    with log.stage("inference"):
+        if distributed:
+            from .distributed import infer_pairs_distributed
 
-        preds = infer_pairs_distributed(model, work, pairs, batch_size=batch_size, device=dev,
-                                        dtype=resolve_dtype(dtype, dev), progress=progress)
-        if preds is None:
-            return None
-    else:
-        # the dense alignment uses points and confidences only: MASt3R's descriptors (8x the
-        # memory of the points) are not kept
-        preds = infer_pairs(model, work, pairs, batch_size=batch_size, device=dev,
-                            dtype=resolve_dtype(dtype, dev), progress=progress, descriptors=False)
-    timings["inference"] = time.perf_counter() - t
-    t = time.perf_counter()
-    cfg = align or AlignConfig(conf_threshold=model.recommended_conf_threshold)
-    rgb = [im.rgb for im in work]
-    if len(work) == 2 and not constrained and not cfg.shared_focal:
-        scene = pair_scene(preds, rgb, conf_threshold=cfg.conf_threshold, pnp_seed=cfg.pnp_seed)
-    else:
-        scene = global_align(preds, rgb, config=cfg, device=dev, progress=progress, **priors)
-    if model.config.metric:  # keep a metric network's metres (alignment fixes its own scale)
-        from .align.metric import to_metric
+            preds = infer_pairs_distributed(model, work, pairs, batch_size=batch_size, device=dev,
+                                            dtype=resolve_dtype(dtype, dev), progress=progress,
+                                            store=store)
+        else:
+            # the dense alignment uses points and confidences only: MASt3R's descriptors (8x the
+            # memory of the points) are not kept
+            preds = infer_pairs(model, work, pairs, batch_size=batch_size, device=dev,
+                                dtype=resolve_dtype(dtype, dev), progress=progress, store=store,
+                                descriptors=False)
+    if preds is None:
+        return None
+    with log.stage("alignment"):
+        cfg = align or AlignConfig(conf_threshold=model.recommended_conf_threshold)
+        rgb = [im.rgb for im in work]
+        if len(work) == 2 and not constrained and not cfg.shared_focal:
+            scene = pair_scene(preds, rgb, conf_threshold=cfg.conf_threshold, pnp_seed=cfg.pnp_seed)
+        else:
+            scene = global_align(preds, rgb, config=cfg, device=dev, progress=progress, **priors)
+        if model.config.metric:  # keep a metric network's metres (alignment fixes its own scale)
+            from .align.metric import to_metric
 
-        scene = to_metric(scene, preds)
-    timings["alignment"] = time.perf_counter() - t
+            scene = to_metric(scene, preds)
+    timings = {k: v.seconds for k, v in log.stages.items()}
     if single:
         scene = _first_only(scene)
     names = [Path(im.meta.path).name if im.meta.path else f"image_{k:04d}" for k, im in enumerate(images)]
     scene.names = names
     scene.metas = [im.meta for im in images]
-    return ReconstructionResult(scene, images, preds, timings, list(pairs))
+    left = [names[k] for k in range(len(names)) if not bool(scene.placed[k])]
+    if left and announce is not None:
+        announce(f"{len(left)} of {len(names)} images could not be placed (no pair links them to "
+                 f"the largest connected group, or alignment failed for them): {', '.join(left)}")
+    res = ReconstructionResult(scene, images, preds, timings, list(pairs))
+    res.stages = log
+    res.graph = graph
+    return res
 
 
 def _per_work(value, single: bool):
@@ -147,7 +230,7 @@ def reconstruct(
     *,
     model: str | os.PathLike | DUSt3R = "default",
     size: int | None = None,
-    graph: str = "complete",
+    graph: str = "auto",
     batch_size: int = 16,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
@@ -163,7 +246,8 @@ def reconstruct(
         inputs: image files and/or folders.
         model: a loaded network, a checkpoint path / hub id, or ``"default"`` (the bundled model).
         size: preprocessing size (224 or 512); default: the model's training size.
-        graph: scene graph (``complete``, ``swin-K``, ``logwin-K``, ``oneref-K``).
+        graph: scene graph (``auto``, ``complete``, ``swin-K``, ``logwin-K``, ``oneref-K``,
+            ``retrieval-K``; :mod:`pointmap.pairs`).
         batch_size, device, dtype: see :func:`pointmap.infer_pairs`.
         align: alignment settings (:class:`pointmap.AlignConfig`).
         skip_bad: skip unreadable images with a warning instead of failing.

@@ -80,10 +80,13 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         rank = dist.get_rank()
     else:
         dev = resolve_device(args.device)
-    # refuse a bad output folder before any work (never an input, never a file pointmap did not write)
+    # refuse a bad output folder before any work (never an input, never a file pointmap did not
+    # write); a predictions store in it (an interrupted run) is kept and resumed
+    from .store import STORE_DIRNAME
+
     out = OutputDir(args.output, overwrite=args.overwrite, option="--overwrite",
-                    inputs=[*args.inputs, *(p for p in (args.masks, args.cameras) if p)]) \
-        if rank == 0 else None
+                    inputs=[*args.inputs, *(p for p in (args.masks, args.cameras) if p)],
+                    keep=(STORE_DIRNAME,)) if rank == 0 else None
     model = load_model(args.weights, device=dev)
     if getattr(args, "fast", False):
         if dev.type != "cuda":
@@ -104,8 +107,27 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     cfg = AlignConfig(conf_threshold=args.conf_threshold, shared_focal=args.shared_focal,
                       **({"niter": args.iterations} if args.iterations is not None else {}),
                       **({"solver": args.solver} if args.solver else {}))
+    store = None
+    if _use_store(args, len(images)):
+        from .api import open_store
+        from .inference import resolve_dtype
+
+        pre = {"size": size, "dtype": str(resolve_dtype(args.dtype, dev)).replace("torch.", ""),
+               "fps": args.fps if any(_is_video(x) for x in args.inputs) else None}
+        if rank == 0:
+            store = open_store(args.output, model, args.weights, images, pre, replace=args.overwrite)
+            if len(store):
+                print(f"resuming: {len(store)} pair predictions already in {store.path}", file=sys.stderr)
+        if dist_on:
+            import torch.distributed as dist
+
+            dist.barrier()
+            if rank != 0:
+                store = open_store(args.output, model, args.weights, images, pre, rank=rank)
     res = reconstruct_images(images, model, graph=args.graph, batch_size=args.batch_size, device=dev,
                              dtype=args.dtype, align=cfg, progress=not args.quiet, distributed=dist_on,
+                             store=store, video=any(_is_video(x) for x in args.inputs),
+                             announce=lambda line: print(line, file=sys.stderr) if rank == 0 else None,
                              **priors)
     if dist_on:
         import torch.distributed as dist
@@ -114,13 +136,14 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     if res is None:  # not rank 0: its share of the pairs went to rank 0
         return 0
     scene = res.scene
-    if args.clean and len(scene) > 1:
-        scene = clean_pointcloud(scene)
-    if args.mask_sky:
-        scene = mask_sky(scene)
-    t = time.perf_counter()
-    paths = export_scene(scene, out, formats=args.export, as_pointcloud=not args.mesh)
-    t_export = time.perf_counter() - t
+    stages = res.stages
+    with stages.stage("export"):
+        if args.clean and len(scene) > 1:
+            scene = clean_pointcloud(scene)
+        if args.mask_sky:
+            scene = mask_sky(scene)
+        paths = export_scene(scene, out, formats=args.export, as_pointcloud=not args.mesh,
+                             cloud_max_points=args.max_points or None)
     placed = int(scene.placed.sum())
     sparse = scene.sparse_images()
     counts = scene.kept_counts()
@@ -133,7 +156,6 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     confs = [c[m].mean().item() for c, m in zip(scene.confidence, scene.masks) if m.any()]
     kept, total = sum(int(m.sum()) for m in scene.masks), sum(m.numel() for m in scene.masks)
     frac = kept / total if total else 0.0
-    timings = {"load": t_load, **{k: v for k, v in res.timings.items()}, "export": t_export}
     few = f" ({len(sparse)} keeping < {100 * LOW_IMAGE_KEPT_FRACTION:g} % of their points)" if sparse else ""
     print(f"placed {placed}/{len(scene)} images{few}; {len(res.pairs)} pairs; kept {kept} of {total} points "
           f"({100 * frac:.1f} %, raw confidence > {args.conf_threshold:g}); "
@@ -143,11 +165,27 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
                     f"{args.conf_threshold:g}, so the exported cloud is sparse; images unlike the model's "
                     "training data get low confidences. A lower --conf-threshold (raw confidence, > 1; "
                     "0 keeps every point) keeps more.")
-    print("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
-          + f", total {time.perf_counter() - t0:.1f}s")
+    print(f"time: load {t_load:.1f}s, " + stages.summary() + f", total {time.perf_counter() - t0:.1f}s")
     for k, p in paths.items():
         print(f"  {k}: {p}")
     return 0
+
+
+def _is_video(item: str) -> bool:
+    from .video import is_video
+
+    return is_video(item)
+
+
+def _use_store(args: argparse.Namespace, n_images: int) -> bool:
+    from pathlib import Path
+
+    from .store import STORE_DIRNAME
+
+    mode = getattr(args, "store", "off")
+    if mode == "auto":
+        return n_images > 20 or (Path(args.output) / STORE_DIRNAME).is_dir()
+    return mode == "on"
 
 
 def _cmd_pair(args: argparse.Namespace) -> int:
@@ -322,6 +360,9 @@ def _add_scene_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export", nargs="+", default=list(EXPORT_FORMATS), choices=list(EXPORT_FORMATS),
                    help="formats to write")
     p.add_argument("--mesh", action="store_true", help="GLB as a mesh instead of a point cloud")
+    p.add_argument("--max-points", type=non_negative_int, default=2_000_000,
+                   help="most points in the PLY and GLB clouds, sampled from every image in proportion "
+                        "to its valid points (default 2000000; 0 keeps every point)")
     p.add_argument("--no-clean", dest="clean", action="store_false", help="skip the occlusion clean-up")
     p.add_argument("--mask-sky", action="store_true", help="drop sky pixels")
     p.add_argument("--cameras", default=None, metavar="FILE_OR_DIR",
@@ -342,7 +383,15 @@ def _add_scene_args(p: argparse.ArgumentParser) -> None:
 
 def _add_reconstruct_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", help="image files, folders, or video files")
-    p.add_argument("--graph", default="complete", help="scene graph: complete, swin-K, logwin-K, oneref-K")
+    p.add_argument("--graph", default="auto",
+                   help="scene graph: auto (default: complete up to 20 images, logwin-5 for video frames, "
+                        "retrieval-10 for larger photo sets), complete, swin-K, logwin-K, oneref-K, "
+                        "retrieval-K (each image with its K most similar by the network's encoder), "
+                        "retrieval-K+swin-M")
+    p.add_argument("--store", default="auto", choices=["auto", "on", "off"],
+                   help="write pair predictions to OUTPUT/.pointmap-store (float16, read back on demand; "
+                        "an interrupted run rerun with the same arguments resumes from it). auto: on "
+                        "above 20 images or when the output folder already has a store")
     p.add_argument("--distributed", action="store_true",
                    help="split pair inference over torchrun processes (one per GPU); rank 0 aligns and writes")
     _add_scene_args(p)

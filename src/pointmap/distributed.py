@@ -56,6 +56,7 @@ from .inference import _as_tensor, infer_pairs
 from .model.network import DUSt3R
 from .predictions import PairPredictions
 from .process_group import init_from_env
+from .store import PredictionStore
 
 __all__ = ["infer_pairs_distributed", "init_from_env", "split_pairs"]
 
@@ -149,6 +150,7 @@ def infer_pairs_distributed(
     all_ranks: bool = False,
     storage_dtype: torch.dtype = torch.float32,
     shared_memory: bool | None = None,
+    store: PredictionStore | None = None,
 ) -> PairPredictions | None:
     """Run the network on ordered image pairs, split across the ranks of a process group.
 
@@ -169,6 +171,10 @@ def infer_pairs_distributed(
         all_ranks: return the full predictions on every rank (all-gather) instead of rank 0 only.
         shared_memory: hand results to rank 0 through shared file mappings (see the module
             docstring); ``None``: when all ranks are on one host and ``all_ranks`` is off.
+        store: this rank's handle on a :class:`~pointmap.store.PredictionStore` folder every
+            rank can reach (opened with ``rank=`` its rank, after the first rank created it):
+            the pairs not yet stored are split over the ranks, each rank writes its shards into
+            the store, and the first rank returns store-backed predictions (nothing is gathered).
 
     Returns:
         On the group's first rank (every rank with ``all_ranks``): :class:`PairPredictions` with,
@@ -180,7 +186,7 @@ def infer_pairs_distributed(
     kw = {"batch_size": batch_size, "device": device, "dtype": dtype, "storage_dtype": storage_dtype,
           "descriptors": False}
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
-        return infer_pairs(model, images, pairs, progress=progress, **kw)
+        return infer_pairs(model, images, pairs, progress=progress, store=store, **kw)
     if len(pairs) == 0:
         raise InputError("no pairs to run")
     pairs = [(int(i), int(j)) for i, j in pairs]
@@ -192,6 +198,18 @@ def infer_pairs_distributed(
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     if device is None and torch.cuda.is_available():
         kw["device"] = torch.device("cuda", torch.cuda.current_device())
+    if store is not None:
+        done = store.done()
+        left = [p for p in pairs if p not in done]
+        mine_pairs = [left[q] for q in split_pairs(left, world)[rank]] if left else []
+        if mine_pairs:
+            infer_pairs(model, images, mine_pairs, progress=progress if rank == 0 else False,
+                        store=store, **kw)
+        dist.barrier(group=group)
+        if rank != 0 and not all_ranks:
+            return None
+        store.refresh()
+        return store.predictions(pairs, n_images=n)
     mine = split_pairs(pairs, world)[rank]
     dst = dist.get_global_rank(group, 0) if group is not None else 0
     if shared_memory is None:

@@ -28,6 +28,7 @@ from .predictions import PairPredictions
 
 if TYPE_CHECKING:
     from .images import LoadedImage
+    from .store import PredictionStore
 
 __all__ = ["infer_pairs", "warmup", "resolve_device", "resolve_dtype"]
 
@@ -206,6 +207,7 @@ def infer_pairs(
     host_alloc: HostAllocator | None = None,
     descriptors: bool = True,
     desc_dtype: torch.dtype | None = None,
+    store: PredictionStore | None = None,
 ) -> PairPredictions:
     """Run the network on ordered image pairs.
 
@@ -233,10 +235,15 @@ def infer_pairs(
         desc_dtype: storage dtype of the descriptors (default ``storage_dtype``; ``float16``
             halves their memory).
 
+        store: write each batch, as it finishes, to this :class:`~pointmap.store.PredictionStore`
+            instead of keeping it in memory; pairs the store already holds are not run again
+            (resuming an interrupted run), and the result is read from the store on access.
+
     Returns:
         :class:`PairPredictions` with, per pair, ``pts3d_1`` ``(H_i, W_i, 3)``, ``conf_1``,
-        ``pts3d_2_in_1`` ``(H_j, W_j, 3)``, ``conf_2`` (and the descriptor fields when kept) on
-        the CPU, in the order of ``pairs``.
+        ``pts3d_2_in_1`` ``(H_j, W_j, 3)``, ``conf_2`` (and the descriptor fields when kept; a ``store``
+        keeps points and confidences only) on the CPU, in the order of ``pairs``
+        (store-backed float16 when ``store`` is given).
     """
     if len(pairs) == 0:
         raise InputError("no pairs to run")
@@ -257,8 +264,12 @@ def infer_pairs(
     autocast = torch.autocast(dev.type, dtype=cdt, enabled=cdt != torch.float32)
     pad = bool(getattr(model, "static_shapes", False))
 
-    imgs = {k: _as_tensor(images[k]) for k in sorted({i for p in pairs for i in p})}
-    bar = _progress_bar(len(imgs) + len(pairs), bool(progress))
+    todo = list(range(len(pairs)))
+    if store is not None:
+        done = store.done()
+        todo = [q for q in todo if pairs[q] not in done]
+    imgs = {k: _as_tensor(images[k]) for k in sorted({i for q in todo for i in pairs[q]})}
+    bar = _progress_bar(len(imgs) + len(todo), bool(progress))
     # --- encode each image once, batched by shape
     tokens: dict[int, torch.Tensor] = {}
     shapes: dict[int, tuple[int, int]] = {k: (int(t.shape[1]), int(t.shape[2])) for k, t in imgs.items()}
@@ -277,12 +288,13 @@ def infer_pairs(
     # --- decode + heads, batched by (shape_i, shape_j); results stream to the CPU
     out: list[tuple | None] = [None] * len(pairs)
     sink = _HostSink(dev, storage_dtype, rows=batch_size, alloc=host_alloc)
-    keep_desc = bool(descriptors) and model.config.desc_dim > 0
+    keep_desc = bool(descriptors) and model.config.desc_dim > 0 and store is None
     ddt = desc_dtype or storage_dtype
     dsink = _HostSink(dev, ddt, rows=batch_size, alloc=host_alloc) if keep_desc else None
     dout: list[tuple | None] = [None] * len(pairs)
     groups: dict[tuple, list[int]] = defaultdict(list)
-    for idx, (i, j) in enumerate(pairs):
+    for idx in todo:
+        i, j = pairs[idx]
         groups[(shapes[i], shapes[j])].append(idx)
     for (s1, s2), idxs in groups.items():
         for chunk, real in _batches(idxs, batch_size, pad):
@@ -291,11 +303,16 @@ def infer_pairs(
             with autocast:
                 p1, p2 = model.forward_encoded(e1, e2)
 
-            def store(res: list[torch.Tensor], chunk: list[int] = chunk, real: int = real) -> None:
+            def keep(res: list[torch.Tensor], chunk: list[int] = chunk, real: int = real) -> None:
+                if store is not None:
+                    from .store import DUST3R_FIELDS
+
+                    store.write([pairs[q] for q in chunk[:real]], dict(zip(DUST3R_FIELDS, res)))
+                    return
                 for b, q in enumerate(chunk[:real]):
                     out[q] = tuple(r[b] for r in res)
 
-            sink.put((p1["pts3d"], p1["conf"], p2["pts3d_in_other_view"], p2["conf"]), real, store)
+            sink.put((p1["pts3d"], p1["conf"], p2["pts3d_in_other_view"], p2["conf"]), real, keep)
             if dsink is not None:
                 def dstore(res: list[torch.Tensor], chunk: list[int] = chunk, real: int = real) -> None:
                     for b, q in enumerate(chunk[:real]):
@@ -307,6 +324,8 @@ def infer_pairs(
     if dsink is not None:
         dsink.close()
     bar.close()
+    if store is not None:
+        return store.predictions(pairs, n_images=n)
     pts1, c1, pts2, c2 = (list(x) for x in zip(*out))  # type: ignore[arg-type]
     desc = [list(x) for x in zip(*dout)] if dsink is not None else [None] * 4  # type: ignore[arg-type]
     return PairPredictions(pairs, pts1, c1, pts2, c2, n_images=n, desc_1=desc[0], desc_conf_1=desc[1],

@@ -159,11 +159,16 @@ class OutputDir:
             not empty is refused with :class:`~pointmap.errors.OutputExistsError`.
         inputs: input files and folders the output must stay clear of.
         option: how the user names ``overwrite`` in messages (``"--overwrite"`` on the command line).
+        keep: names of entries of the folder that pointmap writes in place, outside the temporary
+            folder (the predictions store of a resumable run): they do not make the folder count
+            as not empty, and committing the results leaves them alone.
     """
 
     def __init__(self, path: str | os.PathLike, *, overwrite: bool = False,
-                 inputs: Sequence[str | os.PathLike] = (), option: str = "overwrite=True") -> None:
+                 inputs: Sequence[str | os.PathLike] = (), option: str = "overwrite=True",
+                 keep: Sequence[str] = ()) -> None:
         self.path = Path(path)
+        self.keep = tuple(keep)
         self.overwrite = overwrite
         self.option = option
         check_not_an_input(self.path, inputs)
@@ -174,7 +179,8 @@ class OutputDir:
                     raise OutputExistsError(f"output path {path} exists and is not a folder")
                 raise OutputPathError(f"output path {path} lies under {parent}, which is a file, "
                                       "not a folder; choose another output folder")
-        if self.path.is_dir() and any(self.path.iterdir()) and not overwrite:
+        if self.path.is_dir() and any(c.name not in self.keep for c in self.path.iterdir()) \
+                and not overwrite:
             raise OutputExistsError(f"output folder {path} is not empty; pass {option} to replace "
                                     "the results of an earlier run (other files there are kept), or "
                                     "choose another folder")

@@ -6,7 +6,13 @@ Graph strings follow the reference DUSt3R ``make_pairs`` and give the same pairs
 * ``swin[-K][-noncyclic]``: each image with its ``K`` next neighbours (sliding window, default 3);
 * ``logwin[-K][-noncyclic]``: each image with neighbours at offsets ``1, 2, 4, ..., 2**(K-1)`` on
   both sides (default 3);
-* ``oneref[-K]``: image ``K`` (default 0) with every other image.
+* ``oneref[-K]``: image ``K`` (default 0) with every other image;
+* ``retrieval-K``: each image with its ``K`` most similar images by a global descriptor
+  (:func:`pointmap.retrieval.image_descriptors`, passed as ``descriptors``), plus, while the graph
+  has several connected components, the most similar pair joining the smallest one to the rest;
+  ``retrieval-K+swin-M`` / ``retrieval-K+logwin-M`` add a window graph (for ordered captures);
+* ``auto`` (see :func:`auto_graph`): ``complete`` up to 20 images, ``logwin-5`` for video frames,
+  ``retrieval-10`` for larger photo sets.
 
 ``swin``/``logwin`` wrap around the sequence (loop closure) unless ``-noncyclic`` is given; they
 collect unordered pairs ``(min, max)`` in a Python ``set`` and emit them in its iteration order,
@@ -32,7 +38,10 @@ from .errors import GraphError
 
 __all__ = [
     "GRAPH_FORMS",
+    "auto_graph",
     "make_pairs",
+    "needs_descriptors",
+    "retrieval_pairs",
     "validate_pairs",
     "read_pairs_file",
     "connected_components",
@@ -41,12 +50,16 @@ __all__ = [
 #: Human-readable list of the accepted scene-graph strings, used in error messages.
 GRAPH_FORMS = (
     "complete, swin, swin-K, swin-K-noncyclic, swin-noncyclic, logwin, logwin-K, "
-    "logwin-K-noncyclic, logwin-noncyclic, oneref, oneref-K (K a non-negative image index for "
-    "oneref, a positive integer otherwise)"
+    "logwin-K-noncyclic, logwin-noncyclic, oneref, oneref-K, retrieval-K, retrieval-K+swin-M, "
+    "retrieval-K+logwin-M, auto (K a non-negative image index for oneref, a positive integer "
+    "otherwise)"
 )
 
 _WINDOW_RE = re.compile(r"^(swin|logwin)(?:-(\d+))?(-noncyclic)?$")
 _ONEREF_RE = re.compile(r"^oneref(?:-(\d+))?$")
+_RETRIEVAL_RE = re.compile(r"^retrieval-(\d+)(?:\+((?:swin|logwin)(?:-\d+)?(?:-noncyclic)?))?$")
+AUTO_COMPLETE_MAX = 20
+"""``auto`` uses the complete graph up to this many images."""
 _PREFILTER_RE = re.compile(r"^(seq|cyc)(\d+)$")
 _DEFAULT_WINDOW = 3
 
@@ -85,11 +98,60 @@ def _filter_pairs(
     return kept
 
 
+def auto_graph(n_images: int, video: bool = False) -> str:
+    """The graph ``auto`` stands for: ``complete`` up to :data:`AUTO_COMPLETE_MAX` images,
+    ``logwin-5`` for frames of a video (ordered, with loop closure), ``retrieval-10`` for larger
+    photo collections (unordered)."""
+    if n_images <= AUTO_COMPLETE_MAX:
+        return "complete"
+    return "logwin-5" if video else "retrieval-10"
+
+
+def needs_descriptors(graph: str) -> bool:
+    """Whether ``graph`` is a retrieval graph (it needs image descriptors)."""
+    return isinstance(graph, str) and graph.startswith("retrieval")
+
+
+def retrieval_pairs(descriptors, k: int) -> list[tuple[int, int]]:
+    """Unordered pairs ``(i, j)``, ``i < j``, sorted: each image with its ``k`` most similar
+    images (dot product of the ``(N, D)`` unit ``descriptors``), then the most similar pair
+    between the smallest connected component and the rest until the graph is connected.
+    Memory: blocks of 1024 rows of similarities."""
+    import torch
+
+    D = torch.as_tensor(descriptors, dtype=torch.float32)
+    n = D.shape[0]
+    k = min(k, n - 1)
+    edges: set[tuple[int, int]] = set()
+    for a in range(0, n, 1024):
+        S = D[a : a + 1024] @ D.T
+        rows = torch.arange(S.shape[0])
+        S[rows, rows + a] = -float("inf")
+        top = S.topk(k, dim=1).indices
+        for r, js in enumerate(top.tolist()):
+            i = a + r
+            edges.update((min(i, j), max(i, j)) for j in js)
+    while True:
+        comps = connected_components(sorted(edges), n)
+        if len(comps) <= 1:
+            break
+        small = min(comps, key=len)
+        inside = torch.zeros(n, dtype=torch.bool)
+        inside[small] = True
+        S = D[small] @ D.T
+        S[:, inside] = -float("inf")
+        best = int(S.argmax())
+        i, j = small[best // n], best % n
+        edges.add((min(i, j), max(i, j)))
+    return sorted(edges)
+
+
 def make_pairs(
     n_images: int,
     graph: str = "complete",
     symmetrize: bool = True,
     prefilter: str | None = None,
+    descriptors=None,
 ) -> list[tuple[int, int]]:
     """Ordered image-index pairs of a scene graph, in the reference order.
 
@@ -100,6 +162,8 @@ def make_pairs(
         symmetrize: append every pair reversed, after all originals.
         prefilter: ``None``, ``seqK`` or ``cycK`` (``K`` a non-negative integer): drop pairs whose
             index distance (cyclic for ``cyc``) exceeds ``K``.
+        descriptors: ``(N, D)`` unit image descriptors, needed by ``retrieval-K`` graphs
+            (:func:`pointmap.retrieval.image_descriptors`).
 
     Returns:
         List of ``(i, j)`` image indices; pair ``(i, j)`` predicts both views in camera ``i``.
@@ -132,6 +196,19 @@ def make_pairs(
         else:
             offsets = [2**e for e in range(k)]
             pairs = _window_pairs(n, [-o for o in offsets] + offsets, cyclic)
+    elif m := _RETRIEVAL_RE.match(graph):
+        k = int(m.group(1))
+        if k < 1:
+            raise _graph_error(graph, f"the number of retrieved images K must be at least 1, got {k}")
+        if descriptors is None:
+            raise GraphError(f"scene graph {graph!r} needs image descriptors "
+                             "(pointmap.retrieval.image_descriptors)")
+        if len(descriptors) != n:
+            raise GraphError(f"{len(descriptors)} descriptors for {n} images")
+        pairs = retrieval_pairs(descriptors, k)
+        if m.group(2):
+            have = set(pairs)
+            pairs += [p for p in sorted(make_pairs(n, m.group(2), symmetrize=False)) if p not in have]
     elif m := _ONEREF_RE.match(graph):
         ref = int(m.group(1)) if m.group(1) is not None else 0
         if ref >= n:

@@ -6,17 +6,80 @@ evaluation); it can be built from plain tensors, so downstream code is testable 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import overload
 
 import torch
 
 from .errors import InputError
 
-__all__ = ["PairPredictions"]
+__all__ = ["LazyTensors", "PairPredictions", "take"]
 
 
-def _as_list(x: torch.Tensor | Sequence[torch.Tensor], name: str) -> list[torch.Tensor]:
+class LazyTensors(Sequence):
+    """A read-only sequence of tensors loaded on access (e.g. from an on-disk store).
+
+    Subclasses implement :meth:`load` and give every item's shape up front in :attr:`shapes`, so
+    a :class:`PairPredictions` can be checked and indexed without reading any data. Item ``k`` is
+    a fresh CPU tensor each time it is read: nothing stays in memory between reads.
+    """
+
+    shapes: list[tuple[int, ...]]
+
+    def load(self, k: int) -> torch.Tensor:  # pragma: no cover - abstract
+        """Read item ``k``."""
+        raise NotImplementedError
+
+    def take(self, indices: Sequence[int]) -> "LazyTensors":
+        """The items at ``indices`` as another lazy sequence (nothing is read)."""
+        return _Taken(self, [int(k) for k in indices])
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    @overload
+    def __getitem__(self, k: int) -> torch.Tensor: ...
+
+    @overload
+    def __getitem__(self, k: slice) -> list[torch.Tensor]: ...
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self.load(q) for q in range(*k.indices(len(self)))]
+        k = int(k)
+        if k < 0:
+            k += len(self)
+        if not 0 <= k < len(self):
+            raise IndexError(k)
+        return self.load(k)
+
+
+class _Taken(LazyTensors):
+    def __init__(self, base: LazyTensors, idx: list[int]) -> None:
+        self.base, self.idx = base, idx
+        self.shapes = [base.shapes[k] for k in idx]
+
+    def load(self, k: int) -> torch.Tensor:
+        return self.base.load(self.idx[k])
+
+
+def take(items: Sequence[torch.Tensor], indices: Sequence[int]) -> Sequence[torch.Tensor]:
+    """``[items[k] for k in indices]``, without reading anything when ``items`` is lazy."""
+    if isinstance(items, LazyTensors):
+        return items.take(indices)
+    return [items[k] for k in indices]
+
+
+def _shape(items: Sequence[torch.Tensor], k: int) -> tuple[int, ...]:
+    if isinstance(items, LazyTensors):
+        return tuple(items.shapes[k])
+    return tuple(items[k].shape)
+
+
+def _as_list(x: torch.Tensor | Sequence[torch.Tensor], name: str) -> Sequence[torch.Tensor]:
+    if isinstance(x, LazyTensors):
+        return x
     if isinstance(x, torch.Tensor):
         return list(x.unbind(0))
     out = list(x)
@@ -44,6 +107,11 @@ class PairPredictions:
     Units are those of the network (scale-free for DUSt3R, metres for metric models). Tensors
     live on the CPU unless moved.
 
+    The four per-pair lists may be :class:`LazyTensors` (a store-backed result of
+    :func:`pointmap.inference.infer_pairs` with a :class:`pointmap.store.PredictionStore`): the
+    API is the same, but every access reads that pair from disk (float16), so code that must
+    scale reads each pair once, in order, and does not keep it.
+
     Attributes:
         pairs: ordered ``(i, j)`` image indices, ``i != j`` not required (monocular use feeds
             ``(i, i)``).
@@ -51,10 +119,10 @@ class PairPredictions:
     """
 
     pairs: list[tuple[int, int]]
-    pts3d_1: list[torch.Tensor]
-    conf_1: list[torch.Tensor]
-    pts3d_2_in_1: list[torch.Tensor]
-    conf_2: list[torch.Tensor]
+    pts3d_1: Sequence[torch.Tensor]
+    conf_1: Sequence[torch.Tensor]
+    pts3d_2_in_1: Sequence[torch.Tensor]
+    conf_2: Sequence[torch.Tensor]
     n_images: int = -1
     image_shapes: list[tuple[int, int]] = field(default_factory=list)
     desc_1: list[torch.Tensor] | None = None
@@ -107,14 +175,14 @@ class PairPredictions:
         if any(min(p) < 0 or max(p) >= self.n_images for p in self.pairs):
             raise InputError(f"pair indices must lie in [0, {self.n_images})")
         shapes: dict[int, tuple[int, int]] = {}
-        for (i, j), p1, c1, p2, c2 in zip(
-            self.pairs, self.pts3d_1, self.conf_1, self.pts3d_2_in_1, self.conf_2
-        ):
-            if p1.ndim != 3 or p1.shape[-1] != 3 or tuple(c1.shape) != tuple(p1.shape[:2]):
+        for e, (i, j) in enumerate(self.pairs):
+            p1, c1 = _shape(self.pts3d_1, e), _shape(self.conf_1, e)
+            p2, c2 = _shape(self.pts3d_2_in_1, e), _shape(self.conf_2, e)
+            if len(p1) != 3 or p1[-1] != 3 or c1 != p1[:2]:
                 raise InputError(f"pair {(i, j)}: pts3d_1 must be (H,W,3) with conf_1 (H,W)")
-            if p2.ndim != 3 or p2.shape[-1] != 3 or tuple(c2.shape) != tuple(p2.shape[:2]):
+            if len(p2) != 3 or p2[-1] != 3 or c2 != p2[:2]:
                 raise InputError(f"pair {(i, j)}: pts3d_2_in_1 must be (H,W,3) with conf_2 (H,W)")
-            for k, shp in ((i, tuple(p1.shape[:2])), (j, tuple(p2.shape[:2]))):
+            for k, shp in ((i, p1[:2]), (j, p2[:2])):
                 if shapes.setdefault(k, shp) != shp:
                     raise InputError(f"image {k} appears with two shapes: {shapes[k]} and {shp}")
         if not self.image_shapes:
@@ -163,7 +231,7 @@ class PairPredictions:
             raise InputError(f"subset images {images} must be distinct indices in [0, {self.n_images})")
         remap = {k: r for r, k in enumerate(images)}
         keep = self.pairs_within(images)
-        pick = lambda ts: None if ts is None else [ts[e] for e in keep]  # noqa: E731
+        pick = lambda ts: None if ts is None else take(ts, keep)  # noqa: E731  (lazy stays lazy)
         return PairPredictions(
             [(remap[self.pairs[e][0]], remap[self.pairs[e][1]]) for e in keep],
             pick(self.pts3d_1), pick(self.conf_1), pick(self.pts3d_2_in_1), pick(self.conf_2),
@@ -171,8 +239,13 @@ class PairPredictions:
             **{n: pick(getattr(self, n)) for n in self._DESC},
         )
 
+    @property
+    def lazy(self) -> bool:
+        """Whether the tensors are read from disk on access (store-backed)."""
+        return isinstance(self.pts3d_1, LazyTensors)
+
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "PairPredictions":
-        """A copy with every tensor moved/cast."""
+        """A copy with every tensor moved/cast (a store-backed instance is read into memory)."""
         mv = lambda ts: None if ts is None else [t.to(device=device, dtype=dtype) for t in ts]  # noqa: E731
         return PairPredictions(
             self.pairs, mv(self.pts3d_1), mv(self.conf_1), mv(self.pts3d_2_in_1), mv(self.conf_2),

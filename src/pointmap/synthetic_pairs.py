@@ -25,7 +25,15 @@ from .errors import InputError
 from .geometry.camera import intrinsics_matrix, unproject_depth
 from .predictions import PairPredictions
 
-__all__ = ["SyntheticScene", "make_synthetic_scene", "synthetic_pairs_list"]
+__all__ = [
+    "SyntheticScene",
+    "co_visibility",
+    "iter_synthetic_predictions",
+    "make_synthetic_scene",
+    "synthetic_cameras",
+    "synthetic_image",
+    "synthetic_pairs_list",
+]
 
 
 @dataclass
@@ -33,16 +41,18 @@ class SyntheticScene:
     """Ground truth and fabricated predictions.
 
     Attributes:
-        preds: the pair predictions (pointmaps in the first camera's frame, network-like scale).
+        preds: the pair predictions (pointmaps in the first camera's frame, network-like scale);
+            ``None`` from :func:`synthetic_cameras` (see :func:`iter_synthetic_predictions`).
         poses: ``(N, 4, 4)`` true camera-to-world poses (OpenCV axes).
         focals: ``(N,)`` true focals (pixels); principal points are ``(W/2, H/2)``.
         depths: ``(N, H, W)`` true z-depths.
-        imgs: per image ``(H, W, 3)`` colours in ``[0, 1]`` (procedural texture of the 3D point).
+        imgs: per image ``(H, W, 3)`` colours in ``[0, 1]`` (procedural texture of the 3D point);
+            empty from :func:`synthetic_cameras` (see :func:`synthetic_image`).
         pair_scales: ``(P,)`` the scale applied to each pair's prediction.
         extent: diameter of the camera centres (for relative centre errors).
     """
 
-    preds: PairPredictions
+    preds: PairPredictions | None
     poses: torch.Tensor
     focals: torch.Tensor
     depths: torch.Tensor
@@ -146,6 +156,67 @@ def _texture(pts: torch.Tensor) -> torch.Tensor:
     return (0.35 + 0.3 * s + chk).clamp(0, 1)
 
 
+def _cameras(n_images: int, W: int, H: int, g: torch.Generator, arc_degrees: float,
+             shared_focal: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Poses ``(N, 4, 4)`` float64, focals ``(N,)``, intrinsics ``(N, 3, 3)`` float64: cameras on
+    an arc around the centre, slightly jittered in radius and height."""
+    S = max(W, H)
+    ang = torch.linspace(-arc_degrees / 2, arc_degrees / 2, n_images) * math.pi / 180
+    radius = 3.0 + 0.3 * (torch.rand(n_images, generator=g) - 0.5)
+    height = -0.8 + 0.4 * (torch.rand(n_images, generator=g) - 0.5)
+    poses = []
+    for k in range(n_images):
+        c = torch.stack([radius[k] * torch.sin(ang[k]), height[k], -radius[k] * torch.cos(ang[k])])
+        target = 0.3 * (torch.rand(3, generator=g) - 0.5) + torch.tensor([0.0, 0.2, 0.0])
+        poses.append(_look_at(c.double(), target.double()))
+    poses_t = torch.stack(poses)
+    if shared_focal:
+        focals = torch.full((n_images,), float(S) * (0.9 + 0.3 * torch.rand(1, generator=g).item()))
+    else:
+        focals = S * (0.8 + 0.5 * torch.rand(n_images, generator=g))
+    pp = torch.tensor([W / 2, H / 2])
+    Ks = intrinsics_matrix(focals.double(), pp.double().expand(n_images, 2))
+    return poses_t, focals, Ks
+
+
+def _render(pose: torch.Tensor, K: torch.Tensor, H: int, W: int
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ray-cast one view: z-depth ``(H, W)``, camera-frame points and world points ``(H, W, 3)``
+    (float64)."""
+    rays = unproject_depth(torch.ones(H, W, dtype=torch.float64), K).reshape(-1, 3)
+    d_world = rays @ pose[:3, :3].T
+    z = _ray_cast(pose[:3, 3], d_world).reshape(H, W)
+    cam = unproject_depth(z, K)
+    return z, cam, cam @ pose[:3, :3].T + pose[:3, 3]
+
+
+def _fabricate(cam_i: torch.Tensor, cam_j: torch.Tensor, rel: torch.Tensor, scale: float,
+               gd: torch.Generator, noise: float, distortion: float, n_blobs: int,
+               blob_radius: float) -> tuple[torch.Tensor, ...]:
+    """A DUSt3R-like prediction of one ordered pair from the true camera-frame points of both
+    views ``(H, W, 3)`` and the pose ``rel`` (4, 4) of camera ``j`` in camera ``i``: ``(pts3d_1,
+    conf_1, pts3d_2_in_1, conf_2)`` float32 on ``gd``'s device."""
+    dev = gd.device
+    H, W = cam_i.shape[:2]
+    r_blob = blob_radius * min(H, W)
+    vv, uu = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
+    res = []
+    for pts in (cam_i, cam_j @ rel[:3, :3].T + rel[:3, 3]):
+        pts = pts * (1 + distortion * _smooth_field(H, W, gd)[..., None])
+        pts = pts + noise * pts[..., 2:3].abs() * torch.randn(H, W, 3, generator=gd, device=dev)
+        pts = pts * scale
+        conf = 1 + torch.exp(1.3 + 0.6 * _smooth_field(H, W, gd))
+        for _ in range(n_blobs):
+            cu, cv = torch.rand(2, generator=gd, device=dev).tolist()
+            blob = (uu - cu * W) ** 2 + (vv - cv * H) ** 2 < r_blob**2
+            lo, hi = pts.reshape(-1, 3).amin(0), pts.reshape(-1, 3).amax(0)
+            nb = int(blob.sum())
+            pts[blob] = lo + (hi - lo) * torch.rand(nb, 3, generator=gd, device=dev)
+            conf[blob] = 1 + 0.05 * torch.rand(nb, generator=gd, device=dev)
+        res += [pts, conf]
+    return tuple(res)
+
+
 def make_synthetic_scene(
     n_images: int = 10,
     size: tuple[int, int] = (64, 48),
@@ -182,33 +253,12 @@ def make_synthetic_scene(
     """
     W, H = size
     g = torch.Generator().manual_seed(seed)
-    S = max(W, H)
-    # cameras on an arc around the centre, slightly jittered in radius and height
-    ang = torch.linspace(-arc_degrees / 2, arc_degrees / 2, n_images) * math.pi / 180
-    radius = 3.0 + 0.3 * (torch.rand(n_images, generator=g) - 0.5)
-    height = -0.8 + 0.4 * (torch.rand(n_images, generator=g) - 0.5)
-    poses = []
-    for k in range(n_images):
-        c = torch.stack([radius[k] * torch.sin(ang[k]), height[k], -radius[k] * torch.cos(ang[k])])
-        target = 0.3 * (torch.rand(3, generator=g) - 0.5) + torch.tensor([0.0, 0.2, 0.0])
-        poses.append(_look_at(c.double(), target.double()))
-    poses_t = torch.stack(poses)
-    if shared_focal:
-        focals = torch.full((n_images,), float(S) * (0.9 + 0.3 * torch.rand(1, generator=g).item()))
-    else:
-        focals = S * (0.8 + 0.5 * torch.rand(n_images, generator=g))
-    pp = torch.tensor([W / 2, H / 2])
-    Ks = intrinsics_matrix(focals.double(), pp.double().expand(n_images, 2))
-
+    poses_t, focals, Ks = _cameras(n_images, W, H, g, arc_degrees, shared_focal)
     depths, imgs, cams = [], [], []
     for k in range(n_images):
-        rays = unproject_depth(torch.ones(H, W, dtype=torch.float64), Ks[k]).reshape(-1, 3)
-        d_world = rays @ poses_t[k, :3, :3].T
-        z = _ray_cast(poses_t[k, :3, 3], d_world).reshape(H, W)
+        z, cam, world = _render(poses_t[k], Ks[k], H, W)
         depths.append(z)
-        cam = unproject_depth(z, Ks[k])
         cams.append(cam)
-        world = cam @ poses_t[k, :3, :3].T + poses_t[k, :3, 3]
         imgs.append(_texture(world).float())
     depths_t = torch.stack(depths)
 
@@ -220,24 +270,11 @@ def make_synthetic_scene(
     rels = torch.linalg.inv(poses_t)[:, None] @ poses_t[None]  # (N, N, 4, 4) camera j -> camera i
     rels = rels.float().to(dev)
     out: dict[str, list[torch.Tensor]] = {"p1": [], "c1": [], "p2": [], "c2": []}
-    r_blob = blob_radius * min(H, W)
-    vv, uu = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
     for e, (i, j) in enumerate(pairs):
-        rel = rels[i, j]
-        for key, pts in (("1", cams_d[i]), ("2", cams_d[j] @ rel[:3, :3].T + rel[:3, 3])):
-            pts = pts * (1 + distortion * _smooth_field(H, W, gd)[..., None])
-            pts = pts + noise * pts[..., 2:3].abs() * torch.randn(H, W, 3, generator=gd, device=dev)
-            pts = pts * float(scales[e])
-            conf = 1 + torch.exp(1.3 + 0.6 * _smooth_field(H, W, gd))
-            for _ in range(n_blobs):
-                cu, cv = torch.rand(2, generator=gd, device=dev).tolist()
-                blob = (uu - cu * W) ** 2 + (vv - cv * H) ** 2 < r_blob**2
-                lo, hi = pts.reshape(-1, 3).amin(0), pts.reshape(-1, 3).amax(0)
-                nb = int(blob.sum())
-                pts[blob] = lo + (hi - lo) * torch.rand(nb, 3, generator=gd, device=dev)
-                conf[blob] = 1 + 0.05 * torch.rand(nb, generator=gd, device=dev)
-            out["p" + key].append(pts.to(dtype).cpu())
-            out["c" + key].append(conf.to(dtype).cpu())
+        res = _fabricate(cams_d[i], cams_d[j], rels[i, j], float(scales[e]), gd, noise, distortion,
+                         n_blobs, blob_radius)
+        for key, t in zip(("p1", "c1", "p2", "c2"), res):
+            out[key].append(t.to(dtype).cpu())
     preds = PairPredictions(pairs, out["p1"], out["c1"], out["p2"], out["c2"], n_images=n_images)
     centres = poses_t[:, :3, 3]
     extent = float(torch.cdist(centres, centres).max()) if n_images > 1 else 1.0
@@ -245,3 +282,129 @@ def make_synthetic_scene(
         preds=preds, poses=poses_t.float(), focals=focals.float(), depths=depths_t.float(),
         imgs=imgs, pair_scales=scales, extent=extent,
     )
+
+
+def synthetic_cameras(
+    n_images: int,
+    size: tuple[int, int],
+    seed: int = 0,
+    arc_degrees: float = 150.0,
+    shared_focal: bool = False,
+    order: list[int] | None = None,
+) -> SyntheticScene:
+    """The ground truth of :func:`make_synthetic_scene` without images or predictions, for scenes
+    too big to hold every prediction in memory: cameras and depth maps only (``preds`` is
+    ``None``, ``imgs`` empty). ``order`` permutes the cameras (``order[k]`` is the arc position of
+    image ``k``; e.g. a shuffled photo collection)."""
+    W, H = size
+    g = torch.Generator().manual_seed(seed)
+    poses, focals, Ks = _cameras(n_images, W, H, g, arc_degrees, shared_focal)
+    if order is not None:
+        if sorted(order) != list(range(n_images)):
+            raise ValueError("order must be a permutation of range(n_images)")
+        poses, focals, Ks = poses[order], focals[order], Ks[order]
+    depths = torch.stack([_render(poses[k], Ks[k], H, W)[0].float() for k in range(n_images)])
+    centres = poses[:, :3, 3]
+    extent = float(torch.cdist(centres, centres).max()) if n_images > 1 else 1.0
+    return SyntheticScene(preds=None, poses=poses.float(), focals=focals.float(), depths=depths,
+                          imgs=[], pair_scales=torch.zeros(0), extent=extent)
+
+
+def synthetic_image(scene: SyntheticScene, k: int) -> torch.Tensor:
+    """``(H, W, 3)`` colours in ``[0, 1]`` of image ``k`` (procedural texture of its 3D points)."""
+    cam = unproject_depth(scene.depths[k].double(), scene.intrinsics[k].double())
+    P = scene.poses[k].double()
+    return _texture(cam @ P[:3, :3].T + P[:3, 3]).float()
+
+
+def iter_synthetic_predictions(
+    scene: SyntheticScene,
+    pairs: list[tuple[int, int]],
+    batch: int = 16,
+    seed: int = 0,
+    noise: float = 0.01,
+    distortion: float = 0.02,
+    n_blobs: int = 2,
+    blob_radius: float = 0.1,
+    device: torch.device | str | None = None,
+):
+    """Fabricate DUSt3R-like predictions of ``pairs`` a batch at a time, so that they can be
+    written to a store without holding them all. The noise model is that of
+    :func:`make_synthetic_scene` (random scale per pair, smooth multiplicative distortion,
+    per-pixel Gaussian noise, outlier blobs with raw confidence in ``(1, 1.05)``), made cheaper
+    for thousands of pairs: the smooth fields are random mixtures of a bank of eight and the blobs
+    are squares.
+
+    Yields:
+        ``(batch_pairs, {"pts3d_1": (B, H, W, 3), "conf_1": (B, H, W), "pts3d_2_in_1",
+        "conf_2"})`` float32 CPU tensors, ``batch_pairs`` consecutive slices of ``pairs``.
+    """
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    g = torch.Generator().manual_seed(seed + 1)
+    gd = g if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(seed + 1)
+    scales = torch.exp(0.8 * (torch.rand(len(pairs), generator=g) - 0.5))
+    Ks = scene.intrinsics.double()
+    poses = scene.poses.double()
+    cache: dict[int, torch.Tensor] = {}
+
+    def cam(k: int) -> torch.Tensor:  # a few recent images' camera-frame points
+        if k not in cache:
+            if len(cache) > 64:
+                cache.pop(next(iter(cache)))
+            cache[k] = unproject_depth(scene.depths[k].double(), Ks[k]).float().to(dev)
+        return cache[k]
+
+    H, W = scene.depths.shape[-2:]
+    bank = torch.stack([_smooth_field(H, W, gd) for _ in range(8)])  # mixed per map: cheap fields
+    r_blob = max(1, int(blob_radius * min(H, W)))
+    names = ("pts3d_1", "conf_1", "pts3d_2_in_1", "conf_2")
+
+    def field() -> torch.Tensor:
+        a, b = torch.randint(0, len(bank), (2,), generator=gd, device=dev).tolist()
+        w = torch.rand(2, generator=gd, device=dev) * 2 - 1
+        return (w[0] * bank[a] + w[1] * bank[b]).clamp(-1, 1)
+
+    def side(pts: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        pts = pts * (1 + distortion * field())[..., None]
+        pts = pts + noise * pts[..., 2:3].abs() * torch.randn(H, W, 3, generator=gd, device=dev)
+        pts = pts * scale
+        conf = 1 + torch.exp(1.3 + 0.6 * field())
+        flat = pts.reshape(-1, 3)
+        lo, hi = flat.amin(0), flat.amax(0)
+        for _ in range(n_blobs):  # square blobs of garbage points with raw confidence just above 1
+            cv, cu = (torch.rand(2, generator=gd) * torch.tensor([H, W])).long().tolist()
+            v0, u0 = max(cv - r_blob, 0), max(cu - r_blob, 0)
+            blk = pts[v0 : cv + r_blob, u0 : cu + r_blob]
+            blk.copy_(lo + (hi - lo) * torch.rand(blk.shape, generator=gd, device=dev))
+            cb = conf[v0 : cv + r_blob, u0 : cu + r_blob]
+            cb.copy_(1 + 0.05 * torch.rand(cb.shape, generator=gd, device=dev))
+        return pts, conf
+
+    for a in range(0, len(pairs), batch):
+        chunk = pairs[a : a + batch]
+        out: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+        for e, (i, j) in enumerate(chunk, start=a):
+            rel = (torch.linalg.inv(poses[i]) @ poses[j]).float().to(dev)
+            p1, c1 = side(cam(i), float(scales[e]))
+            p2, c2 = side(cam(j) @ rel[:3, :3].T + rel[:3, 3], float(scales[e]))
+            for n, t in zip(names, (p1, c1, p2, c2)):
+                out[n].append(t)
+        yield chunk, {n: torch.stack(v).cpu() for n, v in out.items()}
+
+
+def co_visibility(scene: SyntheticScene, i: int, j: int, stride: int = 4, tol: float = 0.02) -> float:
+    """Fraction of image ``i``'s pixels (on a grid of ``stride``) whose 3-D point image ``j`` sees
+    unoccluded: it projects inside ``j`` with a depth within ``tol`` (relative) of ``j``'s depth
+    there. Ground truth for judging scene graphs."""
+    H, W = scene.depths.shape[-2:]
+    Ki, Kj = scene.intrinsics[i].double(), scene.intrinsics[j].double()
+    cam = unproject_depth(scene.depths[i].double(), Ki)[::stride, ::stride].reshape(-1, 3)
+    rel = torch.linalg.inv(scene.poses[j].double()) @ scene.poses[i].double()
+    pj = cam @ rel[:3, :3].T + rel[:3, 3]
+    z = pj[:, 2]
+    uv = (pj[:, :2] / z.clamp(min=1e-9)[:, None]) * torch.stack([Kj[0, 0], Kj[1, 1]]) + Kj[:2, 2]
+    u, v = uv[:, 0].round().long(), uv[:, 1].round().long()
+    inside = (z > 0) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+    dj = scene.depths[j].double()[v.clamp(0, H - 1), u.clamp(0, W - 1)]
+    seen = inside & ((z - dj).abs() <= tol * dj)
+    return float(seen.float().mean())

@@ -13,9 +13,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from collections.abc import Callable
+
+from ..predictions import PairPredictions
 from .data import CoarseData
 
-__all__ = ["dense_depth", "upsample_coarse", "world_rays"]
+__all__ = ["dense_depth", "dense_depth_by_image", "upsample_coarse", "world_rays"]
 
 
 def world_rays(
@@ -34,20 +37,25 @@ def upsample_coarse(data: CoarseData, values: torch.Tensor) -> torch.Tensor:
     """Bilinear upsampling of per-image coarse values ``(N, n)`` to ``(N, A)`` (border clamp)."""
     N, A = data.valid_full.shape
     out = torch.zeros(N, A, dtype=values.dtype, device=values.device)
-    s, off = data.stride, data.offset
-    for k, ((h, w), (hs, ws)) in enumerate(zip(data.shapes, data.grid)):
-        img = values[k, : hs * ws].reshape(1, 1, hs, ws)
-        if (hs, ws) == (h, w):
-            out[k, : h * w] = img.reshape(-1)
-            continue
-        u = (torch.arange(w, device=values.device, dtype=values.dtype) - off) / s
-        v = (torch.arange(h, device=values.device, dtype=values.dtype) - off) / s
-        gx = 2 * u / max(ws - 1, 1) - 1
-        gy = 2 * v / max(hs - 1, 1) - 1
-        grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)[None]
-        up = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        out[k, : h * w] = up.reshape(-1)
+    for k, (h, w) in enumerate(data.shapes):
+        out[k, : h * w] = _upsample_one(data, values, k)
     return out
+
+
+def _upsample_one(data: CoarseData, values: torch.Tensor, k: int) -> torch.Tensor:
+    """Image ``k``'s coarse values of ``(N, n)`` upsampled to its ``(H * W,)`` pixels."""
+    (h, w), (hs, ws) = data.shapes[k], data.grid[k]
+    s, off = data.stride, data.offset
+    img = values[k, : hs * ws].reshape(1, 1, hs, ws)
+    if (hs, ws) == (h, w):
+        return img.reshape(-1)
+    u = (torch.arange(w, device=values.device, dtype=values.dtype) - off) / s
+    v = (torch.arange(h, device=values.device, dtype=values.dtype) - off) / s
+    gx = 2 * u / max(ws - 1, 1) - 1
+    gy = 2 * v / max(hs - 1, 1) - 1
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1)[None]
+    up = F.grid_sample(img, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return up.reshape(-1)
 
 
 def _side_terms(
@@ -155,3 +163,107 @@ def dense_depth(
         depth = torch.maximum(depth, floor)
     bar.close()
     return depth, loss
+
+
+@torch.no_grad()
+def dense_depth_by_image(
+    data: CoarseData,
+    preds: PairPredictions,
+    R: torch.Tensor,
+    C: torch.Tensor,
+    fx: torch.Tensor,
+    fy: torch.Tensor,
+    pp: torch.Tensor,
+    pw_s: torch.Tensor,
+    pw_R: torch.Tensor,
+    pw_T: torch.Tensor,
+    log_depth_coarse: torch.Tensor,
+    conf_trf: str,
+    dist: str,
+    iters: int,
+    progress: bool = False,
+    out: Callable[[int, torch.Tensor], None] | None = None,
+) -> tuple[list[torch.Tensor], float]:
+    """:func:`dense_depth` streamed image by image, for predictions too big for memory.
+
+    For each image ``k`` the edge sides that predict it (first image of ``(k, j)``, second of
+    ``(i, k)``) are read once from ``preds`` (e.g. a store on disk); all IRLS passes run on them and
+    they are dropped before the next image. Every prediction is read exactly once, and memory
+    holds one image's sides and its depth: it does not grow with the number of images or pairs.
+    Same results as :func:`dense_depth` up to summation order (its twin, tested against it).
+
+    Args:
+        data: the edge data of ``preds`` (:func:`~pointmap.align.data.build_edge_data`).
+        preds: the pair predictions ``data`` was built from.
+        log_depth_coarse: ``(N, n)`` coarse log-depths, upsampled per image as the start.
+        out: called as ``out(k, depth_k)`` with image ``k``'s ``(H * W,)`` depth as soon as it is
+            solved (the returned list then holds empty tensors).
+        Others: as :func:`dense_depth`.
+
+    Returns:
+        ``(depths, loss)``: per image its ``(H * W,)`` depth (row-major), and the reference loss.
+    """
+    from .params import conf_transform
+
+    dev = data.ei.device
+    ei, ej = data.ei.tolist(), data.ej.tolist()
+    sides: list[list[tuple[int, int]]] = [[] for _ in data.shapes]
+    for e, (i, j) in enumerate(zip(ei, ej)):
+        sides[i].append((e, 0))
+        sides[j].append((e, 1))
+    area = data.valid_full.sum(1).float()
+    norm = (area[data.ei].sum(), area[data.ej].sum())
+    n_pass = 1 if dist == "l2" else max(1, iters)
+    tot = torch.zeros((), dtype=torch.float64, device=dev)
+    depths: list[torch.Tensor] = []
+    for k in tqdm(range(len(data.shapes)), desc="dense depth", disable=not progress, leave=False):
+        h, w = data.shapes[k]
+        hw = h * w
+        d0 = _upsample_one(data, log_depth_coarse, k).exp()
+        if not sides[k]:
+            depths.append(d0 if out is None else d0.new_zeros(0))
+            if out is not None:
+                out(k, d0)
+            continue
+        uv = data.uv_full[k, :hw]
+        cam = torch.stack([(uv[:, 0] - pp[k, 0]) / fx[k], (uv[:, 1] - pp[k, 1]) / fy[k],
+                           torch.ones_like(uv[:, 0])], dim=-1)
+        D = cam @ R[k].T
+        DD = (D * D).sum(-1)
+        um = data.user_mask[k, :hw]
+        ws, dvs, vvs, which = [], [], [], []
+        for e, side in sides[k]:
+            P = (preds.pts3d_1 if side == 0 else preds.pts3d_2_in_1)[e].to(dev).float().reshape(-1, 3)
+            c = (preds.conf_1 if side == 0 else preds.conf_2)[e].to(dev).float().reshape(-1)
+            c = torch.nan_to_num(c)
+            V = P @ (pw_s[e] * pw_R[e]).T + (pw_T[e] - C[k])
+            ok = torch.isfinite(V).all(-1)
+            V = torch.where(ok[:, None], V, torch.zeros_like(V))
+            ws.append(conf_transform(c.clamp(min=1e-12), conf_trf).clamp(min=0) * um * ok)
+            dvs.append((V * D).sum(-1))
+            vvs.append((V * V).sum(-1))
+            which.append(side)
+        W_, DV, VV = torch.stack(ws), torch.stack(dvs), torch.stack(vvs)
+        depth = d0.clone()
+        floor = 1e-6 * d0.abs().max()
+        for _ in range(n_pass):
+            wgt = W_
+            if dist == "l1":
+                res = (depth * (depth * DD - 2 * DV) + VV).clamp(min=0).sqrt()
+                wgt = W_ / res.clamp(min=1e-4 * depth.abs().clamp(min=1e-8))
+            num, den = (wgt * DV).sum(0), wgt.sum(0)
+            ok = den > 0
+            depth = torch.where(ok, num / (den * DD).clamp(min=1e-30), depth)
+            depth = torch.maximum(depth, floor)
+        res = (depth * (depth * DD - 2 * DV) + VV).clamp(min=0)
+        if dist == "l1":
+            res = res.sqrt()
+        per_side = (W_ * res).sum(1).double()
+        side_t = torch.tensor(which, device=dev)
+        tot += (per_side[side_t == 0].sum() / norm[0]) + (per_side[side_t == 1].sum() / norm[1])
+        if out is not None:
+            out(k, depth)
+            depths.append(depth.new_zeros(0))
+        else:
+            depths.append(depth)
+    return depths, float(tot)

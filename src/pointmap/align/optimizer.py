@@ -36,7 +36,7 @@ from ..scene import Scene
 from .coarse import coarse_solve
 from .config import AlignConfig
 from .data import build_edge_data
-from .dense import dense_depth, upsample_coarse
+from .dense import dense_depth, dense_depth_by_image, upsample_coarse
 from .init import KnownCameras, mst_init
 
 if TYPE_CHECKING:  # ``Unpack`` of a TypedDict types the keyword arguments (typing 3.11+)
@@ -147,20 +147,25 @@ class _Cameras:
     placed: torch.Tensor
 
     @classmethod
-    def unplaced(cls, preds: PairPredictions, shapes: list[tuple[int, int]]) -> "_Cameras":
+    def unplaced(cls, preds: PairPredictions, shapes: list[tuple[int, int]],
+                 aligned: Sequence[int] = ()) -> "_Cameras":
         """Identity poses, ``max(H, W)`` focals; each image's own confidences and predicted depth
-        (in its own frame), so that unplaced images still carry them."""
+        (in its own frame), so that unplaced images still carry them. Images in ``aligned`` get
+        theirs from alignment: their predictions are not read here."""
         N = len(shapes)
         Ks = torch.stack([
             intrinsics_matrix(torch.tensor(float(max(h, w))), torch.tensor([w / 2, h / 2])) for h, w in shapes
         ])
         depths = [torch.zeros(h, w) for h, w in shapes]
         confs = [torch.zeros(h, w) for h, w in shapes]
+        skip = set(aligned)
         for e, (i, j) in enumerate(preds.pairs):
-            confs[i] = torch.maximum(confs[i], preds.conf_1[e].float())
-            confs[j] = torch.maximum(confs[j], preds.conf_2[e].float())
-            if depths[i].abs().sum() == 0:
-                depths[i] = preds.pts3d_1[e][..., 2].float().clone()
+            if i not in skip:
+                confs[i] = torch.maximum(confs[i], preds.conf_1[e].float())
+                if depths[i].abs().sum() == 0:
+                    depths[i] = preds.pts3d_1[e][..., 2].float().clone()
+            if j not in skip:
+                confs[j] = torch.maximum(confs[j], preds.conf_2[e].float())
         return cls(torch.eye(4).repeat(N, 1, 1), Ks, depths, confs, torch.zeros(N, dtype=torch.bool))
 
 
@@ -208,10 +213,12 @@ def _align_component(
     sub_known = known.select(images)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    # store-backed predictions on the CPU are read from disk as needed, never cached in memory
+    cache = 0 if sub.lazy and dev.type == "cpu" else cfg.cache_bytes
     data = build_edge_data(
         sub, dev, cfg.coarse_stride, cfg.coarse_pixels, cfg.conf_trf,
         None if masks is None else [masks[k] for k in images],
-        cfg.chunk_pixels, cfg.storage_dtype, cfg.cache_bytes,
+        cfg.chunk_pixels, cfg.storage_dtype, cache,
     )
     timings["prepare"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -224,23 +231,37 @@ def _align_component(
     co = coarse_solve(data, init, sub_known, cfg, progress)
     timings["coarse"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+
+    def put(r: int, depth_r: torch.Tensor) -> None:
+        k = images[r]
+        h, w = out.depths[k].shape
+        out.depths[k] = depth_r[: h * w].reshape(h, w).float().cpu()
+
     with torch.no_grad():
-        depth = upsample_coarse(data, co.log_depth).exp()
         dense_loss = float("nan")
-        if cfg.dense:
-            depth, dense_loss = dense_depth(
-                data, co.R, co.C, co.fx, co.fy, co.pp, co.s, co.Rp, co.Tp, depth, cfg.conf_trf,
-                cfg.dist, cfg.dense_iters, progress, cache_bytes=cfg.cache_bytes // 4,
+        if cfg.dense and sub.lazy:  # one image at a time: memory independent of N and pairs
+            _, dense_loss = dense_depth_by_image(
+                data, sub, co.R, co.C, co.fx, co.fy, co.pp, co.s, co.Rp, co.Tp, co.log_depth,
+                cfg.conf_trf, cfg.dist, cfg.dense_iters, progress, out=put,
             )
+        else:
+            depth = upsample_coarse(data, co.log_depth).exp()
+            if cfg.dense:
+                depth, dense_loss = dense_depth(
+                    data, co.R, co.C, co.fx, co.fy, co.pp, co.s, co.Rp, co.Tp, depth,
+                    cfg.conf_trf, cfg.dist, cfg.dense_iters, progress,
+                    cache_bytes=cfg.cache_bytes // 4,
+                )
+            for r in range(len(images)):
+                put(r, depth[r])
+            del depth
     timings["dense"] = time.perf_counter() - t0
-    im_conf = data.im_conf.cpu()
     for r, k in enumerate(images):
         h, w = out.depths[k].shape
         out.poses[k] = torch.eye(4)
         out.poses[k, :3, :3], out.poses[k, :3, 3] = co.R[r].cpu(), co.C[r].cpu()
         out.Ks[k] = intrinsics_matrix(torch.stack([co.fx[r], co.fy[r]]).cpu(), co.pp[r].cpu())
-        out.depths[k] = depth[r, : h * w].reshape(h, w).float().cpu()
-        out.confs[k] = im_conf[r, : h * w].reshape(h, w)
+        out.confs[k] = data.im_conf[r, : h * w].reshape(h, w).cpu()
         out.placed[k] = True
         if known.pose_mask[k]:  # user-frozen cameras are reported exactly as given
             out.poses[k] = known.poses[k]
@@ -265,8 +286,8 @@ def _assemble(
         if masks is not None and masks[k] is not None:
             m = m & masks[k].bool().cpu()
         out_masks.append(m)
-    if imgs is None:
-        images = [torch.full((*d.shape, 3), 0.5) for d in out.depths]
+    if imgs is None:  # grey, as views of one pixel (no memory per image)
+        images = [torch.full((1, 1, 3), 0.5).expand(*d.shape, 3) for d in out.depths]
     else:
         images = [torch.as_tensor(im, dtype=torch.float32).cpu() for im in imgs]
     return Scene(
@@ -296,7 +317,7 @@ def align_pairs(
             f"({len(main)} images) and marking images {left} as not placed "
             "(use align_components to align every component separately)"
         )
-    out = _Cameras.unplaced(preds, shapes)
+    out = _Cameras.unplaced(preds, shapes, main if len(main) > 1 else ())
     timings: dict[str, float] = {}
     if len(main) == 1:
         _single_image(preds, main[0], known, out)

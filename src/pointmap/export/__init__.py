@@ -31,6 +31,7 @@ from .nerfstudio import export_nerfstudio
 from .ply import export_ply
 
 __all__ = [
+    "DEFAULT_CLOUD_POINTS",
     "FORMATS",
     "export_cameras",
     "export_colmap",
@@ -41,6 +42,10 @@ __all__ = [
     "export_scene",
     "zip_model",
 ]
+
+DEFAULT_CLOUD_POINTS = 2_000_000
+"""The command line's default point budget of the PLY and GLB clouds (``--max-points``): about
+10 images at 512x384; a 1000-image scene keeps one pixel in about 100."""
 
 FORMATS = ("glb", "ply", "colmap", "transforms", "depth", "cameras")
 
@@ -56,6 +61,7 @@ def export_scene(
     transparent_cams: bool = False,
     normals: bool = False,
     max_points: int = 100_000,
+    cloud_max_points: int | None = None,
     depth_resolution: str = "network",
     copy_images: bool = True,
 ) -> dict[str, Path]:
@@ -74,6 +80,9 @@ def export_scene(
         as_pointcloud, cam_size, transparent_cams: GLB options (:func:`export_glb`).
         normals: PLY normals (:func:`export_ply`).
         max_points: most COLMAP 3-D points (:func:`export_colmap`).
+        cloud_max_points: most points in the PLY and GLB point clouds (a random sample drawn
+            from every image in proportion to its valid points; ``None`` keeps all; the command
+            line's ``--max-points``, default :data:`DEFAULT_CLOUD_POINTS`).
         depth_resolution: ``"network"`` or ``"original"`` (:func:`export_depth`).
         copy_images: copy the images into ``images/`` for COLMAP / nerfstudio.
 
@@ -95,9 +104,11 @@ def export_scene(
                                fallback=original_colours(scene, k) if src is None else None)
             paths["images"] = out / "images"
         if "glb" in formats:
-            paths["glb"] = export_glb(scene, out / "scene.glb", as_pointcloud, cam_size, transparent_cams)
+            paths["glb"] = export_glb(scene, out / "scene.glb", as_pointcloud, cam_size, transparent_cams,
+                                       max_points=cloud_max_points)
         if "ply" in formats:
-            paths["ply"] = export_ply(scene, out / "points.ply", normals=normals)
+            paths["ply"] = export_ply(scene, out / "points.ply", normals=normals,
+                                       max_points=cloud_max_points)
         if "colmap" in formats:
             model = build_colmap_model(scene, max_points=max_points, image_names=names)
             export_colmap(scene, out / "colmap" / "sparse" / "0", "bin", model=model)

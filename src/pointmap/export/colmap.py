@@ -7,7 +7,8 @@ What is written, at ORIGINAL image resolution (intrinsics as :meth:`Scene.to_ori
 * images with the world-to-camera rotation as a unit quaternion ``QW QX QY QZ`` (``QW >= 0``) and
   translation ``TX TY TZ``, the image file name (see :func:`~pointmap.export.common.image_file_names`)
   and its ``POINTS2D``;
-* ``points3D`` from a random subsample (``max_points``, fixed seed) of the valid pixels at network
+* ``points3D`` from a random subsample (``max_points``, fixed seed, drawn from every image in
+  proportion to its valid pixels) of the valid pixels at network
   resolution, with their colour, a track and an error. The first track element is the pixel the
   point comes from. With ``track_views`` the point is also projected into the other placed images;
   where it lands inside, on a valid (network) pixel whose depth agrees within ``depth_tol``
@@ -40,9 +41,12 @@ from ..io_utils import atomic_write, atomic_write_bytes, atomic_write_text
 from ..scene import Scene
 from .common import (
     image_file_names,
+    image_points,
     original_intrinsics,
     original_size,
+    point_budget,
     rgb_uint8,
+    sampled_pixels,
     scene_masks,
 )
 
@@ -126,10 +130,11 @@ def build_colmap_model(
 
     Args:
         scene: the reconstruction (network resolution; mapped to original pixels here).
-        max_points: most 3-D points to keep (random subsample of the valid pixels).
+        max_points: most 3-D points to keep (random subsample of the valid pixels, drawn from
+            every image in proportion to its valid pixels).
         track_views: extend tracks to the other images where the point is consistently visible.
         depth_tol: relative depth agreement needed for such an extra observation.
-        seed: seed of the subsample.
+        seed: seed of the subsample (image ``k`` uses ``seed + k``).
         image_names: file names for the images (default :func:`image_file_names`).
     """
     names = list(image_names) if image_names is not None else image_file_names(scene)
@@ -144,17 +149,16 @@ def build_colmap_model(
         K = Ks[k]
         model.cameras[k + 1] = (int(W0), int(H0), np.array([K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5]))
 
-    # candidate points: valid pixels (network resolution), then a subsample
-    pts3d = scene.pts3d
+    # candidate points: valid pixels (network resolution), subsampled per image in proportion to
+    # its valid pixels (never every pixel of every image at once)
+    budget = point_budget([masks[k] for k in placed], max_points)
     src_img, src_uv = [], []
-    for k in placed:
-        v, u = np.nonzero(masks[k])
-        src_img.append(np.full(len(u), k)); src_uv.append(np.stack([u, v], 1))
+    for k, keep in zip(placed, budget):
+        W = masks[k].shape[1]
+        idx = sampled_pixels(masks[k], keep, seed + k)
+        src_img.append(np.full(len(idx), k)); src_uv.append(np.stack([idx % W, idx // W], 1))
     src_img = np.concatenate(src_img) if src_img else np.zeros(0, np.int64)
     src_uv = np.concatenate(src_uv) if src_uv else np.zeros((0, 2), np.int64)
-    if len(src_img) > max_points:
-        keep = np.sort(np.random.default_rng(seed).choice(len(src_img), max_points, replace=False))
-        src_img, src_uv = src_img[keep], src_uv[keep]
     M = len(src_img)
     xyz = np.zeros((M, 3)); rgb = np.zeros((M, 3), np.uint8)
     obs: dict[int, list[np.ndarray]] = {k: [] for k in placed}  # per image rows (x, y, point idx)
@@ -172,7 +176,7 @@ def build_colmap_model(
     for k in placed:
         sel = np.nonzero(src_img == k)[0]
         u, v = src_uv[sel, 0], src_uv[sel, 1]
-        xyz[sel] = to_numpy(pts3d[k], np.float64)[v, u]
+        xyz[sel] = image_points(scene, k)[v, u]
         rgb[sel] = rgb_uint8(scene.imgs[k])[v, u]
         observe(k, _to_original(scene, k, np.stack([u, v], 1)) + 0.5, sel)
         err_n[sel] += 1

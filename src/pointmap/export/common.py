@@ -18,18 +18,21 @@ from PIL import Image, ImageOps
 from ..arrays import to_numpy
 from ..errors import PointmapError
 from ..io_utils import atomic_write
-from ..scene import Scene
+from ..scene import Scene, depth_to_world
 
 __all__ = [
     "CAM_PALETTE",
     "OPENCV_TO_OPENGL",
     "copy_image",
     "image_file_names",
+    "image_points",
     "masked_points",
+    "point_budget",
     "original_colours",
     "original_intrinsics",
     "original_size",
     "rgb_uint8",
+    "sampled_pixels",
     "scene_masks",
     "source_image_path",
 ]
@@ -65,22 +68,64 @@ def scene_masks(
     return out
 
 
+def point_budget(masks: Sequence[np.ndarray], max_points: int | None) -> list[int | None]:
+    """How many of each image's valid points to keep so that all images together keep at most
+    ``max_points`` (``None``: all), in proportion to their valid counts (largest remainders
+    first)."""
+    counts = np.array([int(m.sum()) for m in masks], dtype=np.int64)
+    total = int(counts.sum())
+    if max_points is None or total <= max_points:
+        return [None] * len(masks)
+    share = counts * (max_points / total)
+    keep = np.floor(share).astype(np.int64)
+    extra = int(max_points - keep.sum())
+    if extra > 0:
+        keep[np.argsort(-(share - keep), kind="stable")[:extra]] += 1
+    return [int(k) for k in np.minimum(keep, counts)]
+
+
+def sampled_pixels(mask: np.ndarray, keep: int | None, seed: int) -> np.ndarray:
+    """Flat (row-major) indices of ``mask``'s true pixels: all of them, or a random ``keep`` of
+    them (seeded, in pixel order)."""
+    idx = np.flatnonzero(mask.reshape(-1))
+    if keep is not None and keep < len(idx):
+        idx = np.sort(np.random.default_rng(seed).choice(idx, keep, replace=False))
+    return idx
+
+
+def image_points(scene: Scene, k: int) -> np.ndarray:
+    """``(H, W, 3)`` float64 world points of image ``k`` (one image at a time: exporters never
+    hold every image's points at once)."""
+    return to_numpy(depth_to_world(scene.depths[k].double(), scene.intrinsics[k].double(),
+                                   scene.poses[k].double()))
+
+
 def masked_points(
-    scene: Scene, mask: Sequence[torch.Tensor | np.ndarray] | None = None
+    scene: Scene,
+    mask: Sequence[torch.Tensor | np.ndarray] | None = None,
+    max_points: int | None = None,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Valid world points of all images, concatenated in image then row-major pixel order.
+
+    Args:
+        max_points: keep at most this many, sampled at random (seeded) from every image in
+            proportion to its valid points (:func:`point_budget`); ``None`` keeps all.
 
     Returns:
         points ``(M, 3)`` float64 world coordinates (scene units), colours ``(M, 3)`` uint8 RGB,
         confidence ``(M,)`` float32 raw confidence.
     """
     masks = scene_masks(scene, mask)
+    budget = point_budget(masks, max_points)
     pts, cols, confs = [], [], []
-    for k, X in enumerate(scene.pts3d):
-        m = masks[k]
-        pts.append(to_numpy(X, np.float64)[m])
-        cols.append(rgb_uint8(scene.imgs[k])[m])
-        confs.append(to_numpy(scene.confidence[k], np.float32)[m])
+    for k, m in enumerate(masks):
+        if budget[k] == 0 or not m.any():
+            continue
+        idx = sampled_pixels(m, budget[k], seed + k)
+        pts.append(image_points(scene, k).reshape(-1, 3)[idx])
+        cols.append(rgb_uint8(scene.imgs[k]).reshape(-1, 3)[idx])
+        confs.append(to_numpy(scene.confidence[k], np.float32).reshape(-1)[idx])
     if not pts:
         return np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros((0,), np.float32)
     return np.concatenate(pts), np.concatenate(cols), np.concatenate(confs)

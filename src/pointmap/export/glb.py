@@ -35,7 +35,14 @@ from ..arrays import to_numpy
 from ..errors import PointmapError
 from ..io_utils import atomic_write_bytes
 from ..scene import Scene
-from .common import CAM_PALETTE, OPENCV_TO_OPENGL, rgb_uint8, scene_masks
+from .common import (
+    CAM_PALETTE,
+    OPENCV_TO_OPENGL,
+    image_points,
+    masked_points,
+    rgb_uint8,
+    scene_masks,
+)
 
 __all__ = ["CAMERA_NODE", "auto_cam_size", "build_glb_scene", "export_glb", "viewer_transform"]
 
@@ -61,15 +68,22 @@ def viewer_transform(scene: Scene) -> np.ndarray:
 
 
 def auto_cam_size(scene: Scene) -> float:
-    """Frustum depth in scene units: 0.1 x the median distance between placed camera centres; with
-    fewer than two distinct cameras, 0.1 x the median valid depth; 0.05 as a last resort."""
+    """Frustum depth in scene units: 0.1 x the median distance between placed camera centres, at
+    most the median distance from a camera to its nearest neighbour (so that thousands of cameras
+    do not hide each other); with fewer than two distinct cameras, 0.1 x the median valid depth;
+    0.05 as a last resort."""
     placed = _placed(scene)
     centres = to_numpy(scene.poses, np.float64)[placed, :3, 3]
     if len(centres) >= 2:
-        d = np.linalg.norm(centres[:, None] - centres[None], axis=-1)[np.triu_indices(len(centres), 1)]
+        from scipy.spatial import cKDTree
+
+        d = np.linalg.norm(centres[:, None] - centres[None], axis=-1)[np.triu_indices(len(centres), 1)] \
+            if len(centres) <= 2000 else np.linalg.norm(centres - centres.mean(0), axis=1)
         med = float(np.median(d))
+        nn = cKDTree(centres).query(centres, k=2)[0][:, 1]
+        nn_med = float(np.median(nn[nn > 0])) if (nn > 0).any() else med
         if med > 0 and np.isfinite(med):
-            return 0.1 * med
+            return min(0.1 * med, nn_med)
     masks = scene_masks(scene)
     depths = [to_numpy(scene.depths[k], np.float64)[masks[k]] for k in range(len(scene))]
     depths = np.concatenate(depths) if depths else np.zeros(0)
@@ -160,12 +174,28 @@ def _camera_meshes(
     return frustum, quad
 
 
+TEXTURE_TEXELS = 16_000_000
+"""Texels of all camera images of a GLB together (about 64 MB of RGBA in a viewer); each image
+is shrunk to fit its share."""
+
+
+def _thumbnail(img: np.ndarray, side: int) -> np.ndarray:
+    """``img`` (H, W, 3) uint8 shrunk so that its longer side is at most ``side`` pixels."""
+    H, W = img.shape[:2]
+    if max(H, W) <= side:
+        return img
+    s = side / max(H, W)
+    size = (max(1, round(W * s)), max(1, round(H * s)))
+    return np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR))
+
+
 def build_glb_scene(
     scene: Scene,
     as_pointcloud: bool = True,
     cam_size: float | None = None,
     transparent_cams: bool = False,
     mask: Sequence[torch.Tensor | np.ndarray] | None = None,
+    max_points: int | None = None,
 ) -> trimesh.Scene:
     """The :class:`trimesh.Scene` that :func:`export_glb` writes (see the module docstring)."""
     if cam_size is None:
@@ -173,21 +203,18 @@ def build_glb_scene(
     if not (cam_size > 0 and np.isfinite(cam_size)):
         raise PointmapError(f"cam_size must be a positive number, got {cam_size}")
     T = viewer_transform(scene)
-    masks = scene_masks(scene, mask)
     out = trimesh.Scene()
-    pts_all = [to_numpy(X, np.float64) for X in scene.pts3d]
-    cols_all = [rgb_uint8(img) for img in scene.imgs]
     if as_pointcloud:
-        pts = np.concatenate([p[m] for p, m in zip(pts_all, masks)]) if masks else np.zeros((0, 3))
-        cols = np.concatenate([c[m] for c, m in zip(cols_all, masks)]) if masks else np.zeros((0, 3))
+        pts, cols, _ = masked_points(scene, mask, max_points=max_points)
         if len(pts):
             rgba = np.concatenate([cols, np.full((len(cols), 1), 255)], 1).astype(np.uint8)
             out.add_geometry(trimesh.PointCloud(_apply(T, pts), colors=rgba),
                              node_name="points", geom_name="points")
     else:
+        masks = scene_masks(scene, mask)
         verts, faces, fcols, offset = [], [], [], 0
-        for p, c, m in zip(pts_all, cols_all, masks):
-            v, f, fc = _grid_mesh(p, c, m)
+        for k, m in enumerate(masks):
+            v, f, fc = _grid_mesh(image_points(scene, k), rgb_uint8(scene.imgs[k]), m)
             verts.append(v); faces.append(f + offset); fcols.append(fc)
             offset += len(v)
         if faces and sum(len(f) for f in faces):
@@ -199,12 +226,16 @@ def build_glb_scene(
             )
             out.add_geometry(mesh, node_name="mesh", geom_name="mesh")
     names = []
-    for k in _placed(scene):
+    placed = _placed(scene)
+    # image textures on the frustums share a budget of texels, so that a GLB with thousands of
+    # cameras stays small enough for a viewer
+    side = max(16, int(TEXTURE_TEXELS ** 0.5 / max(len(placed), 1) ** 0.5))
+    for k in placed:
         H, W = scene.depths[k].shape
         frustum, quad = _camera_meshes(
             to_numpy(scene.intrinsics[k], np.float64), to_numpy(scene.poses[k], np.float64),
             (W, H), float(cam_size), T, CAM_PALETTE[k % len(CAM_PALETTE)],
-            None if transparent_cams else cols_all[k],
+            None if transparent_cams else _thumbnail(rgb_uint8(scene.imgs[k]), side),
         )
         name = CAMERA_NODE.format(k)
         names.append(name)
@@ -222,6 +253,7 @@ def export_glb(
     cam_size: float | None = None,
     transparent_cams: bool = False,
     mask: Sequence[torch.Tensor | np.ndarray] | None = None,
+    max_points: int | None = None,
 ) -> Path:
     """Write the scene (points or mesh, plus camera frustums) to a GLB file, atomically.
 
@@ -232,11 +264,14 @@ def export_glb(
         cam_size: frustum depth in scene units; ``None`` picks :func:`auto_cam_size`.
         transparent_cams: draw frustum edges only, without the image at the base.
         mask: per image ``(H, W)`` bool to use instead of ``scene.masks``.
+        max_points: point cloud of at most this many points, sampled at random (seeded) from
+            every image in proportion to its valid points; ``None`` keeps all.
 
     Returns:
         ``path``.
     """
     path = Path(path)
-    data = build_glb_scene(scene, as_pointcloud, cam_size, transparent_cams, mask).export(file_type="glb")
+    data = build_glb_scene(scene, as_pointcloud, cam_size, transparent_cams, mask,
+                           max_points).export(file_type="glb")
     atomic_write_bytes(path, data)
     return path

@@ -19,7 +19,7 @@ import torch
 from ..arrays import to_numpy
 from ..io_utils import atomic_write
 from ..scene import Scene
-from .common import rgb_uint8, scene_masks
+from .common import image_points, point_budget, rgb_uint8, sampled_pixels, scene_masks
 
 __all__ = ["export_ply", "grid_normals"]
 
@@ -47,23 +47,26 @@ def grid_normals(pts: np.ndarray, cam_center: np.ndarray) -> np.ndarray:
     return np.where(facing, -n, n)
 
 
-def _vertex_array(scene: Scene, mask, normals: bool) -> np.ndarray:
+def _vertex_array(scene: Scene, mask, normals: bool, max_points: int | None = None) -> np.ndarray:
     fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
     if normals:
         fields += [("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4")]
     fields += [("red", "u1"), ("green", "u1"), ("blue", "u1"), ("confidence", "<f4")]
     masks = scene_masks(scene, mask)
+    budget = point_budget(masks, max_points)
     chunks = []
-    for k, X in enumerate(scene.pts3d):
-        m = masks[k]
-        pts = to_numpy(X, np.float64)
-        v = np.empty(int(m.sum()), dtype=fields)
-        v["x"], v["y"], v["z"] = pts[m].T
+    for k, m in enumerate(masks):
+        if budget[k] == 0 or not m.any():
+            continue
+        idx = sampled_pixels(m, budget[k], k)
+        pts = image_points(scene, k)
+        v = np.empty(len(idx), dtype=fields)
+        v["x"], v["y"], v["z"] = pts.reshape(-1, 3)[idx].T
         if normals:
             c = to_numpy(scene.poses[k], np.float64)[:3, 3]
-            v["nx"], v["ny"], v["nz"] = grid_normals(pts, c)[m].T
-        v["red"], v["green"], v["blue"] = rgb_uint8(scene.imgs[k])[m].T
-        v["confidence"] = to_numpy(scene.confidence[k], np.float32)[m]
+            v["nx"], v["ny"], v["nz"] = grid_normals(pts, c).reshape(-1, 3)[idx].T
+        v["red"], v["green"], v["blue"] = rgb_uint8(scene.imgs[k]).reshape(-1, 3)[idx].T
+        v["confidence"] = to_numpy(scene.confidence[k], np.float32).reshape(-1)[idx]
         chunks.append(v)
     return np.concatenate(chunks) if chunks else np.empty(0, dtype=fields)
 
@@ -87,6 +90,7 @@ def export_ply(
     path: str | os.PathLike,
     normals: bool = False,
     mask: Sequence[torch.Tensor | np.ndarray] | None = None,
+    max_points: int | None = None,
 ) -> Path:
     """Write the scene's valid points to a binary little-endian PLY, atomically.
 
@@ -96,12 +100,15 @@ def export_ply(
         normals: also write ``nx ny nz`` from the pixel grid of each image.
         mask: per image ``(H, W)`` bool to use instead of ``scene.masks`` (still and-ed with
             ``scene.placed`` and positive depth).
+        max_points: write at most this many points, sampled at random (seeded) from every image
+            in proportion to its valid points; ``None`` writes all. Images are processed one at a
+            time, so memory holds one image's points plus the output.
 
     Returns:
         ``path``.
     """
     path = Path(path)
-    vertices = _vertex_array(scene, mask, normals)
+    vertices = _vertex_array(scene, mask, normals, max_points)
     with atomic_write(path) as f:
         f.write(_header(vertices))
         _write_body(f, vertices)

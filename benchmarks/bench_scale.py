@@ -1,0 +1,151 @@
+"""Benchmark reconstruction at scale: predictions store, global alignment and every export.
+
+Synthetic scenes with exact ground truth (:mod:`pointmap.synthetic_pairs`: cameras on an arc in a
+ray-cast room; per pair a random scale, smooth distortion, 1 % pixel noise and low-confidence
+outlier blobs, as ``bench_align.py``), so no network is needed for the predictions. They are
+written batch by batch to a :class:`pointmap.store.PredictionStore` and go through the same
+alignment (:func:`pointmap.align.align_pairs`) and export (:func:`pointmap.export.export_scene`)
+code as ``pointmap reconstruct``. Reports per stage seconds, peak host RSS and peak GPU memory,
+the store's size on disk, and accuracy (median rotation error, max centre error / extent, max
+focal error). Examples::
+
+    nice -n 5 /usr/bin/time -f %M python benchmarks/bench_scale.py --images 300 --size 512x384 \\
+        --graph logwin-5 --device cpu --out scale300.json
+    # a shuffled capture through the retrieval graph (descriptors from the bundled network's
+    # encoder on the rendered images), with its precision against ground-truth co-visibility
+    python benchmarks/bench_scale.py --images 120 --size 512x384 --graph retrieval-10 --shuffle \\
+        --device cpu --out retr.json
+
+``--graph`` takes what ``pointmap reconstruct --graph`` takes (``retrieval-K`` and
+``retrieval-K+swin-M`` need the bundled model). GPU runs: ``--device cuda`` (alignment and the
+fabrication of predictions on the GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_align import errors  # noqa: E402  (one definition of the accuracy figures)
+
+from pointmap.align import AlignConfig, align_pairs  # noqa: E402
+from pointmap.export import FORMATS, export_scene  # noqa: E402
+from pointmap.pairs import connected_components, make_pairs  # noqa: E402
+from pointmap.stages import StageLog  # noqa: E402
+from pointmap.store import PredictionStore  # noqa: E402
+from pointmap.synthetic_pairs import (  # noqa: E402
+    co_visibility,
+    iter_synthetic_predictions,
+    synthetic_cameras,
+    synthetic_image,
+)
+
+
+def retrieval_pairs(gt, graph: str, W: int, H: int, device: str) -> tuple[list[tuple[int, int]], dict]:
+    """Pairs of a retrieval graph from the bundled network's encoder on the rendered images, and
+    the graph's precision against ground-truth co-visibility."""
+    from pointmap.model import load_model
+    from pointmap.retrieval import image_descriptors
+
+    model = load_model("default", device=device)
+    imgs = [synthetic_image(gt, k).permute(2, 0, 1) * 2 - 1 for k in range(len(gt.poses))]
+    desc = image_descriptors(model, imgs, device=device)
+    pairs = make_pairs(len(imgs), graph, descriptors=desc)
+    und = {(min(i, j), max(i, j)) for i, j in pairs}
+    cov = {p: co_visibility(gt, *p) for p in und}
+    return pairs, {"retrieval_edges": len(und),
+                   "retrieval_precision": sum(v >= 0.1 for v in cov.values()) / len(und),
+                   "retrieval_covis_min": min(cov.values()),
+                   "retrieval_covis_median": sorted(cov.values())[len(cov) // 2]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, required=True)
+    ap.add_argument("--size", default="512x384", help="WxH")
+    ap.add_argument("--graph", default="logwin-5")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", required=True, help="JSON results file")
+    ap.add_argument("--work", default=None, help="folder for the store and the exports "
+                    "(default: a temporary folder, removed at the end)")
+    ap.add_argument("--keep", action="store_true", help="keep the store and the exports")
+    ap.add_argument("--shuffle", action="store_true", help="shuffle the image order (a photo collection)")
+    ap.add_argument("--formats", nargs="+", default=list(FORMATS))
+    ap.add_argument("--max-points", type=int, default=2_000_000, help="point budget of PLY/GLB")
+    ap.add_argument("--batch", type=int, default=16, help="pairs per store shard")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    W, H = (int(x) for x in args.size.split("x"))
+    n = args.images
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench_scale_"))
+    work.mkdir(parents=True, exist_ok=True)
+    log = StageLog(args.device)
+    t_all = time.perf_counter()
+    extra: dict = {}
+
+    with log.stage("ground_truth"):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed)).tolist() \
+            if args.shuffle else None
+        gt = synthetic_cameras(n, (W, H), seed=args.seed, order=order)
+    with log.stage("graph"):
+        if args.graph.startswith("retrieval"):
+            pairs, extra = retrieval_pairs(gt, args.graph, W, H, args.device)
+        else:
+            pairs = make_pairs(n, args.graph, symmetrize=True)
+        extra["connected"] = len(connected_components(pairs, n)) == 1
+    store_dir = work / "store"
+    if store_dir.exists():
+        shutil.rmtree(store_dir)
+    store = PredictionStore.open(store_dir, {"benchmark": "bench_scale", "images": n, "size": [W, H],
+                                             "seed": args.seed})
+    with log.stage("pairs"):
+        for chunk, arrays in iter_synthetic_predictions(gt, pairs, batch=args.batch, seed=args.seed,
+                                                        device=args.device):
+            store.write(chunk, arrays)
+    store_bytes = store.nbytes()
+    preds = store.predictions(pairs, n_images=n)
+    with log.stage("alignment"):
+        res = align_pairs(preds, config=AlignConfig(), device=args.device, progress=False)
+    scene = res.scene
+    scene.names = [f"view_{k:05d}" for k in range(n)]
+    acc = errors(scene, gt)
+    with log.stage("export"):
+        paths = export_scene(scene, work / "export", formats=args.formats, overwrite=True,
+                             cloud_max_points=args.max_points)
+    export_bytes = sum(f.stat().st_size for f in (work / "export").rglob("*") if f.is_file())
+    total = time.perf_counter() - t_all
+    row = {
+        "n_images": n, "n_pairs": len(pairs), "size": f"{W}x{H}", "graph": args.graph,
+        "device": args.device, "shuffled": args.shuffle,
+        "seconds_total": total,
+        "peak_rss_gb": max(s.peak_rss_gb for s in log.stages.values()),
+        "rot_err_med_deg": acc["rot_err_med_deg"], "rot_err_max_deg": acc["rot_err_max_deg"],
+        "center_err_max_rel": acc["centre_err_max"], "focal_err_max_rel": acc["focal_err_max"],
+        "placed": int(scene.placed.sum()),
+        "store_gb": store_bytes / 1e9, "export_gb": export_bytes / 1e9,
+        "stages": log.as_dict(), "align_timings": res.timings, "iterations": res.iterations,
+        "exports": sorted(paths), **extra,
+        "meta": {"torch": torch.__version__, "python": platform.python_version(),
+                 "cpus": os.cpu_count(),
+                 "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None},
+    }
+    store.close()
+    if not args.keep and args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    Path(args.out).write_text(json.dumps(row, indent=1))
+    print(json.dumps({k: v for k, v in row.items() if k not in ("stages", "meta")}))
+    print(log.summary())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Global image descriptors from the network's own encoder, for retrieval scene graphs.
+
+Each image is encoded once (at most ``max_side`` pixels on its longer side); its descriptor is
+the mean of the encoder's output tokens, centred by the collection's mean descriptor and
+L2-normalised, so that the dot product of two descriptors is the cosine similarity of what sets
+the images apart. No extra weights are needed. :func:`pointmap.pairs.make_pairs` turns them into
+a ``retrieval-K`` graph.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from .inference import _as_tensor, resolve_device, resolve_dtype
+from .model.network import DUSt3R
+
+if TYPE_CHECKING:
+    from .images import LoadedImage
+
+__all__ = ["image_descriptors"]
+
+
+@torch.no_grad()
+def image_descriptors(
+    model: DUSt3R,
+    images: Sequence[LoadedImage | torch.Tensor],
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    batch_size: int = 8,
+    max_side: int | None = None,
+    progress: bool | None = None,
+) -> torch.Tensor:
+    """``(N, D)`` unit global descriptors of ``images`` (float32, CPU).
+
+    Args:
+        model: the network (only its encoder runs).
+        images: preprocessed images (``LoadedImage`` or ``(3, H, W)`` tensors in ``[-1, 1]``).
+        device, dtype: as for :func:`pointmap.inference.infer_pairs`.
+        batch_size: images per encoder batch.
+        max_side: images are resized (area filter) so that their longer side is at most this,
+            a multiple of the patch size (default: the model's training size, e.g. 224).
+        progress: show a progress bar (default: when stderr is a terminal and N > 8).
+    """
+    dev = resolve_device(device)
+    cdt = resolve_dtype(dtype, dev)
+    if next(model.parameters()).device != dev:
+        model = model.to(dev)
+    model.eval()
+    patch = int(getattr(model.config, "patch_size", 16))
+    side = int(max_side or max(model.config.img_size))
+    imgs = [_as_tensor(im) for im in images]
+    by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
+    sizes = []
+    for k, t in enumerate(imgs):
+        H, W = t.shape[-2:]
+        s = min(1.0, side / max(H, W))
+        h, w = max(patch, round(H * s / patch) * patch), max(patch, round(W * s / patch) * patch)
+        sizes.append((h, w))
+        by_shape[(h, w)].append(k)
+    if progress is None:
+        progress = len(imgs) > 8 and sys.stderr.isatty()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(imgs), desc="descriptors", unit="image", disable=not progress)
+    out = [torch.empty(0)] * len(imgs)
+    autocast = torch.autocast(dev.type, dtype=cdt, enabled=cdt != torch.float32)
+    for (h, w), ids in by_shape.items():
+        for a in range(0, len(ids), batch_size):
+            chunk = ids[a : a + batch_size]
+            batch = torch.stack([
+                imgs[k] if tuple(imgs[k].shape[-2:]) == (h, w)
+                else F.interpolate(imgs[k][None], size=(h, w), mode="area")[0]
+                for k in chunk
+            ]).to(dev)
+            with autocast:
+                tok = model.encode(batch).tokens
+            for k, d in zip(chunk, tok.float().mean(1).cpu()):
+                out[k] = d
+            bar.update(len(chunk))
+    bar.close()
+    desc = torch.stack(out)
+    desc = desc - desc.mean(0, keepdim=True) if len(desc) > 1 else desc
+    return F.normalize(desc, dim=-1)

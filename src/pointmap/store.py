@@ -1,0 +1,326 @@
+"""An on-disk store of pair predictions: float16 shards written batch by batch, read on demand.
+
+Layout of a store folder (``reconstruct`` keeps it in ``OUTPUT/.pointmap-store``)::
+
+    store.json              what the predictions were made from (model, images, preprocessing)
+    index-<rank>.jsonl      one line per finished shard: its file, pairs and per-field shapes
+    r<rank>-<seq>.safetensors   one shard: every field of a batch of pairs, stacked (B, ...)
+
+A shard holds *named arrays per pair* (``pts3d_1``, ``conf_1``, ``pts3d_2_in_1``, ``conf_2`` for
+DUSt3R; other networks add fields), floating fields stored as float16. A shard counts only once its
+index line is written (after the shard file is complete and renamed into place), so a process
+killed at any moment leaves a store whose indexed pairs are all whole; a rerun skips them
+(:meth:`PredictionStore.done`). Several processes (ranks of a distributed run) write into one
+store, each with its own index file and shard names. Reading maps a shard file (safetensors),
+copies the rows asked for and keeps at most a few shards mapped, so host memory stays bounded
+whatever the store's size.
+
+``store.json`` records an *identity*: the model (name and a digest of its weights and
+configuration), the images (name and a digest of each preprocessed image, so a changed file,
+size or crop is noticed) and preprocessing settings. :meth:`PredictionStore.open` refuses an
+identity that differs from the recorded one with :class:`StoreMismatchError`, naming what differs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import PointmapError
+from .io_utils import atomic_write, atomic_write_text
+from .predictions import LazyTensors, PairPredictions
+
+__all__ = [
+    "DUST3R_FIELDS",
+    "PredictionStore",
+    "STORE_DIRNAME",
+    "StoreMismatchError",
+    "image_digest",
+    "model_digest",
+    "store_identity",
+]
+
+STORE_DIRNAME = ".pointmap-store"
+"""Name of the store folder inside an output folder."""
+
+DUST3R_FIELDS = ("pts3d_1", "conf_1", "pts3d_2_in_1", "conf_2")
+"""The per-pair fields of a DUSt3R prediction, in :class:`PairPredictions` order."""
+
+_FORMAT = 1
+_F16_MAX = 65504.0
+_SHARD_RE = re.compile(r"^r(\d+)-(\d+)\.safetensors$")
+
+
+class StoreMismatchError(PointmapError):
+    """A predictions store was made from another model, other images or other settings."""
+
+
+def _digest_tensor(h: Any, t: torch.Tensor) -> None:
+    t = t.detach().cpu().contiguous()
+    h.update(str(t.dtype).encode())
+    h.update(str(tuple(t.shape)).encode())
+    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
+def image_digest(img: torch.Tensor) -> str:
+    """Hex digest of a preprocessed image tensor (content, shape and dtype)."""
+    h = hashlib.sha1()
+    _digest_tensor(h, img)
+    return h.hexdigest()[:16]
+
+
+def model_digest(model: torch.nn.Module) -> str:
+    """Hex digest of a network's weights (every parameter and buffer) and configuration."""
+    h = hashlib.sha1()
+    cfg = getattr(model, "config", None)
+    h.update(repr(cfg).encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        _digest_tensor(h, t)
+    return h.hexdigest()[:16]
+
+
+def store_identity(
+    model_name: str,
+    model: torch.nn.Module,
+    images: Sequence[Any],
+    names: Sequence[str],
+    preprocessing: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The identity a store records: model, images and preprocessing.
+
+    Args:
+        model_name: how the user named the model (checkpoint path or ``"default"``).
+        model: the network (its weights are digested).
+        images: preprocessed images (``LoadedImage`` or ``(3, H, W)`` tensors).
+        names: display name of each image (used in messages).
+        preprocessing: settings that change the predictions (size, inference dtype, ...).
+    """
+    imgs = []
+    for nm, im in zip(names, images):
+        t = getattr(im, "img", im)
+        imgs.append({"name": str(nm), "digest": image_digest(t)})
+    return {
+        "model": {"name": str(model_name), "digest": model_digest(model)},
+        "images": imgs,
+        "preprocessing": {k: v for k, v in sorted(preprocessing.items())},
+    }
+
+
+def _mismatch(path: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """What differs between two identities, in words (``None`` when they match)."""
+    if old.get("model", {}).get("digest") != new.get("model", {}).get("digest"):
+        return (f"it was made with the model {old.get('model', {}).get('name')!r} and this run uses "
+                f"{new.get('model', {}).get('name')!r} (different weights)")
+    oi, ni = old.get("images", []), new.get("images", [])
+    if len(oi) != len(ni):
+        return f"it was made from {len(oi)} images and this run has {len(ni)}"
+    for k, (a, b) in enumerate(zip(oi, ni)):
+        if a.get("digest") != b.get("digest"):
+            what = "a different" if a.get("name") == b.get("name") else f"{b.get('name')!r} instead of the"
+            return (f"image {k} is {what} image {a.get('name')!r} (the file, its order, or the size "
+                    "it was resized to differ)")
+    op, np_ = old.get("preprocessing", {}), new.get("preprocessing", {})
+    for key in sorted(set(op) | set(np_)):
+        if op.get(key) != np_.get(key):
+            return f"it was made with {key}={op.get(key)!r} and this run uses {key}={np_.get(key)!r}"
+    return None
+
+
+class _Field(LazyTensors):
+    """One field of a list of stored pairs, read on access."""
+
+    def __init__(self, store: "PredictionStore", locs: list[tuple[str, int]], name: str,
+                 shapes: list[tuple[int, ...]]) -> None:
+        self.store, self.locs, self.name, self.shapes = store, locs, name, shapes
+
+    def load(self, k: int) -> torch.Tensor:
+        shard, row = self.locs[k]
+        return self.store._read(shard, row, self.name)
+
+
+class PredictionStore:
+    """A folder of pair predictions (see the module docstring for the layout).
+
+    Use :meth:`open` to create or reopen one; :meth:`write` adds a batch; :meth:`done` lists the
+    pairs already stored; :meth:`predictions` gives a store-backed :class:`PairPredictions`.
+
+    Attributes:
+        path: the store folder.
+        identity: what the predictions were made from (``store.json``).
+        rank: the writer's rank (names its index file and shards).
+    """
+
+    def __init__(self, path: Path, identity: dict[str, Any], rank: int = 0, max_open: int = 4) -> None:
+        self.path = Path(path)
+        self.identity = identity
+        self.rank = int(rank)
+        self.max_open = max(1, int(max_open))
+        self._open: OrderedDict[str, Any] = OrderedDict()
+        self._entries: dict[tuple[int, int], tuple[str, int, dict[str, list[int]]]] = {}
+        self._seq = 0
+        self.refresh()
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def open(cls, path: str | os.PathLike, identity: Mapping[str, Any], rank: int = 0,
+             create: bool = True) -> "PredictionStore":
+        """Open the store at ``path``, creating it (when ``create``) if it does not exist.
+
+        Raises:
+            StoreMismatchError: the store was made from another model, other images or other
+                preprocessing; the message says which and what to do.
+            PointmapError: ``path`` exists but is not a store, or it is missing and not ``create``.
+        """
+        path = Path(path)
+        meta = path / "store.json"
+        ident = json.loads(json.dumps(dict(identity)))  # plain JSON types, as read back
+        if meta.is_file():
+            try:
+                rec = json.loads(meta.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise PointmapError(f"cannot read the predictions store {meta}: {exc}") from exc
+            if rec.get("format") != _FORMAT:
+                raise PointmapError(f"{path} is a predictions store of another format "
+                                    f"({rec.get('format')!r}); use a new output folder")
+            why = _mismatch(path, rec.get("identity", {}), ident)
+            if why is not None:
+                raise StoreMismatchError(
+                    f"the predictions store {path} does not belong to this run: {why}. Rerun with "
+                    "the same model, images and settings to resume, or use another output folder "
+                    "(or --overwrite) to start afresh")
+            return cls(path, rec.get("identity", {}), rank)
+        if not create:
+            raise PointmapError(f"no predictions store at {path}")
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise PointmapError(f"{path} exists and is not a predictions store; remove it or use "
+                                "another output folder")
+        path.mkdir(parents=True, exist_ok=True)
+        if rank == 0 or not meta.exists():
+            atomic_write_text(meta, json.dumps({"format": _FORMAT, "identity": ident}, indent=1))
+        return cls(path, ident, rank)
+
+    @staticmethod
+    def remove(path: str | os.PathLike) -> None:
+        """Delete the store at ``path``: only its own files (``store.json``, index files, shards);
+        the folder itself goes when nothing else is left in it."""
+        path = Path(path)
+        if not (path / "store.json").is_file():
+            raise PointmapError(f"{path} is not a predictions store; not removing it")
+        for f in path.iterdir():
+            if f.name == "store.json" or re.match(r"^index-\d+\.jsonl$", f.name) or _SHARD_RE.match(f.name):
+                f.unlink()
+        with contextlib.suppress(OSError):
+            path.rmdir()
+
+    # ------------------------------------------------------------------ index
+    def refresh(self) -> None:
+        """Re-read every rank's index (to see shards other processes finished)."""
+        entries: dict[tuple[int, int], tuple[str, int, dict[str, list[int]]]] = {}
+        seq = 0
+        if self.path.is_dir():
+            for f in sorted(self.path.iterdir()):
+                m = _SHARD_RE.match(f.name)
+                if m and int(m.group(1)) == self.rank:
+                    seq = max(seq, int(m.group(2)) + 1)
+            for idx in sorted(self.path.glob("index-*.jsonl")):
+                for line in idx.read_text(encoding="utf-8").splitlines():
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue  # a line torn by a crash: its shard is not counted
+                    if not (self.path / rec["shard"]).is_file():
+                        continue
+                    for row, (i, j) in enumerate(rec["pairs"]):
+                        entries.setdefault((int(i), int(j)), (rec["shard"], row, rec["shapes"]))
+        self._entries = entries
+        self._seq = max(self._seq, seq)
+
+    def done(self) -> set[tuple[int, int]]:
+        """The ordered pairs already stored."""
+        return set(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def nbytes(self) -> int:
+        """Size of the store's files on disk (bytes)."""
+        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+
+    # ------------------------------------------------------------------ writing
+    def write(self, pairs: Sequence[tuple[int, int]], arrays: Mapping[str, torch.Tensor]) -> None:
+        """Store one batch: ``arrays[name]`` is ``(B, ...)`` with row ``b`` belonging to
+        ``pairs[b]``. Floating arrays are stored as float16 (clamped to its range)."""
+        from safetensors.torch import save
+
+        pairs = [(int(i), int(j)) for i, j in pairs]
+        out: dict[str, torch.Tensor] = {}
+        for name, t in arrays.items():
+            if t.shape[0] != len(pairs):
+                raise ValueError(f"{name} has {t.shape[0]} rows for {len(pairs)} pairs")
+            t = t.detach().cpu()
+            if t.is_floating_point():
+                t = t.float().clamp(-_F16_MAX, _F16_MAX).to(torch.float16)
+            out[name] = t.contiguous()
+        name = f"r{self.rank}-{self._seq:06d}.safetensors"
+        self._seq += 1
+        with atomic_write(self.path / name) as f:
+            f.write(save(out))
+        rec = {"shard": name, "pairs": pairs,
+               "shapes": {k: list(v.shape[1:]) for k, v in out.items()}}
+        with open(self.path / f"index-{self.rank}.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        for row, p in enumerate(pairs):
+            self._entries.setdefault(p, (name, row, rec["shapes"]))
+
+    # ------------------------------------------------------------------ reading
+    def _handle(self, shard: str) -> Any:
+        from safetensors import safe_open
+
+        h = self._open.get(shard)
+        if h is None:
+            h = safe_open(str(self.path / shard), framework="pt")
+            self._open[shard] = h
+            while len(self._open) > self.max_open:
+                self._open.popitem(last=False)  # unmaps that shard
+        else:
+            self._open.move_to_end(shard)
+        return h
+
+    def _read(self, shard: str, row: int, name: str) -> torch.Tensor:
+        return self._handle(shard).get_slice(name)[row : row + 1][0].clone()
+
+    def close(self) -> None:
+        """Unmap every open shard."""
+        self._open.clear()
+
+    def predictions(self, pairs: Sequence[tuple[int, int]], n_images: int,
+                    fields: Sequence[str] = DUST3R_FIELDS) -> PairPredictions:
+        """Store-backed :class:`PairPredictions` for ``pairs`` (in that order).
+
+        Raises:
+            PointmapError: a pair is not in the store.
+        """
+        pairs = [(int(i), int(j)) for i, j in pairs]
+        missing = [p for p in pairs if p not in self._entries]
+        if missing:
+            raise PointmapError(f"the predictions store {self.path} lacks {len(missing)} of the "
+                                f"pairs, e.g. {missing[:3]}")
+        locs = [(self._entries[p][0], self._entries[p][1]) for p in pairs]
+        cols = []
+        for name in fields:
+            shapes = [tuple(self._entries[p][2][name]) for p in pairs]
+            cols.append(_Field(self, locs, name, shapes))
+        return PairPredictions(pairs, *cols, n_images=n_images)
+
