@@ -10,7 +10,7 @@ import torch
 
 from pointmap.model import DUSt3R, ModelConfig, parse_constructor_string
 from pointmap.model.config import config_to_constructor_string
-from pointmap.model.layers import RoPE2D, patch_positions, use_math_attention
+from pointmap.model.layers import RoPE2D, patch_positions
 
 TINY = ModelConfig(
     img_size=(64, 64), enc_embed_dim=32, enc_depth=2, enc_num_heads=2,
@@ -83,10 +83,15 @@ def test_sdpa_agrees_with_explicit_attention(head):
     v2 = {"img": torch.randn(2, 3, 48, 64)}
     with torch.no_grad():
         a1, a2 = model(v1, v2)
-        with use_math_attention():
-            b1, b2 = model(v1, v2)
+        b1, b2 = model.set_attention("math")(v1, v2)
+        model.set_attention("sdpa")
+        twin = DUSt3R(cfg, attention="math").eval()
+        twin.load_state_dict(model.state_dict())
+        d1, _ = twin(v1, v2)
     torch.testing.assert_close(a1["pts3d"], b1["pts3d"], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(a2["conf"], b2["conf"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(d1["pts3d"], b1["pts3d"])
+    assert {m.impl for m in twin.modules() if hasattr(m, "impl")} == {"math"}
     # and the explicit twin differs from a perturbed model: the comparison can fail
     with torch.no_grad():
         model.enc_blocks[0].attn.proj.weight.mul_(1.5)

@@ -6,8 +6,7 @@ Parameter names follow the reference checkpoints exactly (``attn.qkv``, ``cross_
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,24 +19,15 @@ __all__ = [
     "Mlp",
     "EncoderBlock",
     "DecoderBlock",
+    "AttentionImpl",
+    "attend",
     "math_attention",
-    "use_math_attention",
     "patch_positions",
 ]
 
-_FORCE_MATH = False
-
-
-@contextlib.contextmanager
-def use_math_attention(enabled: bool = True) -> Iterator[None]:
-    """Within this context, attention uses the explicit ``softmax(q k^T / sqrt(d)) v`` twin
-    instead of :func:`torch.nn.functional.scaled_dot_product_attention`."""
-    global _FORCE_MATH
-    prev, _FORCE_MATH = _FORCE_MATH, enabled
-    try:
-        yield
-    finally:
-        _FORCE_MATH = prev
+AttentionImpl = Literal["sdpa", "math"]
+"""``'sdpa'``: :func:`torch.nn.functional.scaled_dot_product_attention` (fused kernels);
+``'math'``: :func:`math_attention`, the explicit twin that tests compare it against."""
 
 
 def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -48,8 +38,9 @@ def math_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
     return attn.softmax(dim=-1) @ v
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    if _FORCE_MATH:
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, impl: AttentionImpl = "sdpa") -> torch.Tensor:
+    """Attention ``(B, h, N, d)`` x ``(B, h, M, d)`` -> ``(B, h, N, d)`` by ``impl``."""
+    if impl == "math":
         return math_attention(q, k, v)
     return F.scaled_dot_product_attention(q, k, v)
 
@@ -113,11 +104,13 @@ class Mlp(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with a fused ``qkv`` projection and RoPE on queries and keys."""
+    """Multi-head self-attention with a fused ``qkv`` projection and RoPE on queries and keys;
+    ``impl`` (attribute, may be changed) picks the attention kernel (:data:`AttentionImpl`)."""
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_heads: int, impl: AttentionImpl = "sdpa") -> None:
         super().__init__()
         self.num_heads = num_heads
+        self.impl: AttentionImpl = impl
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
@@ -128,16 +121,18 @@ class Attention(nn.Module):
         q, k, v = qkv.unbind(0)
         cos, sin = rope
         q, k = RoPE2D.apply(q, cos, sin), RoPE2D.apply(k, cos, sin)
-        out = _attend(q, k, v).transpose(1, 2).reshape(B, N, C)
+        out = attend(q, k, v, self.impl).transpose(1, 2).reshape(B, N, C)
         return self.proj(out)
 
 
 class CrossAttention(nn.Module):
-    """Multi-head cross-attention with separate q/k/v projections and RoPE on q and k."""
+    """Multi-head cross-attention with separate q/k/v projections and RoPE on q and k; ``impl``
+    as :class:`Attention`."""
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, num_heads: int, impl: AttentionImpl = "sdpa") -> None:
         super().__init__()
         self.num_heads = num_heads
+        self.impl: AttentionImpl = impl
         self.projq = nn.Linear(dim, dim)
         self.projk = nn.Linear(dim, dim)
         self.projv = nn.Linear(dim, dim)
@@ -159,17 +154,20 @@ class CrossAttention(nn.Module):
         v = self.projv(y).reshape(B, M, h, d).transpose(1, 2)
         q = RoPE2D.apply(q, *rope_x)
         k = RoPE2D.apply(k, *rope_y)
-        out = _attend(q, k, v).transpose(1, 2).reshape(B, N, C)
+        out = attend(q, k, v, self.impl).transpose(1, 2).reshape(B, N, C)
         return self.proj(out)
 
 
 class EncoderBlock(nn.Module):
     """Pre-norm ViT block: ``x += attn(norm1(x))``; ``x += mlp(norm2(x))``."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, eps: float = 1e-6) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float = 4.0, eps: float = 1e-6,
+        impl: AttentionImpl = "sdpa",
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, num_heads)
+        self.attn = Attention(dim, num_heads, impl)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
@@ -182,11 +180,14 @@ class DecoderBlock(nn.Module):
     """Decoder block: self-attention, cross-attention to the other view (memory normalised by
     ``norm_y``), MLP; all pre-norm residual."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, eps: float = 1e-6) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float = 4.0, eps: float = 1e-6,
+        impl: AttentionImpl = "sdpa",
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, num_heads)
-        self.cross_attn = CrossAttention(dim, num_heads)
+        self.attn = Attention(dim, num_heads, impl)
+        self.cross_attn = CrossAttention(dim, num_heads, impl)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.norm3 = nn.LayerNorm(dim, eps=eps)
         self.norm_y = nn.LayerNorm(dim, eps=eps)

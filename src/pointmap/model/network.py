@@ -17,7 +17,7 @@ from torch import nn
 from ..errors import InputError
 from .config import ModelConfig
 from .heads import build_head, run_head
-from .layers import DecoderBlock, EncoderBlock, RoPE2D, patch_positions
+from .layers import Attention, AttentionImpl, CrossAttention, DecoderBlock, EncoderBlock, RoPE2D, patch_positions
 
 __all__ = ["DUSt3R", "Encoded"]
 
@@ -58,7 +58,8 @@ class DUSt3R(nn.Module):
     the DPT ``layer_rn`` aliases).
     """
 
-    def __init__(self, cfg: ModelConfig | None = None) -> None:
+    def __init__(self, cfg: ModelConfig | None = None, attention: AttentionImpl = "sdpa") -> None:
+        """``attention``: the attention kernel of every block (:meth:`set_attention` changes it)."""
         super().__init__()
         cfg = cfg or ModelConfig()
         self.config = cfg
@@ -66,18 +67,18 @@ class DUSt3R(nn.Module):
         self.patch_embed = _PatchEmbed(cfg)
         self.rope = RoPE2D(cfg.rope_base)
         self.enc_blocks = nn.ModuleList(
-            EncoderBlock(cfg.enc_embed_dim, cfg.enc_num_heads, cfg.mlp_ratio, cfg.norm_eps)
+            EncoderBlock(cfg.enc_embed_dim, cfg.enc_num_heads, cfg.mlp_ratio, cfg.norm_eps, attention)
             for _ in range(cfg.enc_depth)
         )
         self.enc_norm = nn.LayerNorm(cfg.enc_embed_dim, eps=cfg.norm_eps)
         self.decoder_embed = nn.Linear(cfg.enc_embed_dim, cfg.dec_embed_dim)
         self.dec_blocks = nn.ModuleList(
-            DecoderBlock(cfg.dec_embed_dim, cfg.dec_num_heads, cfg.mlp_ratio, cfg.norm_eps)
+            DecoderBlock(cfg.dec_embed_dim, cfg.dec_num_heads, cfg.mlp_ratio, cfg.norm_eps, attention)
             for _ in range(cfg.dec_depth)
         )
         self.dec_norm = nn.LayerNorm(cfg.dec_embed_dim, eps=cfg.norm_eps)
         self.dec_blocks2 = nn.ModuleList(
-            DecoderBlock(cfg.dec_embed_dim, cfg.dec_num_heads, cfg.mlp_ratio, cfg.norm_eps)
+            DecoderBlock(cfg.dec_embed_dim, cfg.dec_num_heads, cfg.mlp_ratio, cfg.norm_eps, attention)
             for _ in range(cfg.dec_depth)
         )
         self.downstream_head1 = build_head(cfg)
@@ -88,6 +89,16 @@ class DUSt3R(nn.Module):
         # raw-confidence threshold suited to this model's calibration (the reference's default is 3;
         # a checkpoint can carry its own, see checkpoint.save_model)
         self.recommended_conf_threshold = 3.0
+
+    def set_attention(self, impl: AttentionImpl) -> "DUSt3R":
+        """Use attention kernel ``impl`` (``'sdpa'`` or the explicit ``'math'`` twin) in every
+        block; returns ``self``."""
+        if impl not in ("sdpa", "math"):
+            raise ValueError(f"attention must be 'sdpa' or 'math', not {impl!r}")
+        for m in self.modules():
+            if isinstance(m, (Attention, CrossAttention)):
+                m.impl = impl
+        return self
 
     def unused_parameter_names(self) -> list[str]:
         """Parameters the forward pass never uses, kept only so that checkpoints keep the
