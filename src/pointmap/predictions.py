@@ -189,21 +189,6 @@ class PairPredictions:
             self.image_shapes = [shapes.get(k, (0, 0)) for k in range(self.n_images)]
         self._check_descriptors()
 
-    @classmethod
-    def from_tensors(
-        cls,
-        pairs: Sequence[tuple[int, int]],
-        pts3d_1: torch.Tensor | Sequence[torch.Tensor],
-        conf_1: torch.Tensor | Sequence[torch.Tensor],
-        pts3d_2_in_1: torch.Tensor | Sequence[torch.Tensor],
-        conf_2: torch.Tensor | Sequence[torch.Tensor],
-        n_images: int | None = None,
-    ) -> "PairPredictions":
-        """Build from stacked ``(P, H, W, ...)`` tensors or per-pair lists."""
-        return cls(
-            list(pairs), pts3d_1, conf_1, pts3d_2_in_1, conf_2, -1 if n_images is None else n_images
-        )
-
     def __len__(self) -> int:
         return len(self.pairs)
 

@@ -94,7 +94,7 @@ class DUSt3R(nn.Module):
         """Use attention kernel ``impl`` (``'sdpa'`` or the explicit ``'math'`` twin) in every
         block; returns ``self``."""
         if impl not in ("sdpa", "math"):
-            raise ValueError(f"attention must be 'sdpa' or 'math', not {impl!r}")
+            raise InputError(f"attention must be 'sdpa' or 'math', not {impl!r}")
         for m in self.modules():
             if isinstance(m, (Attention, CrossAttention)):
                 m.impl = impl
