@@ -1,6 +1,6 @@
 """Benchmark global alignment on synthetic scenes (time, peak memory, accuracy).
 
-Everything is generated in-process (:mod:`pointmap.synthetic_pairs`); nothing outside the
+Everything is generated in-process (:mod:`pointmap.testing.synthetic_pairs`); nothing outside the
 repository is needed. ``--graph auto`` (default) uses the complete graph up to 50 images and
 ``logwin-5`` above (``swin-5`` etc. can be given explicitly). Examples::
 
@@ -23,7 +23,7 @@ import torch
 
 from pointmap.align import AlignConfig, align_pairs
 from pointmap.geometry import align_multiple_poses
-from pointmap.synthetic_pairs import make_synthetic_scene
+from pointmap.testing.synthetic_pairs import make_synthetic_scene
 
 
 def errors(scene, gt) -> dict[str, float]:

@@ -37,7 +37,7 @@ import torch
 from pointmap.inference import infer_pairs, warmup
 from pointmap.model import DUSt3R, ModelConfig, load_weights
 from pointmap.model.network import Encoded
-from pointmap.model.refill import refill_state_dict
+from pointmap.testing.refill import refill_state_dict
 from pointmap.pairs import make_pairs
 
 # FLOPs per ordered pair of the 512 DPT model at 512x384 (multiply-add = 2 FLOPs)

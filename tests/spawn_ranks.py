@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import faulthandler
 import socket
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,28 +37,22 @@ def _reports(fault_dir: Path) -> str:
     return "\n".join(f"--- {name}\n{text}" for name, text in texts.items() if text.strip())
 
 
-def spawn_ranks(fn: Callable[..., None], make_args: Callable[[int], tuple[Any, ...]], nprocs: int,
-                fault_dir: Path, attempts: int = 2) -> None:
-    """Run ``fn(rank, *make_args(attempt))`` in ``nprocs`` spawned processes and wait for them.
+def spawn_ranks(fn: Callable[..., None], args: tuple[Any, ...], nprocs: int, fault_dir: Path) -> None:
+    """Run ``fn(rank, *args)`` in ``nprocs`` spawned processes and wait for them, once.
 
     A Python exception in any rank fails at once (``torch.multiprocessing.ProcessRaisedException``).
-    A rank killed by a signal (a crash in native code: gloo, the allocator) is reported with the
-    Python stacks of its threads at the moment of the crash, as a warning, and the whole run is
-    repeated with fresh arguments (``make_args`` must give a new port and reset the outputs the
-    ranks write) up to ``attempts`` times in all; a crash in the last attempt fails with the
-    report in the message. ``fault_dir`` receives one report file per rank and attempt.
+    A rank killed by a signal (a crash in native code: gloo, the allocator) fails the test with an
+    ``AssertionError`` whose message holds the Python stacks of the crashed rank's threads at the
+    moment of the crash; it is not re-run (a re-run would hide a flaky crash). ``fault_dir``
+    receives one report file per rank.
     """
-    for attempt in range(attempts):
-        sub = Path(fault_dir) / f"attempt{attempt}"
-        sub.mkdir(parents=True, exist_ok=True)
-        try:
-            mp.spawn(_traced, args=(fn, str(sub), make_args(attempt)), nprocs=nprocs, join=True)
-            return
-        except mp.ProcessExitedException as e:
-            if not e.signal_name:  # exited with a status (e.g. os._exit): not a crash
-                raise
-            report = f"rank {e.error_index} died of {e.signal_name} (attempt {attempt + 1} of {attempts})\n"
-            report += _reports(sub) or "(no Python stack was recorded)"
-            if attempt + 1 == attempts:
-                raise AssertionError(report) from e
-            warnings.warn(f"{report}\nrunning the ranks again", RuntimeWarning, stacklevel=2)
+    fault_dir = Path(fault_dir)
+    fault_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        mp.spawn(_traced, args=(fn, str(fault_dir), args), nprocs=nprocs, join=True)
+    except mp.ProcessExitedException as e:
+        if not e.signal_name:  # exited with a status (e.g. os._exit): not a crash
+            raise
+        report = f"rank {e.error_index} died of {e.signal_name}\n"
+        report += _reports(fault_dir) or "(no Python stack was recorded)"
+        raise AssertionError(report) from e

@@ -27,7 +27,7 @@ from pointmap.align.reference import reference_optimise
 from pointmap.errors import GraphError, PointmapError
 from pointmap.geometry import align_multiple_poses
 from pointmap.predictions import PairPredictions
-from pointmap.synthetic_pairs import make_synthetic_scene
+from pointmap.testing.synthetic_pairs import make_synthetic_scene
 
 SIZE = (64, 48)
 SMALL = (32, 24)

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,23 @@ def _upload(page, files):
     )
 
 
+def _wait_until_drawn(page, canvas, timeout_s: float = 60.0) -> None:
+    """Wait until ``canvas`` shows a drawn picture: not a flat fill, and the same in two
+    successive screenshots (the renderer has settled)."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while True:
+        shot = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("L"), dtype=np.float64)
+        drawn = shot.std() > 2.0
+        if drawn and last is not None and last.shape == shot.shape and np.abs(shot - last).mean() < 0.5:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the 3D view did not finish drawing within {timeout_s:.0f} s "
+                                 f"(luminance std {shot.std():.2f})")
+        last = shot
+        page.wait_for_timeout(250)  # polling interval
+
+
 def _clear_uploads(page):
     btn = page.locator("#uploads button[aria-label='Clear']")
     if btn.count():
@@ -167,7 +185,7 @@ def test_app_end_to_end(page, tmp_path):
     view_href = page.locator("#view [data-testid=model3d-download-link]").get_attribute("href")
     assert view_href and view_href.endswith("scene.glb")
     assert page.locator("#maps img").count() == 6  # depth + confidence for each of the 3 images
-    page.wait_for_timeout(6000)  # software WebGL: let the 3D view draw
+    _wait_until_drawn(page, page.locator("#view canvas").first)  # software WebGL draws slowly
     shot = tmp_path / "app.png"
     page.screenshot(path=str(shot), full_page=False)
     assert shot.stat().st_size > 10_000

@@ -27,7 +27,7 @@ from pointmap.images import load_image_arrays
 from pointmap.model import DUSt3R, ModelConfig
 from pointmap.predictions import PairPredictions
 from pointmap.geometry import depth_to_world
-from pointmap.synthetic_pairs import make_synthetic_scene
+from pointmap.testing.synthetic_pairs import make_synthetic_scene
 
 TINY = ModelConfig(img_size=(224, 224), enc_embed_dim=32, enc_depth=1, enc_num_heads=2,
                    dec_embed_dim=32, dec_depth=1, dec_num_heads=2, head_type="linear")

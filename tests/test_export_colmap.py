@@ -6,7 +6,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from test_export import METAS, make_scene
+from export_scenes import METAS, make_scene
 
 from pointmap.errors import PointmapError
 from pointmap.export.colmap import (
@@ -85,7 +85,7 @@ def test_points_lie_on_plane_with_colours(tmp_path, pycolmap):
     rec = pycolmap.Reconstruction(str(tmp_path))
     xyz = np.array([p.xyz for p in rec.points3D.values()])
     assert np.allclose(xyz[:, 2], 4.0, atol=1e-4)
-    from test_export import plane_colour
+    from export_scenes import plane_colour
     rgb = np.array([p.color for p in rec.points3D.values()]).astype(int)
     assert np.abs(rgb - np.round(plane_colour(xyz) * 255)).max() <= 2
 

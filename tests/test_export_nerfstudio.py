@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from test_export import METAS, make_scene
+from export_scenes import METAS, make_scene
 
 from pointmap.export.nerfstudio import export_nerfstudio
 from pointmap.images import ImageMeta

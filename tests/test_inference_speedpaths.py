@@ -210,7 +210,7 @@ def test_inference_imports_need_no_optional_packages():
         "import sys\n"
         "for m in ('PIL', 'tqdm', 'roma', 'trimesh', 'scipy', 'cv2'):\n"
         "    sys.modules[m] = None\n"
-        "import pointmap.inference, pointmap.model, pointmap.model.refill, pointmap.pairs\n"
+        "import pointmap.inference, pointmap.model, pointmap.testing.refill, pointmap.pairs\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=False)

@@ -23,7 +23,7 @@ from pointmap.known_cameras import (
     match_by_name,
     read_cameras,
 )
-from pointmap.synthetic_pairs import make_synthetic_scene
+from pointmap.testing.synthetic_pairs import make_synthetic_scene
 
 # Originals of 200x130 pixels preprocessed at size=64: resized to 64x42, centre crop (0, 5, 64, 37)
 # -> 64x32 network images: a non-trivial scale (3.125 x, 3.095 y) and crop offset.

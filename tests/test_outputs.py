@@ -15,7 +15,7 @@ from pointmap.export import export_scene
 from pointmap.export import ply as ply_mod
 from pointmap.io_utils import MANIFEST_NAME, OutputDir, check_output_file
 
-from test_export import make_scene
+from export_scenes import make_scene
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "pointmap" / "examples" / "room"
 

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from pointmap.model import DUSt3R, load_model, load_weights, parse_constructor_string, save_reference_pth
-from pointmap.model.refill import refill_state_dict
+from pointmap.testing.refill import refill_state_dict
 
 CONFIGS = ["tiny_224_linear", "tiny_512_dpt"]
 

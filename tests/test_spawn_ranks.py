@@ -1,4 +1,5 @@
-"""The multi-process test helper: native crashes are reported with a stack and retried once."""
+"""The multi-process test helper: a native crash fails the test with the crashed rank's stack,
+without a re-run; a Python error fails at once."""
 
 from __future__ import annotations
 
@@ -11,29 +12,23 @@ import torch.multiprocessing as mp
 from spawn_ranks import spawn_ranks
 
 
-def _crash_in_rank1_of_first_attempt(rank: int, out: str, attempt: int, always: bool) -> None:
-    if rank == 1 and (always or attempt == 0):
+def _crash_in_rank1(rank: int, out: str) -> None:
+    if rank == 1:
         os.kill(os.getpid(), signal.SIGSEGV)
-    Path(out, f"rank{rank}-attempt{attempt}").touch()
+    Path(out, f"rank{rank}").touch()
 
 
 def _raise(rank: int) -> None:
     raise ValueError(f"bad input on rank {rank}")
 
 
-def test_crash_is_reported_and_retried(tmp_path: Path) -> None:
-    with pytest.warns(RuntimeWarning, match=r"(?s)rank 1 died of SIGSEGV.*_crash_in_rank1_of_first_attempt"):
-        spawn_ranks(_crash_in_rank1_of_first_attempt, lambda a: (str(tmp_path), a, False), 2, tmp_path / "f")
-    assert (tmp_path / "rank0-attempt1").exists() and (tmp_path / "rank1-attempt1").exists()
-    assert not (tmp_path / "rank1-attempt0").exists()
+def test_crash_fails_with_the_report_and_is_not_rerun(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match=r"(?s)rank 1 died of SIGSEGV.*_crash_in_rank1"):
+        spawn_ranks(_crash_in_rank1, (str(tmp_path),), 2, tmp_path / "f")
+    assert not (tmp_path / "rank1").exists()
+    assert "_crash_in_rank1" in (tmp_path / "f" / "rank1.txt").read_text()  # the report is kept
 
 
-def test_repeated_crash_fails(tmp_path: Path) -> None:
-    with pytest.warns(RuntimeWarning), pytest.raises(AssertionError, match="attempt 2 of 2"):
-        spawn_ranks(_crash_in_rank1_of_first_attempt, lambda a: (str(tmp_path), a, True), 2, tmp_path / "f")
-
-
-def test_python_error_is_not_retried(tmp_path: Path) -> None:
+def test_python_error_fails_at_once(tmp_path: Path) -> None:
     with pytest.raises(mp.ProcessRaisedException, match="bad input on rank"):
-        spawn_ranks(_raise, lambda a: (), 2, tmp_path / "f")
-    assert not (tmp_path / "f" / "attempt1").exists()
+        spawn_ranks(_raise, (), 2, tmp_path / "f")

@@ -9,10 +9,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 import pytest
 import torch
 from spawn_ranks import free_port, spawn_ranks
+from train_scenes import TINY, tiny_train_config, write_plane_scene
 
 from pointmap.errors import ConfigError
 from pointmap.train.batching import BatchedRandomSampler, collate_pairs
@@ -24,33 +24,6 @@ from pointmap.train.runlog import plot_loss_curve, read_log
 from pointmap.train.schedule import lr_at
 from pointmap.train.specs import build_mixture
 from pointmap.train.trainer import forward_loss, main_train, train
-from pointmap.train.views import world_points
-
-TINY = dict(enc_embed_dim=32, enc_depth=2, enc_num_heads=2, dec_embed_dim=32, dec_depth=2,
-            dec_num_heads=2, head_type="linear", img_size=[64, 64])
-
-
-def _write_scene(root: Path, n=5, W=80, H=60):
-    """A textured, slanted plane seen by ``n`` cameras translating along x."""
-    (root / "images").mkdir(parents=True)
-    (root / "depth").mkdir()
-    rng = np.random.default_rng(0)
-    tex = rng.integers(0, 255, size=(8, 8, 3)).astype(np.float64)
-    frames = []
-    for i in range(n):
-        K = np.array([[70.0, 0, W / 2], [0, 70, H / 2], [0, 0, 1]])
-        T = np.eye(4)
-        T[:3, 3] = [0.15 * i, 0.0, 0.0]
-        v, u = np.mgrid[0:H, 0:W].astype(np.float64)
-        rays = np.stack([(u - K[0, 2]) / 70, (v - K[1, 2]) / 70, np.ones_like(u)], -1)
-        depth = 3.0 / (1.0 + 0.3 * rays[..., 1])  # plane z + 0.3 y = 3 in every camera
-        pts = world_points(depth, K, T)
-        ix = np.floor(pts[..., 0] * 4).astype(int) % 8
-        iy = np.floor(pts[..., 1] * 4).astype(int) % 8
-        PIL.Image.fromarray(tex[iy, ix].astype(np.uint8)).save(root / "images" / f"{i:03d}.png")
-        np.save(root / "depth" / f"{i:03d}.npy", depth.astype(np.float32))
-        frames.append({"image": f"images/{i:03d}.png", "K": K.tolist(), "cam2world": T.tolist()})
-    (root / "cameras.json").write_text(json.dumps({"frames": frames}))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -59,35 +32,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("scene")
-    _write_scene(root)
+    write_plane_scene(root)
     return root
-
-
-# the section of each setting the tests vary (the others are top-level TrainConfig fields)
-_SECTION = {"model": ("model", "arch"), "train_data": ("data", "train"), "test_data": ("data", "test"),
-            "resolution": ("data", "resolution"), "batch_size": ("data", "batch_size"),
-            "lr": ("optimizer", "lr"), "accum_iter": ("optimizer", "accum_iter"),
-            "min_lr": ("schedule", "min_lr"), "total_steps": ("schedule", "total_steps"),
-            "warmup_steps": ("schedule", "warmup_steps"), "stop_at_step": ("schedule", "stop_at_step"),
-            "max_minutes": ("schedule", "max_minutes")}
-
-
-def _cfg(scene: Path, out: Path, **kw) -> TrainConfig:
-    """A tiny CPU run on ``scene``; ``kw`` sets settings by name (placed in their section)."""
-    flat = dict(model=dict(TINY), train_data=[{"kind": "scene_folder", "root": str(scene), "num_pairs": 4,
-                                               "color_jitter": False, "max_gap": 1}],
-                resolution=[[64, 48]], batch_size=1, accum_iter=1, lr=1e-3, min_lr=1e-5,
-                total_steps=8, warmup_steps=2, output_dir=str(out), log_every=1, progress=False,
-                tensorboard=False, eval_freq=0, device="cpu")
-    flat.update(kw)
-    nested: dict = {}
-    for k, v in flat.items():
-        if k in _SECTION:
-            section, name = _SECTION[k]
-            nested.setdefault(section, {})[name] = v
-        else:
-            nested[k] = v
-    return TrainConfig.from_dict(nested)
 
 
 def test_lr_schedule():
@@ -99,7 +45,7 @@ def test_lr_schedule():
 
 
 def test_param_groups_and_freeze(scene, tmp_path):
-    model = build_model(_cfg(scene, tmp_path))
+    model = build_model(tiny_train_config(scene, tmp_path))
     groups = param_groups(model, 0.05)
     names = {id(p): n for n, p in model.named_parameters()}
     decay = [names[id(p)] for p in groups[0]["params"]]
@@ -119,7 +65,7 @@ def test_param_groups_and_freeze(scene, tmp_path):
 
 def test_config_yaml_and_overrides(tmp_path, scene):
     path = tmp_path / "c.yaml"
-    path.write_text(json.dumps(_cfg(scene, tmp_path / "run").to_dict()))  # JSON is YAML
+    path.write_text(json.dumps(tiny_train_config(scene, tmp_path / "run").to_dict()))  # JSON is YAML
     cfg = load_train_config(path, ["optimizer.lr=2e-4", "data.train.0.num_pairs=3", "amp=bf16"])
     assert cfg.optimizer.lr == 2e-4 and cfg.data.train[0].num_pairs == 3 and cfg.amp == "bf16"
     with pytest.raises(ConfigError, match="unknown training config keys"):
@@ -130,7 +76,7 @@ def test_config_yaml_and_overrides(tmp_path, scene):
 
 def test_overfit_fixed_batch(scene, tmp_path):
     """2 pairs, batch 2: every step sees the same batch; the loss must fall clearly."""
-    cfg = _cfg(scene, tmp_path / "run", batch_size=2, total_steps=50, warmup_steps=3, lr=2e-3,
+    cfg = tiny_train_config(scene, tmp_path / "run", batch_size=2, total_steps=50, warmup_steps=3, lr=2e-3,
                log_every=10,
                train_data=[{"kind": "scene_folder", "root": str(scene), "num_pairs": 2, "color_jitter": False,
                             "max_gap": 1}])
@@ -157,9 +103,9 @@ def test_resume_reproduces_uninterrupted_run(scene, tmp_path):
     """4 pairs, batch 1, accum 2 -> 2 steps per epoch, 6 steps. Run B stops cleanly at step 3
     (mid-epoch), resumes, is killed at step 5 (last checkpoint at step 4) and resumes to the end."""
     kw = dict(total_steps=6, warmup_steps=2, accum_iter=2, save_every_steps=2)
-    full = train(_cfg(scene, tmp_path / "a", **kw))
+    full = train(tiny_train_config(scene, tmp_path / "a", **kw))
     assert full.status == "done" and full.step == 6
-    r1 = train(_cfg(scene, tmp_path / "b", stop_at_step=3, **kw))
+    r1 = train(tiny_train_config(scene, tmp_path / "b", stop_at_step=3, **kw))
     assert r1.status == "stopped" and r1.step == 3
 
     def kill(step, loss):
@@ -167,8 +113,8 @@ def test_resume_reproduces_uninterrupted_run(scene, tmp_path):
             raise _Kill
 
     with pytest.raises(_Kill):
-        train(_cfg(scene, tmp_path / "b", **kw), step_callback=kill)
-    r3 = train(_cfg(scene, tmp_path / "b", **kw))
+        train(tiny_train_config(scene, tmp_path / "b", **kw), step_callback=kill)
+    r3 = train(tiny_train_config(scene, tmp_path / "b", **kw))
     assert r3.status == "done" and r3.step == 6
     la = [r["loss"] for r in read_log(tmp_path / "a" / "log.jsonl")]
     lb = [r["loss"] for r in read_log(tmp_path / "b" / "log.jsonl")]
@@ -182,7 +128,7 @@ def test_resume_reproduces_uninterrupted_run(scene, tmp_path):
 
 
 def test_time_budget_and_eval(scene, tmp_path):
-    cfg = _cfg(scene, tmp_path / "run", total_steps=1000, max_minutes=0.0, eval_freq=1,
+    cfg = tiny_train_config(scene, tmp_path / "run", total_steps=1000, max_minutes=0.0, eval_freq=1,
                test_data=[{"kind": "scene_folder", "root": str(scene), "num_pairs": 2, "color_jitter": False,
                            "max_gap": 1}])
     res = train(cfg)
@@ -199,7 +145,7 @@ def test_time_budget_and_eval(scene, tmp_path):
     own = m.state_dict()
     assert all(torch.equal(own[k], v) for k, v in st["model"].items())
     # a short full run with evaluation keeps the best model
-    cfg = _cfg(scene, tmp_path / "run2", total_steps=4, eval_freq=1,
+    cfg = tiny_train_config(scene, tmp_path / "run2", total_steps=4, eval_freq=1,
                test_data=[{"kind": "scene_folder", "root": str(scene), "num_pairs": 2, "color_jitter": False,
                            "max_gap": 1}])
     res = train(cfg)
@@ -210,7 +156,7 @@ def test_time_budget_and_eval(scene, tmp_path):
 
 def test_main_train_entry(scene, tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(json.dumps(_cfg(scene, tmp_path / "run", total_steps=2).to_dict()))
+    path.write_text(json.dumps(tiny_train_config(scene, tmp_path / "run", total_steps=2).to_dict()))
     res = main_train(path, ["amp=bf16", "tensorboard=true", "progress=true"])
     assert res.status == "done" and res.step == 2 and math.isfinite(res.losses[-1])
     try:
@@ -253,16 +199,11 @@ def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> N
 
 
 def test_ddp_two_processes_match_single(scene, tmp_path):
-    cfg_ddp = _cfg(scene, tmp_path / "ddp", batch_size=1, total_steps=2, warmup_steps=1)
+    cfg_ddp = tiny_train_config(scene, tmp_path / "ddp", batch_size=1, total_steps=2, warmup_steps=1)
     out = tmp_path / "ddp.pt"
-
-    def make_args(attempt: int) -> tuple:
-        shutil.rmtree(tmp_path / "ddp", ignore_errors=True)  # a crashed attempt's partial run
-        return 2, free_port(), cfg_ddp.to_dict(), str(out)
-
-    spawn_ranks(_ddp_worker, make_args, 2, tmp_path / "faults")
+    spawn_ranks(_ddp_worker, (2, free_port(), cfg_ddp.to_dict(), str(out)), 2, tmp_path / "faults")
     got = torch.load(out, weights_only=True)
-    cfg_single = _cfg(scene, tmp_path / "single", batch_size=2, total_steps=2, warmup_steps=1)
+    cfg_single = tiny_train_config(scene, tmp_path / "single", batch_size=2, total_steps=2, warmup_steps=1)
     ref = _grads(cfg_single, 0, 1, ddp=False)
     assert ref.abs().max() > 0
     torch.testing.assert_close(got["grads"], ref, rtol=1e-4, atol=1e-5)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from spawn_ranks import free_port, spawn_ranks
-from test_trainer import _cfg, _write_scene
+from train_scenes import tiny_train_config, write_plane_scene
 
 from pointmap.errors import ConfigError
 from pointmap.train.config import TrainConfig
@@ -79,14 +79,14 @@ def runs(tmp_path_factory) -> Path:
     """
     root = tmp_path_factory.mktemp("fsdp")
     scene = root / "scene"
-    _write_scene(scene)
+    write_plane_scene(scene)
     data = [{"kind": "scene_folder", "root": str(scene), "num_pairs": 8, "color_jitter": False,
              "max_gap": 1}]
     test = [{**data[0], "num_pairs": 2}]
 
     def cfg(name: str, world: int, **kw) -> TrainConfig:
-        return _cfg(scene, root / name, batch_size=2 // world, parallel="fsdp" if world > 1 else "ddp",
-                    train_data=data, **{**KW, **kw})
+        return tiny_train_config(scene, root / name, batch_size=2 // world, parallel="fsdp" if world > 1 else "ddp",
+                                 train_data=data, **{**KW, **kw})
 
     # interruptions after step 3: in the middle of the second epoch
     train(cfg("single", 1, test_data=test, eval_freq=1))
@@ -96,16 +96,7 @@ def runs(tmp_path_factory) -> Path:
             {"copy": [str(root / "fsdp_resumed"), str(root / "fsdp_to_single")]},
             cfg("fsdp_resumed", 2).to_dict(),
             cfg("single_to_fsdp", 2).to_dict()]
-    shutil.copytree(root / "single_to_fsdp", root / "single_step3")
-
-    def make_args(attempt: int) -> tuple:
-        if attempt:  # a crashed attempt: drop what its ranks wrote, restore the step-3 run
-            for name in ("fsdp", "fsdp_resumed", "fsdp_to_single", "single_to_fsdp"):
-                shutil.rmtree(root / name, ignore_errors=True)
-            shutil.copytree(root / "single_step3", root / "single_to_fsdp")
-        return 2, free_port(), jobs
-
-    spawn_ranks(_worker, make_args, 2, root / "faults")
+    spawn_ranks(_worker, (2, free_port(), jobs), 2, root / "faults")
     shutil.copy(root / "fsdp_to_single" / "checkpoint-last.pt", root / "fsdp_step3.pt")
     train(cfg("fsdp_to_single", 1))
     return root
@@ -151,4 +142,4 @@ def test_resume_checkpoints_are_exchangeable(runs):
 
 def test_parallel_option_is_validated(tmp_path):
     with pytest.raises(ConfigError, match="parallel"):
-        _cfg(tmp_path, tmp_path / "run", parallel="zero")
+        tiny_train_config(tmp_path, tmp_path / "run", parallel="zero")

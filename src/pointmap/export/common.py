@@ -18,7 +18,8 @@ from PIL import Image, ImageOps
 from ..arrays import to_numpy
 from ..errors import PointmapError
 from ..io_utils import atomic_write
-from ..scene import Scene, depth_to_world
+from ..geometry.camera import depth_to_world
+from ..scene import Scene
 
 __all__ = [
     "CAM_PALETTE",

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import InputError
-from .geometry.camera import intrinsics_matrix, unproject_depth
-from .predictions import PairPredictions
+from ..errors import InputError
+from ..geometry.camera import intrinsics_matrix, unproject_depth
+from ..predictions import PairPredictions
 
 __all__ = [
     "SyntheticScene",

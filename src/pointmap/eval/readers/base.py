@@ -89,14 +89,6 @@ class Frame:
     def has_depth(self) -> bool:
         return self.depth_path is not None or self.depth_loader is not None
 
-    def load_image(self) -> np.ndarray:
-        """The colour image ``(H, W, 3)`` uint8 RGB."""
-        try:
-            with Image.open(self.image_path) as im:
-                return np.asarray(im.convert("RGB"))
-        except (OSError, ValueError) as exc:
-            raise DatasetError(f"could not read image {self.image_path}: {exc}") from exc
-
     def load_depth(self) -> np.ndarray:
         """Depth ``(H, W)`` float32 in metres, 0 where invalid. Raises DatasetError without depth."""
         if self.depth_loader is not None:

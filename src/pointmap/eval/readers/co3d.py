@@ -30,7 +30,7 @@ from PIL import Image
 from ...errors import DatasetError
 from .base import Frame, SceneData, check_rotation, invert_pose, pose_from_Rt, require_dir, require_file
 
-__all__ = ["read_co3d", "co3d_sequences", "pytorch3d_to_opencv", "detect"]
+__all__ = ["read_co3d", "pytorch3d_to_opencv", "detect"]
 
 _FLIP = np.diag([-1.0, -1.0, 1.0])
 
@@ -67,11 +67,6 @@ def _load_annotations(folder: Path) -> list[dict]:
     if not isinstance(data, list):
         raise DatasetError(f"{path} should hold a list of frame annotations")
     return data
-
-
-def co3d_sequences(path: str | Path) -> list[str]:
-    """Sorted sequence names of a CO3D category folder."""
-    return sorted({a["sequence_name"] for a in _load_annotations(require_dir(Path(path), "CO3D category folder"))})
 
 
 def _depth_loader(path: Path, scale: float):

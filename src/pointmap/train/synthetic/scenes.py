@@ -68,10 +68,6 @@ class Scene:
     light_range: float
     enclosing: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
-    @property
-    def n_primitives(self) -> int:
-        return len(self.box_c) + len(self.sph_c) + len(self.cyl_c)
-
     def thickness(self) -> np.ndarray:
         """``(N,)`` smallest full extent of each primitive in metres (boxes, spheres, cylinders)."""
         return np.concatenate([2 * self.box_h.min(axis=1), 2 * self.sph_r,
