@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 
 from collections.abc import Sequence
 

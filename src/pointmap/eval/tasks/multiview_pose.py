@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 
 from ...align import AlignConfig
 from ...align.poses import reference_pnp_poses

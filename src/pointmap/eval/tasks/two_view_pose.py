@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 
 from ...align.poses import two_view_estimates
 from ...errors import PointmapError

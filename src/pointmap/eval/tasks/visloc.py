@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 
 from ...align.poses import localize_query, nearest_database_frame
 from ...errors import DatasetError
