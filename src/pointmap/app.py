@@ -10,6 +10,9 @@ checked by *content* (Pillow must decode an image, OpenCV a video), never by nam
 are copied to fresh names in a per-request temporary folder and their names are never used as
 paths; results live in a per-request folder under the app's own temporary root (old ones are
 removed); one reconstruction runs at a time (queue concurrency 1).
+
+The module is long because it holds the page layout and the event handlers that share its
+per-request state; the reconstruction itself is :func:`pointmap.api.reconstruct`'s.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ distortion coefficients are reported with a warning and ignored.
 :meth:`pointmap.images.ImageMeta.intrinsics_to_network`) in the form
 :func:`pointmap.align.global_align` accepts; :func:`load_masks` does the same for mask images
 (:meth:`~pointmap.images.ImageMeta.map_to_network`).
+
+The module is long because it holds one short reader per camera format (three of them) next to the
+matching by file name that they all feed.
 """
 
 from __future__ import annotations

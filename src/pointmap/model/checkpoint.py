@@ -15,6 +15,9 @@ Sources accepted by :func:`load_model`:
   ``~/.cache/pointmap/weights``) named ``<short name>.safetensors``, ``<short name>.pth``, the
   released file name (``DUSt3R_ViTLarge_BaseDecoder_512_dpt.pth``) or a hub-layout folder
   ``<short name>/``; otherwise its hub id, downloaded with ``huggingface_hub``.
+
+The module is long because it holds one short reader per accepted source behind the one
+:func:`load_model` and its resolution order; split up, that order would be spread over modules.
 """
 
 from __future__ import annotations
