@@ -1,4 +1,8 @@
-"""The ``pointmap`` command line."""
+"""The ``pointmap`` command line.
+
+The module is long because it holds the parser of every subcommand with its argument checks (run
+before anything heavy is imported) next to the thin handlers that call the library.
+"""
 
 from __future__ import annotations
 
