@@ -94,7 +94,7 @@ def parity_descriptors(shared: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """The MASt3R parity model's descriptors of its first pair (512x384)."""
     from pointmap.inference import infer_pairs
     from pointmap.model import DUSt3R, load_weights, parse_constructor_string
-    from pointmap.model.refill import refill_state_dict
+    from pointmap.testing.refill import refill_state_dict
 
     d = shared / "parity" / "mast3r_tiny_512"
     manifest = json.loads((d / "manifest.json").read_text())

@@ -1,6 +1,6 @@
 """Benchmark reconstruction at scale: predictions store, global alignment and every export.
 
-Synthetic scenes with exact ground truth (:mod:`pointmap.synthetic_pairs`: cameras on an arc in a
+Synthetic scenes with exact ground truth (:mod:`pointmap.testing.synthetic_pairs`: cameras on an arc in a
 ray-cast room; per pair a random scale, smooth distortion, 1 % pixel noise and low-confidence
 outlier blobs, as ``bench_align.py``), so no network is needed for the predictions. They are
 written batch by batch to a :class:`pointmap.store.PredictionStore` and go through the same
@@ -43,7 +43,7 @@ from pointmap.export import FORMATS, export_scene  # noqa: E402
 from pointmap.pairs import connected_components, make_pairs  # noqa: E402
 from pointmap.stages import StageLog  # noqa: E402
 from pointmap.store import PredictionStore  # noqa: E402
-from pointmap.synthetic_pairs import (  # noqa: E402
+from pointmap.testing.synthetic_pairs import (  # noqa: E402
     co_visibility,
     iter_synthetic_predictions,
     synthetic_cameras,

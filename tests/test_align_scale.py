@@ -6,7 +6,7 @@ import torch
 
 from pointmap.align import AlignConfig, align_pairs
 from pointmap.store import PredictionStore
-from pointmap.synthetic_pairs import make_synthetic_scene
+from pointmap.testing.synthetic_pairs import make_synthetic_scene
 
 
 def _stored(preds, path):

@@ -63,7 +63,7 @@ def parity_pair0(parity_dir, tmp_path_factory):
     """The MASt3R parity model's full-resolution outputs for the first pair, and the vectors."""
     from pointmap.inference import infer_pairs
     from pointmap.model import load_model
-    from pointmap.model.refill import refill_state_dict
+    from pointmap.testing.refill import refill_state_dict
 
     d = parity_dir / "mast3r_tiny_512"
     manifest = json.loads((d / "manifest.json").read_text())

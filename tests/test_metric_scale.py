@@ -10,7 +10,7 @@ from pointmap.align import global_align
 from pointmap.align.metric import metric_scale_factor, to_metric
 from pointmap.export.cameras import cameras_dict
 from pointmap.predictions import PairPredictions
-from pointmap.synthetic_pairs import make_synthetic_scene
+from pointmap.testing.synthetic_pairs import make_synthetic_scene
 
 
 def test_aligned_scene_is_brought_back_to_metres():

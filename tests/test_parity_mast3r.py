@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from pointmap.model import DUSt3R, load_model, parse_constructor_string, save_reference_pth
-from pointmap.model.refill import refill_state_dict
+from pointmap.testing.refill import refill_state_dict
 
 NAME = "mast3r_tiny_512"
 # (prediction field, reference field, stride key)

@@ -25,7 +25,7 @@ from pointmap.inference import resolve_device, resolve_dtype
 from pointmap.model.checkpoint import load_model
 from pointmap.scene import Scene
 
-from test_export import make_scene
+from export_scenes import make_scene
 
 
 def strict_loads(text: str):
