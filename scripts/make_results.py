@@ -461,13 +461,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--only", nargs="*", default=None, help="run only these tasks")
+    ap.add_argument("--weights", default="default",
+                    help="weights to measure (default: the bundled model); a candidate is measured "
+                         "with --out elsewhere, then compared with docs/results.md")
     args = ap.parse_args(argv)
     if not args.data.is_dir():
         print(f"error: data folder {args.data} does not exist", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    model = resolve_model("default", args.device)
+    model = resolve_model(args.weights, args.device)
     rec = float(model.recommended_conf_threshold)
     thresholds = sorted({0.0, rec})
     runs: list[tuple[str, str, dict[float, tuple[dict[str, Any], float]]]] = []
