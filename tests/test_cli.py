@@ -24,7 +24,7 @@ def test_reconstruct_examples(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "placed 3/3 images" in text and "time:" in text
     cams = json.loads((out / "cameras.json").read_text())
-    frames = cams["cameras"] if isinstance(cams, dict) and "cameras" in cams else cams
+    frames = cams["images"]
     assert len(frames) == 3
     glb = trimesh.load(out / "scene.glb")
     import re
