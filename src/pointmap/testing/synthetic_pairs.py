@@ -372,7 +372,7 @@ def iter_synthetic_predictions(
         flat = pts.reshape(-1, 3)
         lo, hi = flat.amin(0), flat.amax(0)
         for _ in range(n_blobs):  # square blobs of garbage points with raw confidence just above 1
-            cv, cu = (torch.rand(2, generator=gd) * torch.tensor([H, W])).long().tolist()
+            cv, cu = (torch.rand(2, generator=gd, device=dev).cpu() * torch.tensor([H, W])).long().tolist()
             v0, u0 = max(cv - r_blob, 0), max(cu - r_blob, 0)
             blk = pts[v0 : cv + r_blob, u0 : cu + r_blob]
             blk.copy_(lo + (hi - lo) * torch.rand(blk.shape, generator=gd, device=dev))
