@@ -11,6 +11,7 @@ from .optimizer import (
 )
 from .pair_viewer import pair_scene
 from .postprocess import clean_pointcloud, mask_sky
+from .sparse import SparseConfig, pair_matches, sparse_align
 
 __all__ = [
     "AlignConfig",
@@ -23,4 +24,7 @@ __all__ = [
     "global_align",
     "mask_sky",
     "pair_scene",
+    "pair_matches",
+    "SparseConfig",
+    "sparse_align",
 ]

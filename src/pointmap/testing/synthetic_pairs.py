@@ -28,6 +28,7 @@ from ..predictions import PairPredictions
 __all__ = [
     "SyntheticScene",
     "co_visibility",
+    "synthetic_matches",
     "iter_synthetic_predictions",
     "make_synthetic_scene",
     "synthetic_cameras",
@@ -408,3 +409,44 @@ def co_visibility(scene: SyntheticScene, i: int, j: int, stride: int = 4, tol: f
     dj = scene.depths[j].double()[v.clamp(0, H - 1), u.clamp(0, W - 1)]
     seen = inside & ((z - dj).abs() <= tol * dj)
     return float(seen.float().mean())
+
+
+def synthetic_matches(
+    scene: SyntheticScene,
+    pairs: list[tuple[int, int]],
+    step: int = 4,
+    outliers: float = 0.1,
+    seed: int = 0,
+    tol: float = 0.02,
+) -> dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:
+    """Pixel matches where the ground truth says, as a matcher would give them: for each pair
+    ``(i, j)`` with ``i < j``, the pixels of ``i`` on a grid of ``step`` whose 3-D point ``j``
+    sees unoccluded (depth within ``tol``, relative), matched to the nearest pixel of its
+    projection in ``j``; a fraction ``outliers`` of them then gets a random pixel of ``j``.
+
+    Returns:
+        ``{(i, j): (xy_i (M, 2), xy_j (M, 2))}`` int64 pixel coordinates ``(x, y)``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    H, W = scene.depths.shape[-2:]
+    K, P = scene.intrinsics.double(), scene.poses.double()
+    ys, xs = torch.meshgrid(torch.arange(0, H, step), torch.arange(0, W, step), indexing="ij")
+    grid = torch.stack([xs, ys], -1).reshape(-1, 2)
+    out = {}
+    for i, j in pairs:
+        if i >= j or (i, j) in out:
+            continue
+        cam = unproject_depth(scene.depths[i].double(), K[i])[grid[:, 1], grid[:, 0]]
+        cj = (cam @ P[i, :3, :3].T + P[i, :3, 3] - P[j, :3, 3]) @ P[j, :3, :3]
+        q = (cj[:, :2] / cj[:, 2:].clamp(min=1e-9) * K[j, 0, 0] + K[j, :2, 2]).round().long()
+        ok = (cj[:, 2] > 0) & (q[:, 0] >= 0) & (q[:, 0] < W) & (q[:, 1] >= 0) & (q[:, 1] < H)
+        qc = torch.stack([q[:, 0].clamp(0, W - 1), q[:, 1].clamp(0, H - 1)], 1)
+        ok &= (scene.depths[j].double()[qc[:, 1], qc[:, 0]] - cj[:, 2]).abs() < tol * cj[:, 2]
+        a, b = grid[ok], q[ok]
+        n_out = int(outliers * len(a))
+        if n_out:
+            pick = torch.randperm(len(a), generator=g)[:n_out]
+            b[pick] = torch.stack([torch.randint(0, W, (n_out,), generator=g),
+                                   torch.randint(0, H, (n_out,), generator=g)], 1)
+        out[(i, j)] = (a, b)
+    return out
