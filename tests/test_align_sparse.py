@@ -61,3 +61,15 @@ def test_sparse_keeps_known_poses_and_focals(scene8):
     err = (scene.poses[:, :3, 3] - gt.poses[:, :3, 3]).norm(dim=-1).max() / gt.extent
     rot = roma.rotmat_geodesic_distance(scene.poses[:, :3, :3], gt.poses[:, :3, :3]).rad2deg()
     assert float(err) < 0.03 and float(rot.median()) < 1.0, (float(err), rot)
+
+
+def test_auto_alignment_method():
+    from pointmap.api import SPARSE_AUTO_PAIRS, choose_align_method
+    from pointmap.errors import PointmapError
+
+    assert choose_align_method("auto", False, 10) == "dense"
+    assert choose_align_method("auto", True, 10) == "sparse"
+    assert choose_align_method("auto", False, SPARSE_AUTO_PAIRS) == "sparse"
+    assert choose_align_method("dense", True, 10**6) == "dense"
+    with pytest.raises(PointmapError, match="align_method"):
+        choose_align_method("fast", False, 10)

@@ -124,3 +124,15 @@ def test_progress_bars_and_summary_do_not_share_a_line(tmp_path):
     lines = [seg.split("\r")[-1] for seg in res.stdout.split("\n")]  # what a terminal would show
     assert any(line.startswith("placed 3/3 images") for line in lines), res.stdout[-2000:]
     assert "dense depth" in res.stdout  # the bars were shown
+
+
+@needs_model
+def test_reconstruct_sparse_alignment(tmp_path, capsys):
+    imgs = sorted(EXAMPLES.glob("*.jpg"))[:3]
+    out = tmp_path / "sparse"
+    rc = main(["reconstruct", *map(str, imgs), "-o", str(out), "-q", "--align", "sparse",
+               "--export", "cameras"])
+    assert rc == 0
+    assert "placed 3/3 images" in capsys.readouterr().out
+    frames = json.loads((out / "cameras.json").read_text())["images"]
+    assert len(frames) == 3

@@ -106,6 +106,22 @@ def _duplicate_single(images: list[LoadedImage]) -> list[LoadedImage]:
     return [images[0], images[0]]
 
 
+#: ``align_method='auto'`` aligns sparsely from this many ordered pairs on (dense alignment's
+#: memory grows with pairs x pixels; at 512x384 about 1000 pairs is where it passes a few GB).
+SPARSE_AUTO_PAIRS = 1000
+
+
+def choose_align_method(method: str, has_descriptors: bool, n_pairs: int) -> str:
+    """``'dense'`` or ``'sparse'`` for ``method`` (``'dense'``, ``'sparse'`` or ``'auto'``):
+    auto is sparse when the model predicts descriptors (MASt3R) or when there are at least
+    :data:`SPARSE_AUTO_PAIRS` ordered pairs, dense otherwise."""
+    if method not in ("dense", "sparse", "auto"):
+        raise PointmapError(f"align_method={method!r}: use 'dense', 'sparse' or 'auto'")
+    if method == "auto":
+        return "sparse" if has_descriptors or n_pairs >= SPARSE_AUTO_PAIRS else "dense"
+    return method
+
+
 def reconstruct_images(
     images: Sequence[LoadedImage],
     model: DUSt3R,
@@ -116,6 +132,7 @@ def reconstruct_images(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     align: AlignConfig | None = None,
+    align_method: str = "dense",
     progress: bool = False,
     distributed: bool = False,
     known_poses: Mapping[int, torch.Tensor] | torch.Tensor | None = None,
@@ -140,6 +157,9 @@ def reconstruct_images(
     **network** pixels) and ``masks`` (``(H, W)`` bool at network resolution; ``False`` pixels are
     excluded from alignment and from ``scene.masks``) are passed to :func:`global_align`, per image
     index; :mod:`pointmap.known_cameras` reads them from files.
+    ``align_method``: ``'dense'`` (:func:`global_align`), ``'sparse'``
+    (:func:`pointmap.align.sparse.sparse_align` on reciprocal matches of the descriptors, or of the
+    3D points for DUSt3R models; three or more images) or ``'auto'`` (:func:`choose_align_method`).
     With ``distributed``, pair inference is split over the ranks of the initialised process
     group (:mod:`pointmap.distributed`); rank 0 aligns and returns the result, other ranks
     return ``None``.
@@ -164,6 +184,7 @@ def reconstruct_images(
                                       progress=progress)
         else:
             graph, pairs = "given pairs", validate_pairs(pairs, len(work))
+    method = choose_align_method(align_method, model.config.desc_dim > 0, len(pairs))
     if announce is not None:
         announce(f"scene graph {graph}: {len(pairs)} ordered pairs of {len(images)} images")
     with log.stage("inference"):
@@ -175,16 +196,20 @@ def reconstruct_images(
                                             store=store)
         else:
             # the dense alignment uses points and confidences only: MASt3R's descriptors (8x the
-            # memory of the points) are not kept
+            # memory of the points) are kept only for sparse alignment's matching
             preds = infer_pairs(model, work, pairs, batch_size=batch_size, device=dev,
                                 dtype=resolve_dtype(dtype, dev), progress=progress, store=store,
-                                descriptors=False)
+                                descriptors=method == "sparse" and store is None)
     if preds is None:
         return None
     with log.stage("alignment"):
         cfg = align or AlignConfig(conf_threshold=model.recommended_conf_threshold)
         rgb = [im.rgb for im in work]
-        if len(work) == 2 and not constrained and not cfg.shared_focal:
+        if method == "sparse" and len(work) > 2:
+            from .align.sparse import sparse_align
+
+            scene = sparse_align(preds, None, rgb, config=cfg, **priors)
+        elif len(work) == 2 and not constrained and not cfg.shared_focal:
             scene = pair_scene(preds, rgb, conf_threshold=cfg.conf_threshold, pnp_seed=cfg.pnp_seed)
         else:
             scene = global_align(preds, rgb, config=cfg, device=dev, progress=progress, **priors)
@@ -235,6 +260,7 @@ def reconstruct(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     align: AlignConfig | None = None,
+    align_method: str = "dense",
     skip_bad: bool = False,
     progress: bool = False,
     cameras: str | os.PathLike | None = None,
@@ -250,6 +276,9 @@ def reconstruct(
             ``retrieval-K``; :mod:`pointmap.pairs`).
         batch_size, device, dtype: see :func:`pointmap.infer_pairs`.
         align: alignment settings (:class:`pointmap.AlignConfig`).
+        align_method: ``'dense'`` (default), ``'sparse'`` (from pixel matches, for many images)
+            or ``'auto'``: sparse when the model has descriptors (MASt3R) or from
+            :data:`SPARSE_AUTO_PAIRS` ordered pairs on (:func:`choose_align_method`).
         skip_bad: skip unreadable images with a warning instead of failing.
         progress: show progress bars.
         cameras: known intrinsics and/or poses of some or all images, matched by file name: a
@@ -271,6 +300,7 @@ def reconstruct(
     priors = alignment_priors(images, cameras, masks)
     load_time = time.perf_counter() - t
     res = reconstruct_images(images, net, graph=graph, batch_size=batch_size, device=dev,
-                             dtype=dtype, align=align, progress=progress, **priors)
+                             dtype=dtype, align=align, align_method=align_method,
+                             progress=progress, **priors)
     res.timings = {"load": load_time, **res.timings}
     return res

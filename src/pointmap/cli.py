@@ -129,7 +129,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
             if rank != 0:
                 store = open_store(args.output, model, args.weights, images, pre, rank=rank)
     res = reconstruct_images(images, model, graph=args.graph, batch_size=args.batch_size, device=dev,
-                             dtype=args.dtype, align=cfg, progress=not args.quiet, distributed=dist_on,
+                             dtype=args.dtype, align=cfg, align_method=args.align,
+                             progress=not args.quiet, distributed=dist_on,
                              store=store, video=any(_is_video(x) for x in args.inputs),
                              announce=lambda line: print(line, file=sys.stderr) if rank == 0 else None,
                              **priors)
@@ -405,6 +406,10 @@ def _add_reconstruct_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--solver", default=None, choices=SOLVERS,
                    help="alignment solver: gn (robust Levenberg-Marquardt, default) or adam (the "
                         "reference's first-order schedule)")
+    p.add_argument("--align", default="dense", choices=["dense", "sparse", "auto"],
+                   help="alignment: dense (default; every pixel of every pair), sparse (from pixel "
+                        "matches: poses, focals and depth scales; for many images) or auto (sparse "
+                        "for MASt3R models or from 1000 ordered pairs on)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
     p.add_argument("--fps", type=positive_float, default=1.0, help="frames per second sampled from videos")
 
