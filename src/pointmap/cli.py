@@ -420,7 +420,7 @@ def _add_pair_args(p: argparse.ArgumentParser) -> None:
     _add_scene_args(p)
     # what reconstruct's options mean for two images (they are not offered: they do not apply)
     p.set_defaults(graph="complete", distributed=False, batch_size=16, iterations=None, solver=None,
-                   skip_bad=False, fps=1.0)
+                   skip_bad=False, fps=1.0, align="dense")
 
 
 def _add_match_args(p: argparse.ArgumentParser) -> None:
