@@ -20,6 +20,8 @@ import torch
 from pointmap.model import DUSt3R, load_model, load_weights, parse_constructor_string, save_reference_pth
 from pointmap.testing.refill import refill_state_dict
 
+from parity_checks import assert_same_weights, first_pair_outputs
+
 CONFIGS = ["tiny_224_linear", "tiny_512_dpt"]
 
 
@@ -84,21 +86,6 @@ def test_end_to_end_parity_from_released_pth(parity, parity_dir):
     _check_outputs(preds, vec)
 
 
-def _first_pair_outputs(model, vec):
-    from pointmap.inference import infer_pairs
-
-    imgs = [im["img"] for im in vec["images"]]
-    return infer_pairs(model, imgs, [tuple(vec["pairs"][0])], device="cpu")
-
-
-def _assert_same_weights(a: DUSt3R, b: DUSt3R):
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        if k != "mask_token":
-            assert torch.equal(sa[k], sb[k]), k
-
-
 def test_hub_layout(parity):
     """config.json with Infinity tokens + model.safetensors without the DPT aliases."""
     from safetensors.torch import save_file
@@ -122,8 +109,8 @@ def test_hub_layout(parity):
     ref = load_model(parity["pth"])
     for source in (hub, hub / "model.safetensors"):
         m = load_model(source)
-        _assert_same_weights(m, ref)
-    preds = _first_pair_outputs(m, parity["vec"])
+        assert_same_weights(m, ref)
+    preds = first_pair_outputs(m, parity["vec"])
     _check_outputs(preds, parity["vec"], pair_ids=[0])
 
 
@@ -133,12 +120,12 @@ def test_convert_command(parity):
     out = parity["tmp"] / "converted.safetensors"
     assert main(["convert", str(parity["pth"]), str(out)]) == 0
     m = load_model(out)
-    _assert_same_weights(m, load_model(parity["pth"]))
-    _check_outputs(_first_pair_outputs(m, parity["vec"]), parity["vec"], pair_ids=[0])
+    assert_same_weights(m, load_model(parity["pth"]))
+    _check_outputs(first_pair_outputs(m, parity["vec"]), parity["vec"], pair_ids=[0])
     # and back to the released layout
     back = parity["tmp"] / "back.pth"
     save_reference_pth(m, back)
-    _assert_same_weights(load_model(back), m)
+    assert_same_weights(load_model(back), m)
 
 
 def test_reference_float32_noise_floor(parity_dir):

@@ -18,8 +18,10 @@ import math
 import pytest
 import torch
 
-from pointmap.model import DUSt3R, load_model, parse_constructor_string, save_reference_pth
+from pointmap.model import load_model, parse_constructor_string, save_reference_pth
 from pointmap.testing.refill import refill_state_dict
+
+from parity_checks import assert_same_weights, first_pair_outputs
 
 NAME = "mast3r_tiny_512"
 # (prediction field, reference field, stride key)
@@ -104,21 +106,6 @@ def test_end_to_end_parity_from_released_pth(parity, parity_dir):
     assert not preds.has_descriptors and preds.desc_conf_2 is None
 
 
-def _first_pair(model, vec):
-    from pointmap.inference import infer_pairs
-
-    imgs = [im["img"] for im in vec["images"]]
-    return infer_pairs(model, imgs, [tuple(vec["pairs"][0])], device="cpu")
-
-
-def _assert_same_weights(a: DUSt3R, b: DUSt3R):
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        if k != "mask_token":
-            assert torch.equal(sa[k], sb[k]), k
-
-
 def test_hub_layout(parity):
     """config.json (Infinity tokens, MASt3R keys) + model.safetensors without the DPT aliases."""
     from safetensors.torch import save_file
@@ -143,8 +130,8 @@ def test_hub_layout(parity):
     for source in (hub, hub / "model.safetensors"):
         m = load_model(source)
         assert m.config == ref.config
-        _assert_same_weights(m, ref)
-    check_outputs(_first_pair(m, parity["vec"]), parity["vec"], pair_ids=[0])
+        assert_same_weights(m, ref)
+    check_outputs(first_pair_outputs(m, parity["vec"]), parity["vec"], pair_ids=[0])
 
 
 def test_convert_command(parity):
@@ -155,14 +142,14 @@ def test_convert_command(parity):
     m = load_model(out)
     ref = load_model(parity["pth"])
     assert m.config == ref.config
-    _assert_same_weights(m, ref)
-    check_outputs(_first_pair(m, parity["vec"]), parity["vec"], pair_ids=[0])
+    assert_same_weights(m, ref)
+    check_outputs(first_pair_outputs(m, parity["vec"]), parity["vec"], pair_ids=[0])
     back = parity["tmp"] / "back.pth"  # and back to the released layout
     save_reference_pth(m, back)
     assert "AsymmetricMASt3R(" in torch.load(back, weights_only=False)["args"].model
     b = load_model(back)
     assert b.config == m.config
-    _assert_same_weights(b, m)
+    assert_same_weights(b, m)
 
 
 def test_descriptors_can_be_left_out_or_stored_smaller(parity):
