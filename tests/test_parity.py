@@ -20,7 +20,7 @@ import torch
 from pointmap.model import DUSt3R, load_model, load_weights, parse_constructor_string, save_reference_pth
 from pointmap.testing.refill import refill_state_dict
 
-from parity_checks import assert_same_weights, first_pair_outputs
+from parity_checks import all_pair_outputs, assert_same_weights, first_pair_outputs
 
 CONFIGS = ["tiny_224_linear", "tiny_512_dpt"]
 
@@ -69,20 +69,8 @@ def _check_outputs(preds, vec, pair_ids=None):
 
 
 def test_end_to_end_parity_from_released_pth(parity, parity_dir):
-    from pointmap.images import load_images
-    from pointmap.inference import infer_pairs
-    from pointmap.pairs import make_pairs
-
     vec = parity["vec"]
-    model = load_model(parity["pth"])
-    imgs = load_images(parity_dir / "images", size=vec["size"])
-    assert [im.meta.path.split("/")[-1] for im in imgs] == vec["files"]
-    for im, ref in zip(imgs, vec["images"]):
-        assert torch.equal(im.img, ref["img"]), ref["name"]
-        assert tuple(im.true_shape) == tuple(int(x) for x in ref["true_shape"])
-    pairs = make_pairs(len(imgs), "complete", symmetrize=True)
-    assert pairs == [tuple(p) for p in vec["pairs"]]
-    preds = infer_pairs(model, imgs, pairs, batch_size=4, device="cpu", dtype=torch.float32)
+    preds = all_pair_outputs(load_model(parity["pth"]), vec, parity_dir / "images")
     _check_outputs(preds, vec)
 
 
