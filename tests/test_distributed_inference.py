@@ -91,7 +91,7 @@ def _shared_files() -> set[str]:
 
 def test_two_processes_match_single_process(tmp_path: Path) -> None:
     before = _shared_files()
-    spawn_ranks(_worker, (free_port(), str(tmp_path)), WORLD, tmp_path / "faults")
+    spawn_ranks(_worker, lambda attempt: (free_port(), str(tmp_path)), WORLD, tmp_path / "faults")
     assert _shared_files() <= before  # no shared result file is left behind
     images = _images()
     ref = infer_pairs(_tiny_model(), images, _pairs(len(images)), batch_size=3, device="cpu")

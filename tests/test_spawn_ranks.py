@@ -1,5 +1,5 @@
-"""The multi-process test helper: a native crash fails the test with the crashed rank's stack,
-without a re-run; a Python error fails at once."""
+"""The multi-process test helper: a native crash is reported with the crashed thread's stack and
+the run repeated once; a crash that comes back fails the test; a Python error fails at once."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch.multiprocessing as mp
-from spawn_ranks import spawn_ranks
+from spawn_ranks import crashed_thread, spawn_ranks
 
 
-def _crash_in_rank1(rank: int, out: str) -> None:
-    if rank == 1:
+def _crash_in_rank1(rank: int, out: str, crash: bool) -> None:
+    if rank == 1 and crash:
         os.kill(os.getpid(), signal.SIGSEGV)
     Path(out, f"rank{rank}").touch()
 
@@ -22,13 +22,33 @@ def _raise(rank: int) -> None:
     raise ValueError(f"bad input on rank {rank}")
 
 
-def test_crash_fails_with_the_report_and_is_not_rerun(tmp_path: Path) -> None:
-    with pytest.raises(AssertionError, match=r"(?s)rank 1 died of SIGSEGV.*_crash_in_rank1"):
-        spawn_ranks(_crash_in_rank1, (str(tmp_path),), 2, tmp_path / "f")
+def test_a_crash_that_comes_back_fails_with_the_report(tmp_path: Path) -> None:
+    with pytest.warns(RuntimeWarning, match=r"(?s)rank 1 died of SIGSEGV \(run 1 of 2\).*_crash_in_rank1"):
+        with pytest.raises(AssertionError, match=r"(?s)rank 1 died of SIGSEGV \(run 2 of 2\).*_crash_in_rank1"):
+            spawn_ranks(_crash_in_rank1, lambda a: (str(tmp_path), True), 2, tmp_path / "f")
     assert not (tmp_path / "rank1").exists()
-    assert "_crash_in_rank1" in (tmp_path / "f" / "rank1.txt").read_text()  # the report is kept
+    for a in (0, 1):  # every run's full report is kept
+        assert "_crash_in_rank1" in (tmp_path / "f" / f"attempt{a}" / "rank1.txt").read_text()
+
+
+def test_a_crash_once_is_reported_and_the_run_repeated(tmp_path: Path) -> None:
+    with pytest.warns(RuntimeWarning, match="running the ranks again"):
+        spawn_ranks(_crash_in_rank1, lambda a: (str(tmp_path), a == 0), 2, tmp_path / "f")
+    assert (tmp_path / "rank0").exists() and (tmp_path / "rank1").exists()
 
 
 def test_python_error_fails_at_once(tmp_path: Path) -> None:
     with pytest.raises(mp.ProcessRaisedException, match="bad input on rank"):
-        spawn_ranks(_raise, (), 2, tmp_path / "f")
+        spawn_ranks(_raise, lambda a: (), 2, tmp_path / "f")
+    assert not (tmp_path / "f" / "attempt1").exists()
+
+
+def test_crashed_thread_keeps_the_fatal_line_and_the_crashed_stack_only() -> None:
+    report = ("Fatal Python error: Aborted\n\nThread 0x01 (most recent call first):\n"
+              '  File "a.py", line 1 in other\n\nCurrent thread 0x02 (most recent call first):\n'
+              '  File "b.py", line 2 in crashed\n  File "c.py", line 3 in caller\n\n'
+              "Extension modules: numpy, torch (total: 2)\n")
+    got = crashed_thread(report)
+    assert got.startswith("Fatal Python error: Aborted\nCurrent thread 0x02")
+    assert "crashed" in got and "caller" in got
+    assert "other" not in got and "Extension" not in got

@@ -201,7 +201,12 @@ def _ddp_worker(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> N
 def test_ddp_two_processes_match_single(scene, tmp_path):
     cfg_ddp = tiny_train_config(scene, tmp_path / "ddp", batch_size=1, total_steps=2, warmup_steps=1)
     out = tmp_path / "ddp.pt"
-    spawn_ranks(_ddp_worker, (2, free_port(), cfg_ddp.to_dict(), str(out)), 2, tmp_path / "faults")
+
+    def make_args(attempt: int) -> tuple:
+        shutil.rmtree(tmp_path / "ddp", ignore_errors=True)  # a crashed run's partial output
+        return 2, free_port(), cfg_ddp.to_dict(), str(out)
+
+    spawn_ranks(_ddp_worker, make_args, 2, tmp_path / "faults")
     got = torch.load(out, weights_only=True)
     cfg_single = tiny_train_config(scene, tmp_path / "single", batch_size=2, total_steps=2, warmup_steps=1)
     ref = _grads(cfg_single, 0, 1, ddp=False)

@@ -96,7 +96,16 @@ def runs(tmp_path_factory) -> Path:
             {"copy": [str(root / "fsdp_resumed"), str(root / "fsdp_to_single")]},
             cfg("fsdp_resumed", 2).to_dict(),
             cfg("single_to_fsdp", 2).to_dict()]
-    spawn_ranks(_worker, (2, free_port(), jobs), 2, root / "faults")
+    shutil.copytree(root / "single_to_fsdp", root / "single_step3")
+
+    def make_args(attempt: int) -> tuple:
+        if attempt:  # a crashed run: drop what its ranks wrote, restore the step-3 single run
+            for name in ("fsdp", "fsdp_resumed", "fsdp_to_single", "single_to_fsdp"):
+                shutil.rmtree(root / name, ignore_errors=True)
+            shutil.copytree(root / "single_step3", root / "single_to_fsdp")
+        return 2, free_port(), jobs
+
+    spawn_ranks(_worker, make_args, 2, root / "faults")
     shutil.copy(root / "fsdp_to_single" / "checkpoint-last.pt", root / "fsdp_step3.pt")
     train(cfg("fsdp_to_single", 1))
     return root
