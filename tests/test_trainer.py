@@ -251,3 +251,25 @@ def test_every_trainable_parameter_gets_a_gradient(head):
     loss, _ = forward_loss(model, build_criterion({"type": "conf", "alpha": 0.2}), tuple(views), torch.device("cpu"))
     loss.backward()
     assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+
+
+def test_run_log_is_strict_json_with_a_nan_loss(tmp_path):
+    """A NaN or infinite value is logged as ``null`` (strict JSON parsers reject ``NaN``), and the
+    loss curve still plots."""
+    from pointmap.train.runlog import RunLogger
+
+    log = RunLogger(tmp_path, enabled=True, tensorboard=False, resume_step=None)
+    log.write({"kind": "train", "step": 1, "epoch": 0, "loss": 0.5})
+    log.write({"kind": "train", "step": 2, "epoch": 0, "loss": float("nan"), "grad_norm": float("inf")})
+    log.close()
+
+    def refuse(c):
+        raise ValueError(c)
+
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    rows = [json.loads(line, parse_constant=refuse) for line in lines]
+    assert rows[1]["loss"] is None and rows[1]["grad_norm"] is None and rows[0]["loss"] == 0.5
+    assert read_log(tmp_path / "log.jsonl") == rows
+    pytest.importorskip("matplotlib")
+    png = plot_loss_curve(tmp_path / "log.jsonl", tmp_path / "loss.png")
+    assert png.stat().st_size > 0

@@ -13,13 +13,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ..io_utils import atomic_write, atomic_write_text
+from ..io_utils import atomic_write, atomic_write_text, strict_json
 
 __all__ = ["RunLogger", "read_log", "plot_loss_curve"]
 
 
 def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a run's ``log.jsonl``."""
+    """Rows of a run's ``log.jsonl`` (strict JSON: a non-finite value was written as ``null``)."""
     rows = []
     with open(path) as f:
         for line in f:
@@ -44,9 +44,12 @@ def plot_loss_curve(log: str | os.PathLike, png: str | os.PathLike) -> Path:
     tr = [r for r in rows if r.get("kind") == "train"]
     te = [r for r in rows if r.get("kind") == "test"]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["step"] for r in tr], [r["loss"] for r in tr], label="train loss")
+    def values(rs: list[dict[str, Any]], key: str) -> list[float]:  # null (a NaN loss) -> gap
+        return [float("nan") if r[key] is None else r[key] for r in rs]
+
+    ax.plot([r["step"] for r in tr], values(tr, "loss"), label="train loss")
     if te:
-        ax.plot([r["step"] for r in te], [r["loss_med"] for r in te], "o-", label="test loss_med")
+        ax.plot([r["step"] for r in te], values(te, "loss_med"), "o-", label="test loss_med")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("loss")
     ax.legend()
@@ -78,7 +81,7 @@ class RunLogger:
             return
         if resume_step is not None and self.path.exists():  # drop rows after the checkpoint
             keep = [r for r in read_log(self.path) if r.get("step", 0) <= resume_step]
-            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+            atomic_write_text(self.path, "".join(strict_json(r, indent=None) + "\n" for r in keep))
         elif resume_step is None and self.path.exists():
             self.path.unlink()
         if tensorboard:
@@ -95,7 +98,7 @@ class RunLogger:
         if not self.enabled:
             return
         with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(strict_json(row, indent=None) + "\n")  # NaN/inf as null
         if self.tb is not None:
             prefix = row["kind"]
             for k, v in row.items():
