@@ -1,14 +1,8 @@
 """Global alignment: pair predictions -> one scene (poses, intrinsics, dense depth)."""
 
+from .common import AlignInputs, connected_image_sets
 from .config import AlignConfig
-from .optimizer import (
-    AlignInputs,
-    AlignResult,
-    align_components,
-    align_pairs,
-    connected_image_sets,
-    global_align,
-)
+from .optimizer import AlignResult, align_components, align_pairs, global_align
 from .pair_viewer import pair_scene
 from .postprocess import clean_pointcloud, mask_sky
 from .sparse import SparseConfig, pair_matches, sparse_align

@@ -24,16 +24,16 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..errors import GraphError, PointmapError
+from ..errors import GraphError
 from ..geometry.camera import estimate_focal, intrinsics_matrix
-from ..pairs import connected_components
 from ..predictions import PairPredictions
 from ..scene import Scene
 from .coarse import coarse_solve
+from .common import AlignInputs, CameraSet, assemble_scene, connected_image_sets, validate_inputs
 from .config import AlignConfig
 from .data import build_edge_data
 from .dense import dense_depth, dense_depth_by_image, upsample_coarse
@@ -48,29 +48,6 @@ __all__ = [
     "AlignInputs", "AlignResult", "align_components", "align_pairs", "connected_image_sets",
     "global_align",
 ]
-
-class AlignInputs(TypedDict, total=False):
-    """Keyword arguments of :func:`global_align` / :func:`align_pairs` besides the settings.
-
-    Attributes:
-        known_poses: ``(N, 4, 4)`` camera-to-world for all images, or ``{index: (4, 4)}`` for
-            some; given poses are frozen. Two or more fix the scene's frame and scale; a single
-            one fixes the frame only.
-        known_focals: ``(N,)`` or ``{index: f}`` (pixels; a pair ``(fx, fy)`` is accepted), frozen.
-        known_intrinsics: ``(N, 3, 3)`` or ``{index: (3, 3)}``: focals and principal point, frozen.
-        masks: per image ``(H, W)`` bool or ``None``; ``False`` pixels are excluded from the loss
-            and from the output masks.
-        device: compute device (``'cuda'`` for speed); results are returned on the CPU.
-        progress: show tqdm progress bars.
-    """
-
-    known_poses: torch.Tensor | Mapping[int, torch.Tensor] | None
-    known_focals: torch.Tensor | Mapping[int, float] | None
-    known_intrinsics: torch.Tensor | Mapping[int, torch.Tensor] | None
-    masks: Sequence[torch.Tensor | None] | None
-    device: torch.device | str | None
-    progress: bool
-
 
 @dataclass
 class AlignResult:
@@ -101,75 +78,7 @@ class AlignResult:
 # ----------------------------------------------------------------------------- stages
 
 
-def connected_image_sets(preds: PairPredictions) -> list[list[int]]:
-    """Connected components of the pair graph (images as nodes), largest first (ties: smallest
-    first index); images with no pair form singleton sets."""
-    comps = connected_components(preds.pairs, preds.n_images)
-    return sorted(comps, key=lambda c: (-len(c), c[0]))
-
-
-def _validate(
-    preds: PairPredictions, imgs: Sequence[torch.Tensor] | None, inputs: AlignInputs
-) -> tuple[list[tuple[int, int]], KnownCameras]:
-    """Image shapes ``(H, W)`` and the known cameras; raises on inconsistent inputs."""
-    unknown = set(inputs) - set(AlignInputs.__annotations__)
-    if unknown:
-        raise TypeError(f"unexpected keyword arguments {sorted(unknown)}; "
-                        f"accepted: {sorted(AlignInputs.__annotations__)} (settings go in AlignConfig)")
-    N = preds.n_images
-    if len(preds) == 0 or N == 0:
-        raise GraphError("global alignment needs at least one image pair; got an empty pair list")
-    shapes = [(int(s[0]), int(s[1])) for s in preds.image_shapes]
-    if imgs is not None and len(imgs) != N:
-        raise PointmapError(f"imgs has {len(imgs)} images but the predictions have {N}")
-    masks = inputs.get("masks")
-    if masks is not None:
-        if len(masks) != N:
-            raise PointmapError(f"masks has {len(masks)} entries but the predictions have {N} images")
-        for k, m in enumerate(masks):
-            if m is not None and tuple(m.shape) != shapes[k]:
-                raise PointmapError(f"masks[{k}] has shape {tuple(m.shape)}, expected {shapes[k]}")
-    known = KnownCameras.from_inputs(
-        shapes, inputs.get("known_poses"), inputs.get("known_focals"), inputs.get("known_intrinsics")
-    )
-    return shapes, known
-
-
-@dataclass
-class _Cameras:
-    """Per-image results being assembled (CPU): poses ``(N,4,4)``, intrinsics ``(N,3,3)``, depth
-    and confidence maps ``(H, W)``, ``placed (N,)``."""
-
-    poses: torch.Tensor
-    Ks: torch.Tensor
-    depths: list[torch.Tensor]
-    confs: list[torch.Tensor]
-    placed: torch.Tensor
-
-    @classmethod
-    def unplaced(cls, preds: PairPredictions, shapes: list[tuple[int, int]],
-                 aligned: Sequence[int] = ()) -> "_Cameras":
-        """Identity poses, ``max(H, W)`` focals; each image's own confidences and predicted depth
-        (in its own frame), so that unplaced images still carry them. Images in ``aligned`` get
-        theirs from alignment: their predictions are not read here."""
-        N = len(shapes)
-        Ks = torch.stack([
-            intrinsics_matrix(torch.tensor(float(max(h, w))), torch.tensor([w / 2, h / 2])) for h, w in shapes
-        ])
-        depths = [torch.zeros(h, w) for h, w in shapes]
-        confs = [torch.zeros(h, w) for h, w in shapes]
-        skip = set(aligned)
-        for e, (i, j) in enumerate(preds.pairs):
-            if i not in skip:
-                confs[i] = torch.maximum(confs[i], preds.conf_1[e].float())
-                if depths[i].abs().sum() == 0:
-                    depths[i] = preds.pts3d_1[e][..., 2].float().clone()
-            if j not in skip:
-                confs[j] = torch.maximum(confs[j], preds.conf_2[e].float())
-        return cls(torch.eye(4).repeat(N, 1, 1), Ks, depths, confs, torch.zeros(N, dtype=torch.bool))
-
-
-def _single_image(preds: PairPredictions, k: int, known: KnownCameras, out: _Cameras) -> None:
+def _single_image(preds: PairPredictions, k: int, known: KnownCameras, out: CameraSet) -> None:
     """Image ``k`` alone, from its self-pair(s): identity pose (or the known one), Weiszfeld focal
     (or the known one), predicted z as depth."""
     sub = preds.subset([k])
@@ -202,7 +111,7 @@ class _Component:
 
 def _align_component(
     preds: PairPredictions, images: list[int], known: KnownCameras, cfg: AlignConfig,
-    inputs: AlignInputs, out: _Cameras,
+    inputs: AlignInputs, out: CameraSet,
 ) -> tuple[_Component, dict[str, float]]:
     """Stages prepare, init, coarse and dense on the images ``images`` (two or more); writes
     their cameras, depths and confidences into ``out``."""
@@ -275,27 +184,6 @@ def _align_component(
     return comp, timings
 
 
-def _assemble(
-    out: _Cameras, imgs: Sequence[torch.Tensor] | None, masks: Sequence[torch.Tensor | None] | None,
-    conf_threshold: float,
-) -> Scene:
-    """The :class:`Scene`: output masks are confident pixels of placed images within ``masks``."""
-    out_masks = []
-    for k, conf in enumerate(out.confs):
-        m = (conf > conf_threshold) & bool(out.placed[k])
-        if masks is not None and masks[k] is not None:
-            m = m & masks[k].bool().cpu()
-        out_masks.append(m)
-    if imgs is None:  # grey, as views of one pixel (no memory per image)
-        images = [torch.full((1, 1, 3), 0.5).expand(*d.shape, 3) for d in out.depths]
-    else:
-        images = [torch.as_tensor(im, dtype=torch.float32).cpu() for im in imgs]
-    return Scene(
-        imgs=images, poses=out.poses, intrinsics=out.Ks, depths=out.depths, confidence=out.confs,
-        masks=out_masks, conf_threshold=conf_threshold, placed=out.placed,
-    )
-
-
 # ----------------------------------------------------------------------------- entry points
 
 
@@ -307,7 +195,7 @@ def align_pairs(
 ) -> AlignResult:
     """:func:`global_align` returning diagnostics (losses, pair similarities, timings) too."""
     cfg = config or AlignConfig()
-    shapes, known = _validate(preds, imgs, inputs)
+    shapes, known = validate_inputs(preds, imgs, inputs)
     comps = connected_image_sets(preds)
     main = comps[0]
     if len(comps) > 1:
@@ -317,7 +205,7 @@ def align_pairs(
             f"({len(main)} images) and marking images {left} as not placed "
             "(use align_components to align every component separately)"
         )
-    out = _Cameras.unplaced(preds, shapes, main if len(main) > 1 else ())
+    out = CameraSet.unplaced(preds, shapes, main if len(main) > 1 else ())
     timings: dict[str, float] = {}
     if len(main) == 1:
         _single_image(preds, main[0], known, out)
@@ -325,7 +213,7 @@ def align_pairs(
         comp = _Component(nan, nan, nan, torch.full((len(preds), 4, 4), nan), 1, 0)
     else:
         comp, timings = _align_component(preds, main, known, cfg, inputs, out)
-    scene = _assemble(out, imgs, inputs.get("masks"), cfg.conf_threshold)
+    scene = assemble_scene(out, imgs, inputs.get("masks"), cfg.conf_threshold)
     return AlignResult(
         scene=scene, loss=comp.loss, dense_loss=comp.dense_loss, init_loss=comp.init_loss,
         pair_poses=comp.pair_poses, stride=comp.stride, iterations=comp.iterations, timings=timings,

@@ -40,7 +40,7 @@ from ..matching import match_pair
 from ..predictions import PairPredictions
 from ..scene import Scene
 from .config import AlignConfig
-from .optimizer import AlignInputs, _assemble, _Cameras, _validate, connected_image_sets
+from .common import AlignInputs, CameraSet, assemble_scene, connected_image_sets, validate_inputs
 from .params import conf_transform
 
 if TYPE_CHECKING:
@@ -294,11 +294,11 @@ def sparse_align(
     cfg = config or AlignConfig()
     sp = sparse or SparseConfig()
     inputs = {k: v for k, v in inputs.items() if k not in ("device", "progress")}  # type: ignore[assignment]
-    shapes, known = _validate(preds, imgs, inputs)
+    shapes, known = validate_inputs(preds, imgs, inputs)
     if matches is None:
         matches = pair_matches(preds, sp.subsample, None)
     images = connected_image_sets(preds)[0]
-    out = _Cameras.unplaced(preds, shapes, images)
+    out = CameraSet.unplaced(preds, shapes, images)
     if len(images) < 2:
         raise GraphError("sparse alignment needs two or more connected images; use global_align")
     canon = _canonical(preds, images)
@@ -485,4 +485,4 @@ def sparse_align(
         out.depths[k] = (z[k] * field).float()
         out.confs[k] = conf[k]
         out.placed[k] = True
-    return _assemble(out, imgs, masks, cfg.conf_threshold)
+    return assemble_scene(out, imgs, masks, cfg.conf_threshold)
