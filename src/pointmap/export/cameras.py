@@ -2,7 +2,8 @@
 
 Layout::
 
-    {"convention": {...}, "conf_threshold": float,
+    {"convention": {...}, "units": "metres" | "scene", "metric": bool, "units_note": str,
+     "conf_threshold": float,
      "images": [{"name", "file", "index", "placed",
                  "width", "height",                  # original resolution (pixels)
                  "network_width", "network_height",
@@ -29,7 +30,7 @@ import numpy as np
 from ..arrays import to_numpy
 from ..io_utils import write_json
 from ..scene import Scene
-from .common import image_file_names, original_intrinsics, original_size
+from .common import image_file_names, is_metric, original_intrinsics, original_size, units_fields
 
 __all__ = ["cameras_dict", "export_cameras"]
 
@@ -64,9 +65,9 @@ def cameras_dict(scene: Scene, image_names: Sequence[str] | None = None) -> dict
             "points_kept": kept[k], "points_total": int(H * W),
         })
     convention = dict(CONVENTION)
-    if scene.units == "metres":
+    if is_metric(scene):
         convention["units"] = "metres for translations (a metric network's scale); pixels for intrinsics"
-    return {"convention": convention, "units": scene.units, "metric": scene.units == "metres",
+    return {"convention": convention, **units_fields(scene),
             "conf_threshold": float(scene.conf_threshold), "images": images}
 
 

@@ -15,6 +15,11 @@ What is written, at ORIGINAL image resolution (intrinsics as :meth:`Scene.to_ori
   (relative), the track gets that pixel's centre (in original pixels) and ``ERROR`` is the mean
   distance in original pixels between the projections and the observations over the track.
 
+Units: the headers of ``images.txt`` and ``points3D.txt`` carry a comment line with the length unit
+of ``TX TY TZ`` and ``X Y Z`` (:func:`~pointmap.export.common.units_note`): ``# units: metres (...)``
+for a metric scene, ``# units: arbitrary scene units (...)`` otherwise (the binary format has no
+place for it).
+
 Pixel convention: COLMAP puts the centre of the top-left pixel at ``(0.5, 0.5)``; pointmap puts it at
 ``(0, 0)``. Hence ``cx_colmap = cx + 0.5``, ``cy_colmap = cy + 0.5`` and every 2-D point is shifted by
 ``+0.5``.
@@ -43,11 +48,13 @@ from .common import (
     image_file_names,
     image_points,
     original_intrinsics,
+    original_pixels,
     original_size,
     point_budget,
     rgb_uint8,
     sampled_pixels,
     scene_masks,
+    units_note,
 )
 
 __all__ = [
@@ -88,6 +95,8 @@ class ColmapModel:
         images: registered images.
         point_ids: ``(M,)`` int64 ids; xyz ``(M, 3)`` float64; rgb ``(M, 3)`` uint8; error ``(M,)``
             float64 pixels; tracks: per point ``(T, 2)`` int64 ``(image_id, point2D_idx)``.
+        units_note: the line stating the length unit (:func:`~pointmap.export.common.units_note`;
+            empty: unknown), written as a comment in the text format.
     """
 
     cameras: dict[int, tuple[int, int, np.ndarray]] = field(default_factory=dict)
@@ -97,6 +106,7 @@ class ColmapModel:
     rgb: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.uint8))
     error: np.ndarray = field(default_factory=lambda: np.zeros(0))
     tracks: list[np.ndarray] = field(default_factory=list)
+    units_note: str = ""
 
 
 def _world2cam_qt(cam2world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,17 +115,6 @@ def _world2cam_qt(cam2world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     xyzw = roma.rotmat_to_unitquat(torch.from_numpy(R)).numpy()
     q = np.array([xyzw[3], xyzw[0], xyzw[1], xyzw[2]])
     return (q if q[0] >= 0 else -q), t
-
-
-def _to_original(scene: Scene, k: int, uv: np.ndarray) -> np.ndarray:
-    """Network pixel coordinates ``(P, 2)`` of image ``k`` to original ones (pointmap convention)."""
-    meta = scene.metas[k]
-    uv = np.asarray(uv, np.float64)
-    if meta is None:
-        return uv
-    # the map is affine per axis: read it off two points, apply it in numpy (fast for many points)
-    ref = meta.to_original_pixels(torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=torch.float64)).numpy()
-    return ref[0] + uv * (ref[1] - ref[0])
 
 
 def build_colmap_model(
@@ -140,7 +139,7 @@ def build_colmap_model(
     names = list(image_names) if image_names is not None else image_file_names(scene)
     placed = [k for k in range(len(scene)) if bool(scene.placed[k])]
     masks = scene_masks(scene)
-    model = ColmapModel()
+    model = ColmapModel(units_note=units_note(scene))
     Ks_net = to_numpy(scene.intrinsics, np.float64)
     Ks = original_intrinsics(scene)
     poses = to_numpy(scene.poses, np.float64)
@@ -178,7 +177,7 @@ def build_colmap_model(
         u, v = src_uv[sel, 0], src_uv[sel, 1]
         xyz[sel] = image_points(scene, k)[v, u]
         rgb[sel] = rgb_uint8(scene.imgs[k])[v, u]
-        observe(k, _to_original(scene, k, np.stack([u, v], 1)) + 0.5, sel)
+        observe(k, original_pixels(scene, k, np.stack([u, v], 1)) + 0.5, sel)
         err_n[sel] += 1
     if track_views:
         for j in placed:
@@ -195,9 +194,9 @@ def build_colmap_model(
             dj = to_numpy(scene.depths[j], np.float64)[vi, ui]
             good = masks[j][vi, ui] & (np.abs(z[idx] - dj) <= depth_tol * z[idx])
             idx, ui, vi = idx[good], ui[good], vi[good]
-            seen = _to_original(scene, j, np.stack([ui, vi], 1))
+            seen = original_pixels(scene, j, np.stack([ui, vi], 1))
             observe(j, seen + 0.5, idx)
-            err_sum[idx] += np.linalg.norm(_to_original(scene, j, proj[idx]) - seen, axis=1)
+            err_sum[idx] += np.linalg.norm(original_pixels(scene, j, proj[idx]) - seen, axis=1)
             err_n[idx] += 1
     # POINTS2D per image, and the track (image_id, point2D_idx) of every point
     for k in placed:
@@ -299,6 +298,8 @@ def _points3d_lines(model: ColmapModel) -> list[str]:
 def write_colmap_text(model: ColmapModel, folder: str | os.PathLike) -> dict[str, Path]:
     """Write ``cameras.txt``, ``images.txt``, ``points3D.txt`` into ``folder``."""
     folder = Path(folder)
+    units = [f"# {model.units_note}"] if model.units_note else []
+
     def f(x: float) -> str:  # shortest text that reads back as the same float
         return repr(float(x))
 
@@ -312,7 +313,7 @@ def write_colmap_text(model: ColmapModel, folder: str | os.PathLike) -> dict[str
             "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
             "#   POINTS2D[] as (X, Y, POINT3D_ID)",
             (f"# Number of images: {len(model.images)}, mean observations per image: "
-             f"{n_obs / max(len(model.images), 1)}")]
+             f"{n_obs / max(len(model.images), 1)}"), *units]
     for im in model.images:
         if any(c.isspace() for c in im.name):
             raise PointmapError(f"image name {im.name!r} contains spaces; COLMAP text cannot hold it")
@@ -324,7 +325,7 @@ def write_colmap_text(model: ColmapModel, folder: str | os.PathLike) -> dict[str
     mean_track = np.mean([len(t) for t in model.tracks]) if model.tracks else 0.0
     pts = ["# 3D point list with one line of data per point:",
            "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)",
-           f"# Number of points: {len(model.point_ids)}, mean track length: {mean_track}"]
+           f"# Number of points: {len(model.point_ids)}, mean track length: {mean_track}", *units]
     pts += _points3d_lines(model)
     out = {}
     for name, lines in (("cameras", cams), ("images", imgs), ("points3D", pts)):
@@ -340,6 +341,8 @@ def read_colmap_text(folder: str | os.PathLike) -> ColmapModel:
         ln for ln in (folder / f"{name}.txt").read_text().splitlines() if not ln.startswith("#")
     ]
     model = ColmapModel()
+    notes = [ln[2:] for ln in (folder / "images.txt").read_text().splitlines() if ln.startswith("# units:")]
+    model.units_note = notes[0] if notes else ""
     for ln in data("cameras"):
         tok = ln.split()
         if tok[1] != "PINHOLE":

@@ -1,7 +1,10 @@
-"""Helpers shared by the exporters: masked points, file names, image copies.
+"""Helpers shared by the exporters: masked points, file names, image copies, the length unit.
 
 Frames used by the exporters (see :mod:`pointmap.scene`): world points and ``cam2world`` poses in
 OpenCV camera axes (x right, y down, z forward); pixel centres at integer coordinates.
+
+Units: every export says what its lengths are, from ``Scene.units``: metres when the network is
+metric (MASt3R) and the scene kept its scale, else arbitrary scene units (never called metres).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ __all__ = [
     "copy_image",
     "image_file_names",
     "image_points",
+    "is_metric",
     "masked_points",
+    "original_pixels",
     "point_budget",
     "original_colours",
     "original_intrinsics",
@@ -36,6 +41,8 @@ __all__ = [
     "sampled_pixels",
     "scene_masks",
     "source_image_path",
+    "units_fields",
+    "units_note",
 ]
 
 #: Flips the y and z camera axes: OpenCV (x right, y down, z forward) <-> OpenGL (x right, y up,
@@ -47,6 +54,38 @@ CAM_PALETTE: tuple[tuple[int, int, int], ...] = (
     (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 0, 255), (255, 204, 0), (0, 204, 204),
     (128, 255, 255), (255, 128, 255), (255, 255, 128), (0, 0, 0), (128, 128, 128),
 )
+
+
+def is_metric(scene: Scene) -> bool:
+    """Whether the lengths of ``scene`` (depths, translations, points) are metres."""
+    return scene.units == "metres"
+
+
+def units_note(scene: Scene) -> str:
+    """One line (ASCII) stating the length unit of ``scene``, for the comments of the exports
+    (PLY header, COLMAP text headers): metres for a metric scene, else arbitrary units; a scene
+    that is not metric is never said to be in metres."""
+    if is_metric(scene):
+        return "units: metres (metric scale predicted by the network)"
+    return "units: arbitrary scene units (the scale is unknown; not metric)"
+
+
+def units_fields(scene: Scene) -> dict[str, object]:
+    """The JSON fields stating the length unit of ``scene``: ``{"units": scene.units ("metres" or
+    "scene"), "metric": bool, "units_note": units_note(scene)}``."""
+    return {"units": scene.units, "metric": is_metric(scene), "units_note": units_note(scene)}
+
+
+def original_pixels(scene: Scene, k: int, uv: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Network pixel coordinates ``(P, 2)`` ``(x, y)`` of image ``k`` to original ones, float64
+    (pointmap convention, pixel centres at integers); unchanged for an image without a meta."""
+    meta = scene.metas[k]
+    uv = to_numpy(uv, np.float64)
+    if meta is None:
+        return uv
+    # the map is affine per axis: read it off two points, apply it in numpy (fast for many points)
+    ref = meta.to_original_pixels(torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=torch.float64)).numpy()
+    return ref[0] + uv * (ref[1] - ref[0])
 
 
 def scene_masks(

@@ -14,7 +14,9 @@ Files per image (``<stem>`` from the image file name), in one folder:
 * ``<stem>_depth_preview.png`` and ``<stem>_conf_preview.png``: RGB previews with OpenCV's turbo
   colour map, normalised between the 2nd and 98th percentiles of the valid pixels (near = red, far =
   blue; confidence on a log scale, high = red); invalid pixels are black.
-* ``depth.json``: the sidecar with every image's files, size and scale.
+* ``depth.json``: the sidecar with every image's files, size and scale, and the length unit of the
+  depths (``"units"``: ``"metres"`` for a metric scene, else ``"scene"``, arbitrary; ``"metric"``;
+  ``"units_note"``); the PNG ``tEXt`` chunk ``depth_unit`` holds the same ``"units"`` value.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ..arrays import to_numpy
 from ..errors import PointmapError
 from ..io_utils import atomic_write, write_json
 from ..scene import Scene
-from .common import image_file_names, scene_masks
+from .common import image_file_names, scene_masks, units_fields
 
 __all__ = ["CONF_NOTE", "SIDE_CAR", "colorize", "depth_scale_for", "export_depth", "read_depth_png"]
 
@@ -153,7 +155,7 @@ def export_depth(
             "depth_png": f"{stem}_depth.png", "depth_npy": f"{stem}_depth.npy",
             "conf_npy": f"{stem}_conf.npy", "mask_png": f"{stem}_mask.png",
         }
-        _save_png(folder / files["depth_png"], q, {"depth_scale": repr(scale), "depth_unit": "scene"})
+        _save_png(folder / files["depth_png"], q, {"depth_scale": repr(scale), "depth_unit": scene.units})
         _save_npy(folder / files["depth_npy"], depth)
         _save_npy(folder / files["conf_npy"], conf)
         _save_png(folder / files["mask_png"], valid.astype(np.uint8) * 255, compress_level=_FAST)
@@ -174,6 +176,7 @@ def export_depth(
         "resolution": resolution,
         "confidence": CONF_NOTE,
         "conf_threshold": float(scene.conf_threshold),
+        **units_fields(scene),
         "images": entries,
     }
     path = folder / SIDE_CAR

@@ -13,7 +13,9 @@ Content of the GLB scene graph:
   frustum base. ``k`` is the index of the image in the :class:`~pointmap.scene.Scene`.
 
 Counting cameras: count the nodes whose name matches ``camera_\\d{3,}`` (no suffix); the same number
-is stored in the glTF scene extras as ``{"pointmap": {"n_cameras": n, "cameras": [names]}}``.
+is stored in the glTF scene extras as ``{"pointmap": {"n_cameras": n, "cameras": [names], "units":
+..., "metric": ..., "units_note": ...}}`` (the length unit: :func:`~pointmap.export.common.units_fields`;
+the viewer frame is rigid, so lengths keep the scene's unit).
 
 Frame: all geometry is expressed in the frame ``inverse(cam2world_0 @ diag(1, -1, -1, 1) @ Rot_y(180
 deg))`` like the reference demo, where ``cam2world_0`` is the pose of the first placed image: view 0 is
@@ -42,6 +44,7 @@ from .common import (
     masked_points,
     rgb_uint8,
     scene_masks,
+    units_fields,
 )
 
 __all__ = ["CAMERA_NODE", "auto_cam_size", "build_glb_scene", "export_glb", "viewer_transform"]
@@ -242,7 +245,7 @@ def build_glb_scene(
         out.add_geometry(frustum, node_name=name, geom_name=name)
         if quad is not None:
             out.add_geometry(quad, node_name=f"{name}_image", geom_name=f"{name}_image")
-    out.metadata["pointmap"] = {"n_cameras": len(names), "cameras": names}
+    out.metadata["pointmap"] = {"n_cameras": len(names), "cameras": names, **units_fields(scene)}
     return out
 
 

@@ -14,6 +14,9 @@ Conventions written (nerfstudio "data conventions"):
 * ``camera_model: "OPENCV"`` with zero distortion (``k1 k2 p1 p2``). Intrinsics shared by all frames
   are written once at the top level; otherwise every frame carries its own.
 * only placed images are written.
+* the length unit of ``transform_matrix`` translations, beside nerfstudio's keys (which it ignores):
+  ``"units"`` (``"metres"`` for a metric scene, else ``"scene"``: arbitrary), ``"metric"`` and
+  ``"units_note"`` (:func:`~pointmap.export.common.units_fields`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from .common import (
     original_intrinsics,
     original_size,
     source_image_path,
+    units_fields,
 )
 
 __all__ = ["INTRINSIC_KEYS", "export_nerfstudio"]
@@ -100,6 +104,7 @@ def export_nerfstudio(
     out.update({"k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0})
     if ply_file_path is not None:
         out["ply_file_path"] = ply_file_path
+    out.update(units_fields(scene))
     out["frames"] = frames
     write_json(path, out)
     return path

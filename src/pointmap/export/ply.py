@@ -4,6 +4,10 @@ Vertex properties, in this order: ``x y z`` (float32, world frame of the scene: 
 scene units), optionally ``nx ny nz`` (float32 unit normals, oriented towards the camera that saw
 the point), ``red green blue`` (uchar) and ``confidence`` (float32, the network's raw confidence,
 ``> 1``). Points are the valid (masked) pixels of every placed image, image by image, row-major.
+
+The header's comments say who wrote the file and its length unit
+(:func:`~pointmap.export.common.units_note`): ``comment units: metres (...)`` for a metric scene,
+``comment units: arbitrary scene units (...)`` otherwise.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch
 from ..arrays import to_numpy
 from ..io_utils import atomic_write
 from ..scene import Scene
-from .common import image_points, point_budget, rgb_uint8, sampled_pixels, scene_masks
+from .common import image_points, point_budget, rgb_uint8, sampled_pixels, scene_masks, units_note
 
 __all__ = ["export_ply", "grid_normals"]
 
@@ -71,9 +75,9 @@ def _vertex_array(scene: Scene, mask, normals: bool, max_points: int | None = No
     return np.concatenate(chunks) if chunks else np.empty(0, dtype=fields)
 
 
-def _header(vertices: np.ndarray) -> bytes:
+def _header(vertices: np.ndarray, units: str) -> bytes:
     types = {"<f4": "float", "|u1": "uchar"}
-    lines = ["ply", "format binary_little_endian 1.0", "comment written by pointmap",
+    lines = ["ply", "format binary_little_endian 1.0", "comment written by pointmap", f"comment {units}",
              f"element vertex {len(vertices)}"]
     for name in vertices.dtype.names:
         lines.append(f"property {types[vertices.dtype[name].str]} {name}")
@@ -110,6 +114,6 @@ def export_ply(
     path = Path(path)
     vertices = _vertex_array(scene, mask, normals, max_points)
     with atomic_write(path) as f:
-        f.write(_header(vertices))
+        f.write(_header(vertices, units_note(scene)))
         _write_body(f, vertices)
     return path
