@@ -136,3 +136,50 @@ def test_reconstruct_sparse_alignment(tmp_path, capsys):
     assert "placed 3/3 images" in capsys.readouterr().out
     frames = json.loads((out / "cameras.json").read_text())["images"]
     assert len(frames) == 3
+
+
+@needs_model
+def test_reconstruct_exports_a_colmap_database_and_initial_model(tmp_path, capsys):
+    """``--export colmap-db``: the database and the initial model read back in pycolmap with the
+    same ids and names, the poses of cameras.json, and a statement that the units are arbitrary."""
+    pycolmap = pytest.importorskip("pycolmap")
+    import numpy as np
+
+    imgs = sorted(EXAMPLES.glob("*.jpg"))[:3]
+    out = tmp_path / "out"
+    rc = main(["reconstruct", *map(str, imgs), "-o", str(out), "-q", "--export", "colmap-db", "cameras"])
+    assert rc == 0, capsys.readouterr().err
+    text = capsys.readouterr().out
+    assert "matching" in text and "colmap-db:" in text
+    cams = json.loads((out / "cameras.json").read_text())
+    db = pycolmap.Database.open(str(out / "colmap" / "database.db"))
+    try:
+        names = {im.image_id: im.name for im in db.read_all_images()}
+        assert names == {k + 1: im.name for k, im in enumerate(imgs)}
+        assert db.num_matched_image_pairs() == 3 and db.num_verified_image_pairs() >= 1
+    finally:
+        db.close()
+    rec = pycolmap.Reconstruction(str(out / "colmap" / "init"))
+    assert sorted(rec.images) == [1, 2, 3]
+    for iid, im in rec.images.items():
+        frame = cams["images"][iid - 1]
+        assert im.name == names[iid] == frame["file"]
+        assert np.allclose(im.cam_from_world().matrix(), np.array(frame["world2cam"])[:3], atol=1e-4)
+        K = np.array(frame["K_original"])
+        assert np.allclose(rec.cameras[iid].params, [K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5])
+    assert sorted(p.name for p in (out / "images").iterdir()) == sorted(im.name for im in imgs)
+    head = (out / "colmap" / "init" / "images.txt").read_text()
+    assert "# units: arbitrary" in head and "metre" not in head
+
+
+def test_colmap_db_without_pycolmap_is_one_line_naming_the_extra(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pycolmap", None)  # import pycolmap fails
+    img = sorted(EXAMPLES.glob("*.jpg"))[0]
+    rc = main(["reconstruct", str(img), "-o", str(tmp_path / "o"), "--weights", str(tmp_path / "none.pth"),
+               "--export", "colmap-db"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert "--export colmap-db needs pycolmap: pip install 'pointmap[colmap]'" in err
+    assert not (tmp_path / "o").exists()  # refused before any work (the missing weights are not reached)

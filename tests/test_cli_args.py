@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pointmap.cli import EXPORT_FORMATS, SOLVERS, build_parser, main
+from pointmap.cli import EXPORT_FORMATS, MATCH_EXPORT_FORMATS, SOLVERS, build_parser, main
 
 
 def test_help_and_argument_errors_import_nothing_heavy():
@@ -72,9 +72,10 @@ def test_solver_help_names_the_choices(capsys):
 
 def test_parser_constants_match_the_library():
     from pointmap.align import AlignConfig
-    from pointmap.export import FORMATS
+    from pointmap.export import FORMATS, MATCH_FORMATS
 
     assert tuple(EXPORT_FORMATS) == tuple(FORMATS)
+    assert tuple(MATCH_EXPORT_FORMATS) == tuple(MATCH_FORMATS)
     for s in SOLVERS:
         AlignConfig(solver=s)
 

@@ -97,3 +97,124 @@ def test_existing_database_is_not_replaced(tmp_path):
     with pytest.raises(OutputExistsError, match="overwrite"):
         write_colmap_database(p, ["a", "b"], [(8, 8)] * 2, {(0, 1): (np.zeros((1, 2)), np.ones((1, 2)))})
     assert p.read_bytes() == b"not mine"
+
+
+def _true_matches(scene, step: int = 2):
+    """Exact matches at network resolution: a grid of pixels of image i lifted with its true depth
+    and projected into image j (float pixels), kept where they land inside j."""
+    from pointmap.export.common import image_points
+
+    out = {}
+    for i in range(len(scene)):
+        H, W = scene.depths[i].shape
+        v, u = np.mgrid[0:H:step, 0:W:step]
+        X = image_points(scene, i)[v, u].reshape(-1, 3)
+        for j in range(i + 1, len(scene)):
+            w2c = np.linalg.inv(scene.poses[j].double().numpy())
+            Xc = X @ w2c[:3, :3].T + w2c[:3, 3]
+            uv = (Xc @ scene.intrinsics[j].double().numpy().T)[:, :2] / Xc[:, 2:]
+            ok = (Xc[:, 2] > 0) & (uv >= 0).all(1) & (uv <= [W - 1, H - 1]).all(1)
+            out[(i, j)] = (np.stack([u.ravel(), v.ravel()], 1)[ok].astype(np.float64), uv[ok])
+    return out
+
+
+def _n_tracks(matches, images) -> int:
+    """Connected components of the graph of matched pixels (the matches among ``images`` only)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    nodes: dict[tuple, int] = {}
+    edges = [(nodes.setdefault((i, *np.round(p, 6)), len(nodes)), nodes.setdefault((j, *np.round(q, 6)), len(nodes)))
+             for (i, j), (a, b) in matches.items() if i in images and j in images for p, q in zip(a, b)]
+    e = np.array(edges)
+    n = len(nodes)
+    return connected_components(coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n)), directed=False)[0]
+
+
+@pytest.mark.parametrize("placed", [None, [True, False, True]])
+def test_export_scene_database_and_initial_model_fit_together(tmp_path, placed):
+    """``export_scene(formats=['colmap-db'])``: the initial model has the database's ids, names,
+    cameras and keypoints and the scene's poses; COLMAP triangulates the database's matches from it
+    onto the true surface (the plane z = 4) with the poses kept."""
+    from pointmap.export import export_scene
+    from pointmap.export.common import original_intrinsics
+
+    from export_scenes import PLANE_Z, make_scene
+
+    scene = make_scene(n=3, placed=placed)
+    matches = _true_matches(scene)
+    paths = export_scene(scene, tmp_path / "out", formats=["colmap-db"], matches=matches)
+    db_path, init = paths["colmap-db"], paths["colmap_init"]
+    assert db_path == tmp_path / "out" / "colmap" / "database.db" and init == tmp_path / "out" / "colmap" / "init"
+    assert sorted(p.name for p in (tmp_path / "out" / "images").iterdir()) == ["img0.png", "img1.png", "img2.png"]
+    rec = pycolmap.Reconstruction(str(init))
+    K0 = original_intrinsics(scene)
+    placed_ids = [k + 1 for k in range(3) if bool(scene.placed[k])]
+    db = pycolmap.Database.open(str(db_path))
+    try:
+        db_images = {im.image_id: im for im in db.read_all_images()}
+        assert sorted(db_images) == [1, 2, 3]
+        assert db.num_verified_image_pairs() == 3
+        assert sorted(rec.images) == placed_ids and rec.num_points3D() == 0
+        for iid, im in rec.images.items():
+            k = iid - 1
+            assert im.name == db_images[iid].name == f"img{k}.png"
+            assert im.camera_id == db_images[iid].camera_id == iid
+            w2c = np.linalg.inv(scene.poses[k].double().numpy())
+            assert np.allclose(im.cam_from_world().matrix(), w2c[:3], atol=1e-5)
+            params = [K0[k][0, 0], K0[k][1, 1], K0[k][0, 2] + 0.5, K0[k][1, 2] + 0.5]
+            assert np.allclose(rec.cameras[iid].params, params)
+            assert np.allclose(db.read_camera(iid).params, params)
+            xy = np.array([p.xy for p in im.points2D])
+            kp = db.read_keypoints(iid)[:, :2]
+            assert len(xy) == len(kp) > 0 and np.allclose(xy, kp, atol=1e-4)
+    finally:
+        db.close()
+    out = tmp_path / "tri"
+    out.mkdir()
+    opts = pycolmap.IncrementalPipelineOptions()
+    opts.triangulation.ignore_two_view_tracks = False  # tracks of two views count too
+    tri = pycolmap.triangulate_points(rec, str(db_path), str(tmp_path / "out" / "images"), str(out),
+                                      clear_points=False, options=opts)
+    assert sorted(tri.images) == placed_ids
+    # one 3-D point per track (matches chained through shared pixels) between placed images, on
+    # the true plane
+    assert tri.num_points3D() == _n_tracks(matches, [k - 1 for k in placed_ids])
+    xyz = np.array([p.xyz for p in tri.points3D.values()])
+    assert np.abs(xyz[:, 2] - PLANE_Z).max() < 1e-4
+    for iid, im in tri.images.items():
+        w2c = np.linalg.inv(scene.poses[iid - 1].double().numpy())
+        assert np.allclose(im.cam_from_world().matrix(), w2c[:3], atol=1e-5)
+    if placed is not None:
+        # COLMAP's mapper continues from the initial model and registers the image pointmap left
+        # unplaced, at its true pose (the mapper normalises its output by a similarity: compare
+        # relative rotations, and camera centres up to one scale)
+        out = tmp_path / "map"
+        out.mkdir()
+        recs = pycolmap.incremental_mapping(str(db_path), str(tmp_path / "out" / "images"), str(out),
+                                            options=opts, input_path=str(init))
+        rec = max(recs.values(), key=lambda r: r.num_reg_images())
+        assert sorted(rec.images) == [1, 2, 3]
+        R = [rec.images[k + 1].cam_from_world().rotation.matrix() for k in range(3)]
+        t = [rec.images[k + 1].cam_from_world().translation for k in range(3)]
+        centres = np.stack([-r.T @ v for r, v in zip(R, t)])
+        true = scene.poses.double().numpy()
+        for k in (1, 2):
+            assert np.allclose(R[k] @ R[0].T, true[k, :3, :3].T @ true[0, :3, :3], atol=1e-4), k
+        d, d_true = centres - centres[0], true[:, :3, 3] - true[0, :3, 3]
+        scale = (d * d_true).sum() / (d_true * d_true).sum()
+        assert np.allclose(d, scale * d_true, atol=1e-4 * scale)
+
+
+def test_colmap_db_export_needs_matches_and_says_what_to_install(tmp_path, monkeypatch):
+    from pointmap.errors import PointmapError
+    from pointmap.export import export_scene
+
+    from export_scenes import make_scene
+
+    with pytest.raises(PointmapError, match="needs the pixel matches"):
+        export_scene(make_scene(), tmp_path / "a", formats=["colmap-db"])
+    monkeypatch.setitem(__import__("sys").modules, "pycolmap", None)  # import pycolmap fails
+    with pytest.raises(PointmapError, match=r"needs pycolmap: pip install 'pointmap\[colmap\]'"):
+        export_scene(make_scene(), tmp_path / "b", formats=["colmap-db"], matches={})
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -141,6 +141,7 @@ def reconstruct_images(
     store: PredictionStore | None = None,
     video: bool = False,
     announce: Callable[[str], None] | None = None,
+    keep_descriptors: bool = False,
 ) -> ReconstructionResult | None:
     """Run pair inference and global alignment on already loaded images.
 
@@ -163,6 +164,10 @@ def reconstruct_images(
     With ``distributed``, pair inference is split over the ranks of the initialised process
     group (:mod:`pointmap.distributed`); rank 0 aligns and returns the result, other ranks
     return ``None``.
+
+    ``keep_descriptors``: keep a MASt3R model's descriptors in ``predictions`` whatever the
+    alignment (sparse alignment keeps them anyway), e.g. to match pixels afterwards; not with a
+    ``store``, which holds no descriptors (matching then uses the 3D points).
 
     With a ``store`` (:func:`open_store`), pair predictions are written to disk batch by batch
     and read back on demand (host memory does not grow with the number of pairs), and pairs
@@ -199,7 +204,7 @@ def reconstruct_images(
             # memory of the points) are kept only for sparse alignment's matching
             preds = infer_pairs(model, work, pairs, batch_size=batch_size, device=dev,
                                 dtype=resolve_dtype(dtype, dev), progress=progress, store=store,
-                                descriptors=method == "sparse" and store is None)
+                                descriptors=(method == "sparse" or keep_descriptors) and store is None)
     if preds is None:
         return None
     with log.stage("alignment"):

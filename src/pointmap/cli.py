@@ -91,6 +91,11 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     out = OutputDir(args.output, overwrite=args.overwrite, option="--overwrite",
                     inputs=[*args.inputs, *(p for p in (args.masks, args.cameras) if p)],
                     keep=(STORE_DIRNAME,)) if rank == 0 else None
+    want_db = "colmap-db" in args.export
+    if want_db:  # before any work: the export needs pycolmap
+        from .export.colmap_database import require_pycolmap
+
+        require_pycolmap("--export colmap-db")
     model = load_model(args.weights, device=dev)
     if getattr(args, "fast", False):
         if dev.type != "cuda":
@@ -100,6 +105,9 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         model.optimize_for_inference(trunk_dtype=torch.bfloat16, head_dtype=torch.bfloat16)
     size = args.size or model.config.native_size
     images = _load_inputs(args.inputs, size, args.fps, args.skip_bad)
+    if want_db and len(images) < 2:
+        raise PointmapError("--export colmap-db needs two or more images (the database holds the "
+                            "matches between images)")
     priors = alignment_priors(images, args.cameras, args.masks)
     t_load = time.perf_counter() - t0
     if args.weights in BUNDLED_MODELS:
@@ -133,7 +141,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
                              progress=not args.quiet, distributed=dist_on,
                              store=store, video=any(_is_video(x) for x in args.inputs),
                              announce=lambda line: print(line, file=sys.stderr) if rank == 0 else None,
-                             **priors)
+                             keep_descriptors=want_db, **priors)
     if dist_on:
         import torch.distributed as dist
 
@@ -142,13 +150,19 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         return 0
     scene = res.scene
     stages = res.stages
+    matches = None
+    if want_db:
+        from .align.sparse import pair_matches
+
+        with stages.stage("matching"):  # descriptors (MASt3R) or 3D points, as sparse alignment
+            matches = pair_matches(res.predictions, device=dev)
     with stages.stage("export"):
         if args.clean and len(scene) > 1:
             scene = clean_pointcloud(scene)
         if args.mask_sky:
             scene = mask_sky(scene)
         paths = export_scene(scene, out, formats=args.export, as_pointcloud=not args.mesh,
-                             cloud_max_points=args.max_points or None)
+                             cloud_max_points=args.max_points or None, matches=matches)
     placed = int(scene.placed.sum())
     sparse = scene.sparse_images()
     counts = scene.kept_counts()
@@ -286,8 +300,12 @@ def _cmd_app(args: argparse.Namespace) -> int:
 # it runs. To add a command: write ``_add_<name>_args(p)`` and one line in ``build_parser``.
 
 EXPORT_FORMATS = ("glb", "ply", "colmap", "transforms", "depth", "cameras")
-"""Formats ``--export`` accepts (the same as :data:`pointmap.export.FORMATS`; a test keeps them
-equal, this copy keeps the parser free of the export modules' imports)."""
+"""Formats ``--export`` writes by default (the same as :data:`pointmap.export.FORMATS`; a test keeps
+them equal, this copy keeps the parser free of the export modules' imports)."""
+
+MATCH_EXPORT_FORMATS = ("colmap-db",)
+"""Formats ``--export`` also accepts, written only when named: they need the pixel matches of the
+pairs (:data:`pointmap.export.MATCH_FORMATS`)."""
 
 SOLVERS = ("gn", "adam")
 """``--solver`` choices (:class:`pointmap.align.AlignConfig`)."""
@@ -362,8 +380,12 @@ def _add_scene_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conf-threshold", type=finite_float, default=None,
                    help="keep points whose raw confidence (1 + exp(x), > 1) exceeds this "
                         "(default: the model's recommendation; 3 for the released DUSt3R models)")
-    p.add_argument("--export", nargs="+", default=list(EXPORT_FORMATS), choices=list(EXPORT_FORMATS),
-                   help="formats to write")
+    p.add_argument("--export", nargs="+", default=list(EXPORT_FORMATS),
+                   choices=[*EXPORT_FORMATS, *MATCH_EXPORT_FORMATS],
+                   help="formats to write (default: all but colmap-db). colmap-db: the pairs' pixel "
+                        "matches as a COLMAP database (keypoints, matches, two-view geometries verified "
+                        "by RANSAC) in colmap/database.db and the aligned cameras as an initial model in "
+                        "colmap/init, for COLMAP's or GLOMAP's mappers (needs pycolmap: the colmap extra)")
     p.add_argument("--mesh", action="store_true", help="GLB as a mesh instead of a point cloud")
     p.add_argument("--max-points", type=non_negative_int, default=2_000_000,
                    help="most points in the PLY and GLB clouds, sampled from every image in proportion "

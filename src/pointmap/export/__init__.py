@@ -6,8 +6,13 @@ Layout written by :func:`export_scene` into ``out_dir``::
     points.ply              ply         binary PLY, world frame, colours + raw confidence
     colmap/sparse/0/*.bin   colmap      COLMAP sparse model (original resolution)
     colmap/text/*.txt       colmap      the same model as text
+    colmap/database.db      colmap-db   pixel matches as a COLMAP database: keypoints, matches,
+                                        two-view geometries verified by RANSAC (needs pycolmap)
+    colmap/init/*.txt       colmap-db   the aligned cameras as an initial COLMAP model (same ids as
+                                        the database; POINTS2D = its keypoints; no 3-D points)
     transforms.json         transforms  nerfstudio cameras (original resolution)
-    images/                 colmap, transforms: the images the two above refer to
+    images/                 colmap, colmap-db, transforms: the images these refer to (placed
+                                        ones; with colmap-db every image of the database)
     depth/                  depth       16-bit PNG + npy depth, confidence, previews, depth.json
     cameras.json            cameras     intrinsics and poses (network and original resolution)
     .pointmap-manifest.json             the files this export wrote (``--overwrite`` replaces only those)
@@ -16,14 +21,18 @@ Layout written by :func:`export_scene` into ``out_dir``::
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from ..errors import PointmapError
 from ..io_utils import OutputDir
 from ..scene import Scene
 from .cameras import export_cameras
 from .colmap import build_colmap_model, export_colmap, zip_model
+from .colmap_database import export_colmap_database, require_pycolmap
 from .common import copy_image, image_file_names, original_colours, source_image_path
 from .depth import export_depth
 from .glb import export_glb
@@ -33,8 +42,10 @@ from .ply import export_ply
 __all__ = [
     "DEFAULT_CLOUD_POINTS",
     "FORMATS",
+    "MATCH_FORMATS",
     "export_cameras",
     "export_colmap",
+    "export_colmap_database",
     "export_depth",
     "export_glb",
     "export_nerfstudio",
@@ -48,6 +59,11 @@ DEFAULT_CLOUD_POINTS = 2_000_000
 10 images at 512x384; a 1000-image scene keeps one pixel in about 100."""
 
 FORMATS = ("glb", "ply", "colmap", "transforms", "depth", "cameras")
+"""The formats written from the scene alone (the default of :func:`export_scene`)."""
+
+MATCH_FORMATS = ("colmap-db",)
+"""Formats that also need the pixel matches of the pairs (``export_scene(..., matches=...)``);
+written only when asked for."""
 
 
 def export_scene(
@@ -64,6 +80,7 @@ def export_scene(
     cloud_max_points: int | None = None,
     depth_resolution: str = "network",
     copy_images: bool = True,
+    matches: Mapping[tuple[int, int], tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray]] | None = None,
 ) -> dict[str, Path]:
     """Write ``scene`` in the requested ``formats`` into ``out_dir`` (layout in the module docstring).
 
@@ -72,7 +89,7 @@ def export_scene(
         out_dir: output folder, or an :class:`~pointmap.io_utils.OutputDir` already checked
             against the inputs. Written in a temporary folder beside it and moved into place at
             the end (an error leaves earlier results as they were); a manifest lists the files.
-        formats: any of :data:`FORMATS`.
+        formats: any of :data:`FORMATS` and :data:`MATCH_FORMATS`.
         overwrite: replace the results of an earlier export in a non-empty ``out_dir`` (only the
             files pointmap wrote; other files are kept); otherwise
             :class:`~pointmap.errors.OutputExistsError` is raised. Ignored for an ``OutputDir``.
@@ -85,20 +102,28 @@ def export_scene(
             line's ``--max-points``, default :data:`DEFAULT_CLOUD_POINTS`).
         depth_resolution: ``"network"`` or ``"original"`` (:func:`export_depth`).
         copy_images: copy the images into ``images/`` for COLMAP / nerfstudio.
+        matches: for ``colmap-db``: per pair of image indices ``(i, j)``, ``(xy_i (M, 2), xy_j (M,
+            2))`` matched pixels ``(x, y)`` at network resolution
+            (:func:`~pointmap.export.colmap_database.export_colmap_database`).
 
     Returns:
-        ``{format: path}``, plus ``"colmap_text"`` and ``"images"`` where written.
+        ``{format: path}``, plus ``"colmap_text"``, ``"colmap_init"`` and ``"images"`` where written.
     """
-    unknown = [f for f in formats if f not in FORMATS]
+    known = (*FORMATS, *MATCH_FORMATS)
+    unknown = [f for f in formats if f not in known]
     if unknown:
-        raise PointmapError(f"unknown export format(s) {unknown}; choose from {list(FORMATS)}")
+        raise PointmapError(f"unknown export format(s) {unknown}; choose from {list(known)}")
+    if "colmap-db" in formats:
+        require_pycolmap("the colmap-db export")
+        if matches is None:
+            raise PointmapError("the colmap-db export needs the pixel matches of the pairs (matches=...)")
     target = out_dir if isinstance(out_dir, OutputDir) else OutputDir(out_dir, overwrite=overwrite)
     with target.writing() as out:
         names = image_file_names(scene, image_paths)
         paths: dict[str, Path] = {}
-        if copy_images and ("colmap" in formats or "transforms" in formats):
-            for k in range(len(scene)):
-                if bool(scene.placed[k]):
+        if copy_images and any(f in formats for f in ("colmap", "colmap-db", "transforms")):
+            for k in range(len(scene)):  # the database lists every image, placed or not
+                if bool(scene.placed[k]) or "colmap-db" in formats:
                     src = source_image_path(scene, k, image_paths)
                     copy_image(src, out / "images" / names[k],
                                fallback=original_colours(scene, k) if src is None else None)
@@ -115,6 +140,9 @@ def export_scene(
             export_colmap(scene, out / "colmap" / "text", "txt", model=model)
             paths["colmap"] = out / "colmap" / "sparse" / "0"
             paths["colmap_text"] = out / "colmap" / "text"
+        if "colmap-db" in formats:
+            db = export_colmap_database(scene, out / "colmap", matches or {}, image_names=names)
+            paths["colmap-db"], paths["colmap_init"] = db["database"], db["init"]
         if "transforms" in formats:
             paths["transforms"] = export_nerfstudio(
                 scene, out / "transforms.json", image_paths=image_paths, copy_images=False,

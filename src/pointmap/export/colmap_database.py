@@ -10,6 +10,18 @@ COLMAP's RANSAC (``pycolmap.estimate_two_view_geometry``) verifies among them.
 
 Pixel convention: pointmap puts the centre of the top-left pixel at ``(0, 0)``, COLMAP at
 ``(0.5, 0.5)``: keypoints and principal points are shifted by ``+0.5``.
+
+:func:`export_colmap_database` writes, from a :class:`~pointmap.scene.Scene` and the pixel matches of
+its pairs (network pixels, mapped here to the original images' pixels), into one folder:
+
+* ``database.db``: the database above, one camera per image with the scene's intrinsics at original
+  resolution (``PINHOLE``), image names as :func:`~pointmap.export.common.image_file_names`;
+* ``init/`` (``cameras.txt``, ``images.txt``, ``points3D.txt``): the aligned cameras as an initial
+  COLMAP model, written by :func:`pointmap.export.colmap.write_colmap_text`: the placed images with
+  their poses and intrinsics, the same camera and image ids as the database, and as ``POINTS2D``
+  each image's keypoints of the database (in the same order, no 3-D point yet); ``points3D.txt``
+  is empty. COLMAP's ``point_triangulator --input_path init`` triangulates the matches with these
+  poses kept fixed; ``mapper --input_path init`` continues from them.
 """
 
 from __future__ import annotations
@@ -23,8 +35,14 @@ import numpy as np
 import torch
 
 from ..errors import OutputExistsError, PointmapError
+from ..scene import Scene
+from .colmap import build_colmap_model, write_colmap_text
+from .common import image_file_names, original_intrinsics, original_pixels, original_size
 
-__all__ = ["DatabaseSummary", "write_colmap_database"]
+__all__ = ["DatabaseSummary", "export_colmap_database", "require_pycolmap", "write_colmap_database"]
+
+#: What to install for the COLMAP database (the ``colmap`` extra of pyproject.toml).
+PYCOLMAP_HINT = "pip install 'pointmap[colmap]' (or pip install pycolmap)"
 
 
 @dataclass
@@ -34,21 +52,26 @@ class DatabaseSummary:
     Attributes:
         path: the database file.
         keypoints: per image, the number of keypoints.
+        keypoint_xy: per image ``(K, 2)`` float64 keypoint coordinates ``(x, y)`` in the order of
+            the database, pointmap pixels (centres at integers; the database holds them ``+0.5``).
         matches: per unordered pair ``(i, j)``, ``i < j``, the number of matches.
         inliers: per unordered pair, the number of matches the two-view geometry verified (0: none).
     """
 
     path: Path
     keypoints: list[int] = field(default_factory=list)
+    keypoint_xy: list[np.ndarray] = field(default_factory=list)
     matches: dict[tuple[int, int], int] = field(default_factory=dict)
     inliers: dict[tuple[int, int], int] = field(default_factory=dict)
 
 
-def _pycolmap():
+def require_pycolmap(what: str = "writing a COLMAP database"):
+    """The ``pycolmap`` module; :class:`~pointmap.errors.PointmapError` naming what to install
+    when it is absent (``what`` names what needs it, for the message)."""
     try:
         import pycolmap
     except ImportError:
-        raise PointmapError("writing a COLMAP database needs pycolmap: pip install pycolmap") from None
+        raise PointmapError(f"{what} needs pycolmap: {PYCOLMAP_HINT}") from None
     return pycolmap
 
 
@@ -82,7 +105,7 @@ def write_colmap_database(
     Returns:
         :class:`DatabaseSummary` with the counts written.
     """
-    pycolmap = _pycolmap()
+    pycolmap = require_pycolmap()
     path = Path(path)
     n = len(names)
     if len(sizes) != n:
@@ -147,6 +170,7 @@ def write_colmap_database(
             db.write_frame(frame, use_frame_id=True)
             db.write_keypoints(k + 1, (kps[k] + 0.5).astype(np.float32))
             summary.keypoints.append(len(kps[k]))
+            summary.keypoint_xy.append(kps[k])
             cams.append(cam)
         for (i, j), idx in sorted(pair_idx.items()):
             idx = np.unique(idx, axis=0).astype(np.uint32)
@@ -168,3 +192,47 @@ def _in_append_order(matches: Mapping) -> list[tuple[tuple[int, int], tuple[np.n
     for (i, j), (a, b) in matches.items():
         out.append(((i, j), (a, b)) if i < j else ((j, i), (b, a)))
     return out
+
+
+def export_colmap_database(
+    scene: Scene,
+    folder: str | os.PathLike,
+    matches: Mapping[tuple[int, int], tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray]],
+    image_names: Sequence[str] | None = None,
+    verify: bool = True,
+) -> dict[str, Path]:
+    """Write ``database.db`` and the initial model ``init/`` of ``scene`` into ``folder`` (see the
+    module docstring).
+
+    Args:
+        scene: the reconstruction (its poses and intrinsics; ``metas`` map pixels to the originals).
+        folder: output folder (created if needed); an existing ``database.db`` is refused.
+        matches: per pair of image indices ``(i, j)``: ``(xy_i (M, 2), xy_j (M, 2))`` pixel
+            coordinates ``(x, y)`` at **network** resolution (e.g.
+            :func:`pointmap.align.sparse.pair_matches`); ``(i, j)`` and ``(j, i)`` are merged.
+        image_names: file names of the images as COLMAP finds them in its image folder (default
+            :func:`~pointmap.export.common.image_file_names`).
+        verify: estimate the two-view geometries (RANSAC).
+
+    Returns:
+        ``{"database": folder/database.db, "init": folder/init}``.
+    """
+    folder = Path(folder)
+    n = len(scene)
+    names = list(image_names) if image_names is not None else image_file_names(scene)
+    orig = {}
+    for (i, j), (a, b) in matches.items():
+        if not (0 <= i < n and 0 <= j < n):
+            raise ValueError(f"pair {(i, j)} is not two images of a scene of {n}")
+        orig[(i, j)] = (original_pixels(scene, i, _np(a).reshape(-1, 2)),
+                        original_pixels(scene, j, _np(b).reshape(-1, 2)))
+    summary = write_colmap_database(folder / "database.db", names, [original_size(scene, k) for k in range(n)],
+                                    orig, intrinsics=original_intrinsics(scene), verify=verify)
+    model = build_colmap_model(scene, max_points=0, track_views=False, image_names=names)
+    for im in model.images:
+        kp = summary.keypoint_xy[im.image_id - 1]
+        im.xys = kp + 0.5
+        im.point3d_ids = np.full(len(kp), -1, np.int64)
+    (folder / "init").mkdir(parents=True, exist_ok=True)
+    write_colmap_text(model, folder / "init")
+    return {"database": summary.path, "init": folder / "init"}
