@@ -183,3 +183,41 @@ def test_colmap_db_without_pycolmap_is_one_line_naming_the_extra(tmp_path, capsy
     assert rc == 2 and err.count("\n") == 1
     assert "--export colmap-db needs pycolmap: pip install 'pointmap[colmap]'" in err
     assert not (tmp_path / "o").exists()  # refused before any work (the missing weights are not reached)
+
+
+def test_metric_model_exports_say_metres_and_match_descriptors(tmp_path, capsys, monkeypatch):
+    """A (tiny, random) MASt3R network: the scene is metric, the exports say metres, and the
+    COLMAP database of a dense alignment is made from descriptor matches."""
+    pytest.importorskip("pycolmap")
+    import torch
+
+    import pointmap.align.sparse as sparse_mod
+    from pointmap.model import DUSt3R, ModelConfig
+    from pointmap.model.checkpoint import save_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(img_size=(64, 64), enc_embed_dim=32, enc_depth=2, enc_num_heads=2, dec_embed_dim=32,
+                      dec_depth=4, dec_num_heads=2, head_type="catmlp+dpt", output_mode="pts3d+desc24",
+                      two_confs=True, dpt_layer_dims=(8, 16, 16, 32), dpt_feature_dim=16, dpt_last_dim=16)
+    assert cfg.metric and cfg.desc_dim == 24
+    save_model(DUSt3R(cfg), tmp_path / "mast3r_tiny.safetensors")
+    seen = []
+    real = sparse_mod.pair_matches
+
+    def spy(preds, *a, **kw):
+        seen.append(preds.has_descriptors)
+        return real(preds, *a, **kw)
+
+    monkeypatch.setattr(sparse_mod, "pair_matches", spy)
+    imgs = sorted(EXAMPLES.glob("*.jpg"))[:2]
+    out = tmp_path / "out"
+    rc = main(["reconstruct", *map(str, imgs), "-o", str(out), "-q", "--weights", str(tmp_path / "mast3r_tiny.safetensors"),
+               "--size", "224", "--align", "dense", "--export", "colmap-db", "ply", "cameras"])
+    assert rc == 0, capsys.readouterr().err
+    assert seen == [True]
+    cams = json.loads((out / "cameras.json").read_text())
+    assert cams["units"] == "metres" and cams["metric"] is True
+    head = (out / "points.ply").read_bytes().split(b"end_header")[0].decode()
+    assert "comment units: metres" in head
+    assert "# units: metres" in (out / "colmap" / "init" / "images.txt").read_text()
+    assert (out / "colmap" / "database.db").is_file()
