@@ -34,20 +34,22 @@ def test_sparse_recovers_cameras_with_outlier_matches(scene8):
     scene = sparse_align(gt.preds, matches, gt.imgs)
     assert isinstance(scene, Scene) and bool(scene.placed.all())
     rot, centre, focal = _errors(scene, gt)
-    assert rot < 1.0 and centre < 0.02 and focal < 0.03, (rot, centre, focal)
+    # measured: 0.12 deg, 0.07 %, 0.08 % (the dense alignment: 0.14 deg, 0.17 %, 0.32 %)
+    assert rot < 0.25 and centre < 0.003 and focal < 0.003, (rot, centre, focal)
     # dense depth from each image's own pointmap, in the scene's frame: it lands on the truth
     s = torch.linalg.norm(scene.poses[1, :3, 3] - scene.poses[0, :3, 3]) / torch.linalg.norm(
         gt.poses[1, :3, 3] - gt.poses[0, :3, 3])
     ratio = scene.depths[0][scene.masks[0]] / (s * gt.depths[0][scene.masks[0]])
-    assert abs(float(ratio.median()) - 1) < 0.05
+    assert abs(float(ratio.median()) - 1) < 0.01
 
 
 def test_sparse_without_the_matches_stage_is_worse(scene8):
-    """The optimisation matters: initialisation alone is clearly less accurate."""
+    """The optimisation matters: initialisation alone is clearly less accurate (measured: 0.57
+    against 0.12 deg)."""
     gt, matches = scene8
     init = sparse_align(gt.preds, matches, sparse=SparseConfig(coarse_iters=0, fine_iters=0))
     full = sparse_align(gt.preds, matches)
-    assert _errors(full, gt)[0] < _errors(init, gt)[0]
+    assert 2 * _errors(full, gt)[0] < _errors(init, gt)[0]
 
 
 def test_sparse_keeps_known_poses_and_focals(scene8):
@@ -60,7 +62,9 @@ def test_sparse_keeps_known_poses_and_focals(scene8):
     # two known poses fix frame and scale: the other cameras are in the true frame directly
     err = (scene.poses[:, :3, 3] - gt.poses[:, :3, 3]).norm(dim=-1).max() / gt.extent
     rot = roma.rotmat_geodesic_distance(scene.poses[:, :3, :3], gt.poses[:, :3, :3]).rad2deg()
-    assert float(err) < 0.03 and float(rot.median()) < 1.0, (float(err), rot)
+    focal = ((scene.intrinsics[:, 0, 0] - gt.focals).abs() / gt.focals).max()
+    # measured: 0.14 %, 0.07 deg, 0.08 %
+    assert float(err) < 0.005 and float(rot.median()) < 0.2 and float(focal) < 0.003, (float(err), rot, focal)
 
 
 def test_auto_alignment_method():
@@ -73,3 +77,44 @@ def test_auto_alignment_method():
     assert choose_align_method("dense", True, 10**6) == "dense"
     with pytest.raises(PointmapError, match="align_method"):
         choose_align_method("fast", False, 10)
+
+
+@pytest.mark.parametrize("fn_name", ["_res3d", "_res2d"])
+def test_sparse_normal_equations_match_finite_differences(fn_name):
+    """The Gauss-Newton system (jacfwd per match, scattered into the unknowns, shared focal and
+    a fixed root) equals J^T J and J^T r of a central-difference Jacobian of all residuals."""
+    from pointmap.align import sparse as sp
+
+    g = torch.Generator().manual_seed(0)
+    N, M, G = 3, 40, 4
+    d = torch.float64
+    ii = torch.randint(0, N, (M,), generator=g)
+    jj = (ii + 1 + torch.randint(0, N - 1, (M,), generator=g)) % N
+    xy = lambda: torch.rand(M, 2, generator=g, dtype=d) * torch.tensor([63.0, 47.0], dtype=d)  # noqa: E731
+    bw = lambda: torch.softmax(torch.randn(M, 4, generator=g, dtype=d), 1)  # noqa: E731
+    an = lambda: torch.randint(0, G, (M, 4), generator=g)  # noqa: E731
+    cols = torch.full((N, sp._NP + G), -1, dtype=torch.long)
+    cols[1, :6], cols[2, :6] = torch.arange(0, 6), torch.arange(6, 12)  # image 0: the gauge
+    cols[:, 6] = 12  # one shared focal
+    cols[0, sp._NP + 1:] = torch.arange(13, 16)
+    cols[1:, sp._NP:] = torch.arange(16, 24).reshape(2, 4)
+    pb = sp._Problem(ii, jj, xy(), xy(), 2 + torch.rand(M, generator=g, dtype=d),
+                     2 + torch.rand(M, generator=g, dtype=d), an(), an(), bw(), bw(),
+                     0.5 + torch.rand(M, generator=g, dtype=d), torch.tensor([[32.0, 24.0]] * N, dtype=d),
+                     torch.zeros(N, 1, 2, dtype=d), torch.zeros(N, 1, 2, dtype=d), torch.zeros(N, 1, dtype=d),
+                     cols, 24)
+    R = roma.rotvec_to_rotmat(0.1 * torch.randn(N, 3, generator=g, dtype=d))
+    st = sp._State(R, 0.3 * torch.randn(N, 3, generator=g, dtype=d), torch.full((N,), 4.1, dtype=d),
+                   0.1 * torch.randn(N, G, generator=g, dtype=d))
+    fn = getattr(sp, fn_name)
+
+    def residuals(s):
+        L, consts = sp._local(pb, s, slice(0, M))
+        return (torch.func.vmap(fn)(L, *consts) * pb.w[:, None]).reshape(-1)
+
+    h = 1e-6
+    J = torch.stack([(residuals(st.step(pb, h * e)) - residuals(st.step(pb, -h * e))) / (2 * h)
+                     for e in torch.eye(pb.n_cols, dtype=d)], 1)
+    H, grad, _ = sp._normal_equations(pb, st, fn, sigma=1e12)  # huge robust scale: plain least squares
+    torch.testing.assert_close(H, J.T @ J, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, J.T @ residuals(st), rtol=1e-5, atol=1e-6)

@@ -1,23 +1,34 @@
 """Sparse alignment from pixel matches (MASt3R-SfM style), for many images.
 
-Each image keeps its own canonical pointmap (the ``pts3d_1`` of its most confident pair where it
-comes first); its unknowns are a pose, a focal (optionally shared) and a few depth anchors: a
-``grid`` of log-depth offsets interpolated bilinearly over the image (one anchor = a per-image
-depth scale). A matched pixel ``p`` of image ``k`` lands in the world at
+Each image has a canonical pointmap: the confidence-weighted mean of every ``pts3d_1`` where it
+comes first, brought to one scale (MASt3R-SfM's canonical pointmaps; averaging the pairs'
+independent errors). Its unknowns are a pose, a focal (optionally shared) and a few depth
+anchors: a ``grid`` of log-depth offsets interpolated bilinearly over the image (one anchor = a
+per-image depth scale). A matched pixel ``p`` of image ``k`` lands in the world at
 
     X_k(p) = R_k (d_k(p) K_k^-1 [p, 1]) + C_k,   d_k(p) = z_k(p) exp(sum_a b_a(p) a_{k,a})
 
-Stages (robust least squares, :func:`scipy.optimize.least_squares` with an exact sparse Jacobian
-from :func:`torch.func.jacfwd`; per match only the two images' parameters enter):
+with ``z_k`` the canonical depth. Stages:
 
-1. **init**: spanning tree over the pair graph weighted by match counts; each edge's relative
-   similarity is a trimmed Umeyama registration of the matched canonical points;
-2. **coarse**: 3-D distances ``X_i(p) - X_j(q)`` of matched points;
-3. **fine**: 2-D reprojection errors of each matched point into the other image (pixels).
+1. **init**: focals from the canonical pointmaps (:func:`~pointmap.geometry.camera.estimate_focal`);
+   spanning tree over the pair graph weighted by match counts, each edge's relative similarity a
+   trimmed Umeyama registration of the matched canonical points;
+2. **coarse**: 3-D distances ``X_i(p) - X_j(q)`` of matched points (focals frozen, one depth
+   scale per image);
+3. **fine**: 2-D reprojection errors of each matched point into the other image (pixels), plus
+   the canonical pointmaps' own evidence on the focals: their pixels against ``f (x/z, y/z) + pp``
+   (what ``estimate_focal`` fits), in the same units and loss.
+
+Both optimisation stages are robust Levenberg-Marquardt with a Cauchy loss whose scale is
+annealed from large to small (residuals far off after the initialisation are not taken for
+outliers), run until the cost stops decreasing. Each match's residual depends on its two images'
+22 local parameters only: their exact Jacobian comes from :func:`torch.func.jacfwd` (vmapped
+over matches) and is scattered into normal equations over the per-image unknowns (``(7 + G)``
+per image), solved densely by Cholesky.
 
 The dense depth of every image is then its canonical depth times its anchor field, so the result
 is the same :class:`~pointmap.scene.Scene` as :func:`pointmap.align.global_align`. Memory is
-``O(images x pixels + matches)``: no per-pair full-resolution state is kept.
+``O(images x pixels + matches + (images x (7 + G))^2)``: no per-pair full-resolution state is kept.
 """
 
 from __future__ import annotations
@@ -27,10 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
 import roma
-import scipy.optimize
-import scipy.sparse
 import torch
 
 from ..errors import GraphError
@@ -60,20 +68,22 @@ class SparseConfig:
     Attributes:
         grid: ``(gx, gy)`` depth anchors per image (log-depth offsets, bilinear); ``(1, 1)`` is a
             per-image depth scale.
-        coarse_iters, fine_iters: maximum least-squares iterations (Jacobian evaluations) of
-            the 3-D and the 2-D stages (0 skips a stage).
-        fine_px: scale of the robust (Cauchy) loss of the 2-D stage, pixels.
-        coarse_rel: scale of the robust loss of the 3-D stage, as a fraction of the median
-            canonical depth.
+        coarse_iters, fine_iters: maximum Levenberg-Marquardt linearisations (Jacobian
+            evaluations) of the 3-D and the 2-D stages over all their robust scales (0 skips a
+            stage); each scale otherwise runs until the cost stops decreasing.
+        fine_px: scales of the robust (Cauchy) loss of the 2-D stage, pixels, large to small
+            (annealed: residuals far off after the initialisation are not taken for outliers).
+        coarse_rel: scales of the robust loss of the 3-D stage, as fractions of the median
+            canonical depth, large to small.
         subsample: seed grid step of the matcher when matches are computed here.
         max_matches: at most this many matches per pair (evenly subsampled) are used.
     """
 
     grid: tuple[int, int] = (1, 1)
     coarse_iters: int = 30
-    fine_iters: int = 30
-    fine_px: float = 1.5
-    coarse_rel: float = 0.01
+    fine_iters: int = 100
+    fine_px: tuple[float, ...] = (16.0, 4.0, 1.5)
+    coarse_rel: tuple[float, ...] = (0.1, 0.03, 0.01)
     subsample: int = 8
     max_matches: int = 1024
 
@@ -93,7 +103,7 @@ def pair_matches(preds: PairPredictions, subsample: int = 8, conf_threshold: flo
 
 # ----------------------------------------------------------------------------- residual model
 
-_NP = 7  # per-image parameters before the anchors: rotvec (3), centre (3), log focal (1)
+_NP = 7  # per-image parameters before the anchors: rotation increment (3), centre (3), log focal (1)
 
 
 def _bilinear(xy: torch.Tensor, H: int, W: int, gx: int, gy: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,45 +123,59 @@ def _bilinear(xy: torch.Tensor, H: int, W: int, gx: int, gy: int) -> tuple[torch
     return idx, w
 
 
-def _world_r(theta: torch.Tensor, anc: torch.Tensor, bw: torch.Tensor, z: torch.Tensor,
-             xy: torch.Tensor, pp: torch.Tensor, R0: torch.Tensor) -> torch.Tensor:
-    """World points ``(M, 3)`` of matched pixels: parameters ``theta (M, 7)`` (rotation
-    ``exp(rotvec) R0``), gathered anchors ``anc (M, 4)`` with bilinear weights ``bw (M, 4)``,
-    canonical depths ``z (M,)``, pixels ``xy (M, 2)``, principal points ``pp (M, 2)``."""
-    R = roma.rotvec_to_rotmat(theta[:, :3]) @ R0
-    f = theta[:, 6:7].exp()
-    d = z * (anc * bw).sum(-1).exp()
-    ray = torch.cat([(xy - pp) / f, torch.ones_like(f)], -1)
-    return (R @ (d[:, None] * ray)[..., None])[..., 0] + theta[:, 3:6]
+def _rotation(theta: torch.Tensor, R0: torch.Tensor) -> torch.Tensor:
+    """``(I + [theta]_x) R0``: the first-order left increment of ``R0 (3, 3)`` by ``theta (3,)``,
+    exact in value and derivative at ``theta = 0`` (where residuals are linearised; steps are
+    applied with the exponential map)."""
+    z = torch.zeros_like(theta[0])
+    K = torch.stack([torch.stack([z, -theta[2], theta[1]]), torch.stack([theta[2], z, -theta[0]]),
+                     torch.stack([-theta[1], theta[0], z])])
+    return R0 + K @ R0
 
 
-def _project_r(theta: torch.Tensor, X: torch.Tensor, pp: torch.Tensor, R0: torch.Tensor) -> torch.Tensor:
-    """Pixels ``(M, 2)`` of world points ``X (M, 3)`` in the cameras ``theta (M, 7)``."""
-    R = roma.rotvec_to_rotmat(theta[:, :3]) @ R0
-    c = (R.transpose(-1, -2) @ (X - theta[:, 3:6])[..., None])[..., 0]
-    f = theta[:, 6:7].exp()
-    return f * c[:, :2] / c[:, 2:3].clamp(min=1e-9) + pp
+def _world_1(L: torch.Tensor, bw: torch.Tensor, z: torch.Tensor, xy: torch.Tensor, pp: torch.Tensor,
+             R0: torch.Tensor) -> torch.Tensor:
+    """World point ``(3,)`` of one matched pixel ``xy (2,)`` (canonical depth ``z``, principal
+    point ``pp (2,)``) from its image's 11 local parameters ``L``: rotation increment of ``R0``,
+    centre, log focal, 4 gathered anchors with bilinear weights ``bw (4,)``."""
+    f = L[6].exp()
+    d = z * (L[7:11] * bw).sum().exp()
+    ray = torch.cat([(xy - pp) / f, torch.ones_like(f)[None]])
+    return _rotation(L[:3], R0) @ (d * ray) + L[3:6]
 
 
-def _res3d(ti, ai, tj, aj, bwi, bwj, zi, zj, xyi, xyj, ppi, ppj, Ri0, Rj0):
-    """3-D residuals ``(M, 3)`` of matches (arguments as :func:`_eval` gathers them)."""
-    return _world_r(ti, ai, bwi, zi, xyi, ppi, Ri0) - _world_r(tj, aj, bwj, zj, xyj, ppj, Rj0)
+def _project_1(L: torch.Tensor, X: torch.Tensor, pp: torch.Tensor, R0: torch.Tensor) -> torch.Tensor:
+    """Pixel ``(2,)`` of world point ``X (3,)`` in the camera of local parameters ``L``."""
+    c = _rotation(L[:3], R0).T @ (X - L[3:6])
+    return L[6].exp() * c[:2] / c[2].clamp(min=1e-9) + pp
 
 
-def _res2d(ti, ai, tj, aj, bwi, bwj, zi, zj, xyi, xyj, ppi, ppj, Ri0, Rj0):
-    """2-D residuals ``(M, 4)`` (pixels): each side's point projected into the other image."""
-    Xi = _world_r(ti, ai, bwi, zi, xyi, ppi, Ri0)
-    Xj = _world_r(tj, aj, bwj, zj, xyj, ppj, Rj0)
-    return torch.cat([_project_r(tj, Xi, ppj, Rj0) - xyj, _project_r(ti, Xj, ppi, Ri0) - xyi], -1)
+def _res3d(L, bwi, bwj, zi, zj, xyi, xyj, ppi, ppj, Ri0, Rj0):
+    """3-D residual ``(3,)`` of one match (scene units): ``L (22,)`` local parameters of both
+    images (each: rotation increment, centre, log focal, 4 gathered anchors), the rest per side as :func:`_world_1` takes them."""
+    h = _NP + 4
+    return _world_1(L[:h], bwi, zi, xyi, ppi, Ri0) - _world_1(L[h:], bwj, zj, xyj, ppj, Rj0)
+
+
+def _res2d(L, bwi, bwj, zi, zj, xyi, xyj, ppi, ppj, Ri0, Rj0):
+    """2-D residuals ``(4,)`` of one match (pixels): each side's point projected into the other
+    image minus the matched pixel there."""
+    h = _NP + 4
+    Xi = _world_1(L[:h], bwi, zi, xyi, ppi, Ri0)
+    Xj = _world_1(L[h:], bwj, zj, xyj, ppj, Rj0)
+    return torch.cat([_project_1(L[h:], Xi, ppj, Rj0) - xyj, _project_1(L[:h], Xj, ppi, Ri0) - xyi])
+
+
+_GROUP = {_res3d: 3, _res2d: 2}  # components per robust term: a 3-D distance, a pixel offset
 
 
 @dataclass
 class _Problem:
-    """Matches flattened over pairs (float64 tensors), plus the parameter layout."""
+    """Matches flattened over pairs (float64 tensors) and the parameter layout."""
 
     ii: torch.Tensor      # (M,) image of the first side
     jj: torch.Tensor      # (M,)
-    xyi: torch.Tensor     # (M, 2)
+    xyi: torch.Tensor     # (M, 2) pixels
     xyj: torch.Tensor
     zi: torch.Tensor      # (M,) canonical depths
     zj: torch.Tensor
@@ -161,96 +185,225 @@ class _Problem:
     bwj: torch.Tensor
     w: torch.Tensor       # (M,) sqrt confidence weights
     pp: torch.Tensor      # (N, 2)
-    R0: torch.Tensor      # (N, 3, 3) initial rotations
-    cols: torch.Tensor    # (N, 7 + G) column of each local parameter, -1 when fixed
+    fu: torch.Tensor      # (N, P, 2) canonical (x/z, y/z) of P pixels per image (focal term)
+    fc: torch.Tensor      # (N, P, 2) those pixels minus the principal point
+    fw: torch.Tensor      # (N, P) their confidence weights (0: unused)
+    cols: torch.Tensor    # (N, 7 + G) unknown of each per-image parameter, -1 when fixed
     n_cols: int
 
 
-def _local(pb: _Problem, x: np.ndarray, base: torch.Tensor) -> torch.Tensor:
-    """Per-image parameters ``(N, 7 + G)``: ``base`` with the free columns taken from ``x``."""
-    full = base.clone()
-    free = pb.cols >= 0
-    full[free] = torch.as_tensor(x, dtype=torch.float64)[pb.cols[free]]
-    return full
+@dataclass
+class _State:
+    """Per-image estimate: rotations ``R (N, 3, 3)``, centres ``C (N, 3)``, ``log_f (N,)``,
+    log-depth anchors ``anchors (N, G)``; float64."""
+
+    R: torch.Tensor
+    C: torch.Tensor
+    log_f: torch.Tensor
+    anchors: torch.Tensor
+
+    def step(self, pb: _Problem, delta: torch.Tensor) -> "_State":
+        """The state moved by ``delta (n_cols,)``: rotations by the exponential map."""
+        d = torch.cat([delta, delta.new_zeros(1)])[pb.cols]  # (N, 7 + G); fixed -> 0
+        R = roma.rotvec_to_rotmat(d[:, :3]) @ self.R
+        return _State(R, self.C + d[:, 3:6], self.log_f + d[:, 6], self.anchors + d[:, _NP:])
 
 
-def _eval(pb: _Problem, P: torch.Tensor, fn, jac: bool):
-    """Weighted residuals ``(M, D)`` and, with ``jac``, their sparse Jacobian ``(M D, n_cols)``."""
-    ti, tj = P[pb.ii, :_NP], P[pb.jj, :_NP]
-    ai = torch.gather(P[pb.ii, _NP:], 1, pb.ai)
-    aj = torch.gather(P[pb.jj, _NP:], 1, pb.aj)
-    args = (ti, ai, tj, aj, pb.bwi, pb.bwj, pb.zi, pb.zj, pb.xyi, pb.xyj, pb.pp[pb.ii], pb.pp[pb.jj],
-            pb.R0[pb.ii], pb.R0[pb.jj])
-    r = fn(*args) * pb.w[:, None]
-    if not jac:
-        return r, None
-    # each residual depends on its match's 22 local parameters only: central differences of the
-    # batched residuals, one local slot at a time (44 evaluations, float64, exact to ~1e-9)
-    L = torch.cat([ti, ai, tj, aj], 1)
-    M, D = r.shape
-    J = torch.empty(M, D, L.shape[1], dtype=torch.float64)
-    h = 1e-6
-    for c in range(L.shape[1]):
-        Lp, Lm = L.clone(), L.clone()
-        Lp[:, c] += h
-        Lm[:, c] -= h
-        fp = fn(Lp[:, :7], Lp[:, 7:11], Lp[:, 11:18], Lp[:, 18:22], *args[4:])
-        fm = fn(Lm[:, :7], Lm[:, 7:11], Lm[:, 11:18], Lm[:, 18:22], *args[4:])
-        J[:, :, c] = (fp - fm) / (2 * h)
-    J *= pb.w[:, None, None]
-    cols_i, cols_j = pb.cols[pb.ii], pb.cols[pb.jj]
-    cc = torch.cat([cols_i[:, :_NP], torch.gather(cols_i[:, _NP:], 1, pb.ai),
-                    cols_j[:, :_NP], torch.gather(cols_j[:, _NP:], 1, pb.aj)], 1)  # (M, 22)
-    rr = torch.arange(M * D).reshape(M, D, 1).expand(M, D, cc.shape[1])
-    cc = cc[:, None, :].expand(M, D, cc.shape[1])
-    keep = cc >= 0
-    Jm = scipy.sparse.coo_matrix(
-        (J[keep].numpy(), (rr[keep].numpy(), cc[keep].numpy())),
-        shape=(M * D, pb.n_cols)).tocsr()  # duplicate entries (shared focal / anchors) are summed
-    return r, Jm
+def _local(pb: _Problem, st: _State, sel: slice) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Local parameters ``(m, 22)`` (rotation increments 0) and per-match constants of the
+    matches ``sel``."""
+    ii, jj = pb.ii[sel], pb.jj[sel]
+    m = len(ii)
+    z3 = torch.zeros(m, 3, dtype=torch.float64)
+    L = torch.cat([z3, st.C[ii], st.log_f[ii, None], torch.gather(st.anchors[ii], 1, pb.ai[sel]),
+                   z3, st.C[jj], st.log_f[jj, None], torch.gather(st.anchors[jj], 1, pb.aj[sel])], 1)
+    consts = (pb.bwi[sel], pb.bwj[sel], pb.zi[sel], pb.zj[sel], pb.xyi[sel], pb.xyj[sel],
+              pb.pp[ii], pb.pp[jj], st.R[ii], st.R[jj])
+    return L, consts
 
 
-def _solve(pb: _Problem, base: torch.Tensor, x0: np.ndarray, fn, f_scale: float, iters: int) -> np.ndarray:
-    """Robust (Cauchy) trust-region least squares from ``x0``; returns the free parameters."""
+def _local_cols(pb: _Problem, sel: slice) -> torch.Tensor:
+    """Unknown of each local parameter ``(m, 22)``; fixed ones point at ``n_cols`` (dropped)."""
+    ci, cj = pb.cols[pb.ii[sel]], pb.cols[pb.jj[sel]]
+    cc = torch.cat([ci[:, :_NP], torch.gather(ci[:, _NP:], 1, pb.ai[sel]),
+                    cj[:, :_NP], torch.gather(cj[:, _NP:], 1, pb.aj[sel])], 1)
+    return torch.where(cc < 0, pb.n_cols, cc)
+
+
+def _chunks(M: int, size: int = 8192) -> list[slice]:
+    return [slice(a, min(a + size, M)) for a in range(0, M, size)]
+
+
+def _focal_term(pb: _Problem, st: _State, sigma: float) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """The canonical pointmaps' own evidence on the focals: every image's pixels ``p`` against the
+    projection ``f u + pp`` of their canonical points (``u = (x/z, y/z)``), pixel offsets with the
+    Cauchy loss of the 2-D stage (what :func:`~pointmap.geometry.camera.estimate_focal` fits,
+    here weighed against the reprojections). Returns the cost and, per image, the Gauss-Newton
+    terms ``H_ff (N,)`` and ``g_f (N,)`` of its log focal."""
+    f = st.log_f.exp()[:, None, None]
+    J = pb.fw[..., None] * f * pb.fu                      # d r / d log f, (N, P, 2)
+    r = pb.fw[..., None] * (f * pb.fu - pb.fc)
+    r2 = r.square().sum(-1)
+    rho = 1.0 / (1.0 + r2 / sigma**2)
+    cost = float((0.5 * sigma**2 * torch.log1p(r2 / sigma**2)).sum())
+    return cost, (rho * J.square().sum(-1)).sum(1), (rho * (J * r).sum(-1)).sum(1)
+
+
+def _cost(pb: _Problem, st: _State, fn, sigma: float) -> float:
+    """Robust (Cauchy) cost ``sum sigma^2 / 2 log(1 + |w r|^2 / sigma^2)`` over the matches'
+    3-D distances or pixel offsets ``r``."""
+    total = 0.0
+    batched = torch.func.vmap(fn)
+    for sel in _chunks(len(pb.ii)):
+        L, consts = _local(pb, st, sel)
+        r = batched(L, *consts) * pb.w[sel, None]
+        r2 = r.square().reshape(len(r), -1, _GROUP[fn]).sum(-1)
+        total += float((0.5 * sigma**2 * torch.log1p(r2 / sigma**2)).sum())
+    if fn is _res2d:
+        total += _focal_term(pb, st, sigma)[0]
+    return total
+
+
+def _normal_equations(pb: _Problem, st: _State, fn, sigma: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Gauss-Newton system of the Cauchy cost at ``st`` (reweighted: each match weighted by
+    ``1 / (1 + |w r|^2 / sigma^2)`` per 3-D distance or pixel offset): ``H (n, n)``, gradient ``g (n,)`` and the cost. The exact
+    per-match Jacobian ``(D, 22)`` comes from :func:`torch.func.jacfwd` (forward mode, vmapped
+    over matches)."""
+    n = pb.n_cols
+    H = torch.zeros((n + 1) * (n + 1), dtype=torch.float64)
+    g = torch.zeros(n + 1, dtype=torch.float64)
+    cost = 0.0
+    batched = torch.func.vmap(fn)
+    jac = torch.func.vmap(torch.func.jacfwd(fn))
+    for sel in _chunks(len(pb.ii)):
+        L, consts = _local(pb, st, sel)
+        w = pb.w[sel, None]
+        r = batched(L, *consts) * w                       # (m, D)
+        J = jac(L, *consts) * w[..., None]                # (m, D, 22)
+        m, D = r.shape
+        r2 = r.square().reshape(m, -1, _GROUP[fn]).sum(-1)  # (m, D / group)
+        cost += float((0.5 * sigma**2 * torch.log1p(r2 / sigma**2)).sum())
+        rho = (1.0 / (1.0 + r2 / sigma**2)).repeat_interleave(_GROUP[fn], 1)  # (m, D) IRLS weights
+        Jw = J * rho[..., None].sqrt()
+        Hl = Jw.transpose(1, 2) @ Jw                      # (m, 22, 22)
+        gl = (J.transpose(1, 2) @ (rho * r)[..., None])[..., 0]  # (m, 22)
+        cc = _local_cols(pb, sel)
+        H.index_add_(0, (cc[:, :, None] * (n + 1) + cc[:, None, :]).reshape(-1), Hl.reshape(-1))
+        g.index_add_(0, cc.reshape(-1), gl.reshape(-1))
+    if fn is _res2d:
+        cf, hf, gf = _focal_term(pb, st, sigma)
+        fcol = torch.where(pb.cols[:, 6] < 0, n, pb.cols[:, 6])
+        H.index_add_(0, fcol * (n + 2), hf)
+        g.index_add_(0, fcol, gf)
+        cost += cf
+    return H.reshape(n + 1, n + 1)[:n, :n], g[:n], cost
+
+
+def _solve(pb: _Problem, st: _State, fn, sigmas: Sequence[float], iters: int, tol: float = 1e-7
+           ) -> tuple[_State, int]:
+    """Robust Levenberg-Marquardt from ``st``: for each Cauchy scale of ``sigmas`` (large to small,
+    so that residuals far off at the start are not taken for outliers) iterate until the relative
+    cost decrease is below ``tol``; at most ``iters`` linearisations over all scales. Returns the
+    state and the number of linearisations."""
     if iters <= 0 or pb.n_cols == 0 or len(pb.ii) == 0:
-        return x0
+        return st, 0
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small tensors: thread start-up costs more than it saves
+    used = 0
     try:
-        return _least_squares(pb, base, x0, fn, f_scale, iters)
+        for sigma in sigmas:
+            lam = 1e-4
+            while used < iters:
+                H, g, cost = _normal_equations(pb, st, fn, sigma)
+                used += 1
+                diag = H.diagonal().clamp(min=1e-12)
+                improved, new = False, cost
+                for _ in range(10):  # damping trials on one linearisation
+                    A = H + torch.diag(lam * diag + 1e-12 * float(diag.max()))
+                    chol, info = torch.linalg.cholesky_ex(A)
+                    if int(info) != 0:
+                        lam *= 10
+                        continue
+                    delta = torch.cholesky_solve(-g[:, None], chol)[:, 0]
+                    trial = st.step(pb, delta)
+                    new = _cost(pb, trial, fn, sigma)
+                    if new < cost:
+                        st, lam, improved = trial, max(lam / 3, 1e-9), True
+                        break
+                    lam *= 8
+                if not improved or (cost - new) <= tol * cost:
+                    break
     finally:
         torch.set_num_threads(threads)
-
-
-def _least_squares(pb: _Problem, base: torch.Tensor, x0: np.ndarray, fn, f_scale: float, iters: int
-                   ) -> np.ndarray:
-    res = scipy.optimize.least_squares(
-        lambda x: _eval(pb, _local(pb, x, base), fn, False)[0].reshape(-1).numpy(),
-        x0,
-        jac=lambda x: _eval(pb, _local(pb, x, base), fn, True)[1],
-        loss="cauchy", f_scale=f_scale, method="trf", tr_solver="lsmr", x_scale="jac",
-        max_nfev=iters, xtol=1e-10, ftol=1e-10, gtol=1e-10,
-    )
-    return res.x
+    return st, used
 
 
 # ----------------------------------------------------------------------------- driver
 
 
-def _canonical(preds: PairPredictions, images: list[int]) -> dict[int, int]:
-    """Per image, the pair (index) whose ``pts3d_1`` is its canonical pointmap: the most confident
-    pair where it comes first."""
-    best: dict[int, tuple[float, int]] = {}
+def _canonical_pointmaps(preds: PairPredictions, images: list[int], pp: torch.Tensor, conf_trf: str
+                         ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], dict[int, float]]:
+    """Per image its canonical pointmap ``(H, W, 3)`` (its camera frame, float64), confidence
+    ``(H, W)`` and focal (pixels, :func:`~pointmap.geometry.camera.estimate_focal` of the
+    canonical pointmap with principal point ``pp[k]``): the confidence-weighted (``conf_trf``)
+    mean of every ``pts3d_1`` where it comes first, each brought to the scale of the most
+    confident one (median ratio of depths), and the largest confidence. Averaging the pairs'
+    independent errors is what makes one pointmap per image as good as all of them
+    (MASt3R-SfM's canonical pointmaps)."""
+    by_img: dict[int, list[int]] = {}
     for e, (i, j) in enumerate(preds.pairs):
-        if i in images:
-            c = float(preds.conf_1[e].float().mean())
-            if i not in best or c > best[i][0]:
-                best[i] = (c, e)
-    missing = [k for k in images if k not in best]
+        if i in images and i != j:
+            by_img.setdefault(i, []).append(e)
+    missing = [k for k in images if k not in by_img]
     if missing:
         raise GraphError(f"sparse alignment needs a pair (k, j) for every image k (its own "
                          f"pointmap); images {missing} only come second: symmetrize the pairs")
-    return {k: e for k, (_, e) in best.items()}
+    pts, conf, focal = {}, {}, {}
+    for k in images:
+        ps = [preds.pts3d_1[e].double() for e in by_img[k]]
+        cs = [preds.conf_1[e].float() for e in by_img[k]]
+        best = max(range(len(ps)), key=lambda a: float(cs[a].mean()))
+        zb = ps[best][..., 2]
+        num = torch.zeros_like(ps[best])
+        den = torch.zeros_like(zb)
+        for p, c in zip(ps, cs):
+            ok = (p[..., 2] > 0) & (zb > 0)
+            s = (zb[ok] / p[..., 2][ok]).median() if bool(ok.any()) else torch.ones((), dtype=p.dtype)
+            wgt = conf_transform(c, conf_trf).double().clamp(min=0) * (p[..., 2] > 0)
+            num += (wgt * s)[..., None] * p
+            den += wgt
+        pts[k] = torch.where((den > 0)[..., None], num / den.clamp(min=1e-12)[..., None], ps[best])
+        conf[k] = torch.stack(cs).amax(0)
+        focal[k] = float(estimate_focal(pts[k], pp[k].double()))
+    return pts, conf, focal
+
+
+def _focal_pixels(pts: dict[int, torch.Tensor], conf: dict[int, torch.Tensor], pp: torch.Tensor, N: int,
+                  conf_trf: str, masks: Sequence[torch.Tensor | None] | None, budget: int = 4096
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pixels of the focal term (:func:`_focal_term`): per image about ``budget`` pixels on a
+    regular grid, their canonical ``(x/z, y/z)`` ``(N, P, 2)``, offsets from the principal point
+    ``(N, P, 2)`` and confidence weights ``(N, P)`` (0 for padding, masked or invalid pixels)."""
+    per = {}
+    for k, p in pts.items():
+        H, W = p.shape[:2]
+        step = max(1, int((H * W / budget) ** 0.5))
+        ys, xs = torch.meshgrid(torch.arange(0, H, step), torch.arange(0, W, step), indexing="ij")
+        ys, xs = ys.reshape(-1), xs.reshape(-1)
+        q = p[ys, xs]
+        ok = q[:, 2] > 0
+        if masks is not None and masks[k] is not None:
+            ok &= masks[k].bool()[ys, xs]
+        wk = conf_transform(conf[k][ys, xs], conf_trf).double().clamp(min=0) * ok
+        c = torch.stack([xs, ys], 1).double() - pp[k]
+        per[k] = (q[:, :2] / q[:, 2:3].clamp(min=1e-12) * ok[:, None], c, wk)
+    P = max(len(v[2]) for v in per.values())
+    fu = torch.zeros(N, P, 2, dtype=torch.float64)
+    fc = torch.zeros(N, P, 2, dtype=torch.float64)
+    fw = torch.zeros(N, P, dtype=torch.float64)
+    for k, (a, c, wk) in per.items():
+        fu[k, : len(wk)], fc[k, : len(wk)], fw[k, : len(wk)] = a, c, wk
+    return fu, fc, fw
 
 
 def _trimmed_similarity(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, rounds: int = 4
@@ -301,20 +454,20 @@ def sparse_align(
     out = CameraSet.unplaced(preds, shapes, images)
     if len(images) < 2:
         raise GraphError("sparse alignment needs two or more connected images; use global_align")
-    canon = _canonical(preds, images)
+    pts, conf, focal0 = _canonical_pointmaps(preds, images, known.pp, cfg.conf_trf)
+    z = {k: p[..., 2] for k, p in pts.items()}
     N = len(shapes)
     gx, gy = sp.grid
     G = gx * gy
-    z = {k: preds.pts3d_1[canon[k]][..., 2].double() for k in images}
-    conf = {k: preds.conf_1[canon[k]].float() for k in images}
     masks = inputs.get("masks")
     pp = known.pp.double().clone()
+    fu, fc, fw = _focal_pixels(pts, conf, pp, N, cfg.conf_trf, inputs.get("masks"))
     P = torch.zeros(N, _NP + G, dtype=torch.float64)
 
     # focal init: known, or Weiszfeld on the canonical pointmap (median when shared)
     for k in images:
-        f = known.focals[k].double().mean() if known.focal_mask[k] else estimate_focal(
-            preds.pts3d_1[canon[k]].float())  # one focal per image: the mean of a known (fx, fy)
+        # one focal per image: the mean of a known (fx, fy)
+        f = known.focals[k].double().mean() if known.focal_mask[k] else focal0[k]
         P[k, 6] = torch.as_tensor(f, dtype=torch.float64).log()
     free_f = [k for k in images if not known.focal_mask[k]]
     if cfg.shared_focal and free_f:
@@ -351,7 +504,8 @@ def sparse_align(
     xyi_t, xyj_t = torch.cat(xyi), torch.cat(xyj)
 
     def lookup(maps: dict[int, torch.Tensor], k_t: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
-        out_v = torch.empty(len(k_t), dtype=next(iter(maps.values())).dtype)
+        first = next(iter(maps.values()))
+        out_v = torch.empty((len(k_t),) + first.shape[2:], dtype=first.dtype)
         for k in k_t.unique().tolist():
             m = k_t == k
             out_v[m] = maps[k][xy[m, 1], xy[m, 0]]
@@ -447,15 +601,8 @@ def sparse_align(
     ai, bwi = anchors(ii_t, xyi_t)
     aj, bwj = anchors(jj_t, xyj_t)
     pb = _Problem(ii_t, jj_t, xyi_t.double(), xyj_t.double(), zi, zj, ai, aj, bwi, bwj, w, pp,
-                  rot, cols, n)
-
-    def pack(Pm: torch.Tensor) -> np.ndarray:
-        x = np.zeros(n)
-        free = cols >= 0
-        x[cols[free].numpy()] = Pm[free].numpy()
-        return x
-
-    x = pack(P)
+                  fu, fc, fw, cols, n)
+    st = _State(rot, P[:, 3:6].clone(), P[:, 6].clone(), P[:, _NP:].clone())
     zmed = float(torch.median(torch.cat([zi, zj])) * logs.exp().median())
     # 3-D distances are not scale invariant: shrinking clouds lowers them. The coarse stage
     # freezes the focals (a longer focal pulls a cloud onto its optical axis) and ties each image's
@@ -463,25 +610,23 @@ def sparse_align(
     cc = cols.clone()
     cc[:, 6] = -1
     cc[:, _NP:] = cols[:, _NP:_NP + 1]
-    fixed_f = dataclasses.replace(pb, cols=cc)
-    x = _solve(fixed_f, P, x, _res3d, sp.coarse_rel * zmed, sp.coarse_iters)
-    x = _solve(pb, P, x, _res2d, sp.fine_px, sp.fine_iters)
-    P = _local(pb, x, P)
+    st, _ = _solve(dataclasses.replace(pb, cols=cc), st, _res3d,
+                   [r * zmed for r in sp.coarse_rel], sp.coarse_iters)
+    st, _ = _solve(pb, st, _res2d, sp.fine_px, sp.fine_iters)
 
     # ---- outputs: poses, intrinsics, dense depth from each image's own pointmap
     for k in images:
         h, wd = shapes[k]
-        Rk = roma.rotvec_to_rotmat(P[k, :3]) @ rot[k]
         out.poses[k] = torch.eye(4)
-        out.poses[k, :3, :3], out.poses[k, :3, 3] = Rk.float(), P[k, 3:6].float()
+        out.poses[k, :3, :3], out.poses[k, :3, 3] = st.R[k].float(), st.C[k].float()
         if known.pose_mask[k]:
             out.poses[k] = known.poses[k]
-        out.Ks[k] = intrinsics_matrix(P[k, 6].exp().float(), pp[k].float())
+        out.Ks[k] = intrinsics_matrix(st.log_f[k].exp().float(), pp[k].float())
         if known.focal_mask[k]:  # user-frozen intrinsics are reported exactly as given
             out.Ks[k] = intrinsics_matrix(known.focals[k].float(), known.pp[k].float())
         ys, xs = torch.meshgrid(torch.arange(h), torch.arange(wd), indexing="ij")
         idx, bw = _bilinear(torch.stack([xs, ys], -1).reshape(-1, 2), h, wd, gx, gy)
-        field = (P[k, _NP:][idx] * bw).sum(1).exp().reshape(h, wd)
+        field = (st.anchors[k][idx] * bw).sum(1).exp().reshape(h, wd)
         out.depths[k] = (z[k] * field).float()
         out.confs[k] = conf[k]
         out.placed[k] = True
