@@ -191,7 +191,8 @@ def coarse_solve(
         data, model.pp, model.pose_frozen, model.focal_frozen, cfg.shared_focal, model.norm_pw_scale
     )
     st, loss, iters = gauss_newton(
-        st, pb, cfg.dist, cfg.iterations, cfg.tol, cfg.chunk_slot_pixels, progress
+        st, pb, cfg.dist, cfg.iterations, cfg.tol, cfg.chunk_slot_pixels, progress,
+        dense_bytes=cfg.dense_solve_bytes,
     )
     f = st.log_f.exp()
     return CoarseResult(

@@ -45,7 +45,11 @@ class AlignConfig:
             depth is bilinearly upsampled.
         dense_iters: IRLS passes of the dense depth solve (``l2`` needs one).
         chunk_slot_pixels: coarse residuals (images x edge sides x pixels) linearised at once by
-            ``'gn'`` (bounds its memory: about 400 bytes each).
+            ``'gn'`` (bounds its memory: about 400 bytes each, 0.8 GB by default).
+        dense_solve_bytes: ``'gn'`` factorises its normal matrix (``8 K^2`` bytes for ``K = 7
+            (images + edges)`` unknowns) densely up to this size and as a sparse matrix (SuperLU,
+            CPU) above it, so memory grows with the number of pairs, not its square. ``None``:
+            128 MiB on the CPU, 16 GiB on a GPU.
         chunk_pixels: pixels (edges x pixels per edge) processed at once when streaming the
             full-resolution predictions.
         cache_bytes: full-resolution predictions are cached on the device (in ``storage_dtype``)
@@ -72,7 +76,8 @@ class AlignConfig:
     coarse_stride: int | None = None
     dense: bool = True
     dense_iters: int = 3
-    chunk_slot_pixels: int = 1 << 22
+    chunk_slot_pixels: int = 1 << 21
+    dense_solve_bytes: int | None = None
     chunk_pixels: int = 1 << 24
     cache_bytes: int = 8 << 30
     storage_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
