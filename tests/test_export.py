@@ -280,3 +280,13 @@ def test_disk_full_keeps_old_files(tmp_path, monkeypatch, fmt):
         writer()
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == snapshot
     assert _no_temp_files(tmp_path)
+
+
+def test_export_scene_progress_bar_counts_every_step(tmp_path, capsys):
+    scene = make_scene()
+    export_scene(scene, tmp_path / "quiet", formats=("ply", "colmap"), max_points=500)
+    assert "export" not in capsys.readouterr().err
+    export_scene(scene, tmp_path / "out", formats=("ply", "colmap"), max_points=500, progress=True)
+    err = capsys.readouterr().err
+    # three image copies (colmap needs them), then one step per format
+    assert "export" in err and "5/5" in err and "colmap" in err

@@ -162,7 +162,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         if args.mask_sky:
             scene = mask_sky(scene)
         paths = export_scene(scene, out, formats=args.export, as_pointcloud=not args.mesh,
-                             cloud_max_points=args.max_points or None, matches=matches)
+                             cloud_max_points=args.max_points or None, matches=matches,
+                             progress=not args.quiet)
     placed = int(scene.placed.sum())
     sparse = scene.sparse_images()
     counts = scene.kept_counts()

@@ -114,9 +114,10 @@ class CameraSet:
         Ks = torch.stack([
             intrinsics_matrix(torch.tensor(float(max(h, w))), torch.tensor([w / 2, h / 2])) for h, w in shapes
         ])
-        depths = [torch.zeros(h, w) for h, w in shapes]
-        confs = [torch.zeros(h, w) for h, w in shapes]
         skip = set(aligned)
+        zero = torch.zeros(())  # aligned images get their maps later: no memory for them here
+        depths = [zero.expand(h, w) if k in skip else torch.zeros(h, w) for k, (h, w) in enumerate(shapes)]
+        confs = [zero.expand(h, w) if k in skip else torch.zeros(h, w) for k, (h, w) in enumerate(shapes)]
         for e, (i, j) in enumerate(preds.pairs):
             if i not in skip:
                 confs[i] = torch.maximum(confs[i], preds.conf_1[e].float())

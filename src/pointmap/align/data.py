@@ -89,7 +89,8 @@ class CoarseData:
     Attributes:
         ei, ej: ``(E,)`` image indices of each edge's first / second image.
         shapes: per image ``(H, W)``.
-        uv_full: ``(N, A, 2)`` pixel coordinates of the raveled images; ``valid_full (N, A)``.
+        valid_full: ``(N, A)`` bool, real (not padding) pixels of the raveled images; their
+            pixel coordinates come from :meth:`pixel_uv` (not stored: ``8 N A`` bytes).
         idx: ``(N, n)`` raveled indices of the coarse pixels; ``valid (N, n)``; ``uv (N, n, 2)``.
         grid: per image ``(Hs, Ws)`` shape of its coarse grid; ``stride``, ``offset``.
         pts_i, pts_j: ``(E, n, 3)`` coarse predictions (camera-``i`` frame).
@@ -103,7 +104,6 @@ class CoarseData:
     ei: torch.Tensor
     ej: torch.Tensor
     shapes: list[tuple[int, int]]
-    uv_full: torch.Tensor
     valid_full: torch.Tensor
     idx: torch.Tensor
     valid: torch.Tensor
@@ -125,6 +125,18 @@ class CoarseData:
     @property
     def n_images(self) -> int:
         return len(self.shapes)
+
+    def pixel_uv(self, k: int | None = None) -> torch.Tensor:
+        """Pixel coordinates ``(u, v)`` of the raveled image ``k``: ``(H W, 2)``; with ``k=None``
+        every image's, padded: ``(N, A, 2)`` (zeros on padding)."""
+        dev = self.valid_full.device
+        if k is not None:
+            h, w = self.shapes[k]
+            return pixel_grid(h, w, dev).reshape(-1, 2)
+        out = torch.zeros(*self.valid_full.shape, 2, device=dev)
+        for r, (h, w) in enumerate(self.shapes):
+            out[r, : h * w] = pixel_grid(h, w, dev).reshape(-1, 2)
+        return out
 
     @property
     def im_conf_coarse(self) -> torch.Tensor:
@@ -155,11 +167,9 @@ def build_edge_data(
         mean_area = sum(h * w for h, w in shapes) / len(shapes)
         stride = max(1, round(math.sqrt(mean_area / max(coarse_pixels, 1))))
     off = stride // 2 if stride > 1 else 0
-    uv_full = torch.zeros(N, A, 2, device=device)
     valid_full = torch.zeros(N, A, dtype=torch.bool, device=device)
     idxs, grid = [], []
     for k, (h, w) in enumerate(shapes):
-        uv_full[k, : h * w] = pixel_grid(h, w, device).reshape(-1, 2)
         valid_full[k, : h * w] = True
         rows = torch.arange(min(off, max(h - 1, 0)), h, stride, device=device)
         cols = torch.arange(min(off, max(w - 1, 0)), w, stride, device=device)
@@ -171,7 +181,8 @@ def build_edge_data(
     for k, ix in enumerate(idxs):
         idx[k, : len(ix)] = ix
         valid[k, : len(ix)] = True
-    uv = torch.gather(uv_full, 1, idx[..., None].expand(-1, -1, 2))
+    uv = torch.stack([idx % idx.new_tensor([w for _, w in shapes])[:, None],
+                      idx // idx.new_tensor([w for _, w in shapes])[:, None]], -1).float()
 
     user_mask = valid_full.clone()
     if masks is not None:
@@ -215,7 +226,7 @@ def build_edge_data(
     w_i = torch.where(conf_i > 0, w_i, torch.zeros_like(w_i)).clamp(min=0)
     w_j = torch.where(conf_j > 0, w_j, torch.zeros_like(w_j)).clamp(min=0)
     return CoarseData(
-        ei=ei, ej=ej, shapes=shapes, uv_full=uv_full, valid_full=valid_full, idx=idx, valid=valid,
+        ei=ei, ej=ej, shapes=shapes, valid_full=valid_full, idx=idx, valid=valid,
         uv=uv, grid=grid, stride=stride, offset=off, pts_i=pts_i, pts_j=pts_j, conf_i=conf_i,
         conf_j=conf_j, w_i=w_i, w_j=w_j, score=score, im_conf=im_conf, user_mask=user_mask,
         store=store,

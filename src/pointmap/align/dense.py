@@ -25,7 +25,7 @@ def world_rays(
     data: CoarseData, R: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, pp: torch.Tensor
 ) -> torch.Tensor:
     """``(N, A, 3)`` world directions (unit camera-z) of every full-resolution pixel."""
-    uv = data.uv_full
+    uv = data.pixel_uv()
     cam = torch.stack(
         [(uv[..., 0] - pp[:, None, 0]) / fx[:, None], (uv[..., 1] - pp[:, None, 1]) / fy[:, None],
          torch.ones_like(uv[..., 0])], dim=-1,
@@ -225,7 +225,7 @@ def dense_depth_by_image(
             if out is not None:
                 out(k, d0)
             continue
-        uv = data.uv_full[k, :hw]
+        uv = data.pixel_uv(k)
         cam = torch.stack([(uv[:, 0] - pp[k, 0]) / fx[k], (uv[:, 1] - pp[k, 1]) / fy[k],
                            torch.ones_like(uv[:, 0])], dim=-1)
         D = cam @ R[k].T

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..errors import PointmapError
 from ..io_utils import OutputDir
@@ -81,6 +82,7 @@ def export_scene(
     depth_resolution: str = "network",
     copy_images: bool = True,
     matches: Mapping[tuple[int, int], tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray]] | None = None,
+    progress: bool = False,
 ) -> dict[str, Path]:
     """Write ``scene`` in the requested ``formats`` into ``out_dir`` (layout in the module docstring).
 
@@ -105,6 +107,8 @@ def export_scene(
         matches: for ``colmap-db``: per pair of image indices ``(i, j)``, ``(xy_i (M, 2), xy_j (M,
             2))`` matched pixels ``(x, y)`` at network resolution
             (:func:`~pointmap.export.colmap_database.export_colmap_database`).
+        progress: a tqdm bar over the steps (the image copies, then one step per format) with
+            elapsed time and ETA.
 
     Returns:
         ``{format: path}``, plus ``"colmap_text"``, ``"colmap_init"`` and ``"images"`` where written.
@@ -121,36 +125,53 @@ def export_scene(
     with target.writing() as out:
         names = image_file_names(scene, image_paths)
         paths: dict[str, Path] = {}
-        if copy_images and any(f in formats for f in ("colmap", "colmap-db", "transforms")):
+        copies = copy_images and any(f in formats for f in ("colmap", "colmap-db", "transforms"))
+        bar = tqdm(total=(len(scene) if copies else 0) + len(formats), desc="export", unit="step",
+                   disable=not progress)
+
+        def step(name: str) -> None:
+            bar.set_postfix_str(name)
+            bar.update(1)
+
+        if copies:
             for k in range(len(scene)):  # the database lists every image, placed or not
                 if bool(scene.placed[k]) or "colmap-db" in formats:
                     src = source_image_path(scene, k, image_paths)
                     copy_image(src, out / "images" / names[k],
                                fallback=original_colours(scene, k) if src is None else None)
+                step("images")
             paths["images"] = out / "images"
         if "glb" in formats:
             paths["glb"] = export_glb(scene, out / "scene.glb", as_pointcloud, cam_size, transparent_cams,
                                        max_points=cloud_max_points)
+            step("glb")
         if "ply" in formats:
             paths["ply"] = export_ply(scene, out / "points.ply", normals=normals,
                                        max_points=cloud_max_points)
+            step("ply")
         if "colmap" in formats:
             model = build_colmap_model(scene, max_points=max_points, image_names=names)
             export_colmap(scene, out / "colmap" / "sparse" / "0", "bin", model=model)
             export_colmap(scene, out / "colmap" / "text", "txt", model=model)
             paths["colmap"] = out / "colmap" / "sparse" / "0"
             paths["colmap_text"] = out / "colmap" / "text"
+            step("colmap")
         if "colmap-db" in formats:
             db = export_colmap_database(scene, out / "colmap", matches or {}, image_names=names)
             paths["colmap-db"], paths["colmap_init"] = db["database"], db["init"]
+            step("colmap-db")
         if "transforms" in formats:
             paths["transforms"] = export_nerfstudio(
                 scene, out / "transforms.json", image_paths=image_paths, copy_images=False,
                 ply_file_path="points.ply" if "ply" in formats else None,
             )
+            step("transforms")
         if "depth" in formats:
             export_depth(scene, out / "depth", resolution=depth_resolution, image_names=names)  # type: ignore[arg-type]
             paths["depth"] = out / "depth"
+            step("depth")
         if "cameras" in formats:
             paths["cameras"] = export_cameras(scene, out / "cameras.json", image_names=names)
+            step("cameras")
+        bar.close()
     return {k: target.path / p.relative_to(out) for k, p in paths.items()}
