@@ -100,7 +100,7 @@ def test_reduced_system_matches_autograd_schur():
     pb = GNProblem.build(data, kn.pp, none, none, False, False)
     _, _, w = loss_and_depth(st, pb, "l1", 1e-4, None, 0, 1 << 22)
     H, g = _linearise(st, pb, w, 1 << 22)
-    N, n, E = 3, pb.w.shape[2], len(data.ei)
+    N, n, E = 3, pb.shape[2], len(data.ei)
 
     def resid(xc, xe, xd):
         s2 = GNState(roma.rotvec_to_rotmat(xc[:, :3]) @ st.R, st.C + xc[:, 3:6], st.log_f + xc[:, 6:7],

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .config import AlignConfig
 from .data import CoarseData
-from .gauss_newton import GNProblem, GNState, gauss_newton
+from .gauss_newton import GNProblem, GNState, gauss_newton, loss_and_depth
 from .init import InitResult, KnownCameras
 from .params import lr_at, params_to_pose, pose_to_params
 
@@ -170,9 +170,9 @@ def coarse_solve(
 ) -> CoarseResult:
     """Coarse stage with ``cfg.solver`` from the initialisation ``init``."""
     model = CoarseModel(data, init, known, cfg.shared_focal, cfg.base_scale)
-    with torch.no_grad():
-        init_loss = float(model(cfg.dist))
     if cfg.solver == "adam":
+        with torch.no_grad():
+            init_loss = float(model(cfg.dist))
         loss = optimise_adam(model, cfg, cfg.iterations, progress)
         with torch.no_grad():
             R, C, fx, fy = model.cameras()
@@ -190,6 +190,8 @@ def coarse_solve(
     pb = GNProblem.build(
         data, model.pp, model.pose_frozen, model.focal_frozen, cfg.shared_focal, model.norm_pw_scale
     )
+    # the loss at the initialisation, image by image (memory bounded by the chunk budget)
+    init_loss = loss_and_depth(st, pb, cfg.dist, 1e-12, None, 0, cfg.chunk_slot_pixels)[0]
     st, loss, iters = gauss_newton(
         st, pb, cfg.dist, cfg.iterations, cfg.tol, cfg.chunk_slot_pixels, progress,
         dense_bytes=cfg.dense_solve_bytes,

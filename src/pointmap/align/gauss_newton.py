@@ -75,11 +75,14 @@ class GNProblem:
 
     Attributes:
         uv: ``(N, n, 2)`` pixel coordinates; ``pp``: ``(N, 2)`` principal points.
-        slot_edge: ``(N, d)`` edge of each slot (0 on padding); ``slot_ok``: ``(N, d)`` bool.
-        P: ``(N, d, n, 3)`` the slot's predictions of the image's pixels (camera-``i`` frame of
-            the edge).
-        w: ``(N, d, n)`` loss weights (0 on padding), scaled so that ``sum w ||r|| / area`` is the
-            reference loss.
+        slot_edge: ``(N, d)`` edge of each slot (0 on padding); ``slot_ok``: ``(N, d)`` bool;
+            ``slot_first``: ``(N, d)`` bool, the image is the slot edge's first image.
+        pts_i, pts_j: ``(E, n, 3)`` every edge's coarse predictions of its two images
+            (camera-``i`` frame), shared with the :class:`CoarseData` (not copied per slot:
+            :meth:`slot_points` gathers a chunk of images' slots).
+        ei, ej: ``(E,)`` every edge's images.
+        w_i, w_j: ``(E, n)`` their loss weights; ``w_scale``: the factors making
+            ``sum w ||r|| / area`` the reference loss (:meth:`slot_weights`).
         area: loss normaliser.
         cam_index: ``(N, 7)`` position of each camera parameter in the unknown vector (``n_unknowns``
             = frozen / gauge-fixed); ``edge_index``: ``(E, 7)`` likewise for edges.
@@ -91,8 +94,14 @@ class GNProblem:
     pp: torch.Tensor
     slot_edge: torch.Tensor
     slot_ok: torch.Tensor
-    P: torch.Tensor
-    w: torch.Tensor
+    slot_first: torch.Tensor
+    pts_i: torch.Tensor
+    pts_j: torch.Tensor
+    ei: torch.Tensor
+    ej: torch.Tensor
+    w_i: torch.Tensor
+    w_j: torch.Tensor
+    w_scale: tuple[float, float]
     area: float
     cam_index: torch.Tensor
     edge_index: torch.Tensor
@@ -131,9 +140,6 @@ class GNProblem:
         area_i = data.valid.sum(1).float()[data.ei].sum().clamp(min=1)
         area_j = data.valid.sum(1).float()[data.ej].sum().clamp(min=1)
         area = float((area_i + area_j) / 2)
-        w_all = torch.cat([data.w_i * (area / area_i), data.w_j * (area / area_j)])
-        P = torch.cat([data.pts_i, data.pts_j])[sid]
-        w = w_all[sid] * ok[..., None]
 
         # numbering of the unknowns; frozen / gauge-fixed entries get the index n_unknowns
         pose_fixed = pose_frozen.clone().to(dev)
@@ -158,9 +164,35 @@ class GNProblem:
         nxt += 7 * E
         cam_index[cam_index < 0] = nxt
         return GNProblem(
-            uv=data.uv, pp=pp.to(dev), slot_edge=sid % E, slot_ok=ok, P=P, w=w, area=area,
-            cam_index=cam_index, edge_index=edge_index, n_unknowns=nxt, pin_scale=pin_scale,
+            uv=data.uv, pp=pp.to(dev), slot_edge=sid % E, slot_ok=ok, slot_first=sid < E,
+            pts_i=data.pts_i, pts_j=data.pts_j, ei=data.ei, ej=data.ej, w_i=data.w_i, w_j=data.w_j,
+            w_scale=(area / float(area_i), area / float(area_j)), area=area, cam_index=cam_index, edge_index=edge_index, n_unknowns=nxt, pin_scale=pin_scale,
         )
+
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(N, d, n)``: images, slots per image, coarse pixels per image."""
+        return (*self.slot_edge.shape, self.uv.shape[1])  # type: ignore[return-value]
+
+    def slot_points(self, ks: slice) -> torch.Tensor:
+        """``(c, d, n, 3)`` the slots' predictions of images ``ks``' pixels."""
+        e, first = self.slot_edge[ks], self.slot_first[ks][..., None, None]
+        return torch.where(first, self.pts_i[e], self.pts_j[e])
+
+    def slot_weights(self, ks: slice) -> torch.Tensor:
+        """``(c, d, n)`` loss weights of images ``ks``' slots (0 on padding)."""
+        e, first = self.slot_edge[ks], self.slot_first[ks][..., None]
+        w = torch.where(first, self.w_i[e] * self.w_scale[0], self.w_j[e] * self.w_scale[1])
+        return w * self.slot_ok[ks][..., None]
+
+    def pixel_weights(self) -> torch.Tensor:
+        """``(N, n)`` every pixel's loss weight summed over its slots."""
+        N, _, n = self.shape
+        W = torch.zeros(N, n, dtype=self.w_i.dtype, device=self.w_i.device)
+        W.index_add_(0, self.ei, self.w_i * self.w_scale[0])
+        W.index_add_(0, self.ej, self.w_j * self.w_scale[1])
+        return W
 
 
 def _skew(v: torch.Tensor) -> torch.Tensor:
@@ -184,13 +216,13 @@ def _targets(st: GNState, pb: GNProblem, ks: slice) -> tuple[torch.Tensor, torch
     """Slot predictions in the world ``Y (c, d, n, 3)`` and their rotated-scaled part ``Q``."""
     e = pb.slot_edge[ks]
     M = st.log_s[e].exp()[..., None, None] * st.Re[e]
-    Q = pb.P[ks] @ M.transpose(-1, -2)
+    Q = pb.slot_points(ks) @ M.transpose(-1, -2)
     return Q + st.te[e][:, :, None, :], Q
 
 
 def _chunks(pb: GNProblem, budget: int) -> list[slice]:
     """Image slices whose slot-pixel count stays below ``budget``."""
-    N, d, n = pb.w.shape
+    N, d, n = pb.shape
     step = max(1, budget // max(d * n, 1))
     return [slice(a, min(a + step, N)) for a in range(0, N, step)]
 
@@ -223,19 +255,20 @@ def loss_and_depth(
         DV = (V * D[:, None]).sum(-1)  # (c, d, n)
         DD = (D * D).sum(-1)  # (c, n)
         dk = depth[ks]
+        wk = pb.slot_weights(ks)
         for t in range(depth_passes):
             if t == 0 and weights is not None:
                 wt = weights[c]
             else:
                 res = (dk[:, None, :, None] * D[:, None] - V).norm(dim=-1)
-                wt = _irls(pb.w[ks], res, dist, eps)
+                wt = _irls(wk, res, dist, eps)
             den = wt.sum(1) * DD
             num = (wt * DV).sum(1)
             good = (den > 0) & (num > 0)
             dk = torch.where(good, num / den.clamp(min=1e-30), dk)
         res = (dk[:, None, :, None] * D[:, None] - V).norm(dim=-1)
-        total += float((pb.w[ks] * (res if dist == "l1" else res * res)).sum())
-        new_w.append(_irls(pb.w[ks], res, dist, eps))
+        total += float((wk * (res if dist == "l1" else res * res)).sum())
+        new_w.append(_irls(wk, res, dist, eps))
         depth[ks] = dk
     return total / pb.area, depth, new_w
 
@@ -459,7 +492,9 @@ def gauss_newton(
     Returns:
         ``(state, loss, iterations)`` with ``loss`` the reference loss on the coarse pixels.
     """
-    scale = float(st.depth[pb.w.sum(1) > 0].median()) if bool((pb.w.sum(1) > 0).any()) else 1.0
+    seen = pb.pixel_weights() > 0
+    scale = float(st.depth[seen].median()) if bool(seen.any()) else 1.0
+    del seen
     eps = 1e-4 * scale
     passes = 1 if dist == "l2" else 2
     loss, depth, weights = loss_and_depth(st, pb, dist, eps, None, passes, budget)
