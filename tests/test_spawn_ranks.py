@@ -18,6 +18,21 @@ def _crash_in_rank1(rank: int, out: str, crash: bool) -> None:
     Path(out, f"rank{rank}").touch()
 
 
+def _stuck_collective(rank: int, port: int, out: str) -> None:
+    """Rank 1 never joins rank 0's all-reduce (a hang inside a collective, as gloo's was)."""
+    import time
+
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    if rank == 0:
+        dist.all_reduce(torch.ones(3))
+    else:
+        time.sleep(6)
+    Path(out, f"rank{rank}").touch()
+
+
 def _raise(rank: int) -> None:
     raise ValueError(f"bad input on rank {rank}")
 
@@ -35,6 +50,16 @@ def test_a_crash_once_is_reported_and_the_run_repeated(tmp_path: Path) -> None:
     with pytest.warns(RuntimeWarning, match="running the ranks again"):
         spawn_ranks(_crash_in_rank1, lambda a: (str(tmp_path), a == 0), 2, tmp_path / "f")
     assert (tmp_path / "rank0").exists() and (tmp_path / "rank1").exists()
+
+
+def test_a_collective_that_times_out_twice_fails_after_a_second_run(tmp_path: Path) -> None:
+    from spawn_ranks import free_port
+
+    with pytest.warns(RuntimeWarning, match=r"(?s)rank 0 hit a gloo timeout \(2 s; run 1 of 2\)"):
+        with pytest.raises(AssertionError, match=r"rank 0 hit a gloo timeout \(2 s; run 2 of 2\)"):
+            spawn_ranks(_stuck_collective, lambda a: (free_port(), str(tmp_path)), 2, tmp_path / "f",
+                        pg_timeout=2)
+    assert not (tmp_path / "rank0").exists()
 
 
 def test_python_error_fails_at_once(tmp_path: Path) -> None:
