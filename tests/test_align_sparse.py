@@ -79,12 +79,15 @@ def test_auto_alignment_method():
         choose_align_method("fast", False, 10)
 
 
+@pytest.mark.parametrize("assembly", ["dense", "sparse"])
 @pytest.mark.parametrize("fn_name", ["_res3d", "_res2d"])
-def test_sparse_normal_equations_match_finite_differences(fn_name):
+def test_sparse_normal_equations_match_finite_differences(fn_name, assembly, monkeypatch):
     """The Gauss-Newton system (jacfwd per match, scattered into the unknowns, shared focal and
     a fixed root) equals J^T J and J^T r of a central-difference Jacobian of all residuals."""
     from pointmap.align import sparse as sp
 
+    if assembly == "sparse":
+        monkeypatch.setattr(sp, "_DENSE_UNKNOWNS", 0)
     g = torch.Generator().manual_seed(0)
     N, M, G = 3, 40, 4
     d = torch.float64
@@ -116,5 +119,18 @@ def test_sparse_normal_equations_match_finite_differences(fn_name):
     J = torch.stack([(residuals(st.step(pb, h * e)) - residuals(st.step(pb, -h * e))) / (2 * h)
                      for e in torch.eye(pb.n_cols, dtype=d)], 1)
     H, grad, _ = sp._normal_equations(pb, st, fn, sigma=1e12)  # huge robust scale: plain least squares
+    H = H if isinstance(H, torch.Tensor) else torch.from_numpy(H.toarray())
     torch.testing.assert_close(H, J.T @ J, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, J.T @ residuals(st), rtol=1e-5, atol=1e-6)
+
+
+def test_sparse_normal_equations_solved_sparse_agree(scene8, monkeypatch):
+    """Many images assemble and solve the normal equations sparse (scipy): same scene as dense."""
+    from pointmap.align import sparse as sp
+
+    gt, matches = scene8
+    dense = sparse_align(gt.preds, matches)
+    monkeypatch.setattr(sp, "_DENSE_UNKNOWNS", 0)
+    sparse = sparse_align(gt.preds, matches)
+    torch.testing.assert_close(sparse.poses, dense.poses, rtol=0, atol=1e-4)
+    torch.testing.assert_close(sparse.intrinsics, dense.intrinsics, rtol=1e-5, atol=0)

@@ -24,11 +24,12 @@ annealed from large to small (residuals far off after the initialisation are not
 outliers), run until the cost stops decreasing. Each match's residual depends on its two images'
 22 local parameters only: their exact Jacobian comes from :func:`torch.func.jacfwd` (vmapped
 over matches) and is scattered into normal equations over the per-image unknowns (``(7 + G)``
-per image), solved densely by Cholesky.
+per image), solved densely by Cholesky (sparse, by scipy, for thousands of images).
 
 The dense depth of every image is then its canonical depth times its anchor field, so the result
 is the same :class:`~pointmap.scene.Scene` as :func:`pointmap.align.global_align`. Memory is
-``O(images x pixels + matches + (images x (7 + G))^2)``: no per-pair full-resolution state is kept.
+``O(images x pixels + matches)`` (plus the normal equations: dense up to 4096 unknowns, about 500
+images, sparse beyond): no per-pair full-resolution state is kept.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import roma
+import scipy.sparse
+import scipy.sparse.linalg
 import torch
 
 from ..errors import GraphError
@@ -264,13 +268,22 @@ def _cost(pb: _Problem, st: _State, fn, sigma: float) -> float:
     return total
 
 
-def _normal_equations(pb: _Problem, st: _State, fn, sigma: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+#: above this many unknowns the normal equations are assembled and solved sparse (scipy), below
+#: dense (Cholesky): ``n^2`` doubles would pass 128 MiB
+_DENSE_UNKNOWNS = 4096
+
+
+def _normal_equations(pb: _Problem, st: _State, fn, sigma: float
+                      ) -> tuple[torch.Tensor | scipy.sparse.csr_matrix, torch.Tensor, float]:
     """Gauss-Newton system of the Cauchy cost at ``st`` (reweighted: each match weighted by
-    ``1 / (1 + |w r|^2 / sigma^2)`` per 3-D distance or pixel offset): ``H (n, n)``, gradient ``g (n,)`` and the cost. The exact
-    per-match Jacobian ``(D, 22)`` comes from :func:`torch.func.jacfwd` (forward mode, vmapped
-    over matches)."""
+    ``1 / (1 + |w r|^2 / sigma^2)`` per 3-D distance or pixel offset): ``H (n, n)`` (a dense
+    tensor, or a scipy CSR matrix above :data:`_DENSE_UNKNOWNS` unknowns), gradient ``g (n,)``
+    and the cost. The exact per-match Jacobian ``(D, 22)`` comes from
+    :func:`torch.func.jacfwd` (forward mode, vmapped over matches)."""
     n = pb.n_cols
-    H = torch.zeros((n + 1) * (n + 1), dtype=torch.float64)
+    dense = n <= _DENSE_UNKNOWNS
+    H = torch.zeros((n + 1) * (n + 1) if dense else 0, dtype=torch.float64)
+    Hs = scipy.sparse.csr_matrix((n + 1, n + 1))
     g = torch.zeros(n + 1, dtype=torch.float64)
     cost = 0.0
     batched = torch.func.vmap(fn)
@@ -288,15 +301,37 @@ def _normal_equations(pb: _Problem, st: _State, fn, sigma: float) -> tuple[torch
         Hl = Jw.transpose(1, 2) @ Jw                      # (m, 22, 22)
         gl = (J.transpose(1, 2) @ (rho * r)[..., None])[..., 0]  # (m, 22)
         cc = _local_cols(pb, sel)
-        H.index_add_(0, (cc[:, :, None] * (n + 1) + cc[:, None, :]).reshape(-1), Hl.reshape(-1))
         g.index_add_(0, cc.reshape(-1), gl.reshape(-1))
+        if dense:
+            H.index_add_(0, (cc[:, :, None] * (n + 1) + cc[:, None, :]).reshape(-1), Hl.reshape(-1))
+        else:  # duplicates are summed by the conversion
+            rows = cc[:, :, None].expand_as(Hl).reshape(-1).numpy()
+            Hs = Hs + scipy.sparse.coo_matrix((Hl.reshape(-1).numpy(), (rows, cc[:, None, :].expand_as(Hl)
+                                               .reshape(-1).numpy())), shape=(n + 1, n + 1)).tocsr()
     if fn is _res2d:
         cf, hf, gf = _focal_term(pb, st, sigma)
         fcol = torch.where(pb.cols[:, 6] < 0, n, pb.cols[:, 6])
-        H.index_add_(0, fcol * (n + 2), hf)
         g.index_add_(0, fcol, gf)
         cost += cf
-    return H.reshape(n + 1, n + 1)[:n, :n], g[:n], cost
+        if dense:
+            H.index_add_(0, fcol * (n + 2), hf)
+        else:
+            Hs = Hs + scipy.sparse.coo_matrix((hf.numpy(), (fcol.numpy(), fcol.numpy())), shape=(n + 1, n + 1)).tocsr()
+    if dense:
+        return H.reshape(n + 1, n + 1)[:n, :n], g[:n], cost
+    return Hs[:n, :n], g[:n], cost
+
+
+def _damped_solve(H: torch.Tensor | scipy.sparse.csr_matrix, g: torch.Tensor, lam: float) -> torch.Tensor | None:
+    """Levenberg-Marquardt step ``-(H + lam diag(H))^-1 g`` (``None`` when not solvable)."""
+    if isinstance(H, torch.Tensor):
+        diag = H.diagonal().clamp(min=1e-12)
+        chol, info = torch.linalg.cholesky_ex(H + torch.diag(lam * diag + 1e-12 * float(diag.max())))
+        return None if int(info) != 0 else torch.cholesky_solve(-g[:, None], chol)[:, 0]
+    diag = np.clip(H.diagonal(), 1e-12, None)
+    A = (H + scipy.sparse.diags(lam * diag + 1e-12 * float(diag.max()))).tocsc()
+    x = scipy.sparse.linalg.spsolve(A, -g.numpy())
+    return torch.from_numpy(x) if np.isfinite(x).all() else None
 
 
 def _solve(pb: _Problem, st: _State, fn, sigmas: Sequence[float], iters: int, tol: float = 1e-7
@@ -316,15 +351,12 @@ def _solve(pb: _Problem, st: _State, fn, sigmas: Sequence[float], iters: int, to
             while used < iters:
                 H, g, cost = _normal_equations(pb, st, fn, sigma)
                 used += 1
-                diag = H.diagonal().clamp(min=1e-12)
                 improved, new = False, cost
                 for _ in range(10):  # damping trials on one linearisation
-                    A = H + torch.diag(lam * diag + 1e-12 * float(diag.max()))
-                    chol, info = torch.linalg.cholesky_ex(A)
-                    if int(info) != 0:
+                    delta = _damped_solve(H, g, lam)
+                    if delta is None:
                         lam *= 10
                         continue
-                    delta = torch.cholesky_solve(-g[:, None], chol)[:, 0]
                     trial = st.step(pb, delta)
                     new = _cost(pb, trial, fn, sigma)
                     if new < cost:
