@@ -13,8 +13,8 @@ with ``z_k`` the canonical depth. Stages:
 1. **init**: focals from the canonical pointmaps (:func:`~pointmap.geometry.camera.estimate_focal`);
    spanning tree over the pair graph weighted by match counts, each edge's relative similarity a
    trimmed Umeyama registration of the matched canonical points;
-2. **coarse**: 3-D distances ``X_i(p) - X_j(q)`` of matched points (focals frozen, one depth
-   scale per image);
+2. **coarse**: 3-D distances ``X_i(p) - X_j(q)`` of matched points relative to their depth
+   (focals frozen, one depth scale per image);
 3. **fine**: 2-D reprojection errors of each matched point into the other image (pixels), plus
    the canonical pointmaps' own evidence on the focals: their pixels against ``f (x/z, y/z) + pp``
    (what ``estimate_focal`` fits), in the same units and loss.
@@ -77,8 +77,8 @@ class SparseConfig:
             stage); each scale otherwise runs until the cost stops decreasing.
         fine_px: scales of the robust (Cauchy) loss of the 2-D stage, pixels, large to small
             (annealed: residuals far off after the initialisation are not taken for outliers).
-        coarse_rel: scales of the robust loss of the 3-D stage, as fractions of the median
-            canonical depth, large to small.
+        coarse_rel: scales of the robust loss of the 3-D stage, large to small: fractions of
+            the depth (its residuals are relative to the matched points' depth).
         subsample: seed grid step of the matcher when matches are computed here.
         max_matches: at most this many matches per pair (evenly subsampled) are used.
     """
@@ -137,15 +137,20 @@ def _rotation(theta: torch.Tensor, R0: torch.Tensor) -> torch.Tensor:
     return R0 + K @ R0
 
 
+def _depth_1(L: torch.Tensor, bw: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Depth of one matched pixel: canonical depth ``z`` times its anchor field (``L`` as
+    :func:`_world_1` takes it)."""
+    return z * (L[7:11] * bw).sum().exp()
+
+
 def _world_1(L: torch.Tensor, bw: torch.Tensor, z: torch.Tensor, xy: torch.Tensor, pp: torch.Tensor,
              R0: torch.Tensor) -> torch.Tensor:
     """World point ``(3,)`` of one matched pixel ``xy (2,)`` (canonical depth ``z``, principal
     point ``pp (2,)``) from its image's 11 local parameters ``L``: rotation increment of ``R0``,
     centre, log focal, 4 gathered anchors with bilinear weights ``bw (4,)``."""
     f = L[6].exp()
-    d = z * (L[7:11] * bw).sum().exp()
     ray = torch.cat([(xy - pp) / f, torch.ones_like(f)[None]])
-    return _rotation(L[:3], R0) @ (d * ray) + L[3:6]
+    return _rotation(L[:3], R0) @ (_depth_1(L, bw, z) * ray) + L[3:6]
 
 
 def _project_1(L: torch.Tensor, X: torch.Tensor, pp: torch.Tensor, R0: torch.Tensor) -> torch.Tensor:
@@ -155,10 +160,13 @@ def _project_1(L: torch.Tensor, X: torch.Tensor, pp: torch.Tensor, R0: torch.Ten
 
 
 def _res3d(L, bwi, bwj, zi, zj, xyi, xyj, ppi, ppj, Ri0, Rj0):
-    """3-D residual ``(3,)`` of one match (scene units): ``L (22,)`` local parameters of both
-    images (each: rotation increment, centre, log focal, 4 gathered anchors), the rest per side as :func:`_world_1` takes them."""
+    """3-D residual ``(3,)`` of one match, relative to the points' mean depth (so that no
+    cloud gains by shrinking: the residual is invariant to a similarity of the scene): ``L (22,)``
+    local parameters of both images (each: rotation increment, centre, log focal, 4 gathered
+    anchors), the rest per side as :func:`_world_1` takes them."""
     h = _NP + 4
-    return _world_1(L[:h], bwi, zi, xyi, ppi, Ri0) - _world_1(L[h:], bwj, zj, xyj, ppj, Rj0)
+    d = 0.5 * (_depth_1(L[:h], bwi, zi) + _depth_1(L[h:], bwj, zj))
+    return (_world_1(L[:h], bwi, zi, xyi, ppi, Ri0) - _world_1(L[h:], bwj, zj, xyj, ppj, Rj0)) / d
 
 
 def _res2d(L, bwi, bwj, zi, zj, xyi, xyj, ppi, ppj, Ri0, Rj0):
@@ -635,15 +643,14 @@ def sparse_align(
     pb = _Problem(ii_t, jj_t, xyi_t.double(), xyj_t.double(), zi, zj, ai, aj, bwi, bwj, w, pp,
                   fu, fc, fw, cols, n)
     st = _State(rot, P[:, 3:6].clone(), P[:, 6].clone(), P[:, _NP:].clone())
-    zmed = float(torch.median(torch.cat([zi, zj])) * logs.exp().median())
-    # 3-D distances are not scale invariant: shrinking clouds lowers them. The coarse stage
-    # freezes the focals (a longer focal pulls a cloud onto its optical axis) and ties each image's
-    # anchors to one depth scale; anchors and focals are freed in 2-D, which is scale invariant.
+    # 3-D distances are not scale invariant (shrinking clouds lowers them): the residuals are
+    # relative to depth, the coarse stage freezes the focals (a longer focal pulls a cloud onto its
+    # optical axis) and ties each image's anchors to one depth scale; anchors and focals are freed
+    # in 2-D, which is scale invariant.
     cc = cols.clone()
     cc[:, 6] = -1
     cc[:, _NP:] = cols[:, _NP:_NP + 1]
-    st, _ = _solve(dataclasses.replace(pb, cols=cc), st, _res3d,
-                   [r * zmed for r in sp.coarse_rel], sp.coarse_iters)
+    st, _ = _solve(dataclasses.replace(pb, cols=cc), st, _res3d, sp.coarse_rel, sp.coarse_iters)
     st, _ = _solve(pb, st, _res2d, sp.fine_px, sp.fine_iters)
 
     # ---- outputs: poses, intrinsics, dense depth from each image's own pointmap
