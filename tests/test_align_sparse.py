@@ -134,3 +134,28 @@ def test_sparse_normal_equations_solved_sparse_agree(scene8, monkeypatch):
     sparse = sparse_align(gt.preds, matches)
     torch.testing.assert_close(sparse.poses, dense.poses, rtol=0, atol=1e-4)
     torch.testing.assert_close(sparse.intrinsics, dense.intrinsics, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("fn_name", ["_res3d", "_res2d"])
+def test_sparse_analytic_jacobian_equals_jacfwd(fn_name):
+    """The batched analytic residuals and Jacobians equal the plain per-match residuals and their
+    forward-mode automatic derivatives."""
+    from pointmap.align import sparse as sp
+
+    g = torch.Generator().manual_seed(1)
+    m, d = 64, torch.float64
+    L = torch.cat([0.05 * torch.randn(m, 3, generator=g, dtype=d), 0.3 * torch.randn(m, 3, generator=g, dtype=d),
+                   4 + 0.1 * torch.randn(m, 1, generator=g, dtype=d), 0.1 * torch.randn(m, 4, generator=g, dtype=d)] * 2, 1)
+    L[:, 14] += 0.5  # the second camera elsewhere
+    consts = (torch.softmax(torch.randn(m, 4, generator=g, dtype=d), 1), torch.softmax(torch.randn(m, 4, generator=g, dtype=d), 1),
+              2 + torch.rand(m, generator=g, dtype=d), 2 + torch.rand(m, generator=g, dtype=d),
+              64 * torch.rand(m, 2, generator=g, dtype=d), 64 * torch.rand(m, 2, generator=g, dtype=d),
+              torch.full((m, 2), 32.0, dtype=d), torch.full((m, 2), 24.0, dtype=d),
+              roma.rotvec_to_rotmat(0.1 * torch.randn(m, 3, generator=g, dtype=d)),
+              roma.rotvec_to_rotmat(0.1 * torch.randn(m, 3, generator=g, dtype=d)))
+    L[:, :3] = L[:, 11:14] = 0  # residuals are linearised at zero rotation increments
+    consts[9][:4] = -consts[9][:4]  # a few points behind the second camera (clamped depth)
+    fn = getattr(sp, fn_name)
+    r, J = sp._JAC[fn](L, *consts)
+    torch.testing.assert_close(r, torch.func.vmap(fn)(L, *consts))
+    torch.testing.assert_close(J, torch.func.vmap(torch.func.jacfwd(fn))(L, *consts))

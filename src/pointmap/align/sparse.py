@@ -22,8 +22,8 @@ with ``z_k`` the canonical depth. Stages:
 Both optimisation stages are robust Levenberg-Marquardt with a Cauchy loss whose scale is
 annealed from large to small (residuals far off after the initialisation are not taken for
 outliers), run until the cost stops decreasing. Each match's residual depends on its two images'
-22 local parameters only: their exact Jacobian comes from :func:`torch.func.jacfwd` (vmapped
-over matches) and is scattered into normal equations over the per-image unknowns (``(7 + G)``
+22 local parameters only: their Jacobian is analytic (batched over matches; a test checks it
+against :func:`torch.func.jacfwd` of the plain per-match residuals) and is scattered into normal equations over the per-image unknowns (``(7 + G)``
 per image), solved densely by Cholesky (sparse, by scipy, for thousands of images).
 
 The dense depth of every image is then its canonical depth times its anchor field, so the result
@@ -127,14 +127,9 @@ def _bilinear(xy: torch.Tensor, H: int, W: int, gx: int, gy: int) -> tuple[torch
     return idx, w
 
 
-def _rotation(theta: torch.Tensor, R0: torch.Tensor) -> torch.Tensor:
-    """``(I + [theta]_x) R0``: the first-order left increment of ``R0 (3, 3)`` by ``theta (3,)``,
-    exact in value and derivative at ``theta = 0`` (where residuals are linearised; steps are
-    applied with the exponential map)."""
-    z = torch.zeros_like(theta[0])
-    K = torch.stack([torch.stack([z, -theta[2], theta[1]]), torch.stack([theta[2], z, -theta[0]]),
-                     torch.stack([-theta[1], theta[0], z])])
-    return R0 + K @ R0
+def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a x b`` of two ``(3,)`` vectors."""
+    return torch.stack([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
 
 
 def _depth_1(L: torch.Tensor, bw: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -146,16 +141,20 @@ def _depth_1(L: torch.Tensor, bw: torch.Tensor, z: torch.Tensor) -> torch.Tensor
 def _world_1(L: torch.Tensor, bw: torch.Tensor, z: torch.Tensor, xy: torch.Tensor, pp: torch.Tensor,
              R0: torch.Tensor) -> torch.Tensor:
     """World point ``(3,)`` of one matched pixel ``xy (2,)`` (canonical depth ``z``, principal
-    point ``pp (2,)``) from its image's 11 local parameters ``L``: rotation increment of ``R0``,
+    point ``pp (2,)``) from its image's 11 local parameters ``L``: rotation increment ``theta``
+    of ``R0`` (the rotation is ``(I + [theta]_x) R0``, exact in value and derivative at
+    ``theta = 0``, where residuals are linearised; steps are applied by the exponential map),
     centre, log focal, 4 gathered anchors with bilinear weights ``bw (4,)``."""
     f = L[6].exp()
     ray = torch.cat([(xy - pp) / f, torch.ones_like(f)[None]])
-    return _rotation(L[:3], R0) @ (_depth_1(L, bw, z) * ray) + L[3:6]
+    v = R0 @ (_depth_1(L, bw, z) * ray)
+    return v + _cross(L[:3], v) + L[3:6]
 
 
 def _project_1(L: torch.Tensor, X: torch.Tensor, pp: torch.Tensor, R0: torch.Tensor) -> torch.Tensor:
     """Pixel ``(2,)`` of world point ``X (3,)`` in the camera of local parameters ``L``."""
-    c = _rotation(L[:3], R0).T @ (X - L[3:6])
+    v = X - L[3:6]
+    c = R0.T @ (v - _cross(L[:3], v))
     return L[6].exp() * c[:2] / c[2].clamp(min=1e-9) + pp
 
 
@@ -178,6 +177,80 @@ def _res2d(L, bwi, bwj, zi, zj, xyi, xyj, ppi, ppj, Ri0, Rj0):
     return torch.cat([_project_1(L[h:], Xi, ppj, Rj0) - xyj, _project_1(L[:h], Xj, ppi, Ri0) - xyi])
 
 
+def _skew(v: torch.Tensor) -> torch.Tensor:
+    """``(m, 3, 3)`` cross-product matrices ``[v]_x`` of ``v (m, 3)``."""
+    z = torch.zeros_like(v[:, 0])
+    return torch.stack([torch.stack([z, -v[:, 2], v[:, 1]], -1), torch.stack([v[:, 2], z, -v[:, 0]], -1),
+                        torch.stack([-v[:, 1], v[:, 0], z], -1)], 1)
+
+
+def _side_jac(L: torch.Tensor, bw: torch.Tensor, z: torch.Tensor, xy: torch.Tensor, pp: torch.Tensor,
+              R0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batched :func:`_world_1` at zero rotation increments with its analytic derivatives: world
+    points ``X (m, 3)``, ``dX/dL (m, 3, 11)``, depths ``d (m,)`` and ``dd/dL (m, 11)``."""
+    f = L[:, 6].exp()
+    q = (xy - pp) / f[:, None]
+    d = z * (L[:, 7:11] * bw).sum(-1).exp()
+    ray = torch.cat([q, torch.ones_like(f)[:, None]], -1)
+    v = (R0 @ (d[:, None] * ray)[..., None])[..., 0]
+    m = len(L)
+    J = torch.zeros(m, 3, 11, dtype=L.dtype)
+    J[:, :, :3] = -_skew(v)
+    J[:, :, 3:6] = torch.eye(3, dtype=L.dtype)
+    J[:, :, 6] = -(R0[:, :, :2] @ (d[:, None] * q)[..., None])[..., 0]
+    J[:, :, 7:11] = v[:, :, None] * bw[:, None, :]
+    Jd = torch.zeros(m, 11, dtype=L.dtype)
+    Jd[:, 7:11] = d[:, None] * bw
+    return v + L[:, 3:6], J, d, Jd
+
+
+def _jac3d(L, bwi, bwj, zi, zj, xyi, xyj, ppi, ppj, Ri0, Rj0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched :func:`_res3d` ``(m, 3)`` and its analytic Jacobian ``(m, 3, 22)`` (``L (m, 22)``,
+    the constants batched likewise)."""
+    Xi, JXi, di, Jdi = _side_jac(L[:, :11], bwi, zi, xyi, ppi, Ri0)
+    Xj, JXj, dj, Jdj = _side_jac(L[:, 11:], bwj, zj, xyj, ppj, Rj0)
+    D = 0.5 * (di + dj)
+    r = (Xi - Xj) / D[:, None]
+    J = torch.cat([JXi, -JXj], -1) / D[:, None, None]
+    J -= r[:, :, None] * (0.5 * torch.cat([Jdi, Jdj], -1) / D[:, None])[:, None, :]
+    return r, J
+
+
+def _project_jac(X: torch.Tensor, JX: torch.Tensor, L: torch.Tensor, pp: torch.Tensor, R0: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Batched :func:`_project_1` of points ``X (m, 3)`` (derivatives ``JX (m, 3, 11)`` with
+    respect to their own image's parameters) into the cameras ``L (m, 11)``: pixels ``(m, 2)``,
+    their derivatives with respect to the points' image ``(m, 2, 11)`` and to the camera's
+    ``(m, 2, 11)``."""
+    w = X - L[:, 3:6]
+    Rt = R0.transpose(1, 2)
+    c = (Rt @ w[..., None])[..., 0]
+    f = L[:, 6].exp()
+    cz = c[:, 2].clamp(min=1e-9)
+    P = torch.zeros(len(X), 2, 3, dtype=X.dtype)
+    P[:, 0, 0] = P[:, 1, 1] = f / cz
+    P[:, :, 2] = torch.where((c[:, 2] > 1e-9)[:, None], -f[:, None] * c[:, :2] / cz[:, None] ** 2, 0.0)  # clamped: 0
+    PR = P @ Rt                                           # du / dX
+    Jcam = torch.zeros(len(X), 2, 11, dtype=X.dtype)
+    Jcam[:, :, :3] = PR @ _skew(w)
+    Jcam[:, :, 3:6] = -PR
+    Jcam[:, :, 6] = f[:, None] * c[:, :2] / cz[:, None]
+    return f[:, None] * c[:, :2] / cz[:, None] + pp, PR @ JX, Jcam
+
+
+def _jac2d(L, bwi, bwj, zi, zj, xyi, xyj, ppi, ppj, Ri0, Rj0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched :func:`_res2d` ``(m, 4)`` and its analytic Jacobian ``(m, 4, 22)``."""
+    Li, Lj = L[:, :11], L[:, 11:]
+    Xi, JXi, _, _ = _side_jac(Li, bwi, zi, xyi, ppi, Ri0)
+    Xj, JXj, _, _ = _side_jac(Lj, bwj, zj, xyj, ppj, Rj0)
+    ui, Jui_pt, Jui_cam = _project_jac(Xi, JXi, Lj, ppj, Rj0)  # image i's point in camera j
+    uj, Juj_pt, Juj_cam = _project_jac(Xj, JXj, Li, ppi, Ri0)
+    r = torch.cat([ui - xyj, uj - xyi], -1)
+    J = torch.cat([torch.cat([Jui_pt, Jui_cam], -1), torch.cat([Juj_cam, Juj_pt], -1)], 1)
+    return r, J
+
+
+_JAC = {_res3d: _jac3d, _res2d: _jac2d}  # residuals (per match, the plain definition) -> batched analytic
 _GROUP = {_res3d: 3, _res2d: 2}  # components per robust term: a 3-D distance, a pixel offset
 
 
@@ -286,21 +359,20 @@ def _normal_equations(pb: _Problem, st: _State, fn, sigma: float
     """Gauss-Newton system of the Cauchy cost at ``st`` (reweighted: each match weighted by
     ``1 / (1 + |w r|^2 / sigma^2)`` per 3-D distance or pixel offset): ``H (n, n)`` (a dense
     tensor, or a scipy CSR matrix above :data:`_DENSE_UNKNOWNS` unknowns), gradient ``g (n,)``
-    and the cost. The exact per-match Jacobian ``(D, 22)`` comes from
-    :func:`torch.func.jacfwd` (forward mode, vmapped over matches)."""
+    and the cost. The per-match Jacobian ``(D, 22)`` is analytic (:func:`_jac3d`,
+    :func:`_jac2d`; a test checks it against :func:`torch.func.jacfwd` of the plain residuals)."""
     n = pb.n_cols
     dense = n <= _DENSE_UNKNOWNS
     H = torch.zeros((n + 1) * (n + 1) if dense else 0, dtype=torch.float64)
     Hs = scipy.sparse.csr_matrix((n + 1, n + 1))
     g = torch.zeros(n + 1, dtype=torch.float64)
     cost = 0.0
-    batched = torch.func.vmap(fn)
-    jac = torch.func.vmap(torch.func.jacfwd(fn))
     for sel in _chunks(len(pb.ii)):
         L, consts = _local(pb, st, sel)
         w = pb.w[sel, None]
-        r = batched(L, *consts) * w                       # (m, D)
-        J = jac(L, *consts) * w[..., None]                # (m, D, 22)
+        r, J = _JAC[fn](L, *consts)
+        r = r * w                                         # (m, D)
+        J = J * w[..., None]                              # (m, D, 22)
         m, D = r.shape
         r2 = r.square().reshape(m, -1, _GROUP[fn]).sum(-1)  # (m, D / group)
         cost += float((0.5 * sigma**2 * torch.log1p(r2 / sigma**2)).sum())
