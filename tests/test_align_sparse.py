@@ -144,18 +144,25 @@ def test_sparse_analytic_jacobian_equals_jacfwd(fn_name):
 
     g = torch.Generator().manual_seed(1)
     m, d = 64, torch.float64
-    L = torch.cat([0.05 * torch.randn(m, 3, generator=g, dtype=d), 0.3 * torch.randn(m, 3, generator=g, dtype=d),
-                   4 + 0.1 * torch.randn(m, 1, generator=g, dtype=d), 0.1 * torch.randn(m, 4, generator=g, dtype=d)] * 2, 1)
+    rnd = lambda *shape: torch.randn(*shape, generator=g, dtype=d)  # noqa: E731
+    uni = lambda *shape: torch.rand(*shape, generator=g, dtype=d)  # noqa: E731
+    L = torch.cat([0.05 * rnd(m, 3), 0.3 * rnd(m, 3), 4 + 0.1 * rnd(m, 1), 0.1 * rnd(m, 4)] * 2, 1)
     L[:, 14] += 0.5  # the second camera elsewhere
-    consts = (torch.softmax(torch.randn(m, 4, generator=g, dtype=d), 1), torch.softmax(torch.randn(m, 4, generator=g, dtype=d), 1),
-              2 + torch.rand(m, generator=g, dtype=d), 2 + torch.rand(m, generator=g, dtype=d),
-              64 * torch.rand(m, 2, generator=g, dtype=d), 64 * torch.rand(m, 2, generator=g, dtype=d),
-              torch.full((m, 2), 32.0, dtype=d), torch.full((m, 2), 24.0, dtype=d),
-              roma.rotvec_to_rotmat(0.1 * torch.randn(m, 3, generator=g, dtype=d)),
-              roma.rotvec_to_rotmat(0.1 * torch.randn(m, 3, generator=g, dtype=d)))
+    consts = (torch.softmax(rnd(m, 4), 1), torch.softmax(rnd(m, 4), 1), 2 + uni(m), 2 + uni(m),
+              64 * uni(m, 2), 64 * uni(m, 2), torch.full((m, 2), 32.0, dtype=d), torch.full((m, 2), 24.0, dtype=d),
+              roma.rotvec_to_rotmat(0.1 * rnd(m, 3)), roma.rotvec_to_rotmat(0.1 * rnd(m, 3)))
     L[:, :3] = L[:, 11:14] = 0  # residuals are linearised at zero rotation increments
     consts[9][:4] = -consts[9][:4]  # a few points behind the second camera (clamped depth)
     fn = getattr(sp, fn_name)
     r, J = sp._JAC[fn](L, *consts)
     torch.testing.assert_close(r, torch.func.vmap(fn)(L, *consts))
     torch.testing.assert_close(J, torch.func.vmap(torch.func.jacfwd(fn))(L, *consts))
+
+
+def test_sparse_config_robust_scales():
+    from pointmap.errors import PointmapError
+
+    assert SparseConfig(fine_px=1.5).fine_px == (1.5,)
+    assert SparseConfig().fine_px == (16.0, 4.0, 1.5)
+    with pytest.raises(PointmapError, match="coarse_rel"):
+        SparseConfig(coarse_rel=(0.1, 0.0))

@@ -23,8 +23,9 @@ Both optimisation stages are robust Levenberg-Marquardt with a Cauchy loss whose
 annealed from large to small (residuals far off after the initialisation are not taken for
 outliers), run until the cost stops decreasing. Each match's residual depends on its two images'
 22 local parameters only: their Jacobian is analytic (batched over matches; a test checks it
-against :func:`torch.func.jacfwd` of the plain per-match residuals) and is scattered into normal equations over the per-image unknowns (``(7 + G)``
-per image), solved densely by Cholesky (sparse, by scipy, for thousands of images).
+against :func:`torch.func.jacfwd` of the plain per-match residuals) and is scattered into
+normal equations over the per-image unknowns (``7 + G`` per image), solved densely by Cholesky
+(sparse, by scipy, for thousands of images).
 
 The dense depth of every image is then its canonical depth times its anchor field, so the result
 is the same :class:`~pointmap.scene.Scene` as :func:`pointmap.align.global_align`. Memory is
@@ -45,7 +46,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 import torch
 
-from ..errors import GraphError
+from ..errors import GraphError, PointmapError
 from ..geometry.camera import estimate_focal, intrinsics_matrix
 from ..geometry.registration import align_multiple_poses, rigid_registration
 from ..matching import match_pair
@@ -76,7 +77,8 @@ class SparseConfig:
             evaluations) of the 3-D and the 2-D stages over all their robust scales (0 skips a
             stage); each scale otherwise runs until the cost stops decreasing.
         fine_px: scales of the robust (Cauchy) loss of the 2-D stage, pixels, large to small
-            (annealed: residuals far off after the initialisation are not taken for outliers).
+            (annealed: residuals far off after the initialisation are not taken for outliers);
+            one number is one scale.
         coarse_rel: scales of the robust loss of the 3-D stage, large to small: fractions of
             the depth (its residuals are relative to the matched points' depth).
         subsample: seed grid step of the matcher when matches are computed here.
@@ -90,6 +92,13 @@ class SparseConfig:
     coarse_rel: tuple[float, ...] = (0.1, 0.03, 0.01)
     subsample: int = 8
     max_matches: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("fine_px", "coarse_rel"):  # one scale given as a number: no annealing
+            v = getattr(self, name)
+            setattr(self, name, (float(v),) if isinstance(v, (int, float)) else tuple(float(x) for x in v))
+            if not getattr(self, name) or min(getattr(self, name)) <= 0:
+                raise PointmapError(f"SparseConfig.{name}={v!r}: use positive robust scales, large to small")
 
 
 def pair_matches(preds: PairPredictions, subsample: int = 8, conf_threshold: float | None = None,
@@ -229,7 +238,8 @@ def _project_jac(X: torch.Tensor, JX: torch.Tensor, L: torch.Tensor, pp: torch.T
     cz = c[:, 2].clamp(min=1e-9)
     P = torch.zeros(len(X), 2, 3, dtype=X.dtype)
     P[:, 0, 0] = P[:, 1, 1] = f / cz
-    P[:, :, 2] = torch.where((c[:, 2] > 1e-9)[:, None], -f[:, None] * c[:, :2] / cz[:, None] ** 2, 0.0)  # clamped: 0
+    behind = (c[:, 2] <= 1e-9)[:, None]  # clamped depth: no derivative along it
+    P[:, :, 2] = torch.where(behind, 0.0, -f[:, None] * c[:, :2] / cz[:, None] ** 2)
     PR = P @ Rt                                           # du / dX
     Jcam = torch.zeros(len(X), 2, 11, dtype=X.dtype)
     Jcam[:, :, :3] = PR @ _skew(w)
@@ -396,13 +406,15 @@ def _normal_equations(pb: _Problem, st: _State, fn, sigma: float
         if dense:
             H.index_add_(0, fcol * (n + 2), hf)
         else:
-            Hs = Hs + scipy.sparse.coo_matrix((hf.numpy(), (fcol.numpy(), fcol.numpy())), shape=(n + 1, n + 1)).tocsr()
+            Hs = Hs + scipy.sparse.coo_matrix((hf.numpy(), (fcol.numpy(), fcol.numpy())),
+                                              shape=(n + 1, n + 1)).tocsr()
     if dense:
         return H.reshape(n + 1, n + 1)[:n, :n], g[:n], cost
     return Hs[:n, :n], g[:n], cost
 
 
-def _damped_solve(H: torch.Tensor | scipy.sparse.csr_matrix, g: torch.Tensor, lam: float) -> torch.Tensor | None:
+def _damped_solve(H: torch.Tensor | scipy.sparse.csr_matrix, g: torch.Tensor, lam: float
+                  ) -> torch.Tensor | None:
     """Levenberg-Marquardt step ``-(H + lam diag(H))^-1 g`` (``None`` when not solvable)."""
     if isinstance(H, torch.Tensor):
         diag = H.diagonal().clamp(min=1e-12)
