@@ -5,7 +5,8 @@ The scenes and predictions are :func:`pointmap.testing.synthetic_pairs.make_synt
 (noise, smooth distortion, outlier blobs); the matches are the ground truth's
 (:func:`~pointmap.testing.synthetic_pairs.synthetic_matches`, a grid of ``--step`` pixels) with
 ``--outliers`` of them replaced by random pixels. Memory is the process's peak resident set
-(``ru_maxrss``, generating the scene included): run one method per process to compare. Example::
+(``ru_maxrss``, generating the scene included), next to the resident set just before the
+alignment (``rss_before_mib``): run one method per process to compare. Example::
 
     python benchmarks/bench_sparse.py --n-images 50 --methods sparse
     python benchmarks/bench_sparse.py --n-images 50 --methods dense
@@ -24,6 +25,15 @@ from bench_align import errors
 from pointmap.align import AlignConfig, global_align
 from pointmap.align.sparse import sparse_align
 from pointmap.testing.synthetic_pairs import make_synthetic_scene, synthetic_matches
+
+
+def rss_now_mib() -> float:
+    """Current resident set of this process (MiB; Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 2**10
+    return float("nan")
 
 
 def timed(fn):
@@ -50,16 +60,17 @@ def main() -> None:
         gt = make_synthetic_scene(n, (W, H), graph=args.graph, seed=args.seed)
         m = synthetic_matches(gt, gt.preds.pairs, step=args.step, outliers=args.outliers, seed=args.seed)
         for method in args.methods:
+            before = rss_now_mib()
             if method == "sparse":
                 scene, dt, peak = timed(lambda: sparse_align(gt.preds, m))
             else:
                 scene, dt, peak = timed(lambda: global_align(gt.preds, config=AlignConfig()))
             row = {"method": method, "n_images": n, "pairs": len(gt.preds),
-                   "matches": sum(len(a) for a, _ in m.values()), "time_s": dt, "peak_rss_mib": peak,
+                   "matches": sum(len(a) for a, _ in m.values()), "time_s": dt, "rss_before_mib": before, "peak_rss_mib": peak,
                    **errors(scene, gt)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    keys = ["method", "n_images", "pairs", "time_s", "peak_rss_mib", "rot_err_med_deg", "centre_err_max",
+    keys = ["method", "n_images", "pairs", "time_s", "rss_before_mib", "peak_rss_mib", "rot_err_med_deg", "centre_err_max",
             "focal_err_max"]
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for r in rows:
