@@ -86,7 +86,7 @@ class SparseConfig:
     """
 
     grid: tuple[int, int] = (1, 1)
-    coarse_iters: int = 30
+    coarse_iters: int = 50
     fine_iters: int = 100
     fine_px: tuple[float, ...] = (16.0, 4.0, 1.5)
     coarse_rel: tuple[float, ...] = (0.1, 0.03, 0.01)
