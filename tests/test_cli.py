@@ -221,3 +221,11 @@ def test_metric_model_exports_say_metres_and_match_descriptors(tmp_path, capsys,
     assert "comment units: metres" in head
     assert "# units: metres" in (out / "colmap" / "init" / "images.txt").read_text()
     assert (out / "colmap" / "database.db").is_file()
+    # through a predictions store the descriptors are stored and matched from there
+    rc = main(["reconstruct", *map(str, imgs), "-o", str(tmp_path / "out2"), "-q", "--store", "on",
+               "--weights", str(tmp_path / "mast3r_tiny.safetensors"), "--size", "224", "--align", "dense",
+               "--export", "colmap-db", "cameras"])
+    assert rc == 0, capsys.readouterr().err
+    assert seen == [True, True]
+    ident = json.loads((tmp_path / "out2" / ".pointmap-store" / "store.json").read_text())
+    assert ident["identity"]["preprocessing"]["descriptors"] is True

@@ -60,6 +60,38 @@ def test_store_backed_predictions_match_in_memory_to_float16(tmp_path):
     assert not mem.lazy and mem.pts3d_1[3].dtype == torch.float32
 
 
+def test_store_holds_mast3r_descriptors_when_asked(tmp_path):
+    """A MASt3R network's descriptors go into the store beside the points (float16, read on
+    access) when kept, and are absent when not; matching from the store gives the in-memory
+    matches of the float16 descriptors."""
+    from pointmap.matching import match_pair
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(img_size=(64, 64), enc_embed_dim=32, enc_depth=2, enc_num_heads=2, dec_embed_dim=32,
+                      dec_depth=4, dec_num_heads=2, head_type="catmlp+dpt", output_mode="pts3d+desc24",
+                      two_confs=True, dpt_layer_dims=(8, 16, 16, 32), dpt_feature_dim=16, dpt_last_dim=16)
+    model, imgs = DUSt3R(cfg).eval(), _images(3)
+    pairs = [(0, 1), (1, 0), (1, 2), (2, 1)]
+    ref = infer_pairs(model, imgs, pairs, batch_size=3, device="cpu", desc_dtype=torch.float16)
+    got = infer_pairs(model, imgs, pairs, batch_size=3, device="cpu",
+                      store=PredictionStore.open(tmp_path / "d", _ident(model, imgs)))
+    assert got.lazy and got.has_descriptors and ref.has_descriptors
+    for name in ("desc_1", "desc_conf_1", "desc_2", "desc_conf_2"):
+        for a, b in zip(getattr(got, name), getattr(ref, name)):
+            assert a.dtype == torch.float16 and a.shape == b.shape
+            torch.testing.assert_close(a, b.half(), rtol=0, atol=0)
+    assert got.desc_1[0].shape == (*imgs[0].shape[1:], 24)
+    for e in range(len(pairs)):
+        for x, y in zip(match_pair(got, e, 4), match_pair(ref, e, 4)):
+            torch.testing.assert_close(x, y)
+    # reopened (a resumed run) the descriptors are still there; without asking, none are stored
+    again = PredictionStore.open(tmp_path / "d", _ident(model, imgs)).predictions(pairs, n_images=3)
+    assert again.has_descriptors
+    plain = infer_pairs(model, imgs, pairs, batch_size=3, device="cpu", descriptors=False,
+                        store=PredictionStore.open(tmp_path / "p", _ident(model, imgs)))
+    assert not plain.has_descriptors
+
+
 def test_resume_skips_stored_pairs_and_ignores_unfinished_shards(tmp_path):
     model, imgs = _tiny_model(), _images()
     pairs = [(i, j) for i in range(4) for j in range(4) if i != j]

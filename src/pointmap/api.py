@@ -166,8 +166,10 @@ def reconstruct_images(
     return ``None``.
 
     ``keep_descriptors``: keep a MASt3R model's descriptors in ``predictions`` whatever the
-    alignment (sparse alignment keeps them anyway), e.g. to match pixels afterwards; not with a
-    ``store``, which holds no descriptors (matching then uses the 3D points).
+    alignment (sparse alignment keeps them anyway), e.g. to match pixels afterwards. With a
+    ``store`` the kept descriptors are written into it beside the points (open the store with
+    ``preprocessing["descriptors"]`` saying so, so that a rerun that keeps them does not reuse
+    a store made without them).
 
     With a ``store`` (:func:`open_store`), pair predictions are written to disk batch by batch
     and read back on demand (host memory does not grow with the number of pairs), and pairs
@@ -192,19 +194,20 @@ def reconstruct_images(
     method = choose_align_method(align_method, model.config.desc_dim > 0, len(pairs))
     if announce is not None:
         announce(f"scene graph {graph}: {len(pairs)} ordered pairs of {len(images)} images")
+    # the dense alignment uses points and confidences only: MASt3R's descriptors (8x the memory
+    # or disk of the points) are kept only for matching (sparse alignment, a COLMAP database)
+    want_desc = method == "sparse" or keep_descriptors
     with log.stage("inference"):
         if distributed:
             from .distributed import infer_pairs_distributed
 
             preds = infer_pairs_distributed(model, work, pairs, batch_size=batch_size, device=dev,
                                             dtype=resolve_dtype(dtype, dev), progress=progress,
-                                            store=store)
+                                            store=store, descriptors=want_desc)
         else:
-            # the dense alignment uses points and confidences only: MASt3R's descriptors (8x the
-            # memory of the points) are kept only for sparse alignment's matching
             preds = infer_pairs(model, work, pairs, batch_size=batch_size, device=dev,
                                 dtype=resolve_dtype(dtype, dev), progress=progress, store=store,
-                                descriptors=(method == "sparse" or keep_descriptors) and store is None)
+                                descriptors=want_desc)
     if preds is None:
         return None
     with log.stage("alignment"):

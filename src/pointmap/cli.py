@@ -124,8 +124,12 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         from .api import open_store
         from .inference import resolve_dtype
 
+        # MASt3R's descriptors are stored when they will be matched (sparse alignment: any
+        # --align but dense for a model with descriptors; a COLMAP database)
         pre = {"size": size, "dtype": str(resolve_dtype(args.dtype, dev)).replace("torch.", ""),
                "fps": args.fps if any(_is_video(x) for x in args.inputs) else None}
+        if model.config.desc_dim > 0 and (args.align != "dense" or want_db):
+            pre["descriptors"] = True
         if rank == 0:
             store = open_store(args.output, model, args.weights, images, pre, replace=args.overwrite)
             if len(store):

@@ -151,6 +151,7 @@ def infer_pairs_distributed(
     storage_dtype: torch.dtype = torch.float32,
     shared_memory: bool | None = None,
     store: PredictionStore | None = None,
+    descriptors: bool = False,
 ) -> PairPredictions | None:
     """Run the network on ordered image pairs, split across the ranks of a process group.
 
@@ -175,6 +176,8 @@ def infer_pairs_distributed(
             rank can reach (opened with ``rank=`` its rank, after the first rank created it):
             the pairs not yet stored are split over the ranks, each rank writes its shards into
             the store, and the first rank returns store-backed predictions (nothing is gathered).
+        descriptors: with a ``store``, every rank also writes a MASt3R network's descriptors
+            into it (without a store descriptors are never gathered between ranks).
 
     Returns:
         On the group's first rank (every rank with ``all_ranks``): :class:`PairPredictions` with,
@@ -182,9 +185,10 @@ def infer_pairs_distributed(
         ``(H_j, W_j, 3)``, ``conf_2`` ``(H_j, W_j)`` on the CPU, in the order of ``pairs``.
         ``None`` on the other ranks.
     """
-    # descriptors (MASt3R) are not gathered: only the points and confidences travel between ranks
+    # descriptors (MASt3R) are not gathered: only the points and confidences travel between
+    # ranks; a store receives them from every rank when asked
     kw = {"batch_size": batch_size, "device": device, "dtype": dtype, "storage_dtype": storage_dtype,
-          "descriptors": False}
+          "descriptors": descriptors and store is not None}
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
         return infer_pairs(model, images, pairs, progress=progress, store=store, **kw)
     if len(pairs) == 0:

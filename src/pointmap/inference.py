@@ -25,6 +25,7 @@ import torch
 from .errors import DeviceError, InputError
 from .model.network import DUSt3R, Encoded
 from .predictions import PairPredictions
+from .store import DESC_FIELDS, DUST3R_FIELDS
 
 if TYPE_CHECKING:
     from .images import LoadedImage
@@ -238,11 +239,13 @@ def infer_pairs(
         store: write each batch, as it finishes, to this :class:`~pointmap.store.PredictionStore`
             instead of keeping it in memory; pairs the store already holds are not run again
             (resuming an interrupted run), and the result is read from the store on access.
+            Kept descriptors are written to the same shards (float16, 50 bytes per pixel and
+            side at ``D = 24``: 8x the disk of the points) and read on access like the points.
 
     Returns:
         :class:`PairPredictions` with, per pair, ``pts3d_1`` ``(H_i, W_i, 3)``, ``conf_1``,
-        ``pts3d_2_in_1`` ``(H_j, W_j, 3)``, ``conf_2`` (and the descriptor fields when kept; a ``store``
-        keeps points and confidences only) on the CPU, in the order of ``pairs``
+        ``pts3d_2_in_1`` ``(H_j, W_j, 3)``, ``conf_2`` (and the descriptor fields when kept) on the
+        CPU, in the order of ``pairs``
         (store-backed float16 when ``store`` is given).
     """
     if len(pairs) == 0:
@@ -288,9 +291,11 @@ def infer_pairs(
     # --- decode + heads, batched by (shape_i, shape_j); results stream to the CPU
     out: list[tuple | None] = [None] * len(pairs)
     sink = _HostSink(dev, storage_dtype, rows=batch_size, alloc=host_alloc)
-    keep_desc = bool(descriptors) and model.config.desc_dim > 0 and store is None
+    keep_desc = bool(descriptors) and model.config.desc_dim > 0
     ddt = desc_dtype or storage_dtype
-    dsink = _HostSink(dev, ddt, rows=batch_size, alloc=host_alloc) if keep_desc else None
+    # with a store the descriptors go into the same shards as the points (one sink, one write)
+    dsink = _HostSink(dev, ddt, rows=batch_size, alloc=host_alloc) if keep_desc and store is None else None
+    fields = DUST3R_FIELDS + (DESC_FIELDS if keep_desc else ())
     dout: list[tuple | None] = [None] * len(pairs)
     groups: dict[tuple, list[int]] = defaultdict(list)
     for idx in todo:
@@ -305,14 +310,15 @@ def infer_pairs(
 
             def keep(res: list[torch.Tensor], chunk: list[int] = chunk, real: int = real) -> None:
                 if store is not None:
-                    from .store import DUST3R_FIELDS
-
-                    store.write([pairs[q] for q in chunk[:real]], dict(zip(DUST3R_FIELDS, res)))
+                    store.write([pairs[q] for q in chunk[:real]], dict(zip(fields, res)))
                     return
                 for b, q in enumerate(chunk[:real]):
                     out[q] = tuple(r[b] for r in res)
 
-            sink.put((p1["pts3d"], p1["conf"], p2["pts3d_in_other_view"], p2["conf"]), real, keep)
+            arrays = (p1["pts3d"], p1["conf"], p2["pts3d_in_other_view"], p2["conf"])
+            if keep_desc and store is not None:
+                arrays += (p1["desc"], p1["desc_conf"], p2["desc"], p2["desc_conf"])
+            sink.put(arrays, real, keep)
             if dsink is not None:
                 def dstore(res: list[torch.Tensor], chunk: list[int] = chunk, real: int = real) -> None:
                     for b, q in enumerate(chunk[:real]):

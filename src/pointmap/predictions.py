@@ -152,13 +152,14 @@ class PairPredictions:
             setattr(self, name, _as_list(getattr(self, name), name))
             if len(getattr(self, name)) != len(self.pairs):
                 raise ValueError(f"{name} has {len(getattr(self, name))} entries for {len(self.pairs)} pairs")
-        for k, (i, j) in enumerate(self.pairs):
-            for d, c, p, side in ((self.desc_1[k], self.desc_conf_1[k], self.pts3d_1[k], "1"),
-                                  (self.desc_2[k], self.desc_conf_2[k], self.pts3d_2_in_1[k], "2")):
-                if d.ndim != 3 or tuple(d.shape[:2]) != tuple(p.shape[:2]) or tuple(c.shape) != tuple(p.shape[:2]):
+        for k, (i, j) in enumerate(self.pairs):  # shapes only: store-backed fields are not read
+            for d, c, p, side in ((_shape(self.desc_1, k), _shape(self.desc_conf_1, k), _shape(self.pts3d_1, k), "1"),
+                                  (_shape(self.desc_2, k), _shape(self.desc_conf_2, k),
+                                   _shape(self.pts3d_2_in_1, k), "2")):
+                if len(d) != 3 or d[:2] != p[:2] or c != p[:2]:
                     raise ValueError(
                         f"pair {(i, j)}: desc_{side} must be (H,W,D) and desc_conf_{side} (H,W) "
-                        f"with the points' (H,W) {tuple(p.shape[:2])}")
+                        f"with the points' (H,W) {p[:2]}")
 
     def __post_init__(self) -> None:
         self.pairs = [(int(i), int(j)) for i, j in self.pairs]

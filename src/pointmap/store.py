@@ -40,6 +40,7 @@ from .io_utils import atomic_write, atomic_write_text
 from .predictions import LazyTensors, PairPredictions
 
 __all__ = [
+    "DESC_FIELDS",
     "DUST3R_FIELDS",
     "PredictionStore",
     "STORE_DIRNAME",
@@ -54,6 +55,10 @@ STORE_DIRNAME = ".pointmap-store"
 
 DUST3R_FIELDS = ("pts3d_1", "conf_1", "pts3d_2_in_1", "conf_2")
 """The per-pair fields of a DUSt3R prediction, in :class:`PairPredictions` order."""
+
+DESC_FIELDS = ("desc_1", "desc_conf_1", "desc_2", "desc_conf_2")
+"""The per-pair descriptor fields of a network with local descriptors (MASt3R), stored only when
+asked for (at 24 dimensions they take 8x the disk of the points)."""
 
 _FORMAT = 1
 _F16_MAX = 65504.0
@@ -318,9 +323,13 @@ class PredictionStore:
             raise PointmapError(f"the predictions store {self.path} lacks {len(missing)} of the "
                                 f"pairs, e.g. {missing[:3]}")
         locs = [(self._entries[p][0], self._entries[p][1]) for p in pairs]
-        cols = []
-        for name in fields:
-            shapes = [tuple(self._entries[p][2][name]) for p in pairs]
-            cols.append(_Field(self, locs, name, shapes))
-        return PairPredictions(pairs, *cols, n_images=n_images)
+
+        def column(name: str) -> _Field:
+            return _Field(self, locs, name, [tuple(self._entries[p][2][name]) for p in pairs])
+
+        cols = [column(name) for name in fields]
+        desc: dict[str, _Field] = {}
+        if pairs and all(n in self._entries[p][2] for p in pairs for n in DESC_FIELDS):
+            desc = {n: column(n) for n in DESC_FIELDS}  # read on access, like the points
+        return PairPredictions(pairs, *cols, n_images=n_images, **desc)
 
