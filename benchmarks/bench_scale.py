@@ -106,8 +106,10 @@ def main() -> None:
     store_dir = work / "store"
     if store_dir.exists():
         shutil.rmtree(store_dir)
-    store = PredictionStore.open(store_dir, {"benchmark": "bench_scale", "images": n, "size": [W, H],
-                                             "seed": args.seed})
+    # the identity's fields in store_identity's layout (what made the predictions)
+    store = PredictionStore.open(store_dir, {"model": {"name": "bench_scale ground truth"},
+                                             "preprocessing": {"images": n, "size": [W, H],
+                                                               "seed": args.seed}})
     with log.stage("pairs"):
         for chunk, arrays in iter_synthetic_predictions(gt, pairs, batch=args.batch, seed=args.seed,
                                                         device=args.device):
