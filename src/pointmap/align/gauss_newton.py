@@ -166,9 +166,9 @@ class GNProblem:
         return GNProblem(
             uv=data.uv, pp=pp.to(dev), slot_edge=sid % E, slot_ok=ok, slot_first=sid < E,
             pts_i=data.pts_i, pts_j=data.pts_j, ei=data.ei, ej=data.ej, w_i=data.w_i, w_j=data.w_j,
-            w_scale=(area / float(area_i), area / float(area_j)), area=area, cam_index=cam_index, edge_index=edge_index, n_unknowns=nxt, pin_scale=pin_scale,
+            w_scale=(area / float(area_i), area / float(area_j)), area=area, cam_index=cam_index,
+            edge_index=edge_index, n_unknowns=nxt, pin_scale=pin_scale,
         )
-
 
     @property
     def shape(self) -> tuple[int, int, int]:
