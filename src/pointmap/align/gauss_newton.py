@@ -475,6 +475,7 @@ def gauss_newton(
     budget: int = 1 << 22,
     progress: bool = False,
     dense_bytes: int | None = None,
+    extrapolate: int = 4,
 ) -> tuple[GNState, float, int]:
     """Minimise the coarse alignment loss from ``st`` by robust Levenberg-Marquardt.
 
@@ -488,6 +489,8 @@ def gauss_newton(
         progress: tqdm bar.
         dense_bytes: the normal matrix (``8 K^2`` bytes for ``K`` unknowns) is solved densely
             up to this size, as a sparse matrix above it (``None``: :func:`dense_solve_bytes`).
+        extrapolate: after an accepted step, the steps ``2, 4, ..., 2**extrapolate`` times as
+            long are tried in turn and kept while the loss keeps falling.
 
     Returns:
         ``(state, loss, iterations)`` with ``loss`` the reference loss on the coarse pixels.
@@ -534,6 +537,15 @@ def gauss_newton(
             new_loss, new_depth, new_w = loss_and_depth(trial, pb, dist, eps, weights, passes, budget)
             if math.isfinite(new_loss) and new_loss <= loss:
                 accepted = True
+                # extrapolation along the step while the loss keeps falling: the IRLS majoriser
+                # overestimates the curvature along the residuals, so its steps fall short on
+                # smooth deformations of long camera chains (linear convergence otherwise)
+                for t in range(1, extrapolate + 1):
+                    far = _apply(st, pb, delta * 2**t)
+                    far_loss, far_depth, far_w = loss_and_depth(far, pb, dist, eps, weights, passes, budget)
+                    if not (math.isfinite(far_loss) and far_loss < new_loss):
+                        break
+                    trial, new_loss, new_depth, new_w = far, far_loss, far_depth, far_w
                 trial.depth = new_depth
                 rel = (loss - new_loss) / max(loss, 1e-30)
                 st, loss, weights = trial, new_loss, new_w

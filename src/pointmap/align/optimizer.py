@@ -4,7 +4,7 @@ semantics, computed in two stages for speed).
 Stages, per connected component of the pair graph (:func:`align_pairs`):
 
 1. **prepare**: the predictions are gathered per edge at full resolution and on a strided coarse
-   pixel subset (about ``coarse_pixels`` per image), :mod:`.data`;
+   pixel subset (about ``coarse_pixels`` per image, fewer on very large graphs), :mod:`.data`;
 2. **init**: maximum-spanning-tree initialisation, :mod:`.init`;
 3. **coarse**: the exact reference loss on the coarse pixels, solved by robust
    Levenberg-Marquardt with the depths eliminated (``solver='gn'``, default; ~10-30 iterations) or
@@ -125,7 +125,7 @@ def _align_component(
     # store-backed predictions on the CPU are read from disk as needed, never cached in memory
     cache = 0 if sub.lazy and dev.type == "cpu" else cfg.cache_bytes
     data = build_edge_data(
-        sub, dev, cfg.coarse_stride, cfg.coarse_pixels, cfg.conf_trf,
+        sub, dev, cfg.coarse_stride, cfg.coarse_pixels_for(len(sub)), cfg.conf_trf,
         None if masks is None else [masks[k] for k in images],
         cfg.chunk_pixels, cfg.storage_dtype, cache,
     )
