@@ -121,3 +121,21 @@ def test_zip_model(tmp_path):
         zip_model(tmp_path / "missing", tmp_path / "x.zip")
     with pytest.raises(PointmapError, match="format"):
         export_colmap(scene, tmp_path / "y", "json")  # type: ignore[arg-type]
+
+
+def test_tracks_look_into_the_nearest_views_only():
+    """With more images than ``max_track_views``, a point's track holds its source image and
+    those of the full track that are among the source camera's nearest ones (by centre)."""
+    scene = make_scene(8, metas=False, full_mask=True)
+    full = build_colmap_model(scene, max_points=300)  # 7 other views <= 16: every view is tried
+    capped = build_colmap_model(scene, max_points=300, max_track_views=2)
+    np.testing.assert_array_equal(full.xyz, capped.xyz)  # the same sampled points
+    C = scene.poses[:, :3, 3].numpy()
+    assert max(len(t) for t in full.tracks) > 3  # the cap bites
+    for a, b in zip(full.tracks, capped.tracks):
+        src = int(a[0, 0]) - 1
+        assert int(b[0, 0]) - 1 == src
+        d = np.linalg.norm(C - C[src], axis=1)
+        d[src] = np.inf
+        near = set((np.argsort(d)[:2] + 1).tolist())
+        assert set(b[1:, 0].tolist()) == set(a[1:, 0].tolist()) & near

@@ -10,7 +10,9 @@ What is written, at ORIGINAL image resolution (intrinsics as :meth:`Scene.to_ori
 * ``points3D`` from a random subsample (``max_points``, fixed seed, drawn from every image in
   proportion to its valid pixels) of the valid pixels at network
   resolution, with their colour, a track and an error. The first track element is the pixel the
-  point comes from. With ``track_views`` the point is also projected into the other placed images;
+  point comes from. With ``track_views`` the point is also projected into the other placed images
+  (at most ``max_track_views`` of them: those whose camera centres are nearest its source image's,
+  so that tracks, and the model's memory, stay bounded with thousands of images);
   where it lands inside, on a valid (network) pixel whose depth agrees within ``depth_tol``
   (relative), the track gets that pixel's centre (in original pixels) and ``ERROR`` is the mean
   distance in original pixels between the projections and the observations over the track.
@@ -124,6 +126,7 @@ def build_colmap_model(
     depth_tol: float = 0.02,
     seed: int = 0,
     image_names: Sequence[str] | None = None,
+    max_track_views: int = 16,
 ) -> ColmapModel:
     """Assemble the sparse model of ``scene`` (see the module docstring).
 
@@ -135,6 +138,9 @@ def build_colmap_model(
         depth_tol: relative depth agreement needed for such an extra observation.
         seed: seed of the subsample (image ``k`` uses ``seed + k``).
         image_names: file names for the images (default :func:`image_file_names`).
+        max_track_views: a point is looked for in at most this many other images, those whose
+            camera centres are nearest to its source image's (every other image when there are
+            no more than this).
     """
     names = list(image_names) if image_names is not None else image_file_names(scene)
     placed = [k for k in range(len(scene)) if bool(scene.placed[k])]
@@ -180,23 +186,26 @@ def build_colmap_model(
         observe(k, original_pixels(scene, k, np.stack([u, v], 1)) + 0.5, sel)
         err_n[sel] += 1
     if track_views:
+        looked_at = _nearest_views(poses, placed, max_track_views)
         for j in placed:
+            cand = np.nonzero(np.isin(src_img, looked_at[j]))[0]  # points whose source looks into j
             w2c = np.linalg.inv(poses[j])
-            Xc = xyz @ w2c[:3, :3].T + w2c[:3, 3]
+            Xc = xyz[cand] @ w2c[:3, :3].T + w2c[:3, 3]
             z = Xc[:, 2]
             with np.errstate(divide="ignore", invalid="ignore"):
                 proj = (Xc @ Ks_net[j].T)[:, :2] / z[:, None]  # network pixels
             H, W = masks[j].shape
             ui, vi = np.round(proj[:, 0]), np.round(proj[:, 1])
-            ok = (src_img != j) & (z > 0) & (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H)
-            idx = np.nonzero(ok)[0]
-            ui, vi = ui[idx].astype(np.int64), vi[idx].astype(np.int64)
+            ok = (src_img[cand] != j) & (z > 0) & (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H)
+            loc = np.nonzero(ok)[0]
+            ui, vi = ui[loc].astype(np.int64), vi[loc].astype(np.int64)
             dj = to_numpy(scene.depths[j], np.float64)[vi, ui]
-            good = masks[j][vi, ui] & (np.abs(z[idx] - dj) <= depth_tol * z[idx])
-            idx, ui, vi = idx[good], ui[good], vi[good]
+            good = masks[j][vi, ui] & (np.abs(z[loc] - dj) <= depth_tol * z[loc])
+            loc, ui, vi = loc[good], ui[good], vi[good]
+            idx = cand[loc]
             seen = original_pixels(scene, j, np.stack([ui, vi], 1))
             observe(j, seen + 0.5, idx)
-            err_sum[idx] += np.linalg.norm(original_pixels(scene, j, proj[idx]) - seen, axis=1)
+            err_sum[idx] += np.linalg.norm(original_pixels(scene, j, proj[loc]) - seen, axis=1)
             err_n[idx] += 1
     # POINTS2D per image, and the track (image_id, point2D_idx) of every point
     for k in placed:
@@ -217,6 +226,27 @@ def build_colmap_model(
     model.xyz, model.rgb = xyz, rgb
     model.error = err_sum / np.maximum(err_n, 1)
     return model
+
+
+def _nearest_views(poses: np.ndarray, placed: list[int], k: int) -> dict[int, np.ndarray]:
+    """For every placed image ``j``, the source images (indices) whose ``k`` nearest other placed
+    cameras (by centre distance) include ``j``; every placed image when there are few."""
+    if len(placed) - 1 <= k:
+        every = np.asarray(placed)
+        return {j: every for j in placed}
+    from scipy.spatial import cKDTree
+
+    ids = np.asarray(placed)
+    centres = poses[ids, :3, 3]
+    _, near = cKDTree(centres).query(centres, k=k + 1)  # itself first (or a coincident camera)
+    src = np.repeat(np.arange(len(ids)), k + 1)
+    dst = near.ravel()
+    keep = src != dst
+    src, dst = ids[src[keep]], ids[dst[keep]]
+    order = np.argsort(dst, kind="stable")
+    src, dst = src[order], dst[order]
+    bounds = np.searchsorted(dst, ids, side="left"), np.searchsorted(dst, ids, side="right")
+    return {int(j): src[a:b] for j, a, b in zip(ids, *bounds)}
 
 
 _POINT_HEAD = np.dtype([("id", "<u8"), ("xyz", "<f8", 3), ("rgb", "u1", 3), ("error", "<f8"), ("n", "<u8")])
