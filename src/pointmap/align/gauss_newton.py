@@ -23,7 +23,10 @@ the CPU). Only edges sharing an image are coupled, so the sparse matrix holds ab
 ``(7 (N + E))^2``: 300 images with ``logwin-5`` (3000 ordered pairs) need 4.3 GB dense and about
 0.1 GB sparse. After a step the depths are set to
 their closed-form optimum for the new cameras and edges (variable projection); a step is kept only
-if the loss decreases, otherwise the damping grows.
+if the loss decreases, otherwise the damping grows. An accepted step is then tried 2, 4, ... 16
+times as long while the loss keeps falling: the IRLS majoriser is stiffer than the Euclidean-norm
+loss along the residuals, so on long camera chains its steps fall short along smooth deformations
+(on a 1000-image chain, without this, the rotation error shrank by only about 7 % per iteration).
 
 Gauge: without known poses the first image's pose is held fixed; the scale is fixed as in the
 reference by pinning the geometric mean of the pair scales to ``base_scale`` (the update of the
