@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -83,6 +84,7 @@ def optimum_from_truth(preds, gt, cfg: AlignConfig, device: str) -> dict:
     from pointmap.align.coarse import coarse_solve
     from pointmap.align.data import build_edge_data
     from pointmap.align.init import InitResult, KnownCameras
+    from pointmap.geometry.camera import depth_to_world
     from pointmap.geometry.registration import rigid_registration
 
     dev = torch.device(device)
@@ -90,24 +92,20 @@ def optimum_from_truth(preds, gt, cfg: AlignConfig, device: str) -> dict:
                            cfg.conf_trf, None, cfg.chunk_pixels, cfg.storage_dtype, 0)
     known = KnownCameras.from_inputs(preds.image_shapes)
     n = preds.n_images
-    depth = gt.depths.reshape(n, -1).to(dev).gather(1, data.idx).float()
-    P, f, pp = gt.poses.clone().float().to(dev), gt.focals.float().to(dev), known.pp.to(dev)
-    uv = data.uv
-    cam = torch.stack([(uv[..., 0] - pp[:, None, 0]) / f[:, None] * depth,
-                       (uv[..., 1] - pp[:, None, 1]) / f[:, None] * depth, depth], -1)
-    X = cam @ P[:, :3, :3].transpose(1, 2) + P[:, None, :3, 3]
+    idx = data.idx.cpu()
+    # the true world points and depths of the coarse pixels, image by image
+    X = torch.stack([depth_to_world(gt.depths[k], gt.intrinsics[k], gt.poses[k]).reshape(-1, 3)[idx[k]]
+                     for k in range(n)]).float().to(dev)
+    depth = gt.depths.reshape(n, -1).gather(1, idx).float().to(dev)
+    P, f = gt.poses.clone().float().to(dev), gt.focals.float().to(dev)
     s, R, T = rigid_registration(data.pts_i, X[data.ei], data.conf_i)
     k = math.exp(math.log(cfg.base_scale) - float(s.log().mean()))
     P[:, :3, 3] *= k
     init = InitResult(P, f, depth * k, s * k, R, T * k, True)
     co = coarse_solve(data, init, known, cfg, progress=False)
-
-    class _Cams:  # what errors() reads
-        poses = torch.eye(4).repeat(n, 1, 1)
-        focals = co.fx.cpu()
-
-    _Cams.poses[:, :3, :3], _Cams.poses[:, :3, 3] = co.R.cpu(), co.C.cpu()
-    acc = errors(_Cams, gt)
+    poses = torch.eye(4).repeat(n, 1, 1)
+    poses[:, :3, :3], poses[:, :3, 3] = co.R.cpu(), co.C.cpu()
+    acc = errors(SimpleNamespace(poses=poses, focals=co.fx.cpu()), gt)
     return {"optimum_rot_err_med_deg": acc["rot_err_med_deg"],
             "optimum_center_err_max_rel": acc["centre_err_max"],
             "optimum_focal_err_max_rel": acc["focal_err_max"], "optimum_iterations": co.iterations}
