@@ -78,13 +78,14 @@ def test_room_furniture_never_overlaps(tiny_bank):
     bank = AssetBank.open(tiny_bank)
     for seed in range(6):
         scene = compose_scene("room", np.random.default_rng(seed), bank)
-        fp = scene.blockers[:, :, :2]
+        on_floor = scene.blockers[scene.blockers[:, 0, 2] < 1e-3]  # (things on tables stand on them)
+        fp = on_floor[:, :, :2]
         for a in range(len(fp)):
             for b in range(a + 1, len(fp)):
                 sep = np.any((fp[a, 1] <= fp[b, 0] + 1e-6) | (fp[b, 1] <= fp[a, 0] + 1e-6))
                 assert sep, (seed, a, b)
-            # inside the room's walls
-            assert np.all(fp[a, 0] >= -scene.cam_hi[:2] - 0.45) and np.all(fp[a, 1] <= scene.cam_hi[:2] + 0.45)
+            # inside the room's walls (0.2 m beyond the free box)
+            assert np.all(fp[a, 0] >= scene.free_lo[:2] - 0.2 - 1e-4) and np.all(fp[a, 1] <= scene.free_hi[:2] + 0.2 + 1e-4)
 
 
 def test_pair_dataset_items(tiny_bank):

@@ -36,9 +36,12 @@ from PIL import Image
 from ...errors import PointmapError
 from .meshes import Material, Mesh
 
-__all__ = ["AssetBank", "BankError", "FREE_LICENSES", "MANIFEST", "save_model"]
+__all__ = ["AssetBank", "BankError", "FREE_LICENSES", "GRAY", "MANIFEST", "save_model"]
 
 MANIFEST = "manifest.json"
+
+#: Suffix of a texture key asking for the file's luminance (grey) instead of its colours.
+GRAY = "#gray"
 
 #: Licence identifiers (Debian short names) accepted into a bank.
 FREE_LICENSES: tuple[str, ...] = ("CC0", "CC0-1.0", "public-domain", "CC-BY-3.0", "CC-BY-3.0-USA", "CC-BY-4.0",
@@ -122,7 +125,8 @@ class AssetBank:
 
     def texture(self, key: str, size: int = 256) -> torch.Tensor:
         """The texture file ``key`` (relative to the bank) as ``(3, size, size)`` float32 in [0, 1]
-        (stretched to a square: texture coordinates address the whole image either way)."""
+        (stretched to a square: texture coordinates address the whole image either way); a key
+        ending in ``#gray`` gives the file's luminance in all three channels."""
         return _load_texture(str(self.root), key, size).float() / 255.0
 
 
@@ -144,10 +148,11 @@ def _load_model(root: str, file: str, textures: tuple[str, ...], name: str) -> M
 @lru_cache(maxsize=4096)
 def _load_texture(root: str, key: str, size: int) -> torch.Tensor:
     """``(3, size, size)`` uint8 (cached: 4096 textures of 256 px take 0.8 GB)."""
-    path = Path(root) / key
+    gray = key.endswith(GRAY)
+    path = Path(root) / (key[: -len(GRAY)] if gray else key)
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+            arr = np.asarray(im.convert("L").convert("RGB") if gray else im.convert("RGB"), dtype=np.float32) / 255.0
     except (OSError, ValueError) as e:
         raise BankError(f"cannot read texture {str(path)!r}: {e}; rebuild the bank") from e
     t = torch.from_numpy(arr).permute(2, 0, 1)[None]

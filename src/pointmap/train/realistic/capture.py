@@ -32,6 +32,7 @@ from ..synthetic.dataset import (
 )
 from ..synthetic.render import RenderOutput
 from .bank import AssetBank
+from .capture_paths import handheld_shake, step_back
 from .composer import compose_scene
 from .meshes import pack_mesh_scenes
 from .raster import render_meshes
@@ -52,6 +53,11 @@ class RealisticConfig(SyntheticConfig):
         blur_max: largest defocus blur (Gaussian sigma, pixels) drawn per view.
         jpeg_prob: probability that a view is JPEG-compressed; jpeg_quality: quality range.
         shadows: shadow-map shadows (default off here: rendering cost).
+        tele_prob: probability that a capture is telephoto: one field of view drawn log-uniformly
+            in ``tele_fov_range`` (degrees) and the cameras stepped back to frame what the drawn
+            ``fov_range`` view framed (:func:`~pointmap.train.realistic.capture_paths.step_back`).
+        shake_deg, shake_m: handheld shake per view (rotation std in degrees, position std in
+            metres; :func:`~pointmap.train.realistic.capture_paths.handheld_shake`).
     """
 
     bank: str = ""
@@ -61,6 +67,10 @@ class RealisticConfig(SyntheticConfig):
     jpeg_quality: tuple[int, int] = (55, 95)
     shadows: bool = False
     min_valid_fraction: float = 0.5
+    tele_prob: float = 0.0
+    tele_fov_range: tuple[float, float] = (10.0, 30.0)
+    shake_deg: float = 0.0
+    shake_m: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -73,6 +83,10 @@ class RealisticConfig(SyntheticConfig):
         if not 0 <= self.jpeg_prob <= 1 or not 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100:
             raise PointmapError(f"RealisticConfig: jpeg_prob in [0, 1] and 1 <= jpeg_quality <= 100 "
                                 f"({self.jpeg_prob}, {self.jpeg_quality})")
+        lo, hi = self.tele_fov_range
+        if not 0 <= self.tele_prob <= 1 or not 1 <= lo <= hi < 179 or self.shake_deg < 0 or self.shake_m < 0:
+            raise PointmapError(f"RealisticConfig: tele_prob in [0, 1], 1 <= tele_fov_range < 179 and shake >= 0 "
+                                f"({self.tele_prob}, {self.tele_fov_range}, {self.shake_deg}, {self.shake_m})")
 
 
 _BANKS: dict[str, AssetBank] = {}
@@ -101,6 +115,14 @@ def plan_capture(config: RealisticConfig, bank: AssetBank, sid: int, attempt: in
         fovs = rng.uniform(lo, hi, size=config.n_views)
     else:
         fovs = np.full(config.n_views, rng.uniform(lo, hi))
+    if config.tele_prob > 0 and rng.uniform() < config.tele_prob:
+        tlo, thi = config.tele_fov_range
+        tele = float(np.exp(rng.uniform(np.log(tlo), np.log(thi))))
+        poses = step_back(scene, poses, float(fovs.mean()), tele)
+        fovs = tele * rng.uniform(0.97, 1.03, size=config.n_views) if len(set(fovs.tolist())) > 1 \
+            else np.full(config.n_views, tele)
+    if config.shake_deg > 0 or config.shake_m > 0:
+        poses = handheld_shake(poses, rng, config.shake_deg, config.shake_m)
     return _Plan(sid, scene, poses, fovs, motion, rng)  # type: ignore[arg-type]
 
 

@@ -4,12 +4,11 @@ World frame: metres, ``z`` up, the ground at ``z = 0``. Layouts (``REALISTIC_LAY
 names as the procedural engine's, so :func:`~pointmap.train.synthetic.cameras.sample_trajectory`
 picks the matching camera motions):
 
-* ``room``: an enclosed room whose floor, ceiling and walls carry photo textures, pictures on the
-  walls, and furniture models standing on the floor without overlapping (footprints tested);
-* ``turntable``: one to three small models on a table in a large photo-walled room (object
-  captures; cameras mostly orbit);
-* ``street``: a street between two rows of photo-faced buildings with sidewalks, outdoor models
-  (trees, benches, ...) along them, and open sky (depth 0);
+* ``room``: a furnished room of one kind (:func:`~pointmap.train.realistic.world.world_room`);
+* ``turntable``: one to three small models on a table in a large room with the same walls and
+  floors (object captures; cameras mostly orbit);
+* ``street``: a street of buildings with windows, sidewalks, vehicles, trees and people under the
+  sky (:func:`~pointmap.train.realistic.world.world_street`);
 * ``clutter``: FlyingThings-style: random models, randomly rotated and scaled, re-textured with
   random photos, floating before photo walls.
 """
@@ -23,22 +22,18 @@ from scipy.spatial.transform import Rotation
 
 from .bank import AssetBank
 from .meshes import Material, Mesh, MeshScene, SceneAssembler, box_mesh, quad_mesh
+from .materials import MaterialPicker
+from .placement import place_on_floor, yaw_matrix
+from .world import decorate_walls, room_shell, world_room, world_street
 
 __all__ = ["REALISTIC_LAYOUTS", "compose_scene"]
 
 REALISTIC_LAYOUTS: tuple[str, ...] = ("room", "turntable", "street", "clutter")
 
-_INDOOR_SKIP = ("Doors and windows", "Exterior", "Staircases", "Miscellaneous")
-
-
 def _photo(bank: AssetBank, rng: np.random.Generator, tint: float = 0.15) -> Material:
     """A random photo crop with a slight colour tint."""
     col = np.clip(1 + rng.normal(0, tint, 3) * 0.5, 0.6, 1.3)
     return Material(bank.photo_key(int(rng.integers(bank.n_photos))), tuple(float(c) for c in col))
-
-
-def _yaw(a: float) -> np.ndarray:
-    return Rotation.from_euler("z", a).as_matrix()
 
 
 def _box_uv(mesh: Mesh, tile: float) -> Mesh:
@@ -53,17 +48,6 @@ def _box_uv(mesh: Mesh, tile: float) -> Mesh:
     return Mesh(tri.reshape(-1, 3), np.arange(3 * F).reshape(F, 3), uv.reshape(-1, 2).astype(np.float32),
                 mesh.face_mat, mesh.materials,
                 None if mesh.normals is None else mesh.normals[mesh.faces].reshape(-1, 3), mesh.name)
-
-
-def _footprint(box: np.ndarray) -> np.ndarray:
-    return box[:, :2]
-
-
-def _overlaps(fp: np.ndarray, placed: list[np.ndarray], margin: float) -> bool:
-    for q in placed:
-        if np.all(fp[0] < q[1] + margin) and np.all(q[0] < fp[1] + margin):
-            return True
-    return False
 
 
 def _light(sa: SceneAssembler, rng: np.random.Generator) -> tuple[np.ndarray, float]:
@@ -97,98 +81,13 @@ def _enclosure(sa: SceneAssembler, bank: AssetBank, rng: np.random.Generator, lx
                blocker=False)
 
 
-def _pictures(sa: SceneAssembler, bank: AssetBank, rng: np.random.Generator, lx: float, ly: float, hz: float) -> None:
-    """Photographs hanging on the walls (flat quads 1 cm in front of them)."""
-    for _ in range(int(rng.integers(0, 4))):
-        side = int(rng.integers(4))
-        w, h = rng.uniform(0.4, 1.4), rng.uniform(0.3, 1.0)
-        z = rng.uniform(1.0, max(1.05, hz - h - 0.2))
-        L = lx if side in (0, 2) else ly
-        s = rng.uniform(-L / 2 + w / 2 + 0.1, L / 2 - w / 2 - 0.1) if L > w + 0.3 else 0.0
-        m = Material(bank.photo_key(int(rng.integers(bank.n_photos))))
-        if side == 0:
-            corner, eu = [s - w / 2, -ly / 2 + 0.01, z + h], [w, 0, 0]
-        elif side == 2:
-            corner, eu = [s + w / 2, ly / 2 - 0.01, z + h], [-w, 0, 0]
-        elif side == 1:
-            corner, eu = [lx / 2 - 0.01, s - w / 2, z + h], [0, w, 0]
-        else:
-            corner, eu = [-lx / 2 + 0.01, s + w / 2, z + h], [0, -w, 0]
-        sa.add(quad_mesh(corner, eu, [0, 0, -h], m, (w, h)), blocker=False)
-
-
-def _place_on_floor(sa: SceneAssembler, bank: AssetBank, rng: np.random.Generator, candidates: list[int],
-                    region: tuple[float, float, float, float], n: int, placed: list[np.ndarray],
-                    against_walls: bool = True, z0: float = 0.0, max_height: float | None = None,
-                    tries: int = 25) -> list[np.ndarray]:
-    """Place up to ``n`` models from ``candidates`` on the plane ``z = z0`` inside ``region``
-    ``(xmin, ymin, xmax, ymax)`` without footprint overlap; returns their world boxes."""
-    xmin, ymin, xmax, ymax = region
-    boxes = []
-    for _ in range(n):
-        for _ in range(tries):
-            mi = candidates[int(rng.integers(len(candidates)))]
-            mesh = bank.model(mi)
-            lo, hi = mesh.bounds
-            if max_height is not None and hi[2] - lo[2] > max_height:
-                continue
-            k = int(rng.integers(4))
-            yaw = k * math.pi / 2 + (rng.normal(0, 0.1) if rng.uniform() < 0.3 else 0.0)
-            R = _yaw(yaw)
-            corners = np.array([[x, y, 0] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])]) @ R.T
-            half = (corners.max(0) - corners.min(0))[:2] / 2
-            if half[0] * 2 > xmax - xmin or half[1] * 2 > ymax - ymin:
-                continue
-            if against_walls and rng.uniform() < 0.6:
-                # back against one side of the region, facing inwards
-                side = int(rng.integers(4))
-                yaw = [0.0, math.pi / 2, math.pi, -math.pi / 2][side]  # models face -y: back to wall
-                R = _yaw(yaw)
-                corners = np.array([[x, y, 0] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])]) @ R.T
-                half = (corners.max(0) - corners.min(0))[:2] / 2
-                if half[0] * 2 > xmax - xmin or half[1] * 2 > ymax - ymin:
-                    continue
-                u = rng.uniform(0, 1)
-                pos = {0: (xmin + half[0] + u * (xmax - xmin - 2 * half[0]), ymax - half[1] - 0.02),
-                       1: (xmin + half[0] + 0.02, ymin + half[1] + u * (ymax - ymin - 2 * half[1])),
-                       2: (xmin + half[0] + u * (xmax - xmin - 2 * half[0]), ymin + half[1] + 0.02),
-                       3: (xmax - half[0] - 0.02, ymin + half[1] + u * (ymax - ymin - 2 * half[1]))}[side]
-            else:
-                pos = (rng.uniform(xmin + half[0], xmax - half[0]), rng.uniform(ymin + half[1], ymax - half[1]))
-            fp = np.array([[pos[0] - half[0], pos[1] - half[1]], [pos[0] + half[0], pos[1] + half[1]]])
-            if _overlaps(fp, placed, 0.05):
-                continue
-            placed.append(fp)
-            boxes.append(sa.add(mesh, R, [pos[0], pos[1], z0]))
-            break
-    return boxes
-
-
-def _room(bank: AssetBank, rng: np.random.Generator) -> MeshScene:
-    sa = SceneAssembler()
-    lx, ly, hz = rng.uniform(3.5, 7.0), rng.uniform(3.0, 6.0), rng.uniform(2.4, 3.1)
-    _enclosure(sa, bank, rng, lx, ly, hz)
-    _pictures(sa, bank, rng, lx, ly, hz)
-    cand = [i for i in bank.models_where(max_size=min(lx, ly) * 0.6, min_size=0.25)
-            if bank.manifest["models"][i].get("category") not in _INDOOR_SKIP
-            and not bank.manifest["models"][i].get("door_or_window")] or bank.models_where()
-    boxes = _place_on_floor(sa, bank, rng, cand, (-lx / 2, -ly / 2, lx / 2, ly / 2), int(rng.integers(4, 11)), [],
-                            max_height=hz - 0.15)
-    color, ambient = _light(sa, rng)
-    light = [rng.uniform(-lx / 4, lx / 4), rng.uniform(-ly / 4, ly / 4), hz - 0.3]
-    targets = [b.mean(0) for b in boxes] + [[0, 0, 1.0]] + \
-        [[sx * lx / 2, sy * ly / 2, 1.2] for sx, sy in ((1, 0), (-1, 0), (0, 1), (0, -1))]
-    return sa.build("room", [-lx / 2 + 0.4, -ly / 2 + 0.4, 1.0], [lx / 2 - 0.4, ly / 2 - 0.4, min(1.9, hz - 0.4)],
-                    targets, light, color, ambient, max(lx, ly) * 1.5, [0, 0, 0])
-
-
 def _table(sa: SceneAssembler, bank: AssetBank, rng: np.random.Generator) -> np.ndarray:
     """A table at the origin (a bank model whose name says table, else a box table); returns its
     top ``(2, 3)`` box."""
     tables = [i for i, m in enumerate(bank.manifest["models"])
               if "table" in m["name"].lower() and 0.55 < m["size"][2] < 1.0 and min(m["size"][:2]) > 0.5]
     if tables and rng.uniform() < 0.7:
-        return sa.add(bank.model(tables[int(rng.integers(len(tables)))]), _yaw(int(rng.integers(4)) * math.pi / 2))
+        return sa.add(bank.model(tables[int(rng.integers(len(tables)))]), yaw_matrix(int(rng.integers(4)) * math.pi / 2))
     w, d, h = rng.uniform(0.8, 1.6), rng.uniform(0.6, 1.0), rng.uniform(0.7, 0.8)
     top = _photo(bank, rng)
     sa.add(box_mesh([w / 2, d / 2, 0.02], top, tile=float(rng.uniform(0.5, 1.5))), None, [0, 0, h - 0.02])
@@ -203,13 +102,15 @@ def _table(sa: SceneAssembler, bank: AssetBank, rng: np.random.Generator) -> np.
 def _turntable(bank: AssetBank, rng: np.random.Generator) -> MeshScene:
     sa = SceneAssembler()
     L, hz = rng.uniform(7, 11), rng.uniform(3.0, 4.0)
-    _enclosure(sa, bank, rng, L, L, hz)
+    mp = MaterialPicker(bank, rng)
+    room_shell(sa, mp, L, L, hz)
+    decorate_walls(sa, mp, L, L, hz)
     top = _table(sa, bank, rng)
     z0 = float(top[1, 2])
     small = bank.models_where(max_size=0.7, min_size=0.2)
     cand = [i for i in small if bank.manifest["models"][i].get("category") not in ("Doors and windows",)] or small
     fx, fy = top[1, 0] * 0.85, top[1, 1] * 0.85
-    boxes = _place_on_floor(sa, bank, rng, cand or bank.models_where(), (-fx, -fy, fx, fy), int(rng.integers(1, 4)),
+    boxes = place_on_floor(sa, bank, rng, cand or bank.models_where(), (-fx, -fy, fx, fy), int(rng.integers(1, 4)),
                             [], against_walls=False, z0=z0) if cand else []
     color, ambient = _light(sa, rng)
     centre = np.mean([b.mean(0) for b in boxes], 0) if boxes else np.array([0, 0, z0])
@@ -218,40 +119,6 @@ def _turntable(bank: AssetBank, rng: np.random.Generator) -> MeshScene:
     light = [rng.uniform(-2, 2), rng.uniform(-2, 2), hz - 0.3]
     return sa.build("turntable", [centre[0] - r, centre[1] - r, z0 + 0.15], [centre[0] + r, centre[1] + r, z0 + r],
                     [centre], light, color, ambient, 6.0, centre)
-
-
-def _street(bank: AssetBank, rng: np.random.Generator) -> MeshScene:
-    sa = SceneAssembler()
-    L, w = rng.uniform(30, 50), rng.uniform(8, 14)
-    ground = _photo(bank, rng)
-    sa.add(quad_mesh([-L / 2, -w / 2 - 2, 0], [L, 0, 0], [0, w + 4, 0], ground, (3.0, 3.0), subdiv=2), blocker=False)
-    walk = _photo(bank, rng)
-    for s in (-1, 1):
-        y_in = s * (w / 2 - 1.8)
-        sa.add(box_mesh([L / 2, 0.9, 0.075], walk, 1.0), None, [0, y_in + s * 0.9, 0.075], blocker=False)
-        x = -L / 2
-        while x < L / 2 - 1:
-            bw = min(rng.uniform(5, 12), L / 2 - x)
-            h = rng.uniform(6, 18)
-            d = rng.uniform(6, 10)
-            mat = _photo(bank, rng, 0.25)
-            sa.add(box_mesh([bw / 2, d / 2, h / 2], mat, tile=float(rng.uniform(2.5, 6.0))), None, [x + bw / 2, s * (w / 2 + d / 2), h / 2])
-            x += bw + (rng.uniform(0.5, 3) if rng.uniform() < 0.3 else 0.0)
-    outdoor = [i for i, m in enumerate(bank.manifest["models"]) if m.get("category") == "Exterior"
-               and max(m["size"]) < 6] or bank.models_where(min_size=0.5, max_size=3.0)
-    placed: list[np.ndarray] = []
-    for s in (-1, 1):
-        y_in = s * (w / 2 - 1.8)
-        ymin, ymax = sorted((y_in, y_in + s * 1.8))
-        _place_on_floor(sa, bank, rng, outdoor, (-L / 2 + 1, ymin, L / 2 - 1, ymax), int(rng.integers(3, 8)), placed,
-                        against_walls=False, z0=0.15)
-    _place_on_floor(sa, bank, rng, outdoor, (-L / 2 + 3, -w / 2 + 2.2, L / 2 - 3, w / 2 - 2.2),
-                    int(rng.integers(0, 4)), placed, against_walls=False)
-    color, ambient = _light(sa, rng)
-    light = [rng.uniform(-L / 4, L / 4), rng.uniform(-w, w), rng.uniform(25, 40)]
-    targets = [[x, s * w / 2, rng.uniform(2, 6)] for x in np.linspace(-L / 3, L / 3, 5) for s in (-1, 1)]
-    return sa.build("street", [-L / 2 + 3, -w / 2 + 2, 1.3], [L / 2 - 3, w / 2 - 2, 2.0], targets, light, color,
-                    max(ambient, 0.35), 80.0, [0, 0, 0])
 
 
 def _clutter(bank: AssetBank, rng: np.random.Generator) -> MeshScene:
@@ -281,7 +148,7 @@ def _clutter(bank: AssetBank, rng: np.random.Generator) -> MeshScene:
                     light, color, ambient, L * 1.5, [0, 0, hz * 0.25])
 
 
-_BUILDERS = {"room": _room, "turntable": _turntable, "street": _street, "clutter": _clutter}
+_BUILDERS = {"room": world_room, "turntable": _turntable, "street": world_street, "clutter": _clutter}
 
 
 def compose_scene(layout: str, rng: np.random.Generator, bank: AssetBank) -> MeshScene:

@@ -126,6 +126,8 @@ class MeshScene:
         cam_lo, cam_hi: ``(3,)`` box where camera centres may go; targets: ``(K, 3)`` looked-at points.
         blockers: ``(B, 2, 3)`` boxes (min, max) camera centres must stay out of.
         light: ``(3,)``; light_color ``(3,)``; ambient; light_range (metres); shadow_target ``(3,)``.
+        free_lo, free_hi: ``(3,)`` the larger box camera centres may be moved into (a telephoto
+            camera stepping back from its target), or ``None`` for ``cam_lo``/``cam_hi``.
     """
 
     tri: np.ndarray
@@ -145,6 +147,8 @@ class MeshScene:
     shadow_target: np.ndarray
     assets: list[str] = field(default_factory=list)
     obj_first: np.ndarray | None = None
+    free_lo: np.ndarray | None = None
+    free_hi: np.ndarray | None = None
 
     def objects(self) -> tuple[np.ndarray, np.ndarray]:
         """Triangle offsets ``(O + 1,)`` of the scene's objects (one per placed mesh; the whole
