@@ -22,7 +22,7 @@ from scipy.spatial.transform import Rotation
 
 from .bank import AssetBank
 from .meshes import Material, Mesh, MeshScene, SceneAssembler, box_mesh, quad_mesh
-from .materials import MaterialPicker
+from .materials import PAINT, WOOD, MaterialPicker
 from .placement import place_on_floor, yaw_matrix
 from .world import decorate_walls, room_shell, world_room, world_street
 
@@ -81,7 +81,7 @@ def _enclosure(sa: SceneAssembler, bank: AssetBank, rng: np.random.Generator, lx
                blocker=False)
 
 
-def _table(sa: SceneAssembler, bank: AssetBank, rng: np.random.Generator) -> np.ndarray:
+def _table(sa: SceneAssembler, bank: AssetBank, rng: np.random.Generator, mp: MaterialPicker) -> np.ndarray:
     """A table at the origin (a bank model whose name says table, else a box table); returns its
     top ``(2, 3)`` box."""
     tables = [i for i, m in enumerate(bank.manifest["models"])
@@ -89,9 +89,9 @@ def _table(sa: SceneAssembler, bank: AssetBank, rng: np.random.Generator) -> np.
     if tables and rng.uniform() < 0.7:
         return sa.add(bank.model(tables[int(rng.integers(len(tables)))]), yaw_matrix(int(rng.integers(4)) * math.pi / 2))
     w, d, h = rng.uniform(0.8, 1.6), rng.uniform(0.6, 1.0), rng.uniform(0.7, 0.8)
-    top = _photo(bank, rng)
+    top = mp.tinted(mp.wood, mp.colour(WOOD)) if rng.uniform() < 0.7 else Material(None, tuple(float(c) for c in mp.colour(PAINT)))
     sa.add(box_mesh([w / 2, d / 2, 0.02], top, tile=float(rng.uniform(0.5, 1.5))), None, [0, 0, h - 0.02])
-    leg = _photo(bank, rng)
+    leg = Material(None, tuple(float(c) for c in mp.colour(np.array([[0.2, 0.2, 0.2], [0.75, 0.75, 0.75]]))))
     for sx in (-1, 1):
         for sy in (-1, 1):
             sa.add(box_mesh([0.025, 0.025, (h - 0.04) / 2], leg, 0.5), None,
@@ -105,7 +105,7 @@ def _turntable(bank: AssetBank, rng: np.random.Generator) -> MeshScene:
     mp = MaterialPicker(bank, rng)
     room_shell(sa, mp, L, L, hz)
     decorate_walls(sa, mp, L, L, hz)
-    top = _table(sa, bank, rng)
+    top = _table(sa, bank, rng, mp)
     z0 = float(top[1, 2])
     small = bank.models_where(max_size=0.7, min_size=0.2)
     cand = [i for i in small if bank.manifest["models"][i].get("category") not in ("Doors and windows",)] or small
