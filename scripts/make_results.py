@@ -9,6 +9,11 @@ CPU by default (a few minutes in all on two cores). ``--reports DIR`` also keeps
 ``results.json`` / ``summary.md`` / plots under ``DIR/<task>/<dataset>`` (one sub-folder per
 confidence threshold for the tasks that take one).
 
+``--score FILE`` also writes the decision score (:mod:`pointmap.eval.decision`) of the real-data
+runs as JSON; ``--reference FILE`` (an earlier score file, e.g. the bundled model's) prints whether
+the measured weights beat it with the guard holding; ``--score-only`` runs just the score's tasks
+(no synthetic set, no confidence statistics) and writes no page.
+
 Real-data tasks that take a confidence threshold run at 0 and at the model's recommended
 threshold; the page reports the one chosen by :func:`choose_threshold` as *ours* and the other as
 a variant row. Every sentence of the summary is computed from the measured numbers.
@@ -17,6 +22,7 @@ a variant row. Every sentence of the summary is computed from the measured numbe
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import sys
@@ -27,6 +33,7 @@ from typing import Any
 import torch
 
 from pointmap.errors import PointmapError
+from pointmap.eval.decision import SCORE_METRICS, compare_scores, decision_score
 from pointmap.eval.cli_support import load_frames, read_scene, resolve_model
 from pointmap.eval.tasks import run_eval
 from pointmap.inference import infer_pairs
@@ -464,7 +471,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--weights", default="default",
                     help="weights to measure (default: the bundled model); a candidate is measured "
                          "with --out elsewhere, then compared with docs/results.md")
+    ap.add_argument("--score", type=Path, default=None, help="write the decision score (JSON) here")
+    ap.add_argument("--reference", type=Path, default=None,
+                    help="an earlier --score file to compare with (prints the decision)")
+    ap.add_argument("--score-only", action="store_true",
+                    help="run only the tasks of the decision score and write no page (needs --score)")
     args = ap.parse_args(argv)
+    if args.score_only and args.score is None:
+        print("error: --score-only needs --score FILE", file=sys.stderr)
+        return 2
+    reference = None
+    if args.reference is not None:
+        try:
+            reference = json.loads(args.reference.read_text())
+            reference["items"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"error: cannot read the reference score {args.reference}: {e}", file=sys.stderr)
+            return 2
+    if args.score_only:
+        args.only = [t for t in SCORE_METRICS if not args.only or t in args.only]
     if not args.data.is_dir():
         print(f"error: data folder {args.data} does not exist", file=sys.stderr)
         return 2
@@ -514,12 +539,37 @@ def main(argv: list[str] | None = None) -> int:
         else:
             res = per_thr[None][0]
         results.append((label, task, res))
+    if args.score is not None:
+        write_score(args.score, decision_score(results), reference, args.weights, time.perf_counter() - t0, skipped)
+    if args.score_only:
+        return 0
     conf = confidence_check(args.data, model, args.device, rec)
     text = render(results, skipped, conf, choices, model, time.perf_counter() - t0, args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, text)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def write_score(path: Path, score: dict[str, Any], reference: dict[str, Any] | None, weights: str,
+                seconds: float, skipped: list[str]) -> None:
+    """Write the decision score (with the comparison against ``reference``, if any) as JSON and
+    print its lines."""
+    score = {**score, "weights": weights, "seconds": round(seconds, 1), "skipped": skipped}
+    lines = [f"decision score {score['score']:.4f} ("
+             + ", ".join(f"{t} {g:+.3f}" for t, g in score["tasks"].items()) + ")"]
+    if reference is not None:
+        cmp = compare_scores(score, reference)
+        score["comparison"] = cmp
+        w = cmp["worst"]
+        lines.append(f"against the reference ({reference['score']:.4f}): {cmp['score_delta']:+.4f}; guard "
+                     f"{'holds' if cmp['guard'] else 'FAILS'} (largest drop {w['drop']:+.3f} on {w['item']}"
+                     + (f", missing {cmp['missing']}" if cmp["missing"] else "") + "); "
+                     + ("BETTER" if cmp["better"] else "not better"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(score, indent=1) + "\n")
+    for line in lines:
+        print(line)
 
 
 if __name__ == "__main__":

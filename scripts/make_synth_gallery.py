@@ -2,6 +2,8 @@
 views each, with their depth maps (turbo colour map, black = no surface).
 
     python scripts/make_synth_gallery.py --engine realistic --bank asset-bank -o docs/synth_gallery.png
+    python scripts/make_synth_gallery.py --bank asset-bank -o docs/world_gallery.png \
+        --layouts room room street street --seeds 5 8 2 6    # rows of any layouts
 """
 
 from __future__ import annotations
@@ -32,12 +34,15 @@ def main() -> None:
     ap.add_argument("-o", "--out", type=Path, required=True)
     ap.add_argument("--views", type=int, default=3)
     ap.add_argument("--size", type=int, nargs=2, default=(256, 192))
-    ap.add_argument("--seeds", type=int, nargs=4, default=(1, 2, 3, 4))
+    ap.add_argument("--layouts", nargs="+", default=["room", "turntable", "street", "clutter"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=(1, 2, 3, 4), help="one per layout")
     args = ap.parse_args()
     from pointmap.train.preview import render_preview
 
+    if len(args.seeds) != len(args.layouts):
+        ap.error(f"give one seed per layout ({len(args.layouts)} layouts, {len(args.seeds)} seeds)")
     rows = []
-    for layout, seed in zip(("room", "turntable", "street", "clutter"), args.seeds):
+    for layout, seed in zip(args.layouts, args.seeds):
         cap = render_preview(args.engine, args.views, seed=seed, size=tuple(args.size), layout=layout, bank=args.bank)
         tiles = [np.concatenate([img, _depth_rgb(d)], 0) for img, d in zip(cap.images, cap.depths)]
         rows.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles], 1))

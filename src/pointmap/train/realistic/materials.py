@@ -69,7 +69,6 @@ class MaterialPicker:
         self.mean = st[:, :3]
         self.calm = np.flatnonzero(st[:, 4] < 0.15)
         self.smooth = np.flatnonzero(st[:, 4] < 0.07)
-        self.busy = np.flatnonzero(st[:, 4] >= 0.12)
         self.grain = st[:, 5]
         streaky = np.flatnonzero((np.abs(st[:, 5]) > 0.4) & (st[:, 4] < 0.25))
         self.wood = streaky if len(streaky) >= 3 else self.calm
@@ -92,12 +91,12 @@ class MaterialPicker:
         return Material(self.bank.photo_key(i) + GRAY, tuple(float(c) for c in gain))
 
     def wall(self) -> Material:
-        """Paint (plain, half of the walls), plaster (a calm crop) or a light wallpaper."""
+        """Paint (plain, half of the walls) or plaster (a crop of little contrast, in the paint's colour)."""
         c = self.colour(PAINT, 0.02)
         u = self.rng.uniform()
         if u < 0.5:
             return Material(None, tuple(float(x) for x in c))
-        return self.tinted(self.calm if u < 0.88 else self.busy, c)
+        return self.tinted(self.smooth if u < 0.85 else self.calm, c)
 
     def ceiling(self) -> Material:
         c = np.clip(self.colour(PAINT[:3], 0.01) * 1.02, 0, 1)

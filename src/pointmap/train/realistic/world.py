@@ -268,8 +268,8 @@ def world_street(bank: AssetBank, rng: np.random.Generator) -> MeshScene:
                        against_walls=False, z0=0.15)
     sun = np.array([1.05, 1.0, 0.92]) if rng.uniform() < 0.7 else np.array([1.2, 0.98, 0.78])
     light = [rng.uniform(-L, L), rng.uniform(-2 * half, 2 * half), rng.uniform(30, 80)]
-    targets = [[x, s * half, rng.uniform(2, 10)] for x in np.linspace(-L / 3, L / 3, 5) for s in (-1, 1)] + \
-        [[s * L / 2, 0, 3.0] for s in (-1, 1)]
+    targets = [[x, s * half, rng.uniform(1.5, 6)] for x in np.linspace(-L / 3, L / 3, 5) for s in (-1, 1)] + \
+        [[s * L / 2, rng.uniform(-half, half), rng.uniform(1.5, 3.0)] for s in (-1, 1) for _ in range(3)]
     scene = sa.build("street", [-L / 2 + 5, -half + 0.6, 1.4], [L / 2 - 5, half - 0.6, 1.8], targets, light,
                      sun * rng.uniform(0.95, 1.2), float(rng.uniform(0.4, 0.6)), 300.0, [0, 0, 0])
     scene.free_lo = np.array([-L / 2, -half + 0.3, 1.2], np.float32)
