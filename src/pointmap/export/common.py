@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 from ..arrays import to_numpy
 from ..errors import PointmapError
 from ..io_utils import atomic_write
-from ..geometry.camera import depth_to_world
+from ..geometry.camera import depth_to_world, opencv_opengl_flip
 from ..scene import Scene
 
 __all__ = [
@@ -46,8 +46,9 @@ __all__ = [
 ]
 
 #: Flips the y and z camera axes: OpenCV (x right, y down, z forward) <-> OpenGL (x right, y up,
-#: z back). ``cam2world_gl = cam2world_cv @ OPENCV_TO_OPENGL``; it is its own inverse.
-OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
+#: z back). ``cam2world_gl = cam2world_cv @ OPENCV_TO_OPENGL``; it is its own inverse. The matrix
+#: of :func:`pointmap.geometry.camera.opencv_opengl_flip`, for products with other transforms.
+OPENCV_TO_OPENGL = opencv_opengl_flip(np.eye(4))
 
 #: Camera colours (RGB, uint8) cycled over the views, as in the reference demo.
 CAM_PALETTE: tuple[tuple[int, int, int], ...] = (
