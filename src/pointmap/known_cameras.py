@@ -126,7 +126,8 @@ def read_nerfstudio_cameras(path: str | os.PathLike) -> dict[str, CameraPrior]:
         frames, distorted = read_transforms(path)
     if distorted:
         log.warning("%s: lens distortion coefficients are ignored (pointmap models pinhole cameras)", path)
-    return {fr.file_path: CameraPrior(fr.K, fr.cam2world, fr.size, fr.fov_x) for fr in frames}
+    return {fr.file_path: CameraPrior(K=fr.K, cam2world=fr.cam2world, size=fr.size, fov_x=fr.fov_x)
+            for fr in frames}
 
 
 def read_colmap_cameras(folder: str | os.PathLike) -> dict[str, CameraPrior]:
