@@ -208,3 +208,33 @@ def test_transforms_reader_refuses_malformed_files(tmp_path):
             read_transforms(path)
     with pytest.raises(FormatError, match="a pose, intrinsics and a size"):
         write_transforms(path, [TransformsFrame("a.png")])
+
+
+def test_exporters_say_when_they_drop_a_skew(tmp_path):
+    """PINHOLE cameras and transforms.json hold no skew: a scene with one is exported with a
+    warning naming the format, never silently."""
+    import logging
+
+    from export_scenes import make_scene
+
+    from pointmap.export.colmap import build_colmap_model
+    from pointmap.export.nerfstudio import export_nerfstudio
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("pointmap.export.common")
+    logger.addHandler(handler)
+    try:
+        scene = make_scene()
+        build_colmap_model(scene, max_points=10)
+        export_nerfstudio(scene, tmp_path / "a" / "transforms.json", copy_images=False)
+        assert records == []
+        scene.intrinsics[1, 0, 1] = 2.0
+        build_colmap_model(scene, max_points=10)
+        export_nerfstudio(scene, tmp_path / "b" / "transforms.json", copy_images=False)
+    finally:
+        logger.removeHandler(handler)
+    messages = [r.getMessage() for r in records]
+    assert messages == ["COLMAP's PINHOLE model cannot hold a camera's skew: 1 of 3 cameras are written without it",
+                        "transforms.json cannot hold a camera's skew: 1 of 3 cameras are written without it"]

@@ -66,6 +66,7 @@ from .common import (
     sampled_pixels,
     scene_masks,
     units_note,
+    warn_dropped_skew,
 )
 
 # the format's names stay importable from here, where the exporter's users have found them
@@ -111,6 +112,7 @@ def build_colmap_model(
     Ks_net = to_numpy(scene.intrinsics, np.float64)
     Ks = original_intrinsics(scene)
     poses = to_numpy(scene.poses, np.float64)
+    warn_dropped_skew(Ks[placed], "COLMAP's PINHOLE model")
     for k in placed:
         W0, H0 = original_size(scene, k)
         model.cameras[k + 1] = pinhole_camera(Ks[k], W0, H0)

@@ -9,6 +9,7 @@ metric (MASt3R) and the scene kept its scale, else arbitrary scene units (never 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Sequence
@@ -43,7 +44,10 @@ __all__ = [
     "source_image_path",
     "units_fields",
     "units_note",
+    "warn_dropped_skew",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Flips the y and z camera axes: OpenCV (x right, y down, z forward) <-> OpenGL (x right, y up,
 #: z back). ``cam2world_gl = cam2world_cv @ OPENCV_TO_OPENGL``; it is its own inverse. The matrix
@@ -55,6 +59,15 @@ CAM_PALETTE: tuple[tuple[int, int, int], ...] = (
     (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 0, 255), (255, 204, 0), (0, 204, 204),
     (128, 255, 255), (255, 128, 255), (255, 255, 128), (0, 0, 0), (128, 128, 128),
 )
+
+
+def warn_dropped_skew(Ks: np.ndarray, fmt: str) -> None:
+    """Log one warning when intrinsics ``(N, 3, 3)`` have a skew ``K[0, 1]`` that the format
+    ``fmt`` cannot hold (its cameras are written without it): never dropped silently."""
+    skewed = int((np.abs(Ks[:, 0, 1]) > 1e-9 * np.abs(Ks[:, 0, 0])).sum()) if len(Ks) else 0
+    if skewed:
+        log.warning("%s cannot hold a camera's skew: %d of %d cameras are written without it",
+                    fmt, skewed, len(Ks))
 
 
 def is_metric(scene: Scene) -> bool:

@@ -44,6 +44,7 @@ from .common import (
     original_size,
     source_image_path,
     units_fields,
+    warn_dropped_skew,
 )
 
 __all__ = ["export_nerfstudio"]
@@ -86,6 +87,7 @@ def export_nerfstudio(
             copy_image(src, root / rel, fallback=original_colours(scene, k) if src is None else None)
         frames.append(TransformsFrame(rel, to_numpy(scene.poses[k], np.float64), K_orig[k],
                                       original_size(scene, k)))
+    warn_dropped_skew(np.stack([fr.K for fr in frames]) if frames else K_orig[:0], "transforms.json")
     extra: dict[str, Any] = {} if ply_file_path is None else {"ply_file_path": ply_file_path}
     write_transforms(path, frames, {**extra, **units_fields(scene)})
     return path
