@@ -14,6 +14,7 @@ __all__ = [
     "OutputPathError",
     "InputError",
     "DeviceError",
+    "FormatError",
 ]
 
 
@@ -65,3 +66,8 @@ class InputError(PointmapError, ValueError):
 
 class DeviceError(PointmapError, ValueError):
     """A compute device that does not exist on this computer (the message lists those that do)."""
+
+
+class FormatError(PointmapError):
+    """An interchange file (a COLMAP model, a ``transforms.json``) that is missing, unreadable or
+    malformed; the message names the file and what is wrong with it."""

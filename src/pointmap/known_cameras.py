@@ -19,17 +19,17 @@ distortion coefficients are reported with a warning and ignored.
 :func:`pointmap.align.global_align` accepts; :func:`load_masks` does the same for mask images
 (:meth:`~pointmap.images.ImageMeta.map_to_network`).
 
-The module is long because it holds one short reader per camera format (three of them) next to the
-matching by file name that they all feed.
+The files are read by the format modules (:mod:`pointmap.formats.colmap`,
+:mod:`pointmap.formats.nerfstudio`, each beside its writer), which convert them to pointmap's
+conventions; this module turns their records into priors and matches them to the images.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +37,10 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .errors import PointmapError
+from .errors import FormatError, PointmapError
+from .formats.colmap import camera_intrinsics, camera_to_world, read_colmap_model
+from .formats.common import finite_matrix, read_json
+from .formats.nerfstudio import read_transforms
 from .images import LoadedImage
 
 __all__ = [
@@ -54,10 +57,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: ``cam2world_cv = cam2world_gl @ _GL_TO_CV`` (flip the y and z camera axes; its own inverse).
-_GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
-
 
 class CameraFileError(PointmapError):
     """A camera or mask file is missing, unreadable or does not match the images."""
@@ -83,27 +82,20 @@ class CameraPrior:
 
 
 # ----------------------------------------------------------------------------- readers
-def _json(path: Path) -> object:
+@contextmanager
+def _as_camera_file_error() -> Iterator[None]:
+    """A format module's :class:`~pointmap.errors.FormatError` as a :class:`CameraFileError`."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CameraFileError(f"cannot read camera file {path}: {exc}") from None
-
-
-def _matrix(value: object, shape: tuple[int, int], where: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        arr = np.zeros(0)
-    if arr.shape != shape or not np.isfinite(arr).all():
-        raise CameraFileError(f"{where}: expected a finite {shape[0]}x{shape[1]} matrix")
-    return arr
+        yield
+    except FormatError as exc:
+        raise CameraFileError(str(exc)) from None
 
 
 def read_pointmap_cameras(path: str | os.PathLike) -> dict[str, CameraPrior]:
     """Priors from pointmap's ``cameras.json`` (``K_original``, ``cam2world``, ``width``, ``height``)."""
     path = Path(path)
-    data = _json(path)
+    with _as_camera_file_error():
+        data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise CameraFileError(f"{path} is not a pointmap cameras.json (no 'images' list)")
     out: dict[str, CameraPrior] = {}
@@ -114,194 +106,47 @@ def read_pointmap_cameras(path: str | os.PathLike) -> dict[str, CameraPrior]:
         if im.get("placed") is False:
             continue
         prior = CameraPrior()
-        if im.get("K_original") is not None:
-            prior.K = _matrix(im["K_original"], (3, 3), f"{where}, K_original")
-            if isinstance(im.get("width"), int) and isinstance(im.get("height"), int):
-                prior.size = (im["width"], im["height"])
-        if im.get("cam2world") is not None:
-            prior.cam2world = _matrix(im["cam2world"], (4, 4), f"{where}, cam2world")
+        with _as_camera_file_error():
+            if im.get("K_original") is not None:
+                prior.K = finite_matrix(im["K_original"], (3, 3), f"{where}, K_original")
+                if isinstance(im.get("width"), int) and isinstance(im.get("height"), int):
+                    prior.size = (im["width"], im["height"])
+            if im.get("cam2world") is not None:
+                prior.cam2world = finite_matrix(im["cam2world"], (4, 4), f"{where}, cam2world")
         out[im.get("file") or im["name"]] = prior
     return out
 
 
-_NS_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
-
-
 def read_nerfstudio_cameras(path: str | os.PathLike) -> dict[str, CameraPrior]:
-    """Priors from a nerfstudio / instant-ngp ``transforms.json``.
-
-    ``transform_matrix`` is camera-to-world in OpenGL axes (converted to OpenCV); intrinsics come
-    from the frame or the top level (``fl_x``/``fl_y``/``cx``/``cy``, ``cx``/``cy`` with pixel
-    centres at ``+0.5``, or ``camera_angle_x``).
-    """
-    path = Path(path)
-    data = _json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("frames"), list):
-        raise CameraFileError(f"{path} is not a transforms.json (no 'frames' list)")
-    out: dict[str, CameraPrior] = {}
-    distorted = False
-    for k, fr in enumerate(data["frames"]):
-        where = f"{path}, frame {k}"
-        if not isinstance(fr, dict) or not isinstance(fr.get("file_path"), str):
-            raise CameraFileError(f"{where}: expected an object with a 'file_path'")
-        get = lambda key: fr.get(key, data.get(key))  # noqa: E731  (per frame, else shared)
-        prior = CameraPrior()
-        if fr.get("transform_matrix") is not None:
-            prior.cam2world = _matrix(fr["transform_matrix"], (4, 4), f"{where}, transform_matrix") @ _GL_TO_CV
-        if get("fl_x") is not None:
-            try:
-                fx = float(get("fl_x"))
-                fy = float(get("fl_y") if get("fl_y") is not None else fx)
-                w, h = get("w"), get("h")
-                cx = float(get("cx")) - 0.5 if get("cx") is not None else (float(w) - 1) / 2
-                cy = float(get("cy")) - 0.5 if get("cy") is not None else (float(h) - 1) / 2
-            except (TypeError, ValueError):
-                raise CameraFileError(f"{where}: fl_x, fl_y, cx, cy, w, h must be numbers") from None
-            prior.K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
-            if w is not None and h is not None:
-                prior.size = (int(w), int(h))
-        elif get("camera_angle_x") is not None:
-            prior.fov_x = float(get("camera_angle_x"))
-            if get("w") is not None and get("h") is not None:
-                prior.size = (int(get("w")), int(get("h")))
-        distorted |= any(float(get(key) or 0.0) != 0.0 for key in ("k1", "k2", "k3", "k4", "p1", "p2"))
-        out[fr["file_path"]] = prior
+    """Priors from a nerfstudio / instant-ngp ``transforms.json``
+    (:func:`pointmap.formats.nerfstudio.read_transforms`: ``transform_matrix`` in OpenGL axes,
+    converted to OpenCV; ``fl_x``/``fl_y``/``cx``/``cy`` per frame or at the top level, with pixel
+    centres at ``+0.5``, or ``camera_angle_x``)."""
+    with _as_camera_file_error():
+        frames, distorted = read_transforms(path)
     if distorted:
         log.warning("%s: lens distortion coefficients are ignored (pointmap models pinhole cameras)", path)
-    return out
-
-
-# COLMAP camera models: id -> (name, number of parameters); the pinhole part is read from them.
-_COLMAP_MODELS = {
-    0: ("SIMPLE_PINHOLE", 3), 1: ("PINHOLE", 4), 2: ("SIMPLE_RADIAL", 4), 3: ("RADIAL", 5),
-    4: ("OPENCV", 8), 5: ("OPENCV_FISHEYE", 8), 6: ("FULL_OPENCV", 12), 7: ("FOV", 5),
-    8: ("SIMPLE_RADIAL_FISHEYE", 4), 9: ("RADIAL_FISHEYE", 5), 10: ("THIN_PRISM_FISHEYE", 12),
-}
-_COLMAP_BY_NAME = {name: (mid, n) for mid, (name, n) in _COLMAP_MODELS.items()}
-_FISHEYE = {"OPENCV_FISHEYE", "FOV", "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE", "THIN_PRISM_FISHEYE"}
-
-
-def _colmap_K(model: str, params: Sequence[float], where: str) -> tuple[np.ndarray, bool]:
-    """Pinhole intrinsics (pointmap pixel convention) and whether distortion is non-zero."""
-    if model in _FISHEYE:
-        raise CameraFileError(f"{where}: camera model {model} is a fisheye model; undistort the "
-                              "images (colmap image_undistorter) and pass the undistorted model")
-    p = [float(x) for x in params]
-    if model in ("SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL"):
-        fx = fy = p[0]
-        cx, cy, rest = p[1], p[2], p[3:]
-    else:  # PINHOLE, OPENCV, FULL_OPENCV
-        fx, fy, cx, cy, rest = p[0], p[1], p[2], p[3], p[4:]
-    K = np.array([[fx, 0.0, cx - 0.5], [0.0, fy, cy - 0.5], [0.0, 0.0, 1.0]])
-    return K, any(x != 0.0 for x in rest)
-
-
-def _qvec_to_rotmat(q: Sequence[float]) -> np.ndarray:
-    """Rotation ``(3, 3)`` of a unit quaternion ``(w, x, y, z)`` (COLMAP's order)."""
-    import roma
-
-    w, x, y, z = (float(v) for v in q)
-    return roma.unitquat_to_rotmat(torch.tensor([x, y, z, w], dtype=torch.float64)).numpy()
-
-
-def _colmap_pose(q: Sequence[float], t: Sequence[float]) -> np.ndarray:
-    R = _qvec_to_rotmat(np.asarray(q, np.float64) / np.linalg.norm(q))
-    c2w = np.eye(4)
-    c2w[:3, :3] = R.T
-    c2w[:3, 3] = -R.T @ np.asarray(t, np.float64)
-    return c2w
-
-
-def _read_colmap_text(folder: Path) -> tuple[dict[int, tuple], list[tuple]]:
-    def lines(name: str) -> list[str]:
-        try:
-            text = (folder / name).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CameraFileError(f"cannot read {folder / name}: {exc}") from None
-        return [ln for ln in text.splitlines() if not ln.lstrip().startswith("#")]
-
-    cams = {}
-    for ln in lines("cameras.txt"):
-        tok = ln.split()
-        if not tok:
-            continue
-        if len(tok) < 4 or tok[1] not in _COLMAP_BY_NAME:
-            raise CameraFileError(f"{folder / 'cameras.txt'}: cannot read camera line {ln!r}")
-        try:
-            cams[int(tok[0])] = (tok[1], int(tok[2]), int(tok[3]), [float(x) for x in tok[4:]])
-        except ValueError:
-            raise CameraFileError(f"{folder / 'cameras.txt'}: cannot read camera line {ln!r}") from None
-    images = []
-    rows = lines("images.txt")
-    k = 0
-    while k < len(rows):
-        tok = rows[k].split()
-        k += 1
-        if not tok:
-            continue
-        try:  # IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME, then one line of 2-D points (skipped)
-            images.append(([float(x) for x in tok[1:5]], [float(x) for x in tok[5:8]], int(tok[8]),
-                           " ".join(tok[9:])))
-        except (ValueError, IndexError):
-            raise CameraFileError(f"{folder / 'images.txt'}: cannot read image line {rows[k - 1]!r}") from None
-        if len(tok) < 10:
-            raise CameraFileError(f"{folder / 'images.txt'}: cannot read image line {rows[k - 1]!r}")
-        k += 1
-    return cams, images
-
-
-def _read_colmap_binary(folder: Path) -> tuple[dict[int, tuple], list[tuple]]:
-    try:
-        cam_bytes = (folder / "cameras.bin").read_bytes()
-        img_bytes = (folder / "images.bin").read_bytes()
-    except OSError as exc:
-        raise CameraFileError(f"cannot read the COLMAP model in {folder}: {exc}") from None
-    try:
-        cams, off = {}, 8
-        for _ in range(struct.unpack_from("<Q", cam_bytes, 0)[0]):
-            cid, mid, w, h = struct.unpack_from("<iiQQ", cam_bytes, off)
-            off += 24
-            if mid not in _COLMAP_MODELS:
-                raise CameraFileError(f"{folder / 'cameras.bin'}: unknown camera model id {mid}")
-            name, n = _COLMAP_MODELS[mid]
-            cams[cid] = (name, w, h, list(struct.unpack_from(f"<{n}d", cam_bytes, off)))
-            off += 8 * n
-        images, off = [], 8
-        for _ in range(struct.unpack_from("<Q", img_bytes, 0)[0]):
-            vals = struct.unpack_from("<I7dI", img_bytes, off)
-            off += 64
-            end = img_bytes.index(b"\x00", off)
-            name = img_bytes[off:end].decode("utf-8")
-            n_pts = struct.unpack_from("<Q", img_bytes, end + 1)[0]
-            off = end + 9 + 24 * n_pts
-            images.append((list(vals[1:5]), list(vals[5:8]), vals[8], name))
-    except (struct.error, ValueError, UnicodeDecodeError) as exc:
-        raise CameraFileError(f"the COLMAP model in {folder} is truncated or corrupt ({exc})") from None
-    return cams, images
+    return {fr.file_path: CameraPrior(K=fr.K, cam2world=fr.cam2world, size=fr.size, fov_x=fr.fov_x)
+            for fr in frames}
 
 
 def read_colmap_cameras(folder: str | os.PathLike) -> dict[str, CameraPrior]:
-    """Priors from a COLMAP sparse model folder (binary preferred when both are present)."""
+    """Priors from a COLMAP sparse model folder, binary preferred when both are present
+    (:func:`pointmap.formats.colmap.read_colmap_model`); the pinhole part of each camera."""
     folder = Path(folder)
-    if (folder / "cameras.bin").is_file() and (folder / "images.bin").is_file():
-        cams, images = _read_colmap_binary(folder)
-    elif (folder / "cameras.txt").is_file() and (folder / "images.txt").is_file():
-        cams, images = _read_colmap_text(folder)
-    else:
-        raise CameraFileError(f"{folder} holds no COLMAP model (cameras.bin + images.bin or "
-                              "cameras.txt + images.txt)")
     out: dict[str, CameraPrior] = {}
     distorted = False
-    for q, t, cid, name in images:
-        if cid not in cams:
-            raise CameraFileError(f"{folder}: image {name} refers to camera {cid}, which is not in the model")
-        model, w, h, params = cams[cid]
-        _, n = _COLMAP_BY_NAME[model]
-        if len(params) != n:
-            raise CameraFileError(f"{folder}: camera {cid} ({model}) has {len(params)} parameters, expected {n}")
-        K, dist = _colmap_K(model, params, f"{folder}, camera {cid}")
-        distorted |= dist
-        out[name] = CameraPrior(K=K, cam2world=_colmap_pose(q, t), size=(int(w), int(h)))
+    with _as_camera_file_error():
+        model = read_colmap_model(folder, points=False)
+        for im in model.images:
+            if im.camera_id not in model.cameras:
+                raise CameraFileError(f"{folder}: image {im.name} refers to camera {im.camera_id}, "
+                                      "which is not in the model")
+            cam = model.cameras[im.camera_id]
+            K, dist = camera_intrinsics(cam, f"{folder}, camera {im.camera_id}")
+            distorted |= dist
+            out[im.name] = CameraPrior(K=K, cam2world=camera_to_world(im.qvec, im.tvec),
+                                       size=(int(cam.width), int(cam.height)))
     if distorted:
         log.warning("%s: lens distortion of the COLMAP cameras is ignored (pointmap models pinhole "
                     "cameras; undistort the images for exact results)", folder)
@@ -324,7 +169,8 @@ def read_cameras(path: str | os.PathLike) -> dict[str, CameraPrior]:
         if path.name in ("cameras.bin", "images.bin", "cameras.txt", "images.txt", "points3D.bin",
                          "points3D.txt"):
             return read_colmap_cameras(path.parent)
-        data = _json(path)
+        with _as_camera_file_error():
+            data = read_json(path)
         if isinstance(data, dict) and isinstance(data.get("frames"), list):
             return read_nerfstudio_cameras(path)
         if isinstance(data, dict) and isinstance(data.get("images"), list):

@@ -24,27 +24,36 @@ place for it).
 
 Pixel convention: COLMAP puts the centre of the top-left pixel at ``(0.5, 0.5)``; pointmap puts it at
 ``(0, 0)``. Hence ``cx_colmap = cx + 0.5``, ``cy_colmap = cy + 0.5`` and every 2-D point is shifted by
-``+0.5``.
+``+0.5`` (:func:`pointmap.geometry.camera.pixels_to_corner_origin`).
+
+The format itself (the model in memory, its text and binary reader and writer, the pose and camera
+conversions) is :mod:`pointmap.formats.colmap`; this module builds the model of a scene.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import struct
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import roma
-import torch
 
 from ..arrays import to_numpy
 from ..errors import PointmapError
-from ..io_utils import atomic_write, atomic_write_bytes, atomic_write_text
+from ..formats.colmap import (
+    PINHOLE_MODEL_ID,
+    ColmapImage,
+    ColmapModel,
+    pinhole_camera,
+    read_colmap_text,
+    world_to_camera,
+    write_colmap_binary,
+    write_colmap_text,
+)
+from ..geometry.camera import pixels_to_corner_origin
+from ..io_utils import atomic_write
 from ..scene import Scene
 from .common import (
     image_file_names,
@@ -57,8 +66,10 @@ from .common import (
     sampled_pixels,
     scene_masks,
     units_note,
+    warn_dropped_skew,
 )
 
+# the format's names stay importable from here, where the exporter's users have found them
 __all__ = [
     "PINHOLE_MODEL_ID",
     "ColmapModel",
@@ -69,54 +80,6 @@ __all__ = [
     "write_colmap_text",
     "zip_model",
 ]
-
-PINHOLE_MODEL_ID = 1
-_NO_POINT = np.uint64(2**64 - 1)  # "no 3D point" in images.bin (-1 in images.txt)
-
-
-@dataclass
-class ColmapImage:
-    """One registered image: world-to-camera ``qvec`` ``(4,)`` (w, x, y, z) and ``tvec`` ``(3,)``,
-    2-D points ``xys`` ``(P, 2)`` in COLMAP pixels and their ``point3d_ids`` ``(P,)`` (-1: none)."""
-
-    image_id: int
-    qvec: np.ndarray
-    tvec: np.ndarray
-    camera_id: int
-    name: str
-    xys: np.ndarray
-    point3d_ids: np.ndarray
-
-
-@dataclass
-class ColmapModel:
-    """A sparse model in memory.
-
-    Attributes:
-        cameras: ``camera_id -> (width, height, params (4,) fx fy cx cy)``, PINHOLE, COLMAP pixels.
-        images: registered images.
-        point_ids: ``(M,)`` int64 ids; xyz ``(M, 3)`` float64; rgb ``(M, 3)`` uint8; error ``(M,)``
-            float64 pixels; tracks: per point ``(T, 2)`` int64 ``(image_id, point2D_idx)``.
-        units_note: the line stating the length unit (:func:`~pointmap.export.common.units_note`;
-            empty: unknown), written as a comment in the text format.
-    """
-
-    cameras: dict[int, tuple[int, int, np.ndarray]] = field(default_factory=dict)
-    images: list[ColmapImage] = field(default_factory=list)
-    point_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    xyz: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
-    rgb: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.uint8))
-    error: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    tracks: list[np.ndarray] = field(default_factory=list)
-    units_note: str = ""
-
-
-def _world2cam_qt(cam2world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    R = cam2world[:3, :3].T
-    t = -R @ cam2world[:3, 3]
-    xyzw = roma.rotmat_to_unitquat(torch.from_numpy(R)).numpy()
-    q = np.array([xyzw[3], xyzw[0], xyzw[1], xyzw[2]])
-    return (q if q[0] >= 0 else -q), t
 
 
 def build_colmap_model(
@@ -149,10 +112,10 @@ def build_colmap_model(
     Ks_net = to_numpy(scene.intrinsics, np.float64)
     Ks = original_intrinsics(scene)
     poses = to_numpy(scene.poses, np.float64)
+    warn_dropped_skew(Ks[placed], "COLMAP's PINHOLE model")
     for k in placed:
         W0, H0 = original_size(scene, k)
-        K = Ks[k]
-        model.cameras[k + 1] = (int(W0), int(H0), np.array([K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5]))
+        model.cameras[k + 1] = pinhole_camera(Ks[k], W0, H0)
 
     # candidate points: valid pixels (network resolution), subsampled per image in proportion to
     # its valid pixels (never every pixel of every image at once)
@@ -183,7 +146,7 @@ def build_colmap_model(
         u, v = src_uv[sel, 0], src_uv[sel, 1]
         xyz[sel] = image_points(scene, k)[v, u]
         rgb[sel] = rgb_uint8(scene.imgs[k])[v, u]
-        observe(k, original_pixels(scene, k, np.stack([u, v], 1)) + 0.5, sel)
+        observe(k, pixels_to_corner_origin(original_pixels(scene, k, np.stack([u, v], 1))), sel)
         err_n[sel] += 1
     if track_views:
         looked_at = _nearest_views(poses, placed, max_track_views)
@@ -204,13 +167,13 @@ def build_colmap_model(
             loc, ui, vi = loc[good], ui[good], vi[good]
             idx = cand[loc]
             seen = original_pixels(scene, j, np.stack([ui, vi], 1))
-            observe(j, seen + 0.5, idx)
+            observe(j, pixels_to_corner_origin(seen), idx)
             err_sum[idx] += np.linalg.norm(original_pixels(scene, j, proj[loc]) - seen, axis=1)
             err_n[idx] += 1
     # POINTS2D per image, and the track (image_id, point2D_idx) of every point
     for k in placed:
         rows = np.concatenate(obs[k]) if obs[k] else np.zeros((0, 3))
-        R_qt = _world2cam_qt(poses[k])
+        R_qt = world_to_camera(poses[k])
         model.images.append(ColmapImage(
             image_id=k + 1, qvec=R_qt[0], tvec=R_qt[1], camera_id=k + 1, name=names[k],
             xys=rows[:, :2], point3d_ids=rows[:, 2].astype(np.int64) + 1,
@@ -247,157 +210,6 @@ def _nearest_views(poses: np.ndarray, placed: list[int], k: int) -> dict[int, np
     src, dst = src[order], dst[order]
     bounds = np.searchsorted(dst, ids, side="left"), np.searchsorted(dst, ids, side="right")
     return {int(j): src[a:b] for j, a, b in zip(ids, *bounds)}
-
-
-_POINT_HEAD = np.dtype([("id", "<u8"), ("xyz", "<f8", 3), ("rgb", "u1", 3), ("error", "<f8"), ("n", "<u8")])
-"""One ``points3D.bin`` record before its track (51 bytes, no padding)."""
-
-
-def _points3d_records(model: ColmapModel) -> bytes:
-    """The ``points3D.bin`` records of every point (without the leading count), built at once:
-    per point its fixed-size head then its track ``(T, 2)`` as little-endian uint32."""
-    M = len(model.point_ids)
-    if M == 0:
-        return b""
-    lens = np.array([len(t) for t in model.tracks], np.int64)
-    head = np.empty(M, _POINT_HEAD)
-    head["id"], head["xyz"], head["rgb"] = model.point_ids, model.xyz, model.rgb
-    head["error"], head["n"] = model.error, lens
-    tracks = np.concatenate([np.asarray(t).reshape(-1, 2) for t in model.tracks]).astype("<u4")
-    # which byte of the output is a head byte: segments alternate head (51 bytes) and track
-    seg = np.stack([np.full(M, _POINT_HEAD.itemsize), 8 * lens], 1).ravel()
-    is_head = np.repeat(np.tile(np.array([True, False]), M), seg)
-    out = np.empty(len(is_head), np.uint8)
-    out[is_head] = head.view(np.uint8)
-    out[~is_head] = tracks.view(np.uint8).ravel()
-    return out.tobytes()
-
-
-def write_colmap_binary(model: ColmapModel, folder: str | os.PathLike) -> dict[str, Path]:
-    """Write ``cameras.bin``, ``images.bin``, ``points3D.bin`` (little-endian) into ``folder``."""
-    folder = Path(folder)
-    cams = io.BytesIO()
-    cams.write(struct.pack("<Q", len(model.cameras)))
-    for cid, (w, h, params) in sorted(model.cameras.items()):
-        cams.write(struct.pack("<iiQQ", cid, PINHOLE_MODEL_ID, w, h))
-        cams.write(np.asarray(params, "<f8").tobytes())
-    imgs = io.BytesIO()
-    imgs.write(struct.pack("<Q", len(model.images)))
-    for im in model.images:
-        imgs.write(struct.pack("<I", im.image_id))
-        imgs.write(np.concatenate([im.qvec, im.tvec]).astype("<f8").tobytes())
-        imgs.write(struct.pack("<I", im.camera_id))
-        imgs.write(im.name.encode("utf-8") + b"\x00")
-        imgs.write(struct.pack("<Q", len(im.xys)))
-        rec = np.empty(len(im.xys), dtype=[("xy", "<f8", 2), ("id", "<u8")])
-        rec["xy"] = im.xys
-        rec["id"] = np.where(im.point3d_ids < 0, _NO_POINT, im.point3d_ids.astype(np.uint64))
-        imgs.write(rec.tobytes())
-    pts = io.BytesIO()
-    pts.write(struct.pack("<Q", len(model.point_ids)))
-    pts.write(_points3d_records(model))
-    out = {}
-    for name, buf in (("cameras", cams), ("images", imgs), ("points3D", pts)):
-        out[name] = folder / f"{name}.bin"
-        atomic_write_bytes(out[name], buf.getvalue())
-    return out
-
-
-def _points3d_lines(model: ColmapModel) -> list[str]:
-    """One ``points3D.txt`` line per point (``repr`` of every float, as :func:`write_colmap_text`):
-    the points of one track length share a format string, so each line is one ``%`` operation."""
-    M = len(model.point_ids)
-    lens = np.array([len(t) for t in model.tracks], np.int64)
-    flat = (np.concatenate([np.asarray(t, np.int64).reshape(-1) for t in model.tracks])
-            if M else np.zeros(0, np.int64))
-    starts = np.concatenate([[0], np.cumsum(2 * lens)[:-1]]) if M else np.zeros(0, np.int64)
-    xyz, rgb = np.asarray(model.xyz, np.float64), np.asarray(model.rgb).astype(np.int64)
-    err = np.asarray(model.error, np.float64)
-    lines: list[str] = [""] * M
-    for L in np.unique(lens).tolist():
-        sel = np.nonzero(lens == L)[0]
-        track = flat[starts[sel][:, None] + np.arange(2 * L)]
-        cols = [model.point_ids[sel], xyz[sel, 0], xyz[sel, 1], xyz[sel, 2], rgb[sel, 0], rgb[sel, 1],
-                rgb[sel, 2], err[sel], *track.T]
-        fmt = "%d %r %r %r %d %d %d %r" + " %d" * (2 * L)  # %r of a Python float is its repr
-        for i, text in zip(sel.tolist(), map(fmt.__mod__, zip(*(c.tolist() for c in cols)))):
-            lines[i] = text
-    return lines
-
-
-def write_colmap_text(model: ColmapModel, folder: str | os.PathLike) -> dict[str, Path]:
-    """Write ``cameras.txt``, ``images.txt``, ``points3D.txt`` into ``folder``."""
-    folder = Path(folder)
-    units = [f"# {model.units_note}"] if model.units_note else []
-
-    def f(x: float) -> str:  # shortest text that reads back as the same float
-        return repr(float(x))
-
-    cams = ["# Camera list with one line of data per camera:",
-            "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]",
-            f"# Number of cameras: {len(model.cameras)}"]
-    for cid, (w, h, params) in sorted(model.cameras.items()):
-        cams.append(" ".join([str(cid), "PINHOLE", str(w), str(h), *map(f, params)]))
-    n_obs = sum(len(im.xys) for im in model.images)
-    imgs = ["# Image list with two lines of data per image:",
-            "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
-            "#   POINTS2D[] as (X, Y, POINT3D_ID)",
-            (f"# Number of images: {len(model.images)}, mean observations per image: "
-             f"{n_obs / max(len(model.images), 1)}"), *units]
-    for im in model.images:
-        if any(c.isspace() for c in im.name):
-            raise PointmapError(f"image name {im.name!r} contains spaces; COLMAP text cannot hold it")
-        imgs.append(" ".join([str(im.image_id), *map(f, im.qvec), *map(f, im.tvec),
-                              str(im.camera_id), im.name]))
-        xys = np.asarray(im.xys, np.float64).reshape(-1, 2)
-        rows = zip(xys[:, 0].tolist(), xys[:, 1].tolist(), np.asarray(im.point3d_ids).tolist())
-        imgs.append(" ".join(map("%r %r %d".__mod__, rows)))  # %r of a float: repr, as f()
-    mean_track = np.mean([len(t) for t in model.tracks]) if model.tracks else 0.0
-    pts = ["# 3D point list with one line of data per point:",
-           "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)",
-           f"# Number of points: {len(model.point_ids)}, mean track length: {mean_track}", *units]
-    pts += _points3d_lines(model)
-    out = {}
-    for name, lines in (("cameras", cams), ("images", imgs), ("points3D", pts)):
-        out[name] = folder / f"{name}.txt"
-        atomic_write_text(out[name], "\n".join(lines) + "\n")
-    return out
-
-
-def read_colmap_text(folder: str | os.PathLike) -> ColmapModel:
-    """Read a text model written by :func:`write_colmap_text` (PINHOLE cameras only)."""
-    folder = Path(folder)
-    data = lambda name: [
-        ln for ln in (folder / f"{name}.txt").read_text().splitlines() if not ln.startswith("#")
-    ]
-    model = ColmapModel()
-    notes = [ln[2:] for ln in (folder / "images.txt").read_text().splitlines() if ln.startswith("# units:")]
-    model.units_note = notes[0] if notes else ""
-    for ln in data("cameras"):
-        tok = ln.split()
-        if tok[1] != "PINHOLE":
-            raise PointmapError(f"{folder / 'cameras.txt'}: camera model {tok[1]} is not PINHOLE")
-        model.cameras[int(tok[0])] = (int(tok[2]), int(tok[3]), np.array(tok[4:8], dtype=np.float64))
-    lines = data("images")
-    for head, body in zip(lines[0::2], lines[1::2]):
-        tok = head.split()
-        vals = np.array(body.split(), dtype=np.float64).reshape(-1, 3)
-        model.images.append(ColmapImage(
-            image_id=int(tok[0]), qvec=np.array(tok[1:5], np.float64), tvec=np.array(tok[5:8], np.float64),
-            camera_id=int(tok[8]), name=tok[9], xys=vals[:, :2], point3d_ids=vals[:, 2].astype(np.int64),
-        ))
-    ids, xyz, rgb, err, tracks = [], [], [], [], []
-    for ln in data("points3D"):
-        tok = ln.split()
-        ids.append(int(tok[0])); xyz.append([float(x) for x in tok[1:4]])
-        rgb.append([int(c) for c in tok[4:7]]); err.append(float(tok[7]))
-        tracks.append(np.array(tok[8:], dtype=np.int64).reshape(-1, 2))
-    model.point_ids = np.array(ids, np.int64)
-    model.xyz = np.array(xyz, np.float64).reshape(-1, 3)
-    model.rgb = np.array(rgb, np.uint8).reshape(-1, 3)
-    model.error = np.array(err, np.float64)
-    model.tracks = tracks
-    return model
 
 
 def export_colmap(

@@ -9,7 +9,9 @@ then per unordered image pair the matches (keypoint index pairs) and the two-vie
 COLMAP's RANSAC (``pycolmap.estimate_two_view_geometry``) verifies among them.
 
 Pixel convention: pointmap puts the centre of the top-left pixel at ``(0, 0)``, COLMAP at
-``(0.5, 0.5)``: keypoints and principal points are shifted by ``+0.5``.
+``(0.5, 0.5)``: keypoints and principal points are shifted by ``+0.5``
+(:func:`pointmap.geometry.camera.pixels_to_corner_origin`,
+:func:`pointmap.formats.colmap.pinhole_camera`).
 
 :func:`export_colmap_database` writes, from a :class:`~pointmap.scene.Scene` and the pixel matches of
 its pairs (network pixels, mapped here to the original images' pixels), into one folder:
@@ -17,7 +19,7 @@ its pairs (network pixels, mapped here to the original images' pixels), into one
 * ``database.db``: the database above, one camera per image with the scene's intrinsics at original
   resolution (``PINHOLE``), image names as :func:`~pointmap.export.common.image_file_names`;
 * ``init/`` (``cameras.txt``, ``images.txt``, ``points3D.txt``): the aligned cameras as an initial
-  COLMAP model, written by :func:`pointmap.export.colmap.write_colmap_text`: the placed images with
+  COLMAP model, written by :func:`pointmap.formats.colmap.write_colmap_text`: the placed images with
   their poses and intrinsics, the same camera and image ids as the database, and as ``POINTS2D``
   each image's keypoints of the database (in the same order, no 3-D point yet); ``points3D.txt``
   is empty. COLMAP's ``point_triangulator --input_path init`` triangulates the matches with these
@@ -35,8 +37,10 @@ import numpy as np
 import torch
 
 from ..errors import OutputExistsError, PointmapError
+from ..formats.colmap import pinhole_camera, write_colmap_text
+from ..geometry.camera import pixels_to_corner_origin
 from ..scene import Scene
-from .colmap import build_colmap_model, write_colmap_text
+from .colmap import build_colmap_model
 from .common import image_file_names, original_intrinsics, original_pixels, original_size
 
 __all__ = ["DatabaseSummary", "export_colmap_database", "require_pycolmap", "write_colmap_database"]
@@ -152,9 +156,8 @@ def write_colmap_database(
         for k in range(n):
             W, H = (int(v) for v in sizes[k])
             if intrinsics is not None:
-                K = _np(intrinsics[k]).astype(np.float64)
-                cam = pycolmap.Camera(model="PINHOLE", width=W, height=H, camera_id=k + 1,
-                                      params=[K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5])
+                params = pinhole_camera(_np(intrinsics[k]).astype(np.float64), W, H).params
+                cam = pycolmap.Camera(model="PINHOLE", width=W, height=H, camera_id=k + 1, params=params)
                 cam.has_prior_focal_length = True
             else:
                 cam = pycolmap.Camera(model="SIMPLE_RADIAL", width=W, height=H, camera_id=k + 1,
@@ -168,7 +171,7 @@ def write_colmap_database(
             frame = pycolmap.Frame(frame_id=k + 1, rig_id=k + 1)
             frame.add_data_id(image.data_id)
             db.write_frame(frame, use_frame_id=True)
-            db.write_keypoints(k + 1, (kps[k] + 0.5).astype(np.float32))
+            db.write_keypoints(k + 1, pixels_to_corner_origin(kps[k]).astype(np.float32))
             summary.keypoints.append(len(kps[k]))
             summary.keypoint_xy.append(kps[k])
             cams.append(cam)
@@ -178,7 +181,7 @@ def write_colmap_database(
             summary.matches[(i, j)] = len(idx)
             if verify:
                 tvg = pycolmap.estimate_two_view_geometry(
-                    cams[i], kps[i] + 0.5, cams[j], kps[j] + 0.5, idx)
+                    cams[i], pixels_to_corner_origin(kps[i]), cams[j], pixels_to_corner_origin(kps[j]), idx)
                 db.write_two_view_geometry(i + 1, j + 1, tvg)
                 summary.inliers[(i, j)] = len(tvg.inlier_matches)
     finally:
@@ -231,7 +234,7 @@ def export_colmap_database(
     model = build_colmap_model(scene, max_points=0, track_views=False, image_names=names)
     for im in model.images:
         kp = summary.keypoint_xy[im.image_id - 1]
-        im.xys = kp + 0.5
+        im.xys = pixels_to_corner_origin(kp)
         im.point3d_ids = np.full(len(kp), -1, np.int64)
     (folder / "init").mkdir(parents=True, exist_ok=True)
     write_colmap_text(model, folder / "init")

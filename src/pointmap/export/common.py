@@ -9,6 +9,7 @@ metric (MASt3R) and the scene kept its scale, else arbitrary scene units (never 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from PIL import Image, ImageOps
 from ..arrays import to_numpy
 from ..errors import PointmapError
 from ..io_utils import atomic_write
-from ..geometry.camera import depth_to_world
+from ..geometry.camera import depth_to_world, opencv_opengl_flip
 from ..scene import Scene
 
 __all__ = [
@@ -43,17 +44,30 @@ __all__ = [
     "source_image_path",
     "units_fields",
     "units_note",
+    "warn_dropped_skew",
 ]
 
+log = logging.getLogger(__name__)
+
 #: Flips the y and z camera axes: OpenCV (x right, y down, z forward) <-> OpenGL (x right, y up,
-#: z back). ``cam2world_gl = cam2world_cv @ OPENCV_TO_OPENGL``; it is its own inverse.
-OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
+#: z back). ``cam2world_gl = cam2world_cv @ OPENCV_TO_OPENGL``; it is its own inverse. The matrix
+#: of :func:`pointmap.geometry.camera.opencv_opengl_flip`, for products with other transforms.
+OPENCV_TO_OPENGL = opencv_opengl_flip(np.eye(4))
 
 #: Camera colours (RGB, uint8) cycled over the views, as in the reference demo.
 CAM_PALETTE: tuple[tuple[int, int, int], ...] = (
     (255, 0, 0), (0, 0, 255), (0, 255, 0), (255, 0, 255), (255, 204, 0), (0, 204, 204),
     (128, 255, 255), (255, 128, 255), (255, 255, 128), (0, 0, 0), (128, 128, 128),
 )
+
+
+def warn_dropped_skew(Ks: np.ndarray, fmt: str) -> None:
+    """Log one warning when intrinsics ``(N, 3, 3)`` have a skew ``K[0, 1]`` that the format
+    ``fmt`` cannot hold (its cameras are written without it): never dropped silently."""
+    skewed = int((np.abs(Ks[:, 0, 1]) > 1e-9 * np.abs(Ks[:, 0, 0])).sum()) if len(Ks) else 0
+    if skewed:
+        log.warning("%s cannot hold a camera's skew: %d of %d cameras are written without it",
+                    fmt, skewed, len(Ks))
 
 
 def is_metric(scene: Scene) -> bool:

@@ -8,8 +8,9 @@ The reference principal point is ``(W/2, H/2)``.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, TypeVar
 
+import numpy as np
 import torch
 
 from ..errors import InputError
@@ -23,6 +24,11 @@ __all__ = [
     "unproject_depth",
     "depth_to_world",
     "project",
+    "pixels_to_corner_origin",
+    "pixels_from_corner_origin",
+    "intrinsics_to_corner_origin",
+    "intrinsics_from_corner_origin",
+    "opencv_opengl_flip",
 ]
 
 FocalMode = Literal["weiszfeld", "median"]
@@ -165,3 +171,52 @@ def project(pts: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     z = pts[..., 2]
     p = pts @ K.to(pts).transpose(-1, -2)
     return p[..., :2] / p[..., 2:3], z
+
+
+# ----------------------------------------------------------------------------- other conventions
+# COLMAP, nerfstudio and OpenGL put the image's origin at the top-left pixel's outer corner, so the
+# centre of pixel (0, 0) is at (0.5, 0.5) ("corner origin"); pointmap puts it at (0, 0). Camera
+# axes: OpenCV (x right, y down, z forward) here, OpenGL (x right, y up, z back) in nerfstudio.
+# These functions take torch tensors or numpy arrays and return the same kind.
+ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
+
+
+def _like(values: list, ref: ArrayT) -> ArrayT:
+    """``values`` as an array of ``ref``'s kind, dtype (floating; float32 at least) and device."""
+    if isinstance(ref, torch.Tensor):
+        return torch.tensor(values, dtype=ref.dtype if ref.is_floating_point() else torch.float64,
+                            device=ref.device)
+    return np.asarray(values, dtype=np.result_type(ref.dtype, np.float32))
+
+
+def pixels_to_corner_origin(uv: ArrayT) -> ArrayT:
+    """Pixel coordinates ``(..., 2)`` with centres at integers to corner-origin ones (``+0.5``)."""
+    return uv + 0.5
+
+
+def pixels_from_corner_origin(uv: ArrayT) -> ArrayT:
+    """Corner-origin pixel coordinates ``(..., 2)`` to pointmap's, centres at integers (``-0.5``)."""
+    return uv - 0.5
+
+
+def _shift_intrinsics(K: ArrayT, d: float) -> ArrayT:
+    """``T K`` with ``T`` the homogeneous translation of the pixel frame by ``(d, d)``."""
+    return _like([[1.0, 0.0, d], [0.0, 1.0, d], [0.0, 0.0, 1.0]], K) @ K
+
+
+def intrinsics_to_corner_origin(K: ArrayT) -> ArrayT:
+    """Intrinsics ``(..., 3, 3)`` (pixels, centres at integers) to corner-origin intrinsics: the
+    same rays, the principal point moved by ``+0.5`` (focals and skew unchanged)."""
+    return _shift_intrinsics(K, 0.5)
+
+
+def intrinsics_from_corner_origin(K: ArrayT) -> ArrayT:
+    """Corner-origin intrinsics ``(..., 3, 3)`` to pointmap's (principal point ``-0.5``)."""
+    return _shift_intrinsics(K, -0.5)
+
+
+def opencv_opengl_flip(cam2world: ArrayT) -> ArrayT:
+    """Camera-to-world poses ``(..., 4, 4)`` from OpenCV camera axes to OpenGL ones, or back (the
+    flip of the camera's y and z axes is its own inverse): ``cam2world @ diag(1, -1, -1, 1)``.
+    The camera centre and the world frame are unchanged; lengths keep their unit."""
+    return cam2world * _like([1.0, -1.0, -1.0, 1.0], cam2world)
