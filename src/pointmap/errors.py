@@ -14,6 +14,7 @@ __all__ = [
     "OutputPathError",
     "InputError",
     "DeviceError",
+    "install_hint",
 ]
 
 
@@ -65,3 +66,16 @@ class InputError(PointmapError, ValueError):
 
 class DeviceError(PointmapError, ValueError):
     """A compute device that does not exist on this computer (the message lists those that do)."""
+
+
+def install_hint(extra: str) -> str:
+    """The command that adds an optional extra (``hub``, ``heic``, ``app``...) from the pointmap
+    clone while keeping the installed PyTorch (pinned to its version, so that pip fetches no other
+    build), e.g. ``pip install torch==2.13.0 -e ".[hub]"``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pin = f"torch=={version('torch').split('+')[0]} "
+    except PackageNotFoundError:
+        pin = ""
+    return f'pip install {pin}-e ".[{extra}]" (in the pointmap clone)'
