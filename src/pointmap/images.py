@@ -6,6 +6,9 @@ the network resolution can be mapped back to original pixels (see
 
 Pixel convention used throughout pointmap: pixel centres sit at integer coordinates (OpenCV), so the
 pixel ``(u, v)`` covers ``[u - 0.5, u + 0.5] x [v - 0.5, v + 0.5]``.
+
+The module is long because decoding (HEIF, high bit depths, large JPEGs decoded reduced, the pixel
+bound) sits next to the reference preprocessing whose exact sizes it must match.
 """
 
 from __future__ import annotations

@@ -261,11 +261,11 @@ class OutputDir:
                 p.rmdir()
 
     def _commit(self, tmp: Path) -> None:
-        (tmp / STAGING_MARKER).unlink()
         new = _files_under(tmp)
         target = self.path
         if not target.exists():
             _write_manifest(tmp, new)
+            (tmp / STAGING_MARKER).unlink()  # the folder becomes the output, not a staging folder
             os.replace(tmp, target)  # the whole folder appears at once
             remove_stale_staging(target)
             return
