@@ -38,6 +38,16 @@ def parity_dir(shared_dir: Path) -> Path:
     return p
 
 
+PARITY_SUBSET = _REPO / "tests" / "data" / "parity"
+
+
+@pytest.fixture(scope="session")
+def parity_or_subset_dir() -> Path:
+    """The full parity vectors when ``../shared`` is there, else the subset that ships in
+    ``tests/data/parity`` (read it with ``parity_checks.load_vectors``); never skips."""
+    return SHARED / "parity" if SHARED is not None and (SHARED / "parity").is_dir() else PARITY_SUBSET
+
+
 @pytest.fixture(scope="session")
 def data_dir(shared_dir: Path) -> Path:
     p = shared_dir / "data"

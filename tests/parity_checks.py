@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,26 @@ import torch
 
 from pointmap.model import DUSt3R
 from pointmap.predictions import PairPredictions
+
+
+def image_sha256(img: torch.Tensor) -> str:
+    """SHA-256 of a preprocessed ``(3, H, W)`` float32 image's bytes (C order)."""
+    return hashlib.sha256(img.contiguous().numpy().tobytes()).hexdigest()
+
+
+def load_vectors(root: Path, name: str) -> dict[str, Any]:
+    """``root/name/vectors.pt``. The shipped subset keeps its preprocessed images as SHA-256
+    digests: they are filled in from :func:`pointmap.images.load_images` of ``root/images`` once
+    the digests match, so the result has the full vectors' fields."""
+    from pointmap.images import load_images
+
+    vec = torch.load(root / name / "vectors.pt", weights_only=True)
+    if "img" not in vec["images"][0]:
+        imgs = load_images([root / "images" / f for f in vec["files"]], size=vec["size"])
+        for im, ref in zip(imgs, vec["images"]):
+            assert image_sha256(im.img) == ref["img_sha256"], ref["name"]
+            ref["img"] = im.img
+    return vec
 
 
 def first_pair_outputs(model: DUSt3R, vec: dict[str, Any]) -> PairPredictions:
@@ -43,3 +64,32 @@ def all_pair_outputs(model: DUSt3R, vec: dict[str, Any], images_dir: Path) -> Pa
     pairs = make_pairs(len(imgs), "complete", symmetrize=True)
     assert pairs == [tuple(p) for p in vec["pairs"]]
     return infer_pairs(model, imgs, pairs, batch_size=4, device="cpu", dtype=torch.float32)
+
+
+def relerr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Element-wise ``|a - b| / (|b| + 1e-3)``."""
+    return (a.double() - b.double()).abs() / (b.double().abs() + 1e-3)
+
+
+def check_outputs(preds: PairPredictions, vec: dict[str, Any], pair_ids: list[int] | None = None) -> torch.Tensor:
+    """Relative errors (:func:`relerr`) of ``preds`` against the stored pairs (all, or
+    ``pair_ids``), asserted within the parity bound: max < 3e-3, 99th percentile < 1e-4, median
+    < 1e-5 (see ``tests/test_parity.py``)."""
+    s = vec["stride"]
+    errs = []
+    for k in pair_ids if pair_ids is not None else range(len(vec["pairs"])):
+        q = preds.index(*vec["pairs"][k])
+        for mine, ref in (
+            (preds.pts3d_1[q], vec["pts3d_1"][k]),
+            (preds.conf_1[q], vec["conf_1"][k]),
+            (preds.pts3d_2_in_1[q], vec["pts3d_2_in_1"][k]),
+            (preds.conf_2[q], vec["conf_2"][k]),
+        ):
+            assert mine[::s, ::s].shape == ref.shape
+            errs.append(relerr(mine[::s, ::s], ref).flatten())
+    e = torch.cat(errs)
+    assert e.max() < 3e-3, f"max relative error {e.max():.2e}"
+    p99 = e.sort().values[int(0.99 * e.numel())]
+    assert p99 < 1e-4, f"99th percentile {p99:.2e}"
+    assert e.median() < 1e-5
+    return e

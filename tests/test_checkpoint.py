@@ -130,6 +130,28 @@ def test_malicious_pickle_is_refused(tmp_path, monkeypatch):
     assert not (tmp_path / "pwned_marker").exists()
 
 
+def test_pickle_refusal_advice_agrees_with_convert(model, tmp_path, monkeypatch, capsys):
+    """``pointmap convert`` refuses the pickled file with the same message, which says so; the
+    advice it gives (re-save the state dict and the constructor string) gives a file that loads."""
+    import argparse
+
+    from pointmap.cli import main
+    from pointmap.model.config import config_to_constructor_string
+
+    monkeypatch.chdir(tmp_path)
+    sd = model.state_dict()
+    torch.save({"model": sd, "args": _Evil()}, tmp_path / "evil.pth")
+    assert main(["convert", str(tmp_path / "evil.pth"), str(tmp_path / "out.safetensors")]) != 0
+    err = capsys.readouterr().err
+    assert "execute code" in err and "'pointmap convert' included" in err and "Traceback" not in err
+    assert not (tmp_path / "pwned_marker").exists() and not (tmp_path / "out.safetensors").exists()
+    args = argparse.Namespace(model=config_to_constructor_string(model.config))
+    torch.save({"model": sd, "args": args}, tmp_path / "resaved.pth")
+    assert main(["convert", str(tmp_path / "resaved.pth"), str(tmp_path / "out.safetensors")]) == 0
+    back = load_model(tmp_path / "out.safetensors").state_dict()
+    assert all(torch.equal(back[k], v) for k, v in sd.items() if k in back)
+
+
 def test_missing_file_and_bundled_model(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="not found"):
         load_model(tmp_path / "nope.pth")

@@ -181,7 +181,7 @@ def test_colmap_db_without_pycolmap_is_one_line_naming_the_extra(tmp_path, capsy
                "--export", "colmap-db"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1
-    assert "--export colmap-db needs pycolmap: pip install 'pointmap[colmap]'" in err
+    assert "--export colmap-db needs pycolmap: pip install torch==" in err and '-e ".[colmap]"' in err
     assert not (tmp_path / "o").exists()  # refused before any work (the missing weights are not reached)
 
 

@@ -396,18 +396,45 @@ def test_error_missing_and_empty(tmp_path):
         load_images([tmp_path / "text"])
 
 
-@pytest.mark.parametrize(
-    "wh", [(40, 40), (100, 100)]
-)  # warning band (1-2x limit), error band (>2x)
+@pytest.mark.parametrize("wh", [(40, 40), (100, 100)])  # Pillow's warning band (1-2x), error band (>2x)
 def test_error_decompression_bomb(tmp_path, monkeypatch, wh):
     p = _save(tmp_path / "bomb.png", np.zeros((wh[1], wh[0], 3), np.uint8))
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(
-            ImageLoadError, match=rf"bomb\.png: {wh[0] * wh[1]} pixels.*limit of 1000"
+            ImageLoadError, match=rf"bomb\.png: {wh[0] * wh[1]} pixels.*limit of 1000.*--max-pixels"
         ):
-            load_images(p)
+            load_images(p, max_pixels=1000)
+    # pointmap's bound, not Pillow's global guard, decides; and Pillow's is left as it was
+    big = _save(tmp_path / "big.png", np.zeros((400, 400, 3), np.uint8))  # 160000 > 2 x 60000
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 60000)
+    assert load_images(big, size=224)[0].meta.original_size == (400, 400)
+    assert Image.MAX_IMAGE_PIXELS == 60000
+
+
+@pytest.mark.parametrize("orientation", [1, 2, 6, 7])
+def test_large_jpeg_decoded_reduced_keeps_the_original_geometry(tmp_path, monkeypatch, orientation):
+    """A JPEG above the reduced-decode threshold (lowered here) gives the same meta (original
+    size, resize, crop) as a full decode and nearly the same pixels, whatever its EXIF orientation;
+    1603 x 1201 is not a multiple of the decoder's 8-pixel scale, so the last reduced pixel is
+    partial and must not shift the picture."""
+    from pointmap import images as images_mod
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:1201, 0:1603]
+    arr = np.stack([(xx * 255 // 1602), (yy * 255 // 1200), ((xx // 100 + yy // 100) % 2) * 255], -1)
+    arr = np.clip(arr + rng.integers(-3, 4, arr.shape), 0, 255).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "big.jpg"
+    Image.fromarray(arr).save(path, quality=95, exif=exif.tobytes())
+    full = load_images(path, size=224)[0]
+    monkeypatch.setattr(images_mod, "REDUCED_DECODE_ABOVE", 1000)
+    reduced = load_images(path, size=224)[0]
+    assert reduced.meta == full.meta
+    assert reduced.meta.original_size == ((1201, 1603) if orientation in (6, 7) else (1603, 1201))
+    diff = (reduced.img - full.img).abs()
+    assert diff.mean() < 0.01 and diff.max() < 0.5
 
 
 def test_error_too_small(tmp_path):

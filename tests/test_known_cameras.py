@@ -178,7 +178,9 @@ def test_masks_by_file_name_map_to_network_pixels(world, tmp_path):
     m[:, : ORIG[0] // 2] = 255  # keep the left half of view_1
     Image.fromarray(m).save(tmp_path / "view_1.png")
     Image.fromarray(np.full((ORIG[1] // 2, ORIG[0] // 2), 255, np.uint8)).save(tmp_path / "view_2_mask.png")
-    masks = load_masks(images, tmp_path)
+    with pytest.raises(CameraFileError, match=r"no mask for 2 of 4 images: view_0.png, view_3.png"):
+        load_masks(images, tmp_path)
+    masks = load_masks(images, tmp_path, allow_missing=True)
     assert masks[0] is None and masks[3] is None
     assert masks[1].shape == (NET[1], NET[0]) and masks[1][:, :32].all() and not masks[1][:, 32:].any()
     assert masks[2].all()
@@ -264,6 +266,8 @@ def test_command_line_cameras_and_masks(tmp_path, capsys):
     m = np.zeros((240, 300), np.uint8)
     m[:, :150] = 255
     Image.fromarray(m).save(masks / "p1.png")
+    for k in (0, 2):  # every photo needs a mask: all white keeps every pixel
+        Image.fromarray(np.full((240, 300), 255, np.uint8)).save(masks / f"p{k}_mask.png")
     out = tmp_path / "out"
     rc = main(["reconstruct", str(photos), "-o", str(out), "--weights", str(ckpt), "--cameras",
                str(tmp_path / "cams.json"), "--masks", str(masks), "--conf-threshold", "0", "-q", "--niter", "3",
@@ -329,6 +333,8 @@ def test_app_known_cameras_masks_and_shared_focal(tmp_path):
     m = np.full((240, 300), 255, np.uint8)
     m[:120] = 0  # top half of shot2 masked out
     Image.fromarray(m).save(uploads / "shot2_mask.png")
+    for k in (0, 1):  # every photo needs a mask: all white keeps every pixel
+        Image.fromarray(np.full((240, 300), 255, np.uint8)).save(uploads / f"shot{k}_mask.png")
 
     torch.manual_seed(0)
     cfg = ModelConfig(img_size=(64, 64), enc_embed_dim=32, enc_depth=1, enc_num_heads=2, dec_embed_dim=32,
@@ -337,7 +343,7 @@ def test_app_known_cameras_masks_and_shared_focal(tmp_path):
     run = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "run")
     photos = [str(uploads / f"shot{k}.png") for k in range(3)]
     status, _, _, files, stored = run(photos, 1.0, "224", "complete", 3, 3, [str(uploads / "my_cameras.json")],
-                                      [str(uploads / "shot2_mask.png")], True, 1.0, False, False, False, 0.0)
+                                      [str(uploads / f"shot{k}_mask.png") for k in range(3)], True, 1.0, False, False, False, 0.0)
     assert status.startswith("**Done.**"), status
     scene = stored.scene
     assert torch.allclose(scene.poses.double(), torch.tensor(np.stack(poses)), atol=1e-5)

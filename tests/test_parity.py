@@ -20,21 +20,18 @@ import torch
 from pointmap.model import DUSt3R, load_model, load_weights, parse_constructor_string, save_reference_pth
 from pointmap.testing.refill import refill_state_dict
 
-from parity_checks import all_pair_outputs, assert_same_weights, first_pair_outputs
+from conftest import SHARED
+from parity_checks import (all_pair_outputs, assert_same_weights, check_outputs, first_pair_outputs, image_sha256,
+                           load_vectors, relerr)
 
 CONFIGS = ["tiny_224_linear", "tiny_512_dpt"]
 
 
-def relerr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Element-wise ``|a - b| / (|b| + 1e-3)``."""
-    return (a.double() - b.double()).abs() / (b.double().abs() + 1e-3)
-
-
 @pytest.fixture(scope="module", params=CONFIGS)
-def parity(request, parity_dir, tmp_path_factory):
+def parity(request, parity_or_subset_dir, tmp_path_factory):
     name = request.param
-    manifest = json.loads((parity_dir / name / "manifest.json").read_text())
-    vec = torch.load(parity_dir / name / "vectors.pt", weights_only=True)
+    manifest = json.loads((parity_or_subset_dir / name / "manifest.json").read_text())
+    vec = load_vectors(parity_or_subset_dir, name)
     sd = refill_state_dict(manifest["keys"], vec["seed"])
     tmp = tmp_path_factory.mktemp(name)
     pth = tmp / "model.pth"
@@ -47,31 +44,10 @@ def test_refill_matches_state_dict_sum(parity):
     assert math.isclose(total, parity["vec"]["state_dict_sum"], rel_tol=0, abs_tol=1e-9)
 
 
-def _check_outputs(preds, vec, pair_ids=None):
-    s = vec["stride"]
-    errs = []
-    for k in pair_ids if pair_ids is not None else range(len(vec["pairs"])):
-        q = preds.index(*vec["pairs"][k])
-        for mine, ref in (
-            (preds.pts3d_1[q], vec["pts3d_1"][k]),
-            (preds.conf_1[q], vec["conf_1"][k]),
-            (preds.pts3d_2_in_1[q], vec["pts3d_2_in_1"][k]),
-            (preds.conf_2[q], vec["conf_2"][k]),
-        ):
-            assert mine[::s, ::s].shape == ref.shape
-            errs.append(relerr(mine[::s, ::s], ref).flatten())
-    e = torch.cat(errs)
-    assert e.max() < 3e-3, f"max relative error {e.max():.2e}"
-    p99 = e.sort().values[int(0.99 * e.numel())]
-    assert p99 < 1e-4, f"99th percentile {p99:.2e}"
-    assert e.median() < 1e-5
-    return e
-
-
-def test_end_to_end_parity_from_released_pth(parity, parity_dir):
+def test_end_to_end_parity_from_released_pth(parity, parity_or_subset_dir):
     vec = parity["vec"]
-    preds = all_pair_outputs(load_model(parity["pth"]), vec, parity_dir / "images")
-    _check_outputs(preds, vec)
+    preds = all_pair_outputs(load_model(parity["pth"]), vec, parity_or_subset_dir / "images")
+    check_outputs(preds, vec)
 
 
 def test_hub_layout(parity):
@@ -99,7 +75,7 @@ def test_hub_layout(parity):
         m = load_model(source)
         assert_same_weights(m, ref)
     preds = first_pair_outputs(m, parity["vec"])
-    _check_outputs(preds, parity["vec"], pair_ids=[0])
+    check_outputs(preds, parity["vec"], pair_ids=[0])
 
 
 def test_convert_command(parity):
@@ -109,20 +85,20 @@ def test_convert_command(parity):
     assert main(["convert", str(parity["pth"]), str(out)]) == 0
     m = load_model(out)
     assert_same_weights(m, load_model(parity["pth"]))
-    _check_outputs(first_pair_outputs(m, parity["vec"]), parity["vec"], pair_ids=[0])
+    check_outputs(first_pair_outputs(m, parity["vec"]), parity["vec"], pair_ids=[0])
     # and back to the released layout
     back = parity["tmp"] / "back.pth"
     save_reference_pth(m, back)
     assert_same_weights(load_model(back), m)
 
 
-def test_reference_float32_noise_floor(parity_dir):
+def test_reference_float32_noise_floor(parity_or_subset_dir):
     """The stored reference outputs carry float32 rounding noise: against a float64 evaluation of
     the same network their max relative error is ~1e-3, the same as ours. This documents why the
     parity bound on the maximum is 3e-3 rather than 1e-4."""
     name = "tiny_224_linear"
-    manifest = json.loads((parity_dir / name / "manifest.json").read_text())
-    vec = torch.load(parity_dir / name / "vectors.pt", weights_only=True)
+    manifest = json.loads((parity_or_subset_dir / name / "manifest.json").read_text())
+    vec = load_vectors(parity_or_subset_dir, name)
     model = DUSt3R(parse_constructor_string(manifest["args"]))
     load_weights(model, refill_state_dict(manifest["keys"], vec["seed"]))
     model = model.double().eval()
@@ -133,3 +109,25 @@ def test_reference_float32_noise_floor(parity_dir):
     e = relerr(vec["pts3d_1"][0], p1["pts3d"][0, ::s, ::s])
     assert 1e-4 < e.max() < 3e-3
     assert e.median() < 1e-5
+
+
+if SHARED is not None:  # the full vectors beside the repository
+    @pytest.mark.parametrize("name", CONFIGS)
+    def test_shipped_subset_is_an_exact_cut_of_the_full_vectors(parity_dir, name):
+        """``tests/data/parity`` (what a fresh clone checks) holds the full vectors' own numbers.
+        Defined only where the full vectors are: a fresh clone has nothing to compare with."""
+        from pathlib import Path
+
+        sub_dir = Path(__file__).resolve().parent / "data" / "parity"
+        full = torch.load(parity_dir / name / "vectors.pt", weights_only=True)
+        sub = torch.load(sub_dir / name / "vectors.pt", weights_only=True)
+        assert (sub_dir / name / "manifest.json").read_bytes() == (parity_dir / name / "manifest.json").read_bytes()
+        assert all(sub[k] == full[k] for k in ("config", "seed", "size", "stride", "state_dict_sum"))
+        idx = [full["files"].index(f) for f in sub["files"]]
+        for f, i, ref in zip(sub["files"], idx, sub["images"]):
+            assert (sub_dir / "images" / f).read_bytes() == (parity_dir / "images" / f).read_bytes()
+            assert image_sha256(full["images"][i]["img"]) == ref["img_sha256"]
+        for q, (a, b) in enumerate(sub["pairs"]):
+            k = [tuple(p) for p in full["pairs"]].index((idx[a], idx[b]))
+            for field in ("pts3d_1", "conf_1", "pts3d_2_in_1", "conf_2"):
+                assert torch.equal(sub[field][q], full[field][k]), field

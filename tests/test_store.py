@@ -120,7 +120,7 @@ def test_store_refuses_other_images_model_or_settings(tmp_path):
         PredictionStore.open(tmp_path / "s", _ident(model, imgs[:2] + imgs[:2]))
     with pytest.raises(StoreMismatchError, match="made from 4 images and this run has 3"):
         PredictionStore.open(tmp_path / "s", _ident(model, imgs[:3]))
-    with pytest.raises(StoreMismatchError, match="size=64 and this run uses size=224"):
+    with pytest.raises(StoreMismatchError, match=r"size=64 and this run uses size=224 \(--size on the command line\)"):
         PredictionStore.open(tmp_path / "s", _ident(model, imgs, size=224))
     other = _tiny_model()
     with torch.no_grad():

@@ -15,6 +15,7 @@ __all__ = [
     "InputError",
     "DeviceError",
     "FormatError",
+    "install_hint",
 ]
 
 
@@ -71,3 +72,16 @@ class DeviceError(PointmapError, ValueError):
 class FormatError(PointmapError):
     """An interchange file (a COLMAP model, a ``transforms.json``) that is missing, unreadable or
     malformed; the message names the file and what is wrong with it."""
+
+
+def install_hint(extra: str) -> str:
+    """The command that adds an optional extra (``hub``, ``heic``, ``app``...) from the pointmap
+    clone while keeping the installed PyTorch (pinned to its version, so that pip fetches no other
+    build), e.g. ``pip install torch==2.13.0 -e ".[hub]"``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pin = f"torch=={version('torch').split('+')[0]} "
+    except PackageNotFoundError:
+        pin = ""
+    return f'pip install {pin}-e ".[{extra}]" (in the pointmap clone)'

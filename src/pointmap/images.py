@@ -6,15 +6,20 @@ the network resolution can be mapped back to original pixels (see
 
 Pixel convention used throughout pointmap: pixel centres sit at integer coordinates (OpenCV), so the
 pixel ``(u, v)`` covers ``[u - 0.5, u + 0.5] x [v - 0.5, v + 0.5]``.
+
+The module is long because decoding (HEIF, high bit depths, large JPEGs decoded reduced, the pixel
+bound) sits next to the reference preprocessing whose exact sizes it must match.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +27,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageLoadError
+from .errors import ImageLoadError, install_hint
 from .image_meta import ImageMeta
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "ImageMeta",
     "LoadedImage",
     "IMAGE_EXTENSIONS",
@@ -36,6 +42,7 @@ __all__ = [
     "load_image_arrays",
     "preprocess_image",
     "list_image_files",
+    "open_image",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -44,6 +51,20 @@ PathLike = str | os.PathLike[str]
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 #: Extensions read only when the optional ``pillow_heif`` package is importable.
 HEIF_EXTENSIONS: tuple[str, ...] = (".heic", ".heif")
+
+#: The largest image (width x height, in pixels) the loaders decode unless told otherwise: a guard
+#: of memory against decompression bombs. A full decode takes 3 bytes a pixel (0.75 GB at this
+#: bound); a 200-megapixel phone photo passes. JPEGs this large are decoded reduced (see
+#: :data:`REDUCED_DECODE_ABOVE`) and take far less.
+DEFAULT_MAX_PIXELS = 250_000_000
+
+#: JPEGs above this many pixels (Pillow's own default guard, above which the reference refuses or
+#: warns) are decoded reduced by 2, 4 or 8 per side in the JPEG decoder itself, to no less than
+#: twice the working size, then resized to it; smaller images decode in full, exactly as the
+#: reference does.
+REDUCED_DECODE_ABOVE = 89_478_485
+
+_SKIP_HINT = "remove it, or skip such images (--skip-bad on the command line, skip_bad=True in Python)"
 
 
 @dataclass
@@ -114,8 +135,41 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _open_rgb(path: Path) -> Image.Image:
-    """Open ``path``, apply its EXIF orientation and return an 8-bit RGB image (fully loaded)."""
+_PILLOW_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def open_image(path: PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Iterator[Image.Image]:
+    """``PIL.Image.open`` with pointmap's bound on the pixel count instead of Pillow's own.
+
+    Args:
+        path: the image file.
+        max_pixels: the most pixels (width x height) accepted; ``None``: no bound.
+
+    Raises:
+        ImageLoadError: the image has more than ``max_pixels`` pixels (known from its header,
+            before anything is decoded).
+    """
+    with _PILLOW_GUARD:  # Pillow's guard is a module global: lift it for this open only
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            src = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    with src:
+        w, h = src.size
+        if max_pixels is not None and w * h > max_pixels:
+            raise _bomb_error(Path(path), w * h, max_pixels)
+        with warnings.catch_warnings():  # a frame or tile above Pillow's guard: warned, not refused
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield src
+
+
+def _open_rgb(path: Path, size: int | None = None,
+              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, tuple[int, int]]:
+    """Open ``path``, apply its EXIF orientation and return an 8-bit RGB image (fully loaded) and
+    the original ``(W, H)`` after orientation. With ``size``, a JPEG above
+    :data:`REDUCED_DECODE_ABOVE` pixels comes back already resized for that preprocessing size."""
     if not path.exists():
         raise ImageLoadError(f"image not found: {path}")
     if path.is_dir():
@@ -124,41 +178,54 @@ def _open_rgb(path: Path) -> Image.Image:
     if is_heif and not _heif_available():
         raise ImageLoadError(
             f"cannot read {path}: HEIC/HEIF images need the optional package pillow-heif "
-            "(pip install 'pointmap[heic]')"
+            f"({install_hint('heic')})"
         )
-    limit = Image.MAX_IMAGE_PIXELS
     try:
-        with warnings.catch_warnings():
-            # Pillow warns between 1x and 2x the limit; we turn that into an error below.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as src:
-                w, h = src.size
-                if limit is not None and w * h > limit:
-                    raise _bomb_error(path, w * h, limit)
-                return _to_rgb(ImageOps.exif_transpose(src))
+        with open_image(path, max_pixels) as src:
+            if size is not None and src.format == "JPEG" and src.width * src.height > REDUCED_DECODE_ABOVE:
+                return _decode_reduced(src, size)
+            img = _to_rgb(ImageOps.exif_transpose(src))
+            return img, img.size
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as exc:
         m = re.search(r"\((\d+) pixels\)", str(exc))
-        raise _bomb_error(path, int(m.group(1)) if m else None, limit) from exc
+        raise _bomb_error(path, int(m.group(1)) if m else None, max_pixels) from exc
     except UnidentifiedImageError as exc:
         raise ImageLoadError(
-            f"cannot read {path}: not an image format Pillow recognises, or the file is corrupt"
+            f"cannot read {path}: not an image format Pillow recognises, or the file is corrupt; {_SKIP_HINT}"
         ) from exc
     except PermissionError as exc:
         raise ImageLoadError(f"cannot read {path}: permission denied") from exc
     except Exception as exc:  # truncated data, broken headers, unsupported modes...
         raise ImageLoadError(
-            f"cannot decode {path}: the file is corrupt or truncated ({exc})"
+            f"cannot decode {path}: the file is corrupt or truncated ({exc}); {_SKIP_HINT}"
         ) from exc
+
+
+def _decode_reduced(src: Image.Image, size: int) -> tuple[Image.Image, tuple[int, int]]:
+    """A large JPEG decoded at 1/2, 1/4 or 1/8 scale by the decoder (``draft``) to at least twice
+    the size :func:`preprocess_image` resizes it to, then resized to exactly that size over the
+    region of the reduced image that covers the original; EXIF orientation applied last.
+    Returns the image and the original ``(W, H)`` after orientation."""
+    turned = src.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # orientations that swap the axes
+    W0, H0 = (src.height, src.width) if turned else src.size
+    nw, nh = _resized_size(W0, H0, size)
+    target = (nh, nw) if turned else (nw, nh)  # in the file's own orientation
+    drafted = src.draft(None, (2 * target[0], 2 * target[1]))
+    box = drafted[1] if drafted is not None else (0, 0, src.width, src.height)
+    small = _to_rgb(src).resize(target, Image.Resampling.LANCZOS, box=box)
+    if "exif" in src.info:
+        small.info["exif"] = src.info["exif"]
+    return ImageOps.exif_transpose(small), (W0, H0)
 
 
 def _bomb_error(path: Path, pixels: int | None, limit: int | None) -> ImageLoadError:
     count = f"{pixels} pixels" if pixels is not None else "too many pixels"
     return ImageLoadError(
-        f"refusing to decode {path}: {count}, above the limit of {limit} pixels "
-        "(PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs); raise that limit only "
-        "if you trust the file"
+        f"refusing to decode {path}: {count}, above the limit of {limit} pixels (a guard of "
+        "memory against decompression bombs); raise it only if you trust the file "
+        "(--max-pixels on the command line, max_pixels= in Python)"
     )
 
 
@@ -175,6 +242,14 @@ def _check_sizes(size: int, patch_size: int) -> None:
             f"image size must be an integer of at least patch_size={patch_size}, got {size!r} "
             "(the released models use 224 or 512)"
         )
+
+
+def _resized_size(W1: int, H1: int, size: int) -> tuple[int, int]:
+    """``(W, H)`` the reference resizes a ``W1 x H1`` image to before its crop: the long side to
+    ``size``, or for 224 the short side to 224 (the long side's length rounded first)."""
+    L = round(size * max(W1 / H1, H1 / W1)) if size == 224 else size
+    S = max(W1, H1)
+    return int(round(W1 * L / S)), int(round(H1 * L / S))
 
 
 def _crop_box(
@@ -202,17 +277,22 @@ def preprocess_image(
     square_ok: bool = False,
     patch_size: int = 16,
     path: str | None = None,
+    original_size: tuple[int, int] | None = None,
 ) -> LoadedImage:
     """Resize, crop and normalise one image exactly as the reference ``load_images`` does.
 
     Args:
-        img: a Pillow image, already EXIF-oriented; converted to RGB if it is not.
+        img: a Pillow image, already EXIF-oriented; converted to RGB if it is not. With
+            ``original_size``, it may instead be already resized to the size that preprocessing
+            gives an image of ``original_size`` (a large photo decoded reduced).
         size: 224 (short side to 224, then a centre 224x224 crop) or anything else (long side to
             ``size``, then a centre crop to multiples of ``patch_size``; a square becomes 4:3
             landscape unless ``square_ok``).
         square_ok: keep square images square (only for ``size != 224``).
         patch_size: the network's patch size in pixels.
         path: recorded in the returned meta; also used in error messages.
+        original_size: ``(W, H)`` of the original image (default: ``img.size``); the resize, the
+            crop and ``meta`` follow from it.
 
     Returns:
         :class:`LoadedImage` with ``img`` ``(3, H, W)`` float32 in ``[-1, 1]`` and ``true_shape``
@@ -225,23 +305,22 @@ def preprocess_image(
     name = path if path is not None else "in-memory image"
     if img.mode != "RGB":
         img = _to_rgb(img)
-    W1, H1 = img.size
+    W1, H1 = original_size if original_size is not None else img.size
     if W1 < 1 or H1 < 1:
         raise ImageLoadError(f"{name} is empty ({W1}x{H1} pixels)")
     if W1 < patch_size or H1 < patch_size:  # upscaled, it would be a blur with no detail to match
         raise ImageLoadError(
             f"{name} ({W1}x{H1} pixels) is too small: less than one {patch_size}-px patch along a side; "
-            "it holds nothing to reconstruct: remove it, or skip such images "
-            "(--skip-bad on the command line, skip_bad=True in Python)"
+            f"it holds nothing to reconstruct: {_SKIP_HINT}"
         )
-    # Long side L: 'size', or for 224 the value that turns the short side into 224 after rounding.
-    L = round(size * max(W1 / H1, H1 / W1)) if size == 224 else size
-    S = max(W1, H1)
-    new_size = (int(round(W1 * L / S)), int(round(H1 * L / S)))
+    new_size = _resized_size(W1, H1, size)
     if min(new_size) < 1:
         raise _too_small(name, (W1, H1), new_size, patch_size)
-    resample = Image.Resampling.LANCZOS if S > L else Image.Resampling.BICUBIC
-    resized = img.resize(new_size, resample)
+    if img.size == new_size and (W1, H1) != new_size:  # decoded reduced, already at this size
+        resized = img
+    else:
+        resample = Image.Resampling.LANCZOS if max(W1, H1) > max(new_size) else Image.Resampling.BICUBIC
+        resized = img.resize(new_size, resample)
     box = _crop_box(new_size[0], new_size[1], size, square_ok, patch_size)
     w, h = box[2] - box[0], box[3] - box[1]
     if w < patch_size or h < patch_size:
@@ -298,7 +377,7 @@ def list_image_files(folder: PathLike) -> list[Path]:
         log.warning(
             f"{folder}: skipping {len(heif_skipped)} HEIC/HEIF file(s) ({shown}); "
             "install pillow-heif "
-            "(pip install 'pointmap[heic]') to read them"
+            f"({install_hint('heic')}) to read them"
         )
     return files
 
@@ -330,6 +409,7 @@ def load_images(
     patch_size: int = 16,
     skip_bad: bool = False,
     verbose: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> list[LoadedImage]:
     """Load images and preprocess them exactly as the reference DUSt3R ``load_images``.
 
@@ -345,6 +425,10 @@ def load_images(
         patch_size: the network's patch size in pixels.
         skip_bad: skip unreadable files with a warning naming each, instead of raising.
         verbose: print one line per image (original and network size).
+        max_pixels: the largest image accepted, in pixels (width x height; ``None``: no bound);
+            known from the header, before decoding. JPEGs above :data:`REDUCED_DECODE_ABOVE`
+            pixels are decoded reduced towards the working size; ``meta`` keeps their original
+            size, so every export is in original pixels.
 
     Returns:
         One :class:`LoadedImage` per image: ``img`` ``(3, H, W)`` float32 in ``[-1, 1]``,
@@ -361,7 +445,8 @@ def load_images(
     out: list[LoadedImage] = []
     for path in paths:
         try:
-            item = preprocess_image(_open_rgb(path), size, square_ok, patch_size, path=str(path))
+            img, original = _open_rgb(path, size, max_pixels)
+            item = preprocess_image(img, size, square_ok, patch_size, path=str(path), original_size=original)
         except ImageLoadError as exc:
             if not skip_bad:
                 raise

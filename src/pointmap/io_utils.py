@@ -5,42 +5,63 @@ what pointmap wrote so that it never replaces anything else)."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
+import logging
 import math
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
 from .errors import OutputExistsError, OutputOverlapError, OutputPathError, PointmapError
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "MANIFEST_NAME",
     "OutputDir",
+    "STAGING_MARKER",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
     "check_not_an_input",
     "check_output_file",
+    "current_umask",
+    "remove_stale_staging",
     "strict_json",
     "write_json",
 ]
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system tells it (Linux
+    ``/proc/self/status``); elsewhere set and restored at once."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status", encoding="ascii") as f:
+            return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file next to ``path``; on success fsync and rename it onto ``path``.
 
-    On any exception (including a full disk) the temporary file is removed and ``path`` is left as
-    it was. The exception is re-raised; ``OSError`` is wrapped in :class:`PointmapError` naming the
-    file.
+    The file gets the mode a plain ``open`` would give it (``0666`` less the umask: ``0644`` under
+    umask 022), not the private ``0600`` of a temporary file. On any exception (including a full
+    disk) the temporary file is removed and ``path`` is left as it was. The exception is
+    re-raised; ``OSError`` is wrapped in :class:`PointmapError` naming the file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -92,6 +113,10 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Pat
 MANIFEST_NAME = ".pointmap-manifest.json"
 """The file in an output folder that lists (relative paths) the files pointmap wrote there."""
 
+STAGING_MARKER = ".pointmap-staging.json"
+"""The file in each staging folder pointmap makes (the process id and host of the run), by which
+a later run recognises the staging folder of a killed run as its own to remove."""
+
 
 def _real(path: str | os.PathLike) -> Path:
     return Path(os.path.realpath(os.path.abspath(path)))
@@ -137,7 +162,7 @@ def _write_manifest(folder: Path, files: set[str]) -> None:
 
 def _files_under(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
-            if (p.is_file() or p.is_symlink()) and p.name != MANIFEST_NAME}
+            if (p.is_file() or p.is_symlink()) and p.name not in (MANIFEST_NAME, STAGING_MARKER)}
 
 
 class OutputDir:
@@ -151,7 +176,10 @@ class OutputDir:
       All checks run in the constructor, so a caller makes one before doing any work.
     * :meth:`writing` gives a temporary folder beside the target; the results move into place
       only when the block ends without an error, so a failed or interrupted run leaves the
-      previous results as they were and no half-written or empty folder.
+      previous results as they were and no half-written or empty folder. A run that is killed
+      (SIGKILL, power cut) leaves its temporary folder; the next run that completes removes it
+      (:func:`remove_stale_staging`, recognised by :data:`STAGING_MARKER`).
+    * Files get the modes ``open`` would give them under the umask, folders those of ``mkdir``.
 
     Args:
         path: the output folder.
@@ -219,9 +247,11 @@ class OutputDir:
             tmp = parent / f".{self.path.name}.{secrets.token_hex(4)}.partial"
             try:
                 tmp.mkdir()
-                return tmp
             except FileExistsError:
                 continue
+            owner = {"pid": os.getpid(), "host": socket.gethostname()}
+            (tmp / STAGING_MARKER).write_text(json.dumps(owner) + "\n", encoding="utf-8")
+            return tmp
         raise FileExistsError(f"no free temporary name beside {self.path}")
 
     @staticmethod
@@ -235,7 +265,9 @@ class OutputDir:
         target = self.path
         if not target.exists():
             _write_manifest(tmp, new)
+            (tmp / STAGING_MARKER).unlink()  # the folder becomes the output, not a staging folder
             os.replace(tmp, target)  # the whole folder appears at once
+            remove_stale_staging(target)
             return
         old = _read_manifest(target)
         foreign = sorted(f for f in new if (target / f).exists() and f not in old)
@@ -264,6 +296,42 @@ class OutputDir:
                     d.rmdir()
         _write_manifest(target, new)
         shutil.rmtree(tmp, ignore_errors=True)
+        remove_stale_staging(target)
+
+
+def _staging_owner_gone(folder: Path) -> bool:
+    """Whether ``folder`` is a staging folder of a pointmap run on this machine that has ended:
+    it holds :data:`STAGING_MARKER` naming this host and a process id that no longer runs."""
+    try:
+        owner = json.loads((folder / STAGING_MARKER).read_text(encoding="utf-8"))
+        pid, host = int(owner["pid"]), str(owner["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it runs, under another user
+        return False
+    return False
+
+
+def remove_stale_staging(target: str | os.PathLike) -> list[Path]:
+    """Remove the staging folders (``.NAME.<hex>.partial`` beside ``target``) that an earlier,
+    killed run of pointmap left: only folders holding pointmap's :data:`STAGING_MARKER` whose
+    process has ended; anything else, however named, is left alone. Returns the folders removed."""
+    target = Path(target)
+    removed = []
+    for cand in target.parent.glob(f".{glob.escape(target.name)}.*.partial"):
+        if cand.is_dir() and not cand.is_symlink() and _staging_owner_gone(cand):
+            shutil.rmtree(cand, ignore_errors=True)
+            removed.append(cand)
+    if removed:
+        log.info("removed %d staging folder(s) that an interrupted earlier run left beside %s",
+                 len(removed), target)
+    return removed
 
 
 def check_output_file(path: str | os.PathLike, *, overwrite: bool = False,

@@ -37,11 +37,11 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .errors import FormatError, PointmapError
+from .errors import FormatError, ImageLoadError, PointmapError
 from .formats.colmap import camera_intrinsics, camera_to_world, read_colmap_model
 from .formats.common import finite_matrix, read_json
 from .formats.nerfstudio import read_transforms
-from .images import LoadedImage
+from .images import DEFAULT_MAX_PIXELS, LoadedImage, open_image
 
 __all__ = [
     "CameraFileError",
@@ -293,50 +293,67 @@ def camera_inputs(
 
 
 def load_masks(
-    images: Sequence[LoadedImage], folder: str | os.PathLike, names: Sequence[str] | None = None
+    images: Sequence[LoadedImage], folder: str | os.PathLike, names: Sequence[str] | None = None,
+    allow_missing: bool = False,
 ) -> list[torch.Tensor | None]:
     """Per image ``(H, W)`` bool masks at network resolution from mask images in ``folder``.
 
     The mask of ``photo.jpg`` is the first of ``photo.jpg``, ``photo.png``, ``photo_mask.png``,
     ``photo.jpg.png`` found in ``folder``; it has the original image's size (or the same aspect
-    ratio, then it is resampled); non-zero pixels are kept, zero pixels are excluded. Images
-    without a mask file get ``None`` (everything kept). ``names``: file names per image (default:
-    the base name of ``meta.path``).
+    ratio, then it is resampled); non-zero pixels are kept, zero pixels are excluded. ``names``:
+    file names per image (default: the base name of ``meta.path``).
+
+    Args:
+        allow_missing: images without a mask file get ``None`` (everything kept) instead of
+            making the call fail.
 
     Raises:
-        CameraFileError: ``folder`` is not a folder, no image has a mask, or a mask is unreadable or
-            does not fit its image.
+        CameraFileError: ``folder`` is not a folder, no image has a mask, some images have none
+            (naming them; unless ``allow_missing``), or a mask is unreadable or does not fit its
+            image.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise CameraFileError(f"mask folder {folder} not found (--masks takes a folder of mask images)")
-    out: list[torch.Tensor | None] = []
-    for im, name in zip(images, _names(images, names)):
-        stem = Path(name).stem
-        cands = [folder / name, folder / f"{stem}.png", folder / f"{stem}_mask.png", folder / f"{name}.png"]
-        path = next((c for c in cands if c.is_file()), None)
-        if path is None:
-            out.append(None)
-            continue
-        try:
-            with Image.open(path) as src:
-                m = src.convert("L")
-        except (OSError, UnidentifiedImageError) as exc:
-            raise CameraFileError(f"cannot read mask {path}: {exc}") from None
-        W0, H0 = im.meta.original_size
-        if m.size != (W0, H0):
-            if abs(m.size[0] * H0 - m.size[1] * W0) > max(W0, H0):
-                raise CameraFileError(
-                    f"mask {path} is {m.size[0]}x{m.size[1]} pixels but {name} is {W0}x{H0}: not the "
-                    "same aspect ratio"
-                )
-            m = m.resize((W0, H0), Image.Resampling.NEAREST)
-        arr = torch.from_numpy(np.asarray(m) > 0)
-        out.append(im.meta.map_to_network(arr))
-    if all(m is None for m in out):
+    names = _names(images, names)
+    paths = [_mask_file(folder, name) for name in names]
+    missing = [name for name, path in zip(names, paths) if path is None]
+    if len(missing) == len(names):
         raise CameraFileError(f"no mask in {folder} matches an image by file name (for photo.jpg: "
                               "photo.jpg, photo.png, photo_mask.png or photo.jpg.png)")
-    return out
+    if missing and not allow_missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise CameraFileError(
+            f"mask folder {folder} has no mask for {len(missing)} of {len(names)} images: {shown} "
+            "(for photo.jpg: photo.jpg, photo.png, photo_mask.png or photo.jpg.png); add one for "
+            "each (all white keeps every pixel)")
+    return [None if path is None else _read_mask(path, im, name)
+            for im, name, path in zip(images, names, paths)]
+
+
+def _mask_file(folder: Path, name: str) -> Path | None:
+    """The mask file of image ``name`` in ``folder`` (see :func:`load_masks`), or ``None``."""
+    stem = Path(name).stem
+    cands = [folder / name, folder / f"{stem}.png", folder / f"{stem}_mask.png", folder / f"{name}.png"]
+    return next((c for c in cands if c.is_file()), None)
+
+
+def _read_mask(path: Path, im: LoadedImage, name: str) -> torch.Tensor:
+    """The mask in ``path`` for image ``im`` (named ``name``), ``(H, W)`` bool at network pixels."""
+    W0, H0 = im.meta.original_size
+    try:
+        with open_image(path, max(DEFAULT_MAX_PIXELS, W0 * H0)) as src:  # as large as its photo
+            m = src.convert("L")
+    except (OSError, UnidentifiedImageError, ImageLoadError) as exc:
+        raise CameraFileError(f"cannot read mask {path}: {exc}") from None
+    if m.size != (W0, H0):
+        if abs(m.size[0] * H0 - m.size[1] * W0) > max(W0, H0):
+            raise CameraFileError(
+                f"mask {path} is {m.size[0]}x{m.size[1]} pixels but {name} is {W0}x{H0}: not the "
+                "same aspect ratio"
+            )
+        m = m.resize((W0, H0), Image.Resampling.NEAREST)
+    return im.meta.map_to_network(torch.from_numpy(np.asarray(m) > 0))
 
 
 def alignment_priors(

@@ -121,23 +121,32 @@ def store_identity(
     }
 
 
+#: The command-line option behind each setting a store records, named in mismatch messages.
+SETTING_OPTIONS: dict[str, str] = {
+    "size": "--size", "dtype": "--dtype", "fps": "--fps",
+    "descriptors": "--align or --export colmap-db",
+}
+
+
 def _mismatch(path: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
-    """What differs between two identities, in words (``None`` when they match)."""
+    """What differs between two identities, in words (``None`` when they match). Settings are
+    compared before images (a new ``size`` changes every image digest) and named with their
+    command-line option (:data:`SETTING_OPTIONS`)."""
     if old.get("model", {}).get("digest") != new.get("model", {}).get("digest"):
         return (f"it was made with the model {old.get('model', {}).get('name')!r} and this run uses "
-                f"{new.get('model', {}).get('name')!r} (different weights)")
+                f"{new.get('model', {}).get('name')!r} (different weights: --weights)")
+    op, np_ = old.get("preprocessing", {}), new.get("preprocessing", {})
+    for key in sorted(set(op) | set(np_)):
+        if op.get(key) != np_.get(key):
+            option = f" ({SETTING_OPTIONS[key]} on the command line)" if key in SETTING_OPTIONS else ""
+            return f"it was made with {key}={op.get(key)!r} and this run uses {key}={np_.get(key)!r}{option}"
     oi, ni = old.get("images", []), new.get("images", [])
     if len(oi) != len(ni):
         return f"it was made from {len(oi)} images and this run has {len(ni)}"
     for k, (a, b) in enumerate(zip(oi, ni)):
         if a.get("digest") != b.get("digest"):
             what = "a different" if a.get("name") == b.get("name") else f"{b.get('name')!r} instead of the"
-            return (f"image {k} is {what} image {a.get('name')!r} (the file, its order, or the size "
-                    "it was resized to differ)")
-    op, np_ = old.get("preprocessing", {}), new.get("preprocessing", {})
-    for key in sorted(set(op) | set(np_)):
-        if op.get(key) != np_.get(key):
-            return f"it was made with {key}={op.get(key)!r} and this run uses {key}={np_.get(key)!r}"
+            return f"image {k} is {what} image {a.get('name')!r} (another file, or files in another order)"
     return None
 
 

@@ -12,7 +12,7 @@
 Plot functions (:func:`plot_error_distribution`, :func:`plot_trajectories`,
 :func:`plot_depth_error`) return a ``matplotlib.figure.Figure`` built without pyplot (no global
 state, no display needed). matplotlib is imported lazily: it is only needed for plots
-(``pip install 'pointmap[eval]'``).
+(the ``eval`` extra: :func:`pointmap.errors.install_hint`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import PointmapError
+from ..errors import PointmapError, install_hint
 from ..io_utils import atomic_write, atomic_write_text
 from ..arrays import as_float64, to_numpy
 from .metrics import Similarity, abs_rel_map, similarity_align_poses
@@ -47,7 +47,7 @@ def _figure(**kwargs) -> "Figure":
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:
-        raise PointmapError("plots need matplotlib: pip install 'pointmap[eval]'") from exc
+        raise PointmapError(f"plots need matplotlib: {install_hint('eval')}") from exc
     return Figure(**kwargs)
 
 

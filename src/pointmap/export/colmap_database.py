@@ -46,7 +46,6 @@ from .common import image_file_names, original_intrinsics, original_pixels, orig
 __all__ = ["DatabaseSummary", "export_colmap_database", "require_pycolmap", "write_colmap_database"]
 
 #: What to install for the COLMAP database (the ``colmap`` extra of pyproject.toml).
-PYCOLMAP_HINT = "pip install 'pointmap[colmap]' (or pip install pycolmap)"
 
 
 @dataclass
@@ -75,7 +74,7 @@ def require_pycolmap(what: str = "writing a COLMAP database"):
     try:
         import pycolmap
     except ImportError:
-        raise PointmapError(f"{what} needs pycolmap: {PYCOLMAP_HINT}") from None
+        raise PointmapError(f"{what} needs pycolmap: {install_hint('colmap')} (or pip install pycolmap)") from None
     return pycolmap
 
 

@@ -23,6 +23,7 @@ from ..arrays import to_numpy
 from ..errors import PointmapError
 from ..io_utils import atomic_write
 from ..geometry.camera import depth_to_world, opencv_opengl_flip
+from ..images import open_image
 from ..scene import Scene
 
 __all__ = [
@@ -271,7 +272,7 @@ def copy_image(
         return
     if not src.is_file():
         raise PointmapError(f"source image {src} not found; pass image_paths= with its location")
-    with Image.open(src) as im:
+    with open_image(src, max_pixels=None) as im:  # checked against the bound when it was loaded
         orientation = im.getexif().get(0x0112, 1)
         if orientation in (None, 1):
             with open(src, "rb") as fin, atomic_write(dst) as fout:

@@ -34,7 +34,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, install_hint
 from .config import ModelConfig, config_to_constructor_string, parse_constructor_string
 from .network import DUSt3R
 
@@ -206,8 +206,10 @@ def _torch_load(path: Path) -> Any:
         detail = _unpickling_detail(str(exc))
         raise CheckpointError(
             f"refusing to load {path}: it needs Python objects beyond tensors and argparse.Namespace "
-            f"({detail.strip()}). Pickled checkpoints can execute code when loaded; if you trust the "
-            "file, convert it in a separate, trusted environment to safetensors."
+            f"({detail.strip()}). Pickled checkpoints can execute code when loaded, so pointmap never "
+            "unpickles them, 'pointmap convert' included. If you trust the file, re-save just its "
+            "tensors with PyTorch in a separate, disposable environment (the state dict, under "
+            "'model', and the constructor string, under 'args.model') and load or convert that file."
         ) from None
     except Exception as exc:  # truncated archives fail in many ways inside torch.load
         first = _without_unsafe_advice(str(exc).splitlines()[0] if str(exc) else "") or type(exc).__name__
@@ -338,7 +340,7 @@ def _resolve_released(name: str) -> Path:
     except ImportError:
         raise CheckpointError(
             f"the released model {name!r} is not on this machine: {where}; or install the 'hub' "
-            f"extra (pip install 'pointmap[hub]') to download {entry.hub_id} from the hub"
+            f"extra ({install_hint('hub')}) to download {entry.hub_id} from the hub"
         ) from None
     try:
         return _download_snapshot(hf_hub_download, entry.hub_id)
@@ -369,7 +371,7 @@ def _hub_download(repo_id: str) -> Path:
     except ImportError:
         raise CheckpointError(
             f"{repo_id!r} is neither a local file nor a bundled model name; to fetch it from the hub "
-            "install the 'hub' extra (pip install 'pointmap[hub]'), or download config.json and "
+            f"install the 'hub' extra ({install_hint('hub')}), or download config.json and "
             f"model.safetensors from https://huggingface.co/{repo_id} into a folder and pass that folder"
         ) from None
     try:

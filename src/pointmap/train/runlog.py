@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ..errors import install_hint
 from ..io_utils import atomic_write, atomic_write_text, strict_json
 
 __all__ = ["RunLogger", "read_log", "plot_loss_curve"]
@@ -32,14 +33,14 @@ def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
 def plot_loss_curve(log: str | os.PathLike, png: str | os.PathLike) -> Path:
     """Plot train loss per step (and test ``loss_med`` per evaluation) of ``log.jsonl`` to ``png``.
 
-    Needs matplotlib (``pip install pointmap[train]``)."""
+    Needs matplotlib (the ``train`` extra: :func:`pointmap.errors.install_hint`)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - optional dependency
-        raise ImportError("plot_loss_curve needs matplotlib: pip install 'pointmap[train]'") from exc
+        raise ImportError(f"plot_loss_curve needs matplotlib: {install_hint('train')}") from exc
     rows = read_log(log)
     tr = [r for r in rows if r.get("kind") == "train"]
     te = [r for r in rows if r.get("kind") == "test"]
@@ -90,7 +91,7 @@ class RunLogger:
 
                 self.tb = SummaryWriter(str(out / "tb"))
             except ImportError:
-                warnings.warn("TensorBoard logging disabled: install it with pip install 'pointmap[train]'",
+                warnings.warn(f"TensorBoard logging disabled: install it with {install_hint('train')}",
                               stacklevel=3)
 
     def write(self, row: dict[str, Any]) -> None:

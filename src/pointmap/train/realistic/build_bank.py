@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ...errors import install_hint
 from ...io_utils import atomic_write
 from .bank import FREE_LICENSES, MANIFEST, BankError, save_model
 from .meshes import Material, Mesh
@@ -431,7 +432,7 @@ def build_debian_bank(out: Path, install: bool = False, **kw) -> dict:
         import fast_simplification  # noqa: F401
     except ImportError:
         raise BankError("building the asset bank decimates models with fast_simplification: install the "
-                        "'assets' extra (pip install 'pointmap[assets]')") from None
+                        f"'assets' extra ({install_hint('assets')})") from None
     tmp = Path(tempfile.mkdtemp(prefix="pointmap-bank-"))
     try:
         photos, models = debian_sources(tmp, install=install)
