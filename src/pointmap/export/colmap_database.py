@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import OutputExistsError, PointmapError
+from ..errors import OutputExistsError, PointmapError, install_hint
 from ..formats.colmap import pinhole_camera, write_colmap_text
 from ..geometry.camera import pixels_to_corner_origin
 from ..scene import Scene
