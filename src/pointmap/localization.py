@@ -225,7 +225,7 @@ def place_queries(
     iterations: int = 1000,
     reproj_error: float = 5.0,
     min_inliers: int = 30,
-    min_confidence: float = 0.1,
+    min_confidence: float = 0.3,
 ) -> list[QueryPose]:
     """Place each query from the predictions of its pairs :func:`query_pairs` (images indexed map
     first, then queries) with :func:`pointmap.align.poses.place_query`."""
@@ -254,7 +254,7 @@ def localize(
     device: str | torch.device | None = None,
     conf_threshold: float | None = None,
     min_inliers: int = 30,
-    min_confidence: float = 0.1,
+    min_confidence: float = 0.3,
     progress: bool = False,
 ) -> tuple[list[QueryPose], LocalizationMap]:
     """Poses and intrinsics of the query images in the reconstruction in ``folder`` (only read).

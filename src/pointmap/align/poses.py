@@ -215,7 +215,7 @@ def place_query(
     reproj_error: float = 5.0,
     min_matches: int = 20,
     min_inliers: int = 30,
-    min_confidence: float = 0.1,
+    min_confidence: float = 0.3,
 ) -> Placement:
     """Pose of a query from its pairs with database views of known world geometry: the 2D-3D
     correspondences of every view (:func:`query_correspondences`) pooled into one PnP-RANSAC
