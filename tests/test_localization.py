@@ -179,3 +179,13 @@ def test_localize_command_refusals_are_one_line_and_leave_the_map_alone(real_map
     _one_line_error(capsys, "bad.jpg")
     assert not (tmp_path / "poses.json").exists()
     assert checksums(root / "map") == before
+
+
+def test_retrieval_pairs_a_copy_of_a_map_image_with_that_image_first(real_map):
+    from pointmap.model import load_model
+
+    root, _ = real_map
+    lmap = L.read_map(root / "map", size=224)
+    copy = L.LoadedImage(lmap.images[1].img.clone(), lmap.images[1].true_shape, lmap.images[1].meta)
+    assert L.retrieve_neighbours(load_model("default"), lmap, [copy], k=2)[0][0] == 1
+    assert L.query_pairs(len(lmap), [[1, 0]]) == [(3, 1), (3, 0)]
