@@ -50,7 +50,8 @@ def synthetic_map(tmp_path_factory):
     pairs = [(q, map_ids[m]) for q, ms in zip(queries, nb) for m in ms]
     s = make_synthetic_scene(N_ALL, pairs=pairs, seed=3)
     scene = Scene(imgs=[s.imgs[k] for k in map_ids], poses=s.poses[map_ids], intrinsics=s.intrinsics[map_ids],
-                  depths=[s.depths[k] for k in map_ids], confidence=[torch.full_like(s.depths[k], 5.0) for k in map_ids],
+                  depths=[s.depths[k] for k in map_ids],
+                  confidence=[torch.full_like(s.depths[k], 5.0) for k in map_ids],
                   masks=[torch.ones_like(s.depths[k], dtype=torch.bool) for k in map_ids],
                   names=[f"map_{k:03d}" for k in map_ids])
     out = tmp_path_factory.mktemp("synthetic") / "map"

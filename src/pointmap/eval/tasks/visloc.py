@@ -32,8 +32,8 @@ def eval_visloc(
     """Visual localization of ``n_queries`` evenly spaced frames against the other frames (the
     database: GT poses and depth), with **oracle retrieval**: each query is paired with the
     database frame nearest by GT pose (:func:`nearest_database_frame`). See
-    :func:`pointmap.align.poses.place_query` for the pose solver (the one of ``pointmap localize``). Metrics: median translation (cm) and rotation
-    (degrees) errors and accuracies at the (m, deg) thresholds of :mod:`metrics` (5 cm / 5 deg is
+    :func:`pointmap.align.poses.place_query` for the pose solver (the one of ``pointmap localize``).
+    Metrics: median translation (cm) and rotation (degrees) errors and accuracies at the (m, deg) thresholds of :mod:`metrics` (5 cm / 5 deg is
     the 7-Scenes one). Baseline: the retrieved database frame's GT pose as the answer.
     """
     o = options or TaskOptions()
