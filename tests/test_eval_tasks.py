@@ -142,15 +142,21 @@ def test_two_view_estimates_of_exact_pointmaps_are_exact(clean_scene):
     assert M.pose_auc([0.0, 0.0])["AUC@5"] == 1.0
 
 
-def test_localize_query_with_exact_pointmaps(clean_scene):
+def test_place_query_with_exact_pointmaps(clean_scene):
     s = clean_scene
     k = s.preds.index(0, 1)
     db_world = depth_to_world(s.depths[1].double(), s.intrinsics[1].double(), s.poses[1].double()).numpy()
-    est, stats = AP.localize_query(s.preds.pts3d_1[k], s.preds.conf_1[k], s.preds.pts3d_2_in_1[k], s.preds.conf_2[k],
-                                  db_world, s.intrinsics[0].numpy(), conf_threshold=1.0)
-    assert stats["n_matches"] > 100 and stats["conf_fallback"] == 0
-    t_err, r_err = M.localization_errors(est[None], s.poses[0].numpy()[None])
+    view = AP.QueryView(s.preds.pts3d_1[k], s.preds.conf_1[k], s.preds.pts3d_2_in_1[k], s.preds.conf_2[k], db_world)
+    p = AP.place_query([view], s.intrinsics[0].numpy(), conf_threshold=1.0)
+    assert p.n_matches > 100 and p.conf_fallback == 0 and p.placed
+    assert p.inliers > 0.9 * p.n_matches and p.confidence == p.inliers / p.n_matches
+    t_err, r_err = M.localization_errors(p.cam2world[None], s.poses[0].numpy()[None])
     assert t_err[0] < 0.02 and r_err[0] < 0.5
+    # a database view whose world points are scrambled gives no consistent pose: not placed
+    scrambled = np.random.default_rng(0).permutation(db_world.reshape(-1, 3)).reshape(db_world.shape)
+    bad = AP.place_query([AP.QueryView(view.pts_query, view.conf_query, view.pts_db_in_query, view.conf_db,
+                                       scrambled)], s.intrinsics[0].numpy(), conf_threshold=1.0)
+    assert not bad.placed and bad.confidence < 0.1
 
 
 def test_nearest_database_frame_prefers_same_direction():

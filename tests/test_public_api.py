@@ -19,6 +19,7 @@ EXPECTED = {
     "reconstruct": ("pointmap.api", "reconstruct"),
     "reconstruct_images": ("pointmap.api", "reconstruct_images"),
     "ReconstructionResult": ("pointmap.api", "ReconstructionResult"),
+    "localize": ("pointmap.localization", "localize"),
     "PairPredictions": ("pointmap.predictions", "PairPredictions"),
     "Scene": ("pointmap.scene", "Scene"),
     "AlignConfig": ("pointmap.align.config", "AlignConfig"),

@@ -13,6 +13,9 @@ The public API, importable from the package itself::
     preds = pointmap.infer_pairs(model, images, pointmap.make_pairs(len(images), "complete"))
     scene = pointmap.global_align(preds, [im.rgb for im in images])
 
+    # new photos placed in an existing reconstruction's output folder (the map fixed)
+    poses, _ = pointmap.localize("out/", ["new.jpg"])   # [pointmap.localization.QueryPose]
+
 ``import pointmap`` itself is cheap: each name is imported from its module on first use (so the
 command line can answer ``--help`` without loading torch).
 """
@@ -34,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "reconstruct": ".api",
     "reconstruct_images": ".api",
     "ReconstructionResult": ".api",
+    "localize": ".localization",
     "PairPredictions": ".predictions",
     "Scene": ".scene",
     "AlignConfig": ".align",
@@ -48,6 +52,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real objects
     from .errors import PointmapError
     from .images import load_images
     from .inference import infer_pairs
+    from .localization import localize
     from .model import load_model
     from .pairs import make_pairs
     from .predictions import PairPredictions

@@ -257,6 +257,26 @@ def _cmd_match(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_localize(args: argparse.Namespace) -> int:
+    from .io_utils import check_output_file
+
+    check_output_file(args.output, overwrite=args.overwrite, option="--overwrite", inputs=args.queries)
+    from .localization import localize, write_poses
+
+    poses, lmap = localize(args.folder, args.queries, model=args.weights, k=args.k, size=args.size,
+                           device=args.device, conf_threshold=args.conf_threshold,
+                           min_inliers=args.min_inliers,
+                           min_confidence=args.min_confidence, progress=not args.quiet)
+    write_poses(args.output, poses, lmap)
+    missed = [p for p in poses if not p.placed]
+    print(f"placed {len(poses) - len(missed)}/{len(poses)} queries in {args.folder} ({len(lmap)} map images) "
+          f"-> {args.output}")
+    for p in missed:
+        print(f"  not placed: {p.name} ({p.inliers} inliers of {p.n_matches} matches; it may show nothing "
+              "the map holds)")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train.trainer import main_train
 
@@ -466,6 +486,26 @@ def _add_match_args(p: argparse.ArgumentParser) -> None:
                    help="replace the results of an earlier run in the output folder")
 
 
+def _add_localize_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="output folder of a reconstruction (cameras.json, depth/, images/; only read)")
+    p.add_argument("queries", nargs="+", help="image files or folders to place in it")
+    p.add_argument("-o", "--output", default="poses.json",
+                   help="JSON file of each query's pose, intrinsics, inliers and confidence (default poses.json)")
+    _add_model_args(p)
+    p.add_argument("--size", type=int, choices=[224, 512], default=None,
+                   help="image size (default: the model's; the one the reconstruction was made at)")
+    p.add_argument("-k", type=positive_int, default=5, help="map images paired with each query (default 5)")
+    p.add_argument("--conf-threshold", type=finite_float, default=None,
+                   help="raw confidence above which predicted points are matched (default: the model's)")
+    p.add_argument("--min-inliers", type=positive_int, default=30,
+                   help="PnP inliers a query needs to be placed (default 30)")
+    p.add_argument("--min-confidence", type=positive_float, default=0.3,
+                   help="fraction of its 2D-3D matches that must be PnP inliers for a query to be placed "
+                        "(default 0.3)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
 def _add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="checkpoint file, hub-layout folder, hub id or bundled model name")
     p.add_argument("output", help="output .safetensors (pointmap format) or .pth (reference layout)")
@@ -528,6 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("pair", "two images -> two-view scene and exports", _add_pair_args, _cmd_pair),
         ("match", "two images -> pixel matches (descriptors or 3D points) and a picture of them",
          _add_match_args, _cmd_match),
+        ("localize", "new photos -> their poses in a reconstruction", _add_localize_args, _cmd_localize),
         ("train", "train or fine-tune a model from a YAML config", _add_train_args, _cmd_train),
         ("eval", "evaluate on a dataset (pose, depth, localization, reconstruction)", _add_eval_args,
          _cmd_eval),

@@ -47,6 +47,7 @@ __all__ = [
     "StoreMismatchError",
     "image_digest",
     "model_digest",
+    "recorded_identity",
     "store_identity",
 ]
 
@@ -126,6 +127,24 @@ SETTING_OPTIONS: dict[str, str] = {
     "size": "--size", "dtype": "--dtype", "fps": "--fps",
     "descriptors": "--align or --export colmap-db",
 }
+
+
+def recorded_identity(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The identity recorded in the ``store.json`` of the store folder ``path`` (``None`` when it
+    has none).
+
+    Raises:
+        PointmapError: the file exists but cannot be read.
+    """
+    meta = Path(path) / "store.json"
+    if not meta.is_file():
+        return None
+    try:
+        rec = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PointmapError(f"cannot read the predictions store {meta}: {exc}") from exc
+    ident = rec.get("identity") if isinstance(rec, dict) else None
+    return ident if isinstance(ident, dict) else {}
 
 
 def _mismatch(path: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:

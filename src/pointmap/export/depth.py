@@ -21,10 +21,11 @@ Files per image (``<stem>`` from the image file name), in one folder:
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -36,7 +37,10 @@ from ..io_utils import atomic_write, write_json
 from ..scene import Scene
 from .common import image_file_names, scene_masks, units_fields
 
-__all__ = ["CONF_NOTE", "SIDE_CAR", "colorize", "depth_scale_for", "export_depth", "read_depth_png"]
+__all__ = [
+    "CONF_NOTE", "SIDE_CAR", "colorize", "depth_scale_for", "export_depth", "read_depth_maps",
+    "read_depth_png", "read_depth_sidecar",
+]
 
 SIDE_CAR = "depth.json"
 CONF_NOTE = ("conf_npy holds the raw network confidence 1 + exp(x) (always > 1); 0 marks a point "
@@ -100,6 +104,43 @@ def read_depth_png(path: str | os.PathLike) -> tuple[np.ndarray, float]:
             raise PointmapError(f"{path} has no depth_scale text chunk; not a pointmap depth PNG")
         raw = np.array(im).astype(np.float64)
     return (raw / float(scale)).astype(np.float32), float(scale)
+
+
+def read_depth_sidecar(folder: str | os.PathLike) -> dict[str, Any]:
+    """Read the ``depth.json`` of a folder :func:`export_depth` wrote (see the module docstring).
+
+    Raises:
+        PointmapError: no readable sidecar, or one without an ``images`` object.
+    """
+    path = Path(folder) / SIDE_CAR
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise PointmapError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), dict):
+        raise PointmapError(f"{path} is not a pointmap depth.json (no 'images' object)")
+    return data
+
+
+def read_depth_maps(folder: str | os.PathLike, entry: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``(depth (H, W), confidence (H, W))`` float32 of one image of ``depth.json`` (an entry of its
+    ``images``): the ``<stem>_depth.npy`` and ``<stem>_conf.npy`` files.
+
+    Raises:
+        PointmapError: a file is missing or unreadable, or the two shapes differ.
+    """
+    folder = Path(folder)
+    maps = []
+    for key in ("depth_npy", "conf_npy"):
+        path = folder / str(entry.get(key))
+        try:
+            maps.append(np.load(path, allow_pickle=False).astype(np.float32))
+        except (OSError, ValueError) as exc:
+            raise PointmapError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if maps[0].ndim != 2 or maps[0].shape != maps[1].shape:
+        raise PointmapError(f"{folder / str(entry.get('depth_npy'))} and its confidence are not two "
+                            "maps of one (H, W) shape")
+    return maps[0], maps[1]
 
 
 def _stems(names: Sequence[str]) -> list[str]:

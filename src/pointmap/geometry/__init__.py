@@ -11,7 +11,7 @@ from .camera import (
     unproject_depth,
 )
 from .matching import reciprocal_matches
-from .pnp import confident_mask, pnp_ransac, pnp_ransac_points, relative_pose
+from .pnp import confident_mask, pnp_ransac, pnp_ransac_inliers, pnp_ransac_points, relative_pose
 from .registration import (
     align_multiple_poses,
     apply_similarity,
@@ -32,6 +32,7 @@ __all__ = [
     "inverse_pose",
     "pixel_grid",
     "pnp_ransac",
+    "pnp_ransac_inliers",
     "pnp_ransac_points",
     "project",
     "reciprocal_matches",

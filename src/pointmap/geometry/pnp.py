@@ -9,10 +9,10 @@ import torch
 
 from .camera import pixel_grid
 
-__all__ = ["pnp_ransac", "pnp_ransac_points", "relative_pose"]
+__all__ = ["pnp_ransac", "pnp_ransac_inliers", "pnp_ransac_points", "relative_pose"]
 
 
-def pnp_ransac_points(
+def pnp_ransac_inliers(
     pts: torch.Tensor | np.ndarray,
     uv: torch.Tensor | np.ndarray,
     image_size: tuple[int, int],
@@ -20,8 +20,11 @@ def pnp_ransac_points(
     pp: tuple[float, float] | None = None,
     iterations: int = 10,
     reproj_error: float = 5.0,
-) -> tuple[float, torch.Tensor] | None:
-    """Pose of a camera seeing world points ``pts (M, 3)`` at pixels ``uv (M, 2)``.
+) -> tuple[float, torch.Tensor, int] | None:
+    """Pose of a camera seeing world points ``pts (M, 3)`` at pixels ``uv (M, 2)``, and its
+    RANSAC inlier count.
+
+    OpenCV re-solves the pose from all the inliers of the best RANSAC hypothesis (SQPnP).
 
     Args:
         image_size: ``(H, W)``; sets the default principal point ``(W/2, H/2)`` and the focal
@@ -31,7 +34,8 @@ def pnp_ransac_points(
         iterations, reproj_error: RANSAC iterations and inlier threshold (pixels).
 
     Returns:
-        ``(focal, cam2world (4, 4) float32)``, or ``None`` with fewer than 4 points or no solution.
+        ``(focal, cam2world (4, 4) float32, n_inliers)``, or ``None`` with fewer than 4 points or
+        no solution.
     """
     H, W = image_size
     pts = np.ascontiguousarray(np.asarray(torch.as_tensor(pts).detach().cpu(), dtype=np.float32))
@@ -59,12 +63,27 @@ def pnp_ransac_points(
             best = (len(inliers), f, rvec, tvec)
     if best is None:
         return None
-    _, f, rvec, tvec = best
+    n_inliers, f, rvec, tvec = best
     R, _ = cv2.Rodrigues(rvec)
     world2cam = np.eye(4)
     world2cam[:3, :3] = R
     world2cam[:3, 3] = tvec.reshape(3)
-    return float(f), torch.from_numpy(np.linalg.inv(world2cam)).float()
+    return float(f), torch.from_numpy(np.linalg.inv(world2cam)).float(), int(n_inliers)
+
+
+def pnp_ransac_points(
+    pts: torch.Tensor | np.ndarray,
+    uv: torch.Tensor | np.ndarray,
+    image_size: tuple[int, int],
+    focal: float | None = None,
+    pp: tuple[float, float] | None = None,
+    iterations: int = 10,
+    reproj_error: float = 5.0,
+) -> tuple[float, torch.Tensor] | None:
+    """:func:`pnp_ransac_inliers` without the inlier count: ``(focal, cam2world (4, 4) float32)``
+    or ``None``."""
+    res = pnp_ransac_inliers(pts, uv, image_size, focal, pp, iterations, reproj_error)
+    return None if res is None else res[:2]
 
 
 def confident_mask(

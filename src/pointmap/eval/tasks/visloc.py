@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ...align.poses import localize_query, nearest_database_frame
+from ...align.poses import QueryView, nearest_database_frame, place_query
 from ...errors import DatasetError
 from ...inference import infer_pairs, resolve_device
 from .. import metrics as M
@@ -32,8 +32,8 @@ def eval_visloc(
     """Visual localization of ``n_queries`` evenly spaced frames against the other frames (the
     database: GT poses and depth), with **oracle retrieval**: each query is paired with the
     database frame nearest by GT pose (:func:`nearest_database_frame`). See
-    :func:`localize_query` for the pose solver. Metrics: median translation (cm) and rotation
-    (degrees) errors and accuracies at the (m, deg) thresholds of :mod:`metrics` (5 cm / 5 deg is
+    :func:`pointmap.align.poses.place_query` for the pose solver (the one of ``pointmap localize``).
+    Metrics: median translation (cm) and rotation (degrees) errors and accuracies at the (m, deg) thresholds of :mod:`metrics` (5 cm / 5 deg is
     the 7-Scenes one). Baseline: the retrieved database frame's GT pose as the answer.
     """
     o = options or TaskOptions()
@@ -58,9 +58,10 @@ def eval_visloc(
     for n, (q, r) in enumerate(zip(q_idx, retrieved)):
         fq, fr = frames[q], frames[r]
         mq, mr = images[2 * n].meta, images[2 * n + 1].meta
-        T, stats = localize_query(preds.pts3d_1[n], preds.conf_1[n], preds.pts3d_2_in_1[n], preds.conf_2[n],
-                                  gt_points_at_network(fr, mr), mq.intrinsics_to_network(fq.K),
-                                  conf_threshold, pnp_iterations, reproj_error)
+        view = QueryView(preds.pts3d_1[n], preds.conf_1[n], preds.pts3d_2_in_1[n], preds.conf_2[n],
+                         gt_points_at_network(fr, mr))
+        placement = place_query([view], mq.intrinsics_to_network(fq.K), conf_threshold, pnp_iterations, reproj_error)
+        T, stats = placement.cam2world, placement.stats()
         est.append(T)
         t_err, r_err = M.localization_errors(T[None], fq.cam2world[None])
         tb, rb = M.localization_errors(fr.cam2world[None], fq.cam2world[None])
