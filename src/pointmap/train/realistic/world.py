@@ -70,14 +70,11 @@ def _framed(mp: MaterialPicker, side: int, lx: float, ly: float, s: float, z: fl
     if window:
         pic = Material(pic.texture, (1.15, 1.15, 1.2))
     parts.append(quad_mesh(c, e, [0, 0, -h], pic, (w, h)))
-    if window:
-        for frac_w, frac_h in ((0.5, None), (None, 0.5)):
-            if frac_w is not None:
-                c, e = _wall_quad(side, lx, ly, s, z, 0.04, h, 0.02)
-                parts.append(quad_mesh(c, e, [0, 0, -h], frame))
-            else:
-                c, e = _wall_quad(side, lx, ly, s, z + h / 2 - 0.02, w, 0.04, 0.02)
-                parts.append(quad_mesh(c, e, [0, 0, -0.04], frame))
+    if window:  # a vertical and a horizontal glazing bar
+        c, e = _wall_quad(side, lx, ly, s, z, 0.04, h, 0.02)
+        parts.append(quad_mesh(c, e, [0, 0, -h], frame))
+        c, e = _wall_quad(side, lx, ly, s, z + h / 2 - 0.02, w, 0.04, 0.02)
+        parts.append(quad_mesh(c, e, [0, 0, -0.04], frame))
     return parts
 
 
