@@ -273,3 +273,18 @@ def test_run_log_is_strict_json_with_a_nan_loss(tmp_path):
     pytest.importorskip("matplotlib")
     png = plot_loss_curve(tmp_path / "log.jsonl", tmp_path / "loss.png")
     assert png.stat().st_size > 0
+
+
+def test_init_checkpoint_passes_on_its_confidence_threshold(scene, tmp_path):
+    from pointmap.model import save_model
+    from pointmap.model.checkpoint import recommended_threshold
+
+    first = build_model(tiny_train_config(scene, tmp_path))
+    first.recommended_conf_threshold = 1.25
+    save_model(first, tmp_path / "init.safetensors")
+    assert recommended_threshold(tmp_path / "init.safetensors") == 1.25
+    cfg = tiny_train_config(scene, tmp_path)
+    cfg.model.init = str(tmp_path / "init.safetensors")
+    again = build_model(cfg)
+    assert again.recommended_conf_threshold == 1.25
+    assert build_model(tiny_train_config(scene, tmp_path)).recommended_conf_threshold == 3.0  # no init: default

@@ -43,6 +43,7 @@ __all__ = [
     "save_model",
     "save_reference_pth",
     "read_checkpoint",
+    "recommended_threshold",
     "load_weights",
     "LoadReport",
     "BUNDLED_MODELS",
@@ -430,7 +431,7 @@ def load_model(
     """
     path = _resolve(source)
     cfg, sd = read_checkpoint(path)
-    threshold = _recommended_threshold(path)
+    threshold = recommended_threshold(path)
     cfg = config or cfg
     if cfg is None:
         err = CheckpointError(
@@ -454,8 +455,9 @@ def load_model(
     return model.to(device=device or "cpu", dtype=dtype).eval()
 
 
-def _recommended_threshold(path: Path) -> float | None:
-    """The raw-confidence threshold stored in a pointmap safetensors file, if any."""
+def recommended_threshold(path: str | os.PathLike) -> float | None:
+    """The raw-confidence threshold stored in a pointmap safetensors file (or hub folder), if any."""
+    path = Path(path)
     if path.is_dir():
         path = path / "model.safetensors"
     if path.suffix != ".safetensors":

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..model import DUSt3R, load_weights, read_checkpoint
+from ..model.checkpoint import recommended_threshold
 from .config import TrainConfig
 
 __all__ = ["build_model", "freeze_model", "param_groups"]
@@ -19,7 +20,8 @@ def build_model(cfg: TrainConfig) -> DUSt3R:
     """Build the network of ``cfg.model`` (seeded by ``cfg.seed``) and initialise it from
     ``cfg.model.init`` if given.
 
-    The init checkpoint is read with :func:`pointmap.model.read_checkpoint` and copied with
+    The model keeps the init checkpoint's recommended confidence threshold (when it stores one),
+    so the files the run writes carry it on. The init checkpoint is read with :func:`pointmap.model.read_checkpoint` and copied with
     ``strict=False`` semantics (missing heads / ``dec_blocks2`` allowed; ``dec_blocks2`` is copied
     from ``dec_blocks`` when absent; shape mismatches raise :class:`~pointmap.errors.CheckpointError`).
 
@@ -40,6 +42,9 @@ def build_model(cfg: TrainConfig) -> DUSt3R:
         if report.missing:
             warnings.warn(f"{len(report.missing)} parameters not in {cfg.model.init} keep their initial "
                           f"values (e.g. {report.missing[0]})", stacklevel=2)
+        threshold = recommended_threshold(cfg.model.init)
+        if threshold is not None:
+            model.recommended_conf_threshold = threshold
     return model
 
 

@@ -117,8 +117,11 @@ def _turntable(bank: AssetBank, rng: np.random.Generator) -> MeshScene:
     size = max([float((b[1] - b[0]).max()) for b in boxes] + [0.2])
     r = float(np.clip(3.0 * size, 0.7, 1.8))
     light = [rng.uniform(-2, 2), rng.uniform(-2, 2), hz - 0.3]
-    return sa.build("turntable", [centre[0] - r, centre[1] - r, z0 + 0.15], [centre[0] + r, centre[1] + r, z0 + r],
-                    [centre], light, color, ambient, 6.0, centre)
+    scene = sa.build("turntable", [centre[0] - r, centre[1] - r, z0 + 0.15], [centre[0] + r, centre[1] + r, z0 + r],
+                     [centre], light, color, ambient, 6.0, centre)
+    scene.free_lo = np.array([-L / 2 + 0.3, -L / 2 + 0.3, 0.5], np.float32)  # telephoto cameras step back here
+    scene.free_hi = np.array([L / 2 - 0.3, L / 2 - 0.3, hz - 0.2], np.float32)
+    return scene
 
 
 def _clutter(bank: AssetBank, rng: np.random.Generator) -> MeshScene:

@@ -70,14 +70,11 @@ def _framed(mp: MaterialPicker, side: int, lx: float, ly: float, s: float, z: fl
     if window:
         pic = Material(pic.texture, (1.15, 1.15, 1.2))
     parts.append(quad_mesh(c, e, [0, 0, -h], pic, (w, h)))
-    if window:
-        for frac_w, frac_h in ((0.5, None), (None, 0.5)):
-            if frac_w is not None:
-                c, e = _wall_quad(side, lx, ly, s, z, 0.04, h, 0.02)
-                parts.append(quad_mesh(c, e, [0, 0, -h], frame))
-            else:
-                c, e = _wall_quad(side, lx, ly, s, z + h / 2 - 0.02, w, 0.04, 0.02)
-                parts.append(quad_mesh(c, e, [0, 0, -0.04], frame))
+    if window:  # a vertical and a horizontal glazing bar
+        c, e = _wall_quad(side, lx, ly, s, z, 0.04, h, 0.02)
+        parts.append(quad_mesh(c, e, [0, 0, -h], frame))
+        c, e = _wall_quad(side, lx, ly, s, z + h / 2 - 0.02, w, 0.04, 0.02)
+        parts.append(quad_mesh(c, e, [0, 0, -0.04], frame))
     return parts
 
 
@@ -151,14 +148,14 @@ def world_room(bank: AssetBank, rng: np.random.Generator) -> MeshScene:
     decorate_walls(sa, mp, lx, ly, hz)
     placed: list[np.ndarray] = []
     doors = [i for i, m in enumerate(bank.manifest["models"]) if m.get("door_or_window")
-             and "door" in m["name"].lower() and 1.8 < m["size"][2] < hz - 0.05]
+             and "door" in m["name"].lower() and "garage" not in m["name"].lower() and 1.8 < m["size"][2] < hz - 0.05]
     if doors and rng.uniform() < 0.5:
         place_on_floor(sa, bank, rng, doors, (-lx / 2, -ly / 2, lx / 2, ly / 2), 1, placed, against_prob=1.0)
     region = (-lx / 2 + 0.015, -ly / 2 + 0.015, lx / 2 - 0.015, ly / 2 - 0.015)
     cand = _models(bank, ROOM_KINDS[kind], 0.3, min(lx, ly) * 0.7) or _models(bank, None, 0.3, min(lx, ly) * 0.7) \
         or bank.models_where()
     ids: list[int] = []
-    n = int(rng.integers(2, 5)) if small_room else int(rng.integers(4, 10))
+    n = int(rng.integers(2, 5)) if small_room else int(rng.integers(5, 12))
     boxes = place_on_floor(sa, bank, rng, cand, region, n, placed, max_height=hz - 0.1, against_prob=0.75, chosen=ids)
     extra = _models(bank, ("Living room", "Miscellaneous", "Characters"), 0.4, 2.0)
     if extra and rng.uniform() < 0.5:
@@ -168,7 +165,7 @@ def world_room(bank: AssetBank, rng: np.random.Generator) -> MeshScene:
     _on_surfaces(sa, bank, rng, boxes, ids, small)
     color, ambient = _indoor_light(rng)
     light = [rng.uniform(-lx / 4, lx / 4), rng.uniform(-ly / 4, ly / 4), hz - 0.25]
-    targets = [b.mean(0) for b in boxes] + [[0, 0, 1.0]] + \
+    targets = [b.mean(0) for b in boxes] * 2 + [[0, 0, 1.0]] + \
         [[sx * lx / 2, sy * ly / 2, rng.uniform(0.6, 1.6)] for sx, sy in ((1, 0), (-1, 0), (0, 1), (0, -1))]
     m = 0.5
     scene = sa.build("room", [-lx / 2 + m, -ly / 2 + m, 1.1], [lx / 2 - m, ly / 2 - m, min(1.8, hz - 0.4)],
