@@ -1,0 +1,54 @@
+"""A request's inputs to preprocessed images: image files, folders and video frames, in order."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..errors import ImageLoadError, InputError
+from ..images import LoadedImage, load_image_arrays, load_images
+from ..video import is_video, read_video_frames
+from .request import Inputs
+
+__all__ = ["check_inputs_exist", "has_video", "load_inputs"]
+
+
+def has_video(inputs: Inputs) -> bool:
+    """Whether any input is a video file (by its extension)."""
+    return any(is_video(p) for p in inputs.paths)
+
+
+def check_inputs_exist(inputs: Inputs) -> None:
+    """Refuse, before any work, an input path that does not exist (naming it)."""
+    for p in inputs.paths:
+        if not Path(p).exists():
+            raise InputError(f"image, folder or video not found: {p}")
+
+
+def load_inputs(inputs: Inputs, size: int) -> list[LoadedImage]:
+    """Every input at ``size`` (224 or 512): images of files and folders, and the frames of each
+    video sampled at ``inputs.fps`` (named ``<video stem>_frame<k>``), in the order given.
+
+    Raises:
+        ImageLoadError: an unreadable image (unless ``inputs.skip_bad``; the command line's
+            message names ``--skip-bad``), an empty folder, an unreadable video.
+    """
+    extra = {} if inputs.max_pixels is None else {"max_pixels": inputs.max_pixels}
+    images: list[LoadedImage] = []
+    for item in inputs.paths:
+        if is_video(item):
+            frames = load_image_arrays(read_video_frames(item, fps=inputs.fps, max_frames=inputs.max_frames),
+                                       size=size, **extra)
+            for k, im in enumerate(frames):
+                im.meta = dataclasses.replace(im.meta, path=f"{Path(item).stem}_frame{k:04d}")
+            images += frames
+            continue
+        try:
+            images += load_images(item, size=size, skip_bad=inputs.skip_bad, **extra)
+        except ImageLoadError as exc:
+            text = str(exc)
+            if exc.cli_message is None and "--skip-bad" not in text and "not found" not in text \
+                    and not inputs.skip_bad:
+                exc.cli_message = f"{text}; to go on without such images, pass --skip-bad"
+            raise
+    return images
