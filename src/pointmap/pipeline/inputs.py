@@ -35,16 +35,17 @@ def load_inputs(inputs: Inputs, size: int) -> list[LoadedImage]:
     """
     extra = {} if inputs.max_pixels is None else {"max_pixels": inputs.max_pixels}
     images: list[LoadedImage] = []
-    for item in inputs.paths:
-        if is_video(item):
-            frames = load_image_arrays(read_video_frames(item, fps=inputs.fps, max_frames=inputs.max_frames),
+    for group in _groups(inputs.paths):
+        if is_video(group[0]):
+            frames = load_image_arrays(read_video_frames(group[0], fps=inputs.fps, max_frames=inputs.max_frames),
                                        size=size, **extra)
             for k, im in enumerate(frames):
-                im.meta = dataclasses.replace(im.meta, path=f"{Path(item).stem}_frame{k:04d}")
+                im.meta = dataclasses.replace(im.meta, path=f"{Path(group[0]).stem}_frame{k:04d}")
             images += frames
             continue
-        try:
-            images += load_images(item, size=size, skip_bad=inputs.skip_bad, **extra)
+        try:  # consecutive files load together (with skip_bad, one bad file among them is skipped)
+            images += load_images(group if len(group) > 1 or not Path(group[0]).is_dir() else group[0],
+                                  size=size, skip_bad=inputs.skip_bad, **extra)
         except ImageLoadError as exc:
             text = str(exc)
             if exc.cli_message is None and "--skip-bad" not in text and "not found" not in text \
@@ -52,3 +53,15 @@ def load_inputs(inputs: Inputs, size: int) -> list[LoadedImage]:
                 exc.cli_message = f"{text}; to go on without such images, pass --skip-bad"
             raise
     return images
+
+
+def _groups(paths: list[str]) -> list[list[str]]:
+    """``paths`` in order: each video and each folder on its own, consecutive files together."""
+    out: list[list[str]] = []
+    for p in paths:
+        alone = is_video(p) or Path(p).is_dir()
+        if alone or not out or is_video(out[-1][0]) or Path(out[-1][0]).is_dir():
+            out.append([p])
+        else:
+            out[-1].append(p)
+    return out
