@@ -20,7 +20,7 @@ from .request import Alignment, ExportSpec, Inputs, ModelSpec, PostProcess, Prio
 __all__ = ["Alignment", "ExportSpec", "Inputs", "ModelSpec", "PostProcess", "Priors", "ReconstructionResult",
            "Request", "StorePolicy", "finish", "run_request"]
 
-_LAZY = {"run_request": ".runner", "finish": ".finish", "ReconstructionResult": ".core"}
+_LAZY = {"run_request": ".runner", "finish": ".finishing", "ReconstructionResult": ".core"}
 
 
 def __getattr__(name: str) -> Any:

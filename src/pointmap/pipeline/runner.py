@@ -24,7 +24,7 @@ from ..model import DUSt3R, load_model
 from ..model.checkpoint import BUNDLED_MODELS
 from ..store import STORE_DIRNAME, PredictionStore, StoreMismatchError
 from .core import ReconstructionResult, open_store, reconstruct_images
-from .finish import finish
+from .finishing import finish
 from .inputs import has_video, load_inputs
 from .preflight import preflight
 from .request import Request
