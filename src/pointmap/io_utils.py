@@ -23,7 +23,6 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "check_not_an_input",
-    "foreign_files",
     "check_output_file",
     "strict_json",
     "write_json",

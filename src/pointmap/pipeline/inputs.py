@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..errors import ImageLoadError, InputError
+from ..errors import InputError
 from ..images import LoadedImage, load_image_arrays, load_images
 from ..video import is_video, read_video_frames
 from .request import Inputs
@@ -29,29 +29,26 @@ def load_inputs(inputs: Inputs, size: int) -> list[LoadedImage]:
     """Every input at ``size`` (224 or 512): images of files and folders, and the frames of each
     video sampled at ``inputs.fps`` (named ``<video stem>_frame<k>``), in the order given.
 
+    ``inputs.max_pixels`` is passed to the photo loader only when set (video frames are decoded
+    by OpenCV at their own size).
+
     Raises:
-        ImageLoadError: an unreadable image (unless ``inputs.skip_bad``; the command line's
-            message names ``--skip-bad``), an empty folder, an unreadable video.
+        ImageLoadError: an unreadable image (unless ``inputs.skip_bad``), an empty folder, an
+            unreadable video.
     """
     extra = {} if inputs.max_pixels is None else {"max_pixels": inputs.max_pixels}
     images: list[LoadedImage] = []
     for group in _groups(inputs.paths):
         if is_video(group[0]):
             frames = load_image_arrays(read_video_frames(group[0], fps=inputs.fps, max_frames=inputs.max_frames),
-                                       size=size, **extra)
+                                       size=size)
             for k, im in enumerate(frames):
                 im.meta = dataclasses.replace(im.meta, path=f"{Path(group[0]).stem}_frame{k:04d}")
             images += frames
             continue
-        try:  # consecutive files load together (with skip_bad, one bad file among them is skipped)
-            images += load_images(group if len(group) > 1 or not Path(group[0]).is_dir() else group[0],
-                                  size=size, skip_bad=inputs.skip_bad, **extra)
-        except ImageLoadError as exc:
-            text = str(exc)
-            if exc.cli_message is None and "--skip-bad" not in text and "not found" not in text \
-                    and not inputs.skip_bad:
-                exc.cli_message = f"{text}; to go on without such images, pass --skip-bad"
-            raise
+        # consecutive files load together (with skip_bad, a bad file among good ones is skipped)
+        images += load_images(group if len(group) > 1 or not Path(group[0]).is_dir() else group[0],
+                              size=size, skip_bad=inputs.skip_bad, **extra)
     return images
 
 

@@ -8,7 +8,6 @@ Python API and the web app all run requests through :func:`run_request`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -22,7 +21,7 @@ from ..inference import resolve_device, resolve_dtype
 from ..known_cameras import alignment_priors
 from ..model import DUSt3R, load_model
 from ..model.checkpoint import BUNDLED_MODELS
-from ..store import STORE_DIRNAME, PredictionStore, StoreMismatchError
+from ..store import STORE_DIRNAME, PredictionStore
 from .core import ReconstructionResult, open_store, reconstruct_images
 from .finishing import finish
 from .inputs import has_video, load_inputs
@@ -34,8 +33,6 @@ __all__ = ["run_request"]
 STORE_AUTO_IMAGES = 20
 """``StorePolicy.mode="auto"`` keeps a predictions store above this many images."""
 
-_STORE_OPTIONS = {"size": "--size", "dtype": "--dtype", "fps": "--fps",
-                  "descriptors": "--align or --export colmap-db"}
 
 
 def run_request(
@@ -139,11 +136,7 @@ def _store(request: Request, net: DUSt3R, images: list[LoadedImage], size: int, 
 
         dist.barrier()  # rank 0 has created it
         return open_store(folder, net, request.model.weights, images, pre, rank=rank)
-    try:
-        store = open_store(folder, net, request.model.weights, images, pre, replace=policy.replace)
-    except StoreMismatchError as exc:
-        _name_the_option(exc, Path(folder) / STORE_DIRNAME, pre)
-        raise
+    store = open_store(folder, net, request.model.weights, images, pre, replace=policy.replace)
     if len(store) and announce is not None:
         announce(f"resuming: {len(store)} pair predictions already in {store.path}")
     if request.distributed:
@@ -151,18 +144,3 @@ def _store(request: Request, net: DUSt3R, images: list[LoadedImage], size: int, 
 
         dist.barrier()
     return store
-
-
-def _name_the_option(exc: StoreMismatchError, path: Path, pre: dict) -> None:
-    """Give ``exc`` a command-line message naming the option whose value differs from the store's."""
-    try:
-        old = json.loads((path / "store.json").read_text(encoding="utf-8"))["identity"]["preprocessing"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return
-    for key, option in _STORE_OPTIONS.items():
-        if old.get(key) != pre.get(key):
-            exc.cli_message = (f"the predictions store {path} was made with {key}={old.get(key)!r} and this "
-                               f"run uses {key}={pre.get(key)!r} ({option} differs): rerun with the same "
-                               f"{option} to resume, or pass --overwrite (or use another output folder) "
-                               "to start afresh")
-            return
