@@ -79,8 +79,6 @@ def reconstruct(
             interrupted run resumes.
     """
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    if conf_threshold is None and align is not None:
-        conf_threshold = align.conf_threshold
     request = Request(
         inputs=Inputs([os.fspath(p) for p in paths], fps=fps, skip_bad=skip_bad),
         model=ModelSpec(weights=model if isinstance(model, str) else os.fspath(model) if not isinstance(model, DUSt3R)

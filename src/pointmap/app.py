@@ -89,11 +89,12 @@ class _Stored:
 
     scene: Scene  # as aligned (user masks kept at every threshold), before clean-up and sky masking
     run_dir: Path
-    request: Request
+    image_paths: list[Path | None] | None = None  # the photos' files, else the scene's own
     labels: list[str] = field(default_factory=list)
-    renders: int = 1
-    matches: Any = None  # the pairs' pixel matches when computed (for the colmap-db export)
+    renders: int = 0
     info: dict[str, Any] = field(default_factory=dict)
+    request: Request | None = None  # the run's request (its export settings are re-used)
+    matches: Any = None  # the pairs' pixel matches when computed (for the colmap-db export)
 
 
 _ALIGNED_BY = {"dense": "dense alignment", "sparse": "sparse alignment", "two-view": "two-view closed form"}
@@ -288,7 +289,8 @@ def app_request(paths: Sequence[str | os.PathLike], labels: Sequence[str], outpu
         align=Alignment(method=align_method, dense=dense),  # type: ignore[arg-type]
         priors=Priors(None if cameras is None else str(cameras), None if masks is None else str(masks),
                       bool(shared_focal)),
-        post=PostProcess(conf_threshold=float(conf), clean=bool(clean), mask_sky=bool(sky)),
+        # the slider's 1 keeps every point (raw confidence is always above 1): 0 in the request
+        post=PostProcess(conf_threshold=float(conf) if float(conf) > 1 else 0.0, clean=bool(clean), mask_sky=bool(sky)),
         export=ExportSpec(output=str(output), formats=(*_EXPORT_FORMATS, *(("colmap-db",) if colmap_db else ())),
                           mesh=bool(mesh), max_points=None, cam_size=float(cam_size) if cam_size and cam_size > 0 else None),
         progress=True,
@@ -310,11 +312,13 @@ def _render(stored: _Stored, conf: float, mesh: bool, sky: bool, clean: bool, ca
     returns (glb, gallery, files, summary)."""
     stored.renders += 1
     render = stored.run_dir / f"render_{stored.renders:03d}"
-    req = stored.request
-    post = PostProcess(conf_threshold=float(conf), clean=bool(clean), mask_sky=bool(sky))
-    spec = dataclasses.replace(req.export, output=str(render), mesh=bool(mesh),
+    base = stored.request.export if stored.request is not None else ExportSpec(formats=_EXPORT_FORMATS,
+                                                                               max_points=None)
+    post = PostProcess(conf_threshold=float(conf) if float(conf) > 1 else 0.0, clean=bool(clean), mask_sky=bool(sky))
+    spec = dataclasses.replace(base, output=str(render), mesh=bool(mesh),
                                cam_size=float(cam_size) if cam_size and cam_size > 0 else None)
-    scene, paths = finish(stored.scene.with_threshold(float(conf)), post, spec, matches=stored.matches)
+    scene, paths = finish(stored.scene.with_threshold(float(conf)), post, spec, matches=stored.matches,
+                          image_paths=stored.image_paths)
     return _show(stored, scene, paths, render, float(conf))
 
 
@@ -403,9 +407,10 @@ def build_app(model: str | os.PathLike | DUSt3R = "default", device: str | None 
         # the message appears in the status box; nothing else changes
         return (f"**Refused:** {message}", gr.skip(), gr.skip(), gr.skip(), gr.skip())
 
-    def run(files: Any, fps: float, size: str, graph_kind: str, k: float, align_method: str, iters: float,
-            resume: bool, camera_files: Any, mask_files: Any, shared_focal: bool, colmap_db: bool,
+    def run(files: Any, fps: float, size: str, graph_kind: str, k: float, iters: float,
+            camera_files: Any, mask_files: Any, shared_focal: bool,
             conf: float, mesh: bool, sky: bool, clean: bool, cam_size: float,
+            align_method: str = "dense", resume: bool = False, colmap_db: bool = False,
             progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008
         t0 = time.perf_counter()
         progress(0.0, desc="checking uploads")
@@ -433,7 +438,7 @@ def build_app(model: str | os.PathLike | DUSt3R = "default", device: str | None 
         assert res is not None and res.aligned is not None
         n = len(res.images)
         labels = [f"frame {j}" for j in range(n)] if video else [u.label for u in uploads]
-        stored = _Stored(res.aligned, run_dir, request, labels, matches=res.matches)
+        stored = _Stored(res.aligned, run_dir, labels=labels, renders=1, request=request, matches=res.matches)
         glb, gallery, files_out, summary = _show(stored, res.scene, res.paths, run_dir / "render_001", float(conf))
         timings = {"load": res.timings.get("load", 0.0), **{k: v.seconds for k, v in res.stages.stages.items()}}
         stored.info = {"pairs": len(res.pairs), "timings": timings}
@@ -490,7 +495,7 @@ def build_app(model: str | os.PathLike | DUSt3R = "default", device: str | None 
                               "white = keep): masked-out pixels are left out of the alignment and exports",
                         file_count="multiple", elem_id="masks")
                 with gr.Accordion("Display options (no recomputation)", open=True):
-                    conf = gr.Slider(1.1, 20.0, value=max(default_conf, 1.1), step=0.1,
+                    conf = gr.Slider(1.0, 20.0, value=default_conf, step=0.1,
                                      label="Confidence threshold (raw confidence)")
                     mesh = gr.Checkbox(False, label="Mesh instead of point cloud")
                     sky = gr.Checkbox(False, label="Mask the sky")
@@ -506,8 +511,8 @@ def build_app(model: str | os.PathLike | DUSt3R = "default", device: str | None 
                                     elem_id="downloads")
         state = gr.State(None)
 
-        run_inputs = [files, fps, size, graph_kind, k, align_method, iters, resume, camera_files, mask_files,
-                      shared_focal, colmap_db, conf, mesh, sky, clean, cam_size]
+        run_inputs = [files, fps, size, graph_kind, k, iters, camera_files, mask_files, shared_focal,
+                      conf, mesh, sky, clean, cam_size, align_method, resume, colmap_db]
         run_outputs = [status, view, gallery, downloads, state]
         for comp in (files, graph_kind, k, fps):
             comp.change(on_inputs, [files, graph_kind, k, fps], estimate_md, queue=False)

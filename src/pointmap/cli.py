@@ -452,11 +452,20 @@ class _OneLineHandler(logging.Handler):
             self.handleError(record)
 
 
-def _setup_logging() -> None:
+def _setup_logging() -> Callable[[], None]:
+    """Log records of pointmap as one line each on stderr; returns what puts the logger back."""
+    before = (list(log.handlers), log.level, log.propagate)
     if not any(isinstance(h, _OneLineHandler) for h in log.handlers):
         log.addHandler(_OneLineHandler())
     log.setLevel(logging.INFO)
     log.propagate = False
+
+    def restore() -> None:
+        log.handlers[:] = before[0]
+        log.setLevel(before[1])
+        log.propagate = before[2]
+
+    return restore
 
 
 def _warning_as_log(message: Warning | str, category: type[Warning], filename: str, lineno: int,
@@ -501,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (errors print one line, no traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging()
+    restore_logging = _setup_logging()
     shown = warnings.showwarning
     warnings.showwarning = _warning_as_log
     restore_signals = _stop_on_sigterm()
@@ -516,6 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         warnings.showwarning = shown
         restore_signals()
+        restore_logging()
 
 
 def run() -> NoReturn:

@@ -76,6 +76,8 @@ class Scene:
         for name in ("imgs", "depths", "confidence", "masks", "metas", "names"):
             if len(getattr(self, name)) != n:
                 raise InputError(f"Scene.{name} has {len(getattr(self, name))} entries for {n} poses")
+        if self.user_masks is not None and len(self.user_masks) != n:
+            raise InputError(f"Scene.user_masks has {len(self.user_masks)} entries for {n} poses")
 
     def __len__(self) -> int:
         return self.poses.shape[0]

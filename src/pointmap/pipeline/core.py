@@ -6,6 +6,7 @@ The one implementation behind :func:`pointmap.reconstruct_images` and
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,6 +137,17 @@ def choose_align_method(method: str, has_descriptors: bool, n_pairs: int) -> str
     return method
 
 
+def align_config(model: DUSt3R, align: AlignConfig | None = None, conf_threshold: float | None = None,
+                 shared_focal: bool = False) -> AlignConfig:
+    """``align`` (default settings when ``None``) with the run's raw-confidence threshold:
+    ``conf_threshold``, else ``align``'s, else the model's recommendation (the one place the
+    default is resolved); ``shared_focal`` turns the shared focal on."""
+    if conf_threshold is None:
+        conf_threshold = align.conf_threshold if align is not None else model.recommended_conf_threshold
+    cfg = align or AlignConfig()
+    return dataclasses.replace(cfg, conf_threshold=conf_threshold, shared_focal=cfg.shared_focal or shared_focal)
+
+
 def reconstruct_images(
     images: Sequence[LoadedImage],
     model: DUSt3R,
@@ -218,7 +230,7 @@ def reconstruct_images(
                        descriptors=method == "sparse" or keep_descriptors)
     if preds is None:
         return None
-    cfg = align or AlignConfig(conf_threshold=model.recommended_conf_threshold)
+    cfg = align_config(model, align)
     sp = sparse or SparseConfig()
     matches = None
     if keep_matches or (method == "sparse" and len(work) > 2):

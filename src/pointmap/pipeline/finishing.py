@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from ..align import clean_pointcloud, mask_sky
 from ..export import export_scene
@@ -22,6 +22,7 @@ def finish(
     target: OutputDir | str | os.PathLike | None = None,
     *,
     matches: Mapping | None = None,
+    image_paths: Sequence[str | os.PathLike | None] | None = None,
     progress: bool = False,
 ) -> tuple[Scene, dict[str, Path]]:
     """Clean ``scene`` up and mask its sky as ``post`` says, then export it as ``spec`` says.
@@ -31,6 +32,8 @@ def finish(
         target: the output folder (an :class:`~pointmap.io_utils.OutputDir` checked before the
             work, or a path; default ``spec.output``; ``None``: nothing is written).
         matches: the pairs' pixel matches, for the ``colmap-db`` export.
+        image_paths: the images' files for the COLMAP and nerfstudio image folders (default:
+            ``scene.metas[k].path``).
 
     Returns:
         The post-processed scene and ``{format: path}`` of what was written.
@@ -44,5 +47,6 @@ def finish(
         return scene, {}
     paths = export_scene(scene, target, formats=spec.formats, overwrite=spec.overwrite,
                          as_pointcloud=not spec.mesh, cam_size=spec.cam_size,
-                         cloud_max_points=spec.max_points, matches=matches, progress=progress)
+                         cloud_max_points=spec.max_points, matches=matches, image_paths=image_paths,
+                         progress=progress)
     return scene, paths

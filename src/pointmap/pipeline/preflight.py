@@ -24,8 +24,8 @@ def preflight(request: Request, rank: int = 0) -> OutputDir | None:
             ``colmap-db``).
     """
     request.check()
-    check_inputs_exist(request.inputs)
     out = check_output(request) if rank == 0 else None
+    check_inputs_exist(request.inputs)
     if "colmap-db" in request.export.formats:  # the export needs pycolmap
         from ..export.colmap_database import require_pycolmap
 

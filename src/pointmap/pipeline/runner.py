@@ -7,14 +7,12 @@ Python API and the web app all run requests through :func:`run_request`.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from ..align import AlignConfig
 from ..errors import InputError, PointmapError
 from ..images import LoadedImage
 from ..inference import resolve_device, resolve_dtype
@@ -22,7 +20,7 @@ from ..known_cameras import alignment_priors
 from ..model import DUSt3R, load_model
 from ..model.checkpoint import BUNDLED_MODELS
 from ..store import STORE_DIRNAME, PredictionStore
-from .core import ReconstructionResult, open_store, reconstruct_images
+from .core import ReconstructionResult, align_config, open_store, reconstruct_images
 from .finishing import finish
 from .inputs import has_video, load_inputs
 from .preflight import preflight
@@ -66,17 +64,18 @@ def run_request(
     if want_db and len(images) < 2:
         raise PointmapError("--export colmap-db needs two or more images (the database holds the "
                             "matches between images)")
+    priors = alignment_priors(images, request.priors.cameras, request.priors.masks, names=request.inputs.names)
     if announce is not None and rank == 0:
         if model is None and request.model.weights in BUNDLED_MODELS:
             announce("using the bundled demonstration model (small, trained on synthetic scenes only; see "
                      "docs/results.md); for real photos pass --weights dust3r-512-dpt")
         announce(f"{len(images)} images at {size}px, model {request.model.weights}, device {dev}")
-    priors = alignment_priors(images, request.priors.cameras, request.priors.masks, names=request.inputs.names)
     t_load = time.perf_counter() - t0
     store = _store(request, net, images, size, dev, rank, announce)
     res = reconstruct_images(
         images, net, graph=request.graph, batch_size=request.model.batch_size, device=dev,
-        dtype=request.model.dtype, align=_dense_config(request, net), align_method=request.align.method,
+        dtype=request.model.dtype, align=align_config(net, request.align.dense, request.post.conf_threshold,
+                                                    request.priors.shared_focal), align_method=request.align.method,
         sparse=request.align.sparse, progress=request.progress, distributed=request.distributed,
         store=store, video=has_video(request.inputs), announce=announce if rank == 0 else None,
         keep_descriptors=want_db, keep_matches=want_db, **priors)
@@ -106,15 +105,6 @@ def _rank_and_device(request: Request) -> tuple[int, torch.device]:
     if request.model.fast and dev.type != "cuda":
         raise InputError("--fast needs a CUDA device (it compiles the network for the GPU)")
     return 0, dev
-
-
-def _dense_config(request: Request, net: DUSt3R) -> AlignConfig:
-    """The alignment settings with the run's confidence threshold (the model's recommendation
-    when none is given: resolved here only) and the shared-focal prior."""
-    cfg = request.align.dense or AlignConfig()
-    conf = request.post.conf_threshold
-    return dataclasses.replace(cfg, conf_threshold=net.recommended_conf_threshold if conf is None else conf,
-                               shared_focal=cfg.shared_focal or request.priors.shared_focal)
 
 
 def _store(request: Request, net: DUSt3R, images: list[LoadedImage], size: int, dev: torch.device,
