@@ -101,23 +101,32 @@ def test_refusals_come_before_the_model_is_loaded(tmp_path, capsys, extra, named
 
 
 def test_foreign_file_under_an_output_name_is_refused_before_the_work(tmp_path):
-    """``out/cameras.json`` that pointmap did not write, with ``--overwrite``: refused up-front
-    (the refusal takes a few seconds, imports the network's code but loads no weights)."""
+    """``out/cameras.json`` that pointmap did not write, with ``--overwrite``: refused up-front,
+    through the real command line, before torch is even imported (so no model is loaded; the
+    refusal takes well under a second on an idle machine)."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "cameras.json").write_text("{}")
     (out / "notes.txt").write_text("the user's")
-    code = ("import sys\nimport pointmap.model as m\nfrom pointmap.cli import main\n"
-            "def refuse(*a, **k):\n    raise SystemExit('the model was loaded')\n"
-            "m.load_model = refuse\nimport pointmap.pipeline.runner as r\nr.load_model = refuse\n"
-            f"sys.exit(main(['reconstruct', {str(EXAMPLES[0])!r}, {str(EXAMPLES[1])!r}, '-o', {str(out)!r}, "
-            "'--overwrite', '-q']))\n")
+    code = ("import sys\nfrom pointmap.cli import main\n"
+            f"rc = main(['reconstruct', {str(EXAMPLES[0])!r}, {str(EXAMPLES[1])!r}, '-o', {str(out)!r}, "
+            "'--overwrite', '-q'])\nprint(rc, 'torch' in sys.modules)\n")
     res = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 2, res.stderr
+    assert res.stdout.split() == ["2", "False"], res.stderr
     assert "cameras.json" in res.stderr and "did not write" in res.stderr and "images at" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert (out / "cameras.json").read_text() == "{}" and sorted(p.name for p in out.iterdir()) == [
         "cameras.json", "notes.txt"]
+
+
+def test_torch_free_copies_equal_the_library_names():
+    from pointmap.export import FORMATS, MATCH_FORMATS
+    from pointmap.pipeline.preflight import FIXED_OUTPUTS, STORE_DIRNAME
+    from pointmap.pipeline.request import DEFAULT_FORMATS
+    from pointmap.store import STORE_DIRNAME as store_dirname
+
+    assert STORE_DIRNAME == store_dirname
+    assert DEFAULT_FORMATS == FORMATS and set(FIXED_OUTPUTS) == {*FORMATS, *MATCH_FORMATS}
 
 
 def test_trivial_argument_errors_import_no_torch():

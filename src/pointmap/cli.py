@@ -82,10 +82,13 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     request = request_from_args(args)
+    from .pipeline.preflight import preflight
+
+    out = None if request.distributed else preflight(request)  # before torch is imported
     from .pipeline.report import run_report
     from .pipeline.runner import run_request
 
-    res = run_request(request, announce=lambda line: print(line, file=sys.stderr))
+    res = run_request(request, announce=lambda line: print(line, file=sys.stderr), checked=out)
     if res is None:  # not rank 0 of a distributed run: its share of the pairs went to rank 0
         return 0
     lines, warns = run_report(res, time.perf_counter() - t0)

@@ -42,7 +42,6 @@ from .ply import export_ply
 
 __all__ = [
     "DEFAULT_CLOUD_POINTS",
-    "FIXED_OUTPUTS",
     "FORMATS",
     "MATCH_FORMATS",
     "export_cameras",
@@ -66,15 +65,6 @@ FORMATS = ("glb", "ply", "colmap", "transforms", "depth", "cameras")
 MATCH_FORMATS = ("colmap-db",)
 """Formats that also need the pixel matches of the pairs (``export_scene(..., matches=...)``);
 written only when asked for."""
-
-FIXED_OUTPUTS = {
-    "glb": ("scene.glb",), "ply": ("points.ply",), "colmap": ("colmap/sparse/0", "colmap/text"),
-    "colmap-db": ("colmap/database.db", "colmap/init"), "transforms": ("transforms.json",),
-    "depth": ("depth/depth.json",), "cameras": ("cameras.json",),
-}
-"""Per format, the files and folders it writes whatever the images are called (checked for
-files pointmap did not write before any work; ``images/`` and the per-image depth files are
-checked when the results are moved into place)."""
 
 
 def export_scene(

@@ -5,24 +5,16 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..errors import InputError
 from ..images import LoadedImage, load_image_arrays, load_images
 from ..video import is_video, read_video_frames
 from .request import Inputs
 
-__all__ = ["check_inputs_exist", "has_video", "load_inputs"]
+__all__ = ["has_video", "load_inputs"]
 
 
 def has_video(inputs: Inputs) -> bool:
     """Whether any input is a video file (by its extension)."""
     return any(is_video(p) for p in inputs.paths)
-
-
-def check_inputs_exist(inputs: Inputs) -> None:
-    """Refuse, before any work, an input path that does not exist (naming it)."""
-    for p in inputs.paths:
-        if not Path(p).exists():
-            raise InputError(f"image, folder or video not found: {p}")
 
 
 def load_inputs(inputs: Inputs, size: int) -> list[LoadedImage]:

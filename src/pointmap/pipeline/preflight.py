@@ -1,16 +1,38 @@
-"""The refusals a request can meet before any work: options, inputs, output folder, extras, device."""
+"""The refusals a request can meet before any work: options, inputs, output folder, extras.
+
+Imports no torch (unless ``colmap-db`` is asked for: the pycolmap check), so that the command
+line refuses at once, before the network's code is even imported.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import OutputExistsError, PointmapError
+from ..errors import InputError, OutputExistsError, PointmapError
 from ..io_utils import OutputDir, foreign_files
-from ..store import STORE_DIRNAME
-from .inputs import check_inputs_exist
 from .request import Request
 
-__all__ = ["check_output", "preflight"]
+__all__ = ["FIXED_OUTPUTS", "STORE_DIRNAME", "check_inputs_exist", "check_output", "preflight"]
+
+STORE_DIRNAME = ".pointmap-store"
+""":data:`pointmap.store.STORE_DIRNAME` (a test keeps them equal; this copy keeps the checks
+free of torch)."""
+
+FIXED_OUTPUTS = {
+    "glb": ("scene.glb",), "ply": ("points.ply",), "colmap": ("colmap/sparse/0", "colmap/text"),
+    "colmap-db": ("colmap/database.db", "colmap/init"), "transforms": ("transforms.json",),
+    "depth": ("depth/depth.json",), "cameras": ("cameras.json",),
+}
+"""Per export format (:func:`pointmap.export.export_scene`), the files and folders it writes
+whatever the images are called: a file there that pointmap did not write is refused before any
+work (``images/`` and the per-image depth files are checked when the results move into place)."""
+
+
+def check_inputs_exist(paths: list[str]) -> None:
+    """Refuse, before any work, an input path that does not exist (naming it)."""
+    for p in paths:
+        if not Path(p).exists():
+            raise InputError(f"image, folder or video not found: {p}")
 
 
 def preflight(request: Request, rank: int = 0) -> OutputDir | None:
@@ -25,7 +47,7 @@ def preflight(request: Request, rank: int = 0) -> OutputDir | None:
     """
     request.check()
     out = check_output(request) if rank == 0 else None
-    check_inputs_exist(request.inputs)
+    check_inputs_exist(request.inputs.paths)
     if "colmap-db" in request.export.formats:  # the export needs pycolmap
         from ..export.colmap_database import require_pycolmap
 
@@ -47,8 +69,6 @@ def check_output(request: Request) -> OutputDir | None:
     inputs = [*request.inputs.paths, *(p for p in (request.priors.masks, request.priors.cameras) if p)]
     out = OutputDir(spec.output, overwrite=spec.overwrite, option="--overwrite", inputs=inputs,
                     keep=(STORE_DIRNAME,))
-    from ..export import FIXED_OUTPUTS
-
     foreign = foreign_files(Path(spec.output), [e for f in spec.formats for e in FIXED_OUTPUTS.get(f, ())])
     if foreign:
         raise OutputExistsError(

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import InputError, PointmapError
 from ..images import LoadedImage
+from ..io_utils import OutputDir
 from ..inference import resolve_device, resolve_dtype
 from ..known_cameras import alignment_priors
 from ..model import DUSt3R, load_model
@@ -39,6 +40,7 @@ def run_request(
     model: DUSt3R | None = None,
     images: list[LoadedImage] | None = None,
     announce: Callable[[str], None] | None = None,
+    checked: OutputDir | None = None,
 ) -> ReconstructionResult | None:
     """Run ``request``: every refusal knowable beforehand comes before the model is loaded.
 
@@ -46,6 +48,8 @@ def run_request(
         model: an already loaded network (default: ``request.model.weights`` is loaded).
         images: already loaded images (default: ``request.inputs`` are loaded).
         announce: called with lines worth telling the user (scene graph, resumed pairs, ...).
+        checked: the output folder :func:`~pointmap.pipeline.preflight.preflight` returned for
+            this request (the command line checks before importing torch); default: checked here.
 
     Returns:
         The :class:`~pointmap.pipeline.core.ReconstructionResult` (``scene`` post-processed as
@@ -54,7 +58,7 @@ def run_request(
     """
     t0 = time.perf_counter()
     rank, dev = _rank_and_device(request)
-    out = preflight(request, rank)
+    out = checked if checked is not None else preflight(request, rank)
     net = model if model is not None else load_model(request.model.weights, device=dev)
     if request.model.fast:
         net.optimize_for_inference(trunk_dtype=torch.bfloat16, head_dtype=torch.bfloat16)
