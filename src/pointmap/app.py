@@ -18,6 +18,7 @@ per-request state; the reconstruction itself is :func:`pointmap.api.reconstruct`
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import json
 import os
 import shutil
@@ -33,26 +34,25 @@ from typing import Any
 import cv2
 from PIL import Image
 
-from .align import AlignConfig, clean_pointcloud, mask_sky
-from .api import reconstruct_images
 from .errors import PointmapError
-from .export import export_scene, zip_model
-from .images import LoadedImage, load_image_arrays, load_images
+from .export import zip_model
 from .inference import resolve_device
-from .known_cameras import alignment_priors
 from .model import DUSt3R, load_model
 from .pairs import make_pairs
+from .pipeline import (Alignment, ExportSpec, Inputs, ModelSpec, PostProcess, Priors, Request, StorePolicy,
+                       finish, run_request)
 from .scene import LOW_IMAGE_KEPT_FRACTION, LOW_KEPT_FRACTION, Scene
-from .video import read_video_frames
+from .video import VIDEO_EXTENSIONS
 
 __all__ = [
-    "AppLimits", "UploadError", "build_app", "check_uploads", "estimate", "estimate_uploads", "launch",
-    "scene_graph",
+    "AppLimits", "UploadError", "app_request", "build_app", "check_uploads", "estimate", "estimate_uploads",
+    "launch", "scene_graph",
 ]
 
 EXAMPLE_DIR = Path(__file__).parent / "examples" / "room"
 _KEEP_RUNS = 4  # per-request output folders kept under the app's temporary root
 _EXPORT_FORMATS = ("glb", "ply", "colmap", "transforms", "depth")
+ALIGN_METHODS = ("dense", "sparse", "auto")
 
 
 class UploadError(PointmapError):
@@ -87,13 +87,17 @@ _IMAGE_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "B
 class _Stored:
     """What a finished run keeps in ``gr.State`` so display options re-render without recomputing."""
 
-    scene: Scene
+    scene: Scene  # as aligned (user masks kept at every threshold), before clean-up and sky masking
     run_dir: Path
-    image_paths: list[Path | None]
+    image_paths: list[Path | None] | None = None  # the photos' files, else the scene's own
     labels: list[str] = field(default_factory=list)
     renders: int = 0
-    user_masks: list[Any] | None = None  # per image (H, W) bool or None: kept out of every render
     info: dict[str, Any] = field(default_factory=dict)
+    request: Request | None = None  # the run's request (its export settings are re-used)
+    matches: Any = None  # the pairs' pixel matches when computed (for the colmap-db export)
+
+
+_ALIGNED_BY = {"dense": "dense alignment", "sparse": "sparse alignment", "two-view": "two-view closed form"}
 
 
 def scene_graph(kind: str, k: int) -> str:
@@ -136,13 +140,20 @@ def check_uploads(paths: Sequence[str | os.PathLike], staging: str | os.PathLike
         kind, fmt = _sniff(src)
         if kind is None:
             raise UploadError(f"'{label}' is neither an image nor a video that can be decoded; it was refused")
-        ext = _IMAGE_EXT.get(fmt or "", ".img") if kind == "image" else ".video"
+        ext = _IMAGE_EXT.get(fmt or "", ".img") if kind == "image" else _video_ext(src)
         dst = staging / f"image_{k:03d}{ext}"
         shutil.copyfile(src, dst)
         out.append(_Upload(kind, dst, label))
     if any(u.kind == "video" for u in out) and len(out) > 1:
         raise UploadError("upload either several images or one video, not a mix")
     return out
+
+
+def _video_ext(path: str | os.PathLike) -> str:
+    """A video extension for the staged copy (the upload's own when it is one, else ``.mp4``;
+    OpenCV reads by content, the extension only tells the loader it is a video)."""
+    ext = Path(path).suffix.lower()
+    return ext if ext in VIDEO_EXTENSIONS else ".mp4"
 
 
 def stage_known_files(paths: Sequence[str | os.PathLike], folder: str | os.PathLike,
@@ -196,11 +207,14 @@ def _sniff(path: str | os.PathLike) -> tuple[str | None, str | None]:
     return ("video", None) if ok else (None, None)
 
 
-def _load(uploads: list[_Upload], size: int, fps: float, limits: AppLimits) -> list[LoadedImage]:
-    if uploads[0].kind == "video":
-        frames = read_video_frames(uploads[0].path, fps=fps, max_frames=limits.max_images)
-        return load_image_arrays(frames, size=size)
-    return load_images([u.path for u in uploads], size=size)
+def _load(uploads: list[_Upload], size: int, fps: float, limits: AppLimits) -> list:
+    """The uploads' images as a run loads them (:func:`pointmap.pipeline.inputs.load_inputs`; a
+    video keeps at most ``limits.max_images`` frames)."""
+    from .pipeline.inputs import load_inputs
+
+    video = uploads[0].kind == "video"
+    return load_inputs(Inputs([str(u.path) for u in uploads], fps=float(fps),
+                              **({"max_frames": limits.max_images} if video else {})), int(size))
 
 
 def estimate(n_images: int, graph: str) -> str:
@@ -240,6 +254,49 @@ def estimate_uploads(paths: Sequence[str | os.PathLike], graph: str, fps: float,
     return estimate(len(paths), graph)
 
 
+def app_request(paths: Sequence[str | os.PathLike], labels: Sequence[str], output: str | os.PathLike, *,
+                weights: str = "default", device: str | None = None, video: bool = False, fps: float = 1.0,
+                max_frames: int = 32, size: int | str = 512, graph_kind: str = "complete", k: float = 3,
+                align_method: str = "dense", iters: float = 0, cameras: str | os.PathLike | None = None,
+                masks: str | os.PathLike | None = None, shared_focal: bool = False, conf: float = 3.0,
+                mesh: bool = False, sky: bool = False, clean: bool = True, cam_size: float = 0.0,
+                colmap_db: bool = False, store: str | os.PathLike | None = None) -> Request:
+    """The :class:`~pointmap.pipeline.Request` the app's inputs ask for (what the command line's
+    ``pointmap reconstruct`` builds from the same choices).
+
+    Args:
+        paths: the uploads, staged under fresh names; ``labels``: their upload names (which known
+            cameras and masks are matched by; ``None`` in the request when they are the files'
+            own names).
+        output: the folder of the first render. ``video``: the upload is one video, sampled at
+            ``fps`` (at most ``max_frames`` frames). ``iters``: 0 is the solver's default.
+        store: the folder that keeps pair predictions (resume); ``None``: none kept.
+        The other arguments are the page's options.
+    """
+    names = [str(x) for x in labels]
+    own = [Path(p).name for p in paths]
+    dense = None
+    if iters:
+        from .align import AlignConfig
+
+        dense = AlignConfig(niter=int(iters))
+    return Request(
+        inputs=Inputs([str(p) for p in paths], fps=float(fps), **({"max_frames": int(max_frames)} if video else {}),
+                      names=None if names == own or video else names),
+        model=ModelSpec(weights=weights, device=device, size=int(size)),
+        graph=scene_graph(graph_kind, int(k or 0)),
+        store=StorePolicy("on", str(store), replace=True) if store is not None else StorePolicy(),
+        align=Alignment(method=align_method, dense=dense),  # type: ignore[arg-type]
+        priors=Priors(None if cameras is None else str(cameras), None if masks is None else str(masks),
+                      bool(shared_focal)),
+        # the slider's 1 keeps every point (raw confidence is always above 1): 0 in the request
+        post=PostProcess(conf_threshold=float(conf) if float(conf) > 1 else 0.0, clean=bool(clean), mask_sky=bool(sky)),
+        export=ExportSpec(output=str(output), formats=(*_EXPORT_FORMATS, *(("colmap-db",) if colmap_db else ())),
+                          mesh=bool(mesh), max_points=None, cam_size=float(cam_size) if cam_size and cam_size > 0 else None),
+        progress=True,
+    )
+
+
 def _colmap_and_depth_zips(paths: dict[str, Path], render: Path) -> dict[str, Path]:
     out = {}
     if "colmap" in paths:
@@ -251,20 +308,24 @@ def _colmap_and_depth_zips(paths: dict[str, Path], render: Path) -> dict[str, Pa
 
 def _render(stored: _Stored, conf: float, mesh: bool, sky: bool, clean: bool, cam_size: float
             ) -> tuple[str, list[tuple[str, str]], list[str], str]:
-    """Apply display options to the stored scene and export; returns (glb, gallery, files, summary)."""
-    scene = stored.scene.with_threshold(float(conf))
-    if stored.user_masks is not None:  # masks the user gave stay out at every threshold
-        scene.masks = [m if u is None else m & u for m, u in zip(scene.masks, stored.user_masks)]
-    if clean and len(scene) > 1:
-        scene = clean_pointcloud(scene)
-    if sky:
-        scene = mask_sky(scene)
+    """Apply display options to the stored scene and export (:func:`pointmap.pipeline.finish`);
+    returns (glb, gallery, files, summary)."""
     stored.renders += 1
     render = stored.run_dir / f"render_{stored.renders:03d}"
-    paths = export_scene(scene, render, formats=_EXPORT_FORMATS, overwrite=True,
-                         image_paths=stored.image_paths, as_pointcloud=not mesh,
-                         cam_size=float(cam_size) if cam_size and cam_size > 0 else None)
-    paths.update(_colmap_and_depth_zips(paths, render))
+    base = stored.request.export if stored.request is not None else ExportSpec(formats=_EXPORT_FORMATS,
+                                                                               max_points=None)
+    post = PostProcess(conf_threshold=float(conf) if float(conf) > 1 else 0.0, clean=bool(clean), mask_sky=bool(sky))
+    spec = dataclasses.replace(base, output=str(render), mesh=bool(mesh),
+                               cam_size=float(cam_size) if cam_size and cam_size > 0 else None)
+    scene, paths = finish(stored.scene.with_threshold(float(conf)), post, spec, matches=stored.matches,
+                          image_paths=stored.image_paths)
+    return _show(stored, scene, paths, render, float(conf))
+
+
+def _show(stored: _Stored, scene: Scene, paths: dict[str, Path], render: Path, conf: float
+          ) -> tuple[str, list[tuple[str, str]], list[str], str]:
+    """The page's view of an exported render: (glb, gallery, files, summary)."""
+    paths = {**paths, **_colmap_and_depth_zips(paths, render)}
     for old in stored.run_dir.glob("render_*"):  # earlier renders of this run
         if old != render:
             shutil.rmtree(old, ignore_errors=True)
@@ -278,7 +339,7 @@ def _render(stored: _Stored, conf: float, mesh: bool, sky: bool, clean: bool, ca
     kept = int(sum(int(m.sum()) for m in scene.masks))
     frac = scene.kept_fraction()
     summary = (f"{int(scene.placed.sum())}/{len(scene)} images placed; {kept:,} points "
-               f"({100 * frac:.1f} %) above the confidence threshold {float(conf):g}")
+               f"({100 * frac:.1f} %) above the confidence threshold {conf:g}")
     sparse = scene.sparse_images()
     if sparse:
         names = [stored.labels[k] if k < len(stored.labels) else scene.names[k] for k in sparse]
@@ -292,11 +353,16 @@ def _render(stored: _Stored, conf: float, mesh: bool, sky: bool, clean: bool, ca
 
 
 class _Runs:
-    """The app's temporary root: one fresh folder per request, the oldest removed."""
+    """The app's temporary root: one fresh folder per request, the oldest removed; Gradio's own
+    upload cache lives in it too (unless ``GRADIO_TEMP_DIR`` is set), so that nothing of the app
+    is left in the temporary folder when the process exits."""
 
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="pointmap-app-"))
         atexit.register(shutil.rmtree, self.root, True)
+        if not os.environ.get("GRADIO_TEMP_DIR"):
+            os.environ["GRADIO_TEMP_DIR"] = str(self.root / "gradio")
+            atexit.register(os.environ.pop, "GRADIO_TEMP_DIR", None)
 
     def new(self) -> Path:
         runs = sorted(self.root.glob("run_*"), key=lambda p: p.stat().st_mtime)
@@ -344,60 +410,40 @@ def build_app(model: str | os.PathLike | DUSt3R = "default", device: str | None 
     def run(files: Any, fps: float, size: str, graph_kind: str, k: float, iters: float,
             camera_files: Any, mask_files: Any, shared_focal: bool,
             conf: float, mesh: bool, sky: bool, clean: bool, cam_size: float,
+            align_method: str = "dense", resume: bool = False, colmap_db: bool = False,
             progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008
         t0 = time.perf_counter()
         progress(0.0, desc="checking uploads")
         run_dir = runs.new()
         try:
-            with tempfile.TemporaryDirectory(prefix="upload-", dir=run_dir) as staging:
-                uploads = check_uploads(paths_of(files), staging, limits)
-                progress(0.05, desc="loading images")
-                images = _load(uploads, int(size), float(fps), limits)
-                # keep copies (fresh names) for the COLMAP / nerfstudio image folders
-                kept = run_dir / "inputs"
-                kept.mkdir()
-                image_paths: list[Path | None] = []
-                for u in uploads if uploads[0].kind == "image" else []:
-                    image_paths.append(Path(shutil.copy(u.path, kept / u.path.name)))
-                if uploads[0].kind == "video":
-                    image_paths = [None] * len(images)
-                labels = ([u.label for u in uploads] if uploads[0].kind == "image"
-                          else [f"frame {k}" for k in range(len(images))])
-                # known cameras / masks: matched to the photos by their upload names
-                cam_dir = stage_known_files(paths_of(camera_files), run_dir / "cameras", limits, "camera")
-                mask_dir = stage_known_files(paths_of(mask_files), run_dir / "masks", limits, "mask")
-                priors = alignment_priors(images, cam_dir, mask_dir, names=labels)
+            staging = run_dir / "inputs"  # fresh names; kept for the COLMAP / nerfstudio image folders
+            staging.mkdir()
+            uploads = check_uploads(paths_of(files), staging, limits)
+            # known cameras / masks: matched to the photos by their upload names
+            cam_dir = stage_known_files(paths_of(camera_files), run_dir / "cameras", limits, "camera")
+            mask_dir = stage_known_files(paths_of(mask_files), run_dir / "masks", limits, "mask")
+            video = uploads[0].kind == "video"
+            request = app_request(
+                [u.path for u in uploads], [u.label for u in uploads], run_dir / "render_001",
+                weights=model if isinstance(model, str) else "given model", device=device, video=video,
+                fps=fps, max_frames=limits.max_images, size=size, graph_kind=graph_kind, k=k,
+                align_method=align_method, iters=iters, cameras=cam_dir, masks=mask_dir,
+                shared_focal=shared_focal, conf=conf, mesh=mesh, sky=sky, clean=clean, cam_size=cam_size,
+                colmap_db=colmap_db, store=runs.root / "store" if resume else None)
+            progress(0.05, desc="loading, network inference, alignment, export")
+            res = run_request(request, model=net)
         except PointmapError as exc:
             shutil.rmtree(run_dir, ignore_errors=True)
             return refuse(str(exc))
-        n = len(images)
-        if n > limits.max_images:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            return refuse(f"{n} images; at most {limits.max_images} are allowed")
-        graph = scene_graph(graph_kind, int(k or 0))
-        if n >= 2:
-            try:
-                make_pairs(n, graph)
-            except PointmapError as exc:
-                shutil.rmtree(run_dir, ignore_errors=True)
-                return refuse(str(exc))
-        t_load = time.perf_counter() - t0
-        progress(0.1, desc="network inference and global alignment")
-        cfg = AlignConfig(conf_threshold=default_conf, shared_focal=bool(shared_focal),
-                          **({"niter": int(iters)} if iters else {}))
-        try:
-            res = reconstruct_images(images, net, graph=graph, device=dev, align=cfg, progress=True,
-                                     **priors)
-        except PointmapError as exc:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            return refuse(str(exc))
-        progress(0.9, desc="exporting")
-        stored = _Stored(res.scene, run_dir, image_paths, labels, user_masks=priors.get("masks"))
-        t = time.perf_counter()
-        glb, gallery, files_out, summary = _render(stored, conf, mesh, sky, clean, cam_size)
-        timings = {"load": t_load, **res.timings, "export": time.perf_counter() - t}
+        assert res is not None and res.aligned is not None
+        n = len(res.images)
+        labels = [f"frame {j}" for j in range(n)] if video else [u.label for u in uploads]
+        stored = _Stored(res.aligned, run_dir, labels=labels, renders=1, request=request, matches=res.matches)
+        glb, gallery, files_out, summary = _show(stored, res.scene, res.paths, run_dir / "render_001", float(conf))
+        timings = {"load": res.timings.get("load", 0.0), **{k: v.seconds for k, v in res.stages.stages.items()}}
         stored.info = {"pairs": len(res.pairs), "timings": timings}
-        status = (f"**Done.** {n} image{'s' if n != 1 else ''}, {len(res.pairs)} pairs. {summary}.  \n"
+        status = (f"**Done.** {n} image{'s' if n != 1 else ''}, {len(res.pairs)} pairs, "
+                  f"{_ALIGNED_BY.get(res.method, res.method)}. {summary}.  \n"
                   + "Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
                   + f", total {time.perf_counter() - t0:.1f} s.")
         return status, glb, gallery, files_out, stored
@@ -409,7 +455,7 @@ def build_app(model: str | os.PathLike | DUSt3R = "default", device: str | None 
         glb, gallery, files_out, summary = _render(stored, conf, mesh, sky, clean, cam_size)
         return f"**Updated view.** {summary}.", glb, gallery, files_out
 
-    with gr.Blocks(title="pointmap") as demo:
+    with gr.Blocks(title="pointmap", analytics_enabled=False) as demo:
         gr.Markdown("# pointmap\nUnposed photos to 3D: pointmaps, cameras, depth and a dense "
                     "point cloud. Upload a few overlapping photos (or one video) and press **Run**.")
         with gr.Row():
@@ -428,8 +474,15 @@ def build_app(model: str | os.PathLike | DUSt3R = "default", device: str | None 
                                           label="Scene graph")
                     k = gr.Number(value=3, precision=0, minimum=0,
                                   label="K (swin: window size; oneref: reference image index)")
+                    align_method = gr.Radio(list(ALIGN_METHODS), value="dense",
+                                            label="Alignment: dense (every pixel), sparse (pixel matches; "
+                                                  "for many images) or auto", elem_id="align")
                     iters = gr.Slider(0, 300, value=0, step=10,
-                                      label="Alignment iterations (0 = solver default)")
+                                      label="Dense alignment iterations (0 = solver default)")
+                    resume = gr.Checkbox(False, label="Keep pair predictions: a rerun of the same photos "
+                                                      "and settings resumes from them", elem_id="resume")
+                    colmap_db = gr.Checkbox(False, label="Also write a COLMAP database of the pixel matches "
+                                                         "(in the COLMAP zip; needs pycolmap)", elem_id="colmapdb")
                 with gr.Accordion("Known cameras and masks (optional)", open=False):
                     camera_files = gr.File(
                         label="Known cameras: a pointmap cameras.json, a nerfstudio transforms.json, "
@@ -459,7 +512,7 @@ def build_app(model: str | os.PathLike | DUSt3R = "default", device: str | None 
         state = gr.State(None)
 
         run_inputs = [files, fps, size, graph_kind, k, iters, camera_files, mask_files, shared_focal,
-                      conf, mesh, sky, clean, cam_size]
+                      conf, mesh, sky, clean, cam_size, align_method, resume, colmap_db]
         run_outputs = [status, view, gallery, downloads, state]
         for comp in (files, graph_kind, k, fps):
             comp.change(on_inputs, [files, graph_kind, k, fps], estimate_md, queue=False)
@@ -481,11 +534,17 @@ def launch(host: str = "127.0.0.1", port: int | None = None, model: str | os.Pat
            share: bool = False, block: bool = True) -> Any:
     """Build and serve the app on ``host:port`` (default ``127.0.0.1``, first free port from 7860).
 
-    ``share=True`` opens a public Gradio link: off by default. With ``block=False`` the server
-    runs in a background thread and the ``gr.Blocks`` is returned (``.close()`` stops it).
+    ``share`` (``pointmap app --share``) opens a public Gradio link: off by default. With
+    ``block=False`` the server runs in a background thread and the ``gr.Blocks`` is returned
+    (``.close()`` stops it). Gradio's usage analytics are off.
     """
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     demo = build_app(model=model, device=device, max_images=max_images, max_upload_mb=max_upload_mb)
-    demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
+    demo.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=True, quiet=True,
                 allowed_paths=[str(demo.pointmap_root)], show_error=True,
                 max_file_size=f"{max(float(max_upload_mb), 1e-3) * 4:g}mb")
+    print(f"pointmap app: {demo.local_url}" + (f" and {demo.share_url}" if share and demo.share_url else
+                                               " (for a public link, run `pointmap app --share`)"))
+    if block:
+        demo.block_thread()
     return demo

@@ -7,19 +7,19 @@ before anything heavy is imported) next to the thin handlers that call the libra
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import math
 import os
 import sys
 import warnings
-from typing import NoReturn, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from .errors import PointmapError
 
 log = logging.getLogger("pointmap")
 
-__all__ = ["main", "run", "build_parser", "positive_int", "non_negative_int", "positive_float", "finite_float"]
+__all__ = ["main", "run", "build_parser", "conf_threshold", "positive_int", "non_negative_int", "positive_float",
+           "finite_float", "request_from_args"]
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -43,173 +43,59 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _load_inputs(inputs: list[str], size: int, fps: float, skip_bad: bool):
-    from .images import load_image_arrays, load_images
-    from .video import is_video, read_video_frames
+    """The images of ``inputs`` (files, folders, videos): :func:`pointmap.pipeline.inputs.load_inputs`."""
+    from .pipeline.inputs import load_inputs
+    from .pipeline.request import Inputs
 
-    images = []
-    for item in inputs:
-        if is_video(item):
-            frames = load_image_arrays(read_video_frames(item, fps=fps), size=size)
-            stem = item.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-            for k, im in enumerate(frames):
-                im.meta = dataclasses.replace(im.meta, path=f"{stem}_frame{k:04d}")
-            images += frames
-        else:
-            images += load_images(item, size=size, skip_bad=skip_bad)
-    return images
+    return load_inputs(Inputs(list(inputs), fps=fps, skip_bad=skip_bad), size)
+
+
+def request_from_args(args: argparse.Namespace):
+    """The :class:`~pointmap.pipeline.Request` that ``reconstruct`` / ``pair`` arguments ask for
+    (imports no torch unless ``--iterations`` or ``--solver`` need an alignment config)."""
+    from .pipeline import (Alignment, ExportSpec, Inputs, ModelSpec, PostProcess, Priors, Request,
+                           StorePolicy)
+
+    dense = {k: v for k, v in (("niter", args.iterations), ("solver", args.solver)) if v is not None}
+    dense_cfg = None
+    if dense:
+        from .align.config import AlignConfig
+
+        dense_cfg = AlignConfig(**dense)
+    return Request(
+        inputs=Inputs(list(args.inputs), fps=args.fps, skip_bad=args.skip_bad,
+                      max_pixels=getattr(args, "max_pixels", None)),
+        model=ModelSpec(weights=args.weights, device=args.device, dtype=args.dtype, fast=args.fast,
+                        size=args.size, batch_size=args.batch_size),
+        graph=args.graph, store=StorePolicy(mode=getattr(args, "store", "off"), replace=args.overwrite),
+        align=Alignment(method=args.align, dense=dense_cfg),
+        priors=Priors(cameras=args.cameras, masks=args.masks, shared_focal=args.shared_focal),
+        post=PostProcess(conf_threshold=args.conf_threshold, clean=args.clean, mask_sky=args.mask_sky),
+        export=ExportSpec(output=args.output, formats=tuple(args.export), overwrite=args.overwrite,
+                          mesh=args.mesh, max_points=args.max_points or None),
+        distributed=getattr(args, "distributed", False), progress=not args.quiet,
+    )
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
     import time
 
-    from .align import AlignConfig, clean_pointcloud, mask_sky
-    from .api import reconstruct_images
-    from .export import export_scene
-    from .inference import resolve_device
-    from .io_utils import OutputDir
-    from .known_cameras import alignment_priors
-    from .model import load_model
-    from .model.checkpoint import BUNDLED_MODELS
-    from .scene import LOW_IMAGE_KEPT_FRACTION, LOW_KEPT_FRACTION
-
     t0 = time.perf_counter()
-    dist_on = getattr(args, "distributed", False)
-    rank = 0
-    if dist_on:
-        import torch.distributed as dist
+    request = request_from_args(args)
+    from .pipeline.preflight import preflight
 
-        from .distributed import init_from_env
+    out = None if request.distributed else preflight(request)  # before torch is imported
+    from .pipeline.report import run_report
+    from .pipeline.runner import run_request
 
-        dev = init_from_env()
-        rank = dist.get_rank()
-    else:
-        dev = resolve_device(args.device)
-    # refuse a bad output folder before any work (never an input, never a file pointmap did not
-    # write); a predictions store in it (an interrupted run) is kept and resumed
-    from .store import STORE_DIRNAME
-
-    out = OutputDir(args.output, overwrite=args.overwrite, option="--overwrite",
-                    inputs=[*args.inputs, *(p for p in (args.masks, args.cameras) if p)],
-                    keep=(STORE_DIRNAME,)) if rank == 0 else None
-    want_db = "colmap-db" in args.export
-    if want_db:  # before any work: the export needs pycolmap
-        from .export.colmap_database import require_pycolmap
-
-        require_pycolmap("--export colmap-db")
-    model = load_model(args.weights, device=dev)
-    if getattr(args, "fast", False):
-        if dev.type != "cuda":
-            raise PointmapError("--fast needs a CUDA device (it compiles the network for the GPU)")
-        import torch
-
-        model.optimize_for_inference(trunk_dtype=torch.bfloat16, head_dtype=torch.bfloat16)
-    size = args.size or model.config.native_size
-    images = _load_inputs(args.inputs, size, args.fps, args.skip_bad)
-    if want_db and len(images) < 2:
-        raise PointmapError("--export colmap-db needs two or more images (the database holds the "
-                            "matches between images)")
-    priors = alignment_priors(images, args.cameras, args.masks)
-    t_load = time.perf_counter() - t0
-    if args.weights in BUNDLED_MODELS:
-        print("using the bundled demonstration model (small, trained on synthetic scenes only; see "
-              "docs/results.md); for real photos pass --weights dust3r-512-dpt", file=sys.stderr)
-    print(f"{len(images)} images at {size}px, model {args.weights}, device {dev}", file=sys.stderr)
-    if args.conf_threshold is None:
-        args.conf_threshold = model.recommended_conf_threshold
-    cfg = AlignConfig(conf_threshold=args.conf_threshold, shared_focal=args.shared_focal,
-                      **({"niter": args.iterations} if args.iterations is not None else {}),
-                      **({"solver": args.solver} if args.solver else {}))
-    store = None
-    if _use_store(args, len(images)):
-        from .api import open_store
-        from .inference import resolve_dtype
-
-        # MASt3R's descriptors are stored when they will be matched (sparse alignment: any
-        # --align but dense for a model with descriptors; a COLMAP database)
-        pre = {"size": size, "dtype": str(resolve_dtype(args.dtype, dev)).replace("torch.", ""),
-               "fps": args.fps if any(_is_video(x) for x in args.inputs) else None}
-        if model.config.desc_dim > 0 and (args.align != "dense" or want_db):
-            pre["descriptors"] = True
-        if rank == 0:
-            store = open_store(args.output, model, args.weights, images, pre, replace=args.overwrite)
-            if len(store):
-                print(f"resuming: {len(store)} pair predictions already in {store.path}", file=sys.stderr)
-        if dist_on:
-            import torch.distributed as dist
-
-            dist.barrier()
-            if rank != 0:
-                store = open_store(args.output, model, args.weights, images, pre, rank=rank)
-    res = reconstruct_images(images, model, graph=args.graph, batch_size=args.batch_size, device=dev,
-                             dtype=args.dtype, align=cfg, align_method=args.align,
-                             progress=not args.quiet, distributed=dist_on,
-                             store=store, video=any(_is_video(x) for x in args.inputs),
-                             announce=lambda line: print(line, file=sys.stderr) if rank == 0 else None,
-                             keep_descriptors=want_db, **priors)
-    if dist_on:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
-    if res is None:  # not rank 0: its share of the pairs went to rank 0
+    res = run_request(request, announce=lambda line: print(line, file=sys.stderr), checked=out)
+    if res is None:  # not rank 0 of a distributed run: its share of the pairs went to rank 0
         return 0
-    scene = res.scene
-    stages = res.stages
-    matches = None
-    if want_db:
-        from .align.sparse import pair_matches
-
-        with stages.stage("matching"):  # descriptors (MASt3R) or 3D points, as sparse alignment
-            matches = pair_matches(res.predictions, device=dev)
-    with stages.stage("export"):
-        if args.clean and len(scene) > 1:
-            scene = clean_pointcloud(scene)
-        if args.mask_sky:
-            scene = mask_sky(scene)
-        paths = export_scene(scene, out, formats=args.export, as_pointcloud=not args.mesh,
-                             cloud_max_points=args.max_points or None, matches=matches,
-                             progress=not args.quiet)
-    placed = int(scene.placed.sum())
-    sparse = scene.sparse_images()
-    counts = scene.kept_counts()
-    if sparse:
-        shown = ", ".join(f"{scene.names[k]} ({counts[k]} points)" for k in sparse[:10])
-        log.warning(f"{len(sparse)} image(s) keep fewer than {100 * LOW_IMAGE_KEPT_FRACTION:g} % of their "
-                    f"points above the confidence threshold {args.conf_threshold:g}: {shown}"
-                    f"{', ...' if len(sparse) > 10 else ''}; they add little or nothing to the exports "
-                    "(a lower --conf-threshold keeps more)")
-    confs = [c[m].mean().item() for c, m in zip(scene.confidence, scene.masks) if m.any()]
-    kept, total = sum(int(m.sum()) for m in scene.masks), sum(m.numel() for m in scene.masks)
-    frac = kept / total if total else 0.0
-    few = f" ({len(sparse)} keeping < {100 * LOW_IMAGE_KEPT_FRACTION:g} % of their points)" if sparse else ""
-    print(f"placed {placed}/{len(scene)} images{few}; {len(res.pairs)} pairs; kept {kept} of {total} points "
-          f"({100 * frac:.1f} %, raw confidence > {args.conf_threshold:g}); "
-          f"mean confidence of kept points {sum(confs) / max(len(confs), 1):.2f}")
-    if frac < LOW_KEPT_FRACTION:
-        log.warning(f"only {100 * frac:.1f} % of the points pass the confidence threshold "
-                    f"{args.conf_threshold:g}, so the exported cloud is sparse; images unlike the model's "
-                    "training data get low confidences. A lower --conf-threshold (raw confidence, > 1; "
-                    "0 keeps every point) keeps more.")
-    print(f"time: load {t_load:.1f}s, " + stages.summary() + f", total {time.perf_counter() - t0:.1f}s")
-    for k, p in paths.items():
-        print(f"  {k}: {p}")
+    lines, warns = run_report(res, time.perf_counter() - t0)
+    for text in warns:
+        log.warning(text)
+    print("\n".join(lines))
     return 0
-
-
-def _is_video(item: str) -> bool:
-    from .video import is_video
-
-    return is_video(item)
-
-
-def _use_store(args: argparse.Namespace, n_images: int) -> bool:
-    from pathlib import Path
-
-    from .store import STORE_DIRNAME
-
-    mode = getattr(args, "store", "off")
-    if mode == "auto":
-        return n_images > 20 or (Path(args.output) / STORE_DIRNAME).is_dir()
-    return mode == "on"
 
 
 def _cmd_pair(args: argparse.Namespace) -> int:
@@ -382,6 +268,18 @@ def finite_float(text: str) -> float:
     return float(_number(float, text))
 
 
+def conf_threshold(text: str) -> float:
+    """argparse type: a raw-confidence threshold, above 1 (raw confidence ``1 + exp(x)`` is always
+    above 1), or 0 for every point (:func:`pointmap.pipeline.request.check_conf_threshold`)."""
+    from .pipeline.request import check_conf_threshold
+
+    value = float(_number(float, text))
+    try:
+        return check_conf_threshold(value)
+    except PointmapError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="default",
                    help="'default' (the bundled demonstration model, trained on synthetic scenes only), "
@@ -402,9 +300,9 @@ def _add_scene_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fast", action="store_true",
                    help="GPU only: compiled network, bfloat16 trunk and heads (about 2x faster than the "
                         "default bfloat16 autocast; compiling takes a few seconds per image shape)")
-    p.add_argument("--conf-threshold", type=finite_float, default=None,
-                   help="keep points whose raw confidence (1 + exp(x), > 1) exceeds this "
-                        "(default: the model's recommendation; 3 for the released DUSt3R models)")
+    p.add_argument("--conf-threshold", type=conf_threshold, default=None,
+                   help="keep points whose raw confidence (1 + exp(x), > 1) exceeds this; 0 keeps every "
+                        "point (default: the model's recommendation; 3 for the released DUSt3R models)")
     p.add_argument("--export", nargs="+", default=list(EXPORT_FORMATS),
                    choices=[*EXPORT_FORMATS, *MATCH_EXPORT_FORMATS],
                    help="formats to write (default: all but colmap-db). colmap-db: the pairs' pixel "
@@ -458,7 +356,11 @@ def _add_reconstruct_args(p: argparse.ArgumentParser) -> None:
                         "matches: poses, focals and depth scales; for many images) or auto (sparse "
                         "for MASt3R models or from 1000 ordered pairs on)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
-    p.add_argument("--fps", type=positive_float, default=1.0, help="frames per second sampled from videos")
+    p.add_argument("--fps", type=positive_float, default=1.0,
+                   help="frames per second sampled from videos (default 1.0)")
+    p.add_argument("--max-pixels", type=positive_int, default=None,
+                   help="largest photo, in pixels (width x height), that is decoded (default: the "
+                        "image loader's memory-based bound); larger photos are refused")
 
 
 def _add_pair_args(p: argparse.ArgumentParser) -> None:
@@ -467,7 +369,7 @@ def _add_pair_args(p: argparse.ArgumentParser) -> None:
     _add_scene_args(p)
     # what reconstruct's options mean for two images (they are not offered: they do not apply)
     p.set_defaults(graph="complete", distributed=False, batch_size=16, iterations=None, solver=None,
-                   skip_bad=False, fps=1.0, align="dense")
+                   skip_bad=False, fps=1.0, align="dense", max_pixels=None)
 
 
 def _add_match_args(p: argparse.ArgumentParser) -> None:
@@ -480,8 +382,8 @@ def _add_match_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--use", choices=["auto", "desc", "pts3d"], default="auto",
                    help="match descriptors (MASt3R) or 3D points (DUSt3R); auto: descriptors when the "
                         "model has them")
-    p.add_argument("--conf-threshold", type=finite_float, default=None,
-                   help="only pixels whose confidence exceeds this may match (default: all)")
+    p.add_argument("--conf-threshold", type=conf_threshold, default=None,
+                   help="only pixels whose raw confidence (> 1) exceeds this may match (default: all)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the results of an earlier run in the output folder")
 
@@ -594,11 +496,20 @@ class _OneLineHandler(logging.Handler):
             self.handleError(record)
 
 
-def _setup_logging() -> None:
+def _setup_logging() -> Callable[[], None]:
+    """Log records of pointmap as one line each on stderr; returns what puts the logger back."""
+    before = (list(log.handlers), log.level, log.propagate)
     if not any(isinstance(h, _OneLineHandler) for h in log.handlers):
         log.addHandler(_OneLineHandler())
     log.setLevel(logging.INFO)
     log.propagate = False
+
+    def restore() -> None:
+        log.handlers[:] = before[0]
+        log.setLevel(before[1])
+        log.propagate = before[2]
+
+    return restore
 
 
 def _warning_as_log(message: Warning | str, category: type[Warning], filename: str, lineno: int,
@@ -618,28 +529,35 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _stop_on_sigterm() -> None:
+def _stop_on_sigterm() -> Callable[[], None]:
     """``kill`` (SIGTERM) stops a run like Ctrl-C does, so its temporary output folder is removed
-    and earlier results stay as they were."""
+    and earlier results stay as they were. Returns what puts the earlier handler back."""
     import signal
     import threading
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    if threading.current_thread() is threading.main_thread() \
-            and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, interrupt)
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return lambda: None
+    signal.signal(signal.SIGTERM, interrupt)
+
+    def restore() -> None:
+        if signal.getsignal(signal.SIGTERM) is interrupt:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    return restore
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (errors print one line, no traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging()
+    restore_logging = _setup_logging()
     shown = warnings.showwarning
     warnings.showwarning = _warning_as_log
-    _stop_on_sigterm()
+    restore_signals = _stop_on_sigterm()
     try:
         return int(args.func(args) or 0)
     except PointmapError as exc:
@@ -650,6 +568,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         warnings.showwarning = shown
+        restore_signals()
+        restore_logging()
 
 
 def run() -> NoReturn:

@@ -368,3 +368,21 @@ def _probe_writable(folder: Path, path: str | os.PathLike, what: str) -> None:
     except OSError as exc:
         raise OutputPathError(f"cannot write the {what} {path}: {folder} is not writable "
                               f"({exc.strerror or exc}); choose another place") from exc
+
+
+def foreign_files(folder: str | os.PathLike, entries: Sequence[str]) -> list[str]:
+    """Files of ``folder`` under ``entries`` (relative paths of files or folders a run will write
+    there) that pointmap did not write (not in its manifest), sorted: what
+    :meth:`OutputDir.writing` would refuse to replace at the end, found before any work."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    ours = _read_manifest(root)
+    found = set()
+    for entry in entries:
+        p = root / entry
+        if p.is_dir() and not p.is_symlink():
+            found |= {f"{entry}/{f}" for f in _files_under(p)}
+        elif p.exists() or p.is_symlink():
+            found.add(Path(entry).as_posix())
+    return sorted(found - ours)

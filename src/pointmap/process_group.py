@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from .errors import PointmapError
 
-__all__ = ["init_from_env"]
+__all__ = ["COLLECTIVE_TIMEOUT", "init_from_env"]
+
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)
+"""How long a collective (a barrier, a gather of pair predictions, a gradient all-reduce) waits for
+the other ranks before it fails with an error naming the timeout (a hung or dead rank then stops
+the run instead of stalling it for torch's default of 10 minutes on NCCL and 30 on gloo, which
+differ). Long enough for a rank that is still computing its share of a large scene; a rank that
+legitimately needs longer between collectives can be given ``timeout=``."""
 
 _ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
-def init_from_env(backend: str | None = None) -> torch.device:
+def init_from_env(backend: str | None = None, timeout: timedelta = COLLECTIVE_TIMEOUT) -> torch.device:
     """Initialise the default process group from torchrun's environment variables.
 
     Uses ``nccl`` when CUDA is available and ``gloo`` otherwise (unless ``backend`` is given) and,
     on CUDA, makes ``cuda:LOCAL_RANK`` the current device. Does nothing to an already initialised
-    group.
+    group. Every collective of the group fails after ``timeout`` (:data:`COLLECTIVE_TIMEOUT`) when
+    another rank does not join it.
 
     Returns:
         The device this rank should compute on (``cuda:LOCAL_RANK`` or ``cpu``).
@@ -42,5 +51,5 @@ def init_from_env(backend: str | None = None) -> torch.device:
             "start the command with `torchrun --nproc_per_node N ...`"
         )
     backend = backend or ("nccl" if use_cuda else "gloo")
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(backend=backend, timeout=timeout)
     return device

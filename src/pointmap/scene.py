@@ -48,6 +48,8 @@ class Scene:
         names: per image display name.
         units: length unit of depths and translations: ``"metres"`` when the network is metric
             (MASt3R) and the scene was kept at its scale, else ``"scene"`` (an arbitrary scale).
+        user_masks: per image ``(H, W)`` bool mask the user gave (or ``None``); ``masks`` keep
+            them at every threshold (:meth:`with_threshold`). ``None``: no user masks.
     """
 
     imgs: list[torch.Tensor]
@@ -61,6 +63,7 @@ class Scene:
     metas: list[ImageMeta | None] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     units: str = "scene"
+    user_masks: list[torch.Tensor | None] | None = None
 
     def __post_init__(self) -> None:
         n = self.poses.shape[0]
@@ -73,6 +76,8 @@ class Scene:
         for name in ("imgs", "depths", "confidence", "masks", "metas", "names"):
             if len(getattr(self, name)) != n:
                 raise InputError(f"Scene.{name} has {len(getattr(self, name))} entries for {n} poses")
+        if self.user_masks is not None and len(self.user_masks) != n:
+            raise InputError(f"Scene.user_masks has {len(self.user_masks)} entries for {n} poses")
 
     def __len__(self) -> int:
         return self.poses.shape[0]
@@ -115,11 +120,23 @@ class Scene:
         return [k for k, (n, m) in enumerate(zip(self.kept_counts(), self.masks)) if n < f * m.numel()]
 
     def with_threshold(self, conf_threshold: float) -> "Scene":
-        """A copy whose masks are recomputed as ``confidence > conf_threshold`` (placed images only)."""
+        """A copy whose masks are recomputed as ``confidence > conf_threshold`` (placed images
+        only), and-ed with the :attr:`user_masks` (which stay out at every threshold)."""
+        users = self.user_masks or [None] * len(self)
         masks = [
-            (c > conf_threshold) & bool(p) for c, p in zip(self.confidence, self.placed.tolist())
+            (c > conf_threshold) & bool(p) & (True if u is None else u)
+            for c, p, u in zip(self.confidence, self.placed.tolist(), users)
         ]
         return replace(self, masks=masks, conf_threshold=conf_threshold)
+
+    def first(self, n: int) -> "Scene":
+        """A copy holding the first ``n`` images only."""
+        return replace(
+            self, imgs=self.imgs[:n], poses=self.poses[:n], intrinsics=self.intrinsics[:n],
+            depths=self.depths[:n], confidence=self.confidence[:n], masks=self.masks[:n],
+            placed=self.placed[:n], metas=self.metas[:n], names=self.names[:n],
+            user_masks=None if self.user_masks is None else self.user_masks[:n],
+        )
 
     def to_original(self) -> "Scene":
         """The scene at original image resolution.
@@ -129,13 +146,14 @@ class Scene:
         come from the network image (use the original files for full-resolution colour).
         Images without a :class:`ImageMeta` are returned unchanged.
         """
-        Ks, depths, confs, masks, imgs = [], [], [], [], []
+        Ks, depths, confs, masks, imgs, users = [], [], [], [], [], []
+        user_masks = self.user_masks or [None] * len(self)
         for k in range(len(self)):
             meta = self.metas[k]
             if meta is None:
                 Ks.append(self.intrinsics[k])
                 depths.append(self.depths[k]); confs.append(self.confidence[k])
-                masks.append(self.masks[k]); imgs.append(self.imgs[k])
+                masks.append(self.masks[k]); imgs.append(self.imgs[k]); users.append(user_masks[k])
                 continue
             Ks.append(meta.intrinsics_to_original(self.intrinsics[k]))
             W0, H0 = meta.original_size
@@ -152,7 +170,8 @@ class Scene:
             confs.append(torch.where(inside, pick(self.confidence[k]), torch.zeros(())))
             masks.append(pick(self.masks[k]) & inside)
             imgs.append(pick(self.imgs[k]))
+            users.append(None if user_masks[k] is None else pick(user_masks[k]) & inside)
         return replace(
             self, imgs=imgs, intrinsics=torch.stack(Ks), depths=depths, confidence=confs,
-            masks=masks, metas=[None] * len(self),
+            masks=masks, metas=[None] * len(self), user_masks=users if self.user_masks is not None else None,
         )
