@@ -34,7 +34,7 @@ from ..scene import Scene
 from .cameras import export_cameras
 from .colmap import build_colmap_model, export_colmap, zip_model
 from .colmap_database import export_colmap_database, require_pycolmap
-from .common import copy_image, image_file_names, original_colours, source_image_path
+from .common import copy_image, export_workers, image_file_names, map_images, original_colours, source_image_path
 from .depth import export_depth
 from .glb import export_glb
 from .nerfstudio import export_nerfstudio
@@ -52,6 +52,7 @@ __all__ = [
     "export_nerfstudio",
     "export_ply",
     "export_scene",
+    "export_workers",
     "zip_model",
 ]
 
@@ -83,6 +84,7 @@ def export_scene(
     copy_images: bool = True,
     matches: Mapping[tuple[int, int], tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray]] | None = None,
     progress: bool = False,
+    workers: int | None = None,
 ) -> dict[str, Path]:
     """Write ``scene`` in the requested ``formats`` into ``out_dir`` (layout in the module docstring).
 
@@ -107,8 +109,12 @@ def export_scene(
         matches: for ``colmap-db``: per pair of image indices ``(i, j)``, ``(xy_i (M, 2), xy_j (M,
             2))`` matched pixels ``(x, y)`` at network resolution
             (:func:`~pointmap.export.colmap_database.export_colmap_database`).
-        progress: a tqdm bar over the steps (the image copies, then one step per format) with
-            elapsed time and ETA.
+        progress: a tqdm bar over the steps (the image copies, the depth maps of each image, and
+            one step per format) with elapsed time and ETA.
+        workers: threads for the per-image work (image copies, depth maps and previews, the
+            PLY/GLB points and cameras): default :func:`export_workers` (the CPUs, at most
+            :data:`~pointmap.export.common.MAX_WORKERS`); ``1`` runs image after image. The files
+            do not depend on it.
 
     Returns:
         ``{format: path}``, plus ``"colmap_text"``, ``"colmap_init"`` and ``"images"`` where written.
@@ -126,28 +132,29 @@ def export_scene(
         names = image_file_names(scene, image_paths)
         paths: dict[str, Path] = {}
         copies = copy_images and any(f in formats for f in ("colmap", "colmap-db", "transforms"))
-        bar = tqdm(total=(len(scene) if copies else 0) + len(formats), desc="export", unit="step",
-                   disable=not progress)
+        per_image = (len(scene) if copies else 0) + (len(scene) if "depth" in formats else 0)
+        bar = tqdm(total=per_image + len(formats), desc="export", unit="step", disable=not progress)
 
         def step(name: str) -> None:
             bar.set_postfix_str(name)
             bar.update(1)
 
         if copies:
-            for k in range(len(scene)):  # the database lists every image, placed or not
+            def copy(k: int) -> None:  # the database lists every image, placed or not
                 if bool(scene.placed[k]) or "colmap-db" in formats:
                     src = source_image_path(scene, k, image_paths)
                     copy_image(src, out / "images" / names[k],
                                fallback=original_colours(scene, k) if src is None else None)
-                step("images")
+
+            map_images(copy, len(scene), workers, done=lambda: step("images"))
             paths["images"] = out / "images"
         if "glb" in formats:
             paths["glb"] = export_glb(scene, out / "scene.glb", as_pointcloud, cam_size, transparent_cams,
-                                       max_points=cloud_max_points)
+                                       max_points=cloud_max_points, workers=workers)
             step("glb")
         if "ply" in formats:
             paths["ply"] = export_ply(scene, out / "points.ply", normals=normals,
-                                       max_points=cloud_max_points)
+                                       max_points=cloud_max_points, workers=workers)
             step("ply")
         if "colmap" in formats:
             model = build_colmap_model(scene, max_points=max_points, image_names=names)
@@ -167,7 +174,8 @@ def export_scene(
             )
             step("transforms")
         if "depth" in formats:
-            export_depth(scene, out / "depth", resolution=depth_resolution, image_names=names)  # type: ignore[arg-type]
+            export_depth(scene, out / "depth", resolution=depth_resolution, image_names=names,  # type: ignore[arg-type]
+                         workers=workers, done=lambda: step("depth"))
             paths["depth"] = out / "depth"
             step("depth")
         if "cameras" in formats:
