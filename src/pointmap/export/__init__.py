@@ -21,6 +21,7 @@ Layout written by :func:`export_scene` into ``out_dir``::
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -135,9 +136,12 @@ def export_scene(
         per_image = (len(scene) if copies else 0) + (len(scene) if "depth" in formats else 0)
         bar = tqdm(total=per_image + len(formats), desc="export", unit="step", disable=not progress)
 
+        lock = threading.Lock()
+
         def step(name: str) -> None:
-            bar.set_postfix_str(name)
-            bar.update(1)
+            with lock:
+                bar.set_postfix_str(name)
+                bar.update(1)
 
         if copies:
             def copy(k: int) -> None:  # the database lists every image, placed or not
@@ -148,38 +152,47 @@ def export_scene(
 
             map_images(copy, len(scene), workers, done=lambda: step("images"))
             paths["images"] = out / "images"
-        if "glb" in formats:
-            paths["glb"] = export_glb(scene, out / "scene.glb", as_pointcloud, cam_size, transparent_cams,
-                                       max_points=cloud_max_points, workers=workers)
-            step("glb")
-        if "ply" in formats:
-            paths["ply"] = export_ply(scene, out / "points.ply", normals=normals,
-                                       max_points=cloud_max_points, workers=workers)
-            step("ply")
-        if "colmap" in formats:
-            model = build_colmap_model(scene, max_points=max_points, image_names=names)
-            export_colmap(scene, out / "colmap" / "sparse" / "0", "bin", model=model)
-            export_colmap(scene, out / "colmap" / "text", "txt", model=model)
-            paths["colmap"] = out / "colmap" / "sparse" / "0"
-            paths["colmap_text"] = out / "colmap" / "text"
-            step("colmap")
-        if "colmap-db" in formats:
-            db = export_colmap_database(scene, out / "colmap", matches or {}, image_names=names)
-            paths["colmap-db"], paths["colmap_init"] = db["database"], db["init"]
-            step("colmap-db")
-        if "transforms" in formats:
-            paths["transforms"] = export_nerfstudio(
+        writers = {
+            "glb": lambda: {"glb": export_glb(scene, out / "scene.glb", as_pointcloud, cam_size, transparent_cams,
+                                              max_points=cloud_max_points, workers=workers)},
+            "ply": lambda: {"ply": export_ply(scene, out / "points.ply", normals=normals,
+                                              max_points=cloud_max_points, workers=workers)},
+            "colmap": lambda: _write_colmap(scene, out / "colmap", max_points, names),
+            "colmap-db": lambda: _write_colmap_db(scene, out / "colmap", matches or {}, names),
+            "transforms": lambda: {"transforms": export_nerfstudio(
                 scene, out / "transforms.json", image_paths=image_paths, copy_images=False,
-                ply_file_path="points.ply" if "ply" in formats else None,
-            )
-            step("transforms")
-        if "depth" in formats:
-            export_depth(scene, out / "depth", resolution=depth_resolution, image_names=names,  # type: ignore[arg-type]
-                         workers=workers, done=lambda: step("depth"))
-            paths["depth"] = out / "depth"
-            step("depth")
-        if "cameras" in formats:
-            paths["cameras"] = export_cameras(scene, out / "cameras.json", image_names=names)
-            step("cameras")
+                ply_file_path="points.ply" if "ply" in formats else None)},
+            "depth": lambda: {"depth": export_depth(  # type: ignore[arg-type]
+                scene, out / "depth", resolution=depth_resolution, image_names=names, workers=workers,
+                done=lambda: step("depth")).parent},
+            "cameras": lambda: {"cameras": export_cameras(scene, out / "cameras.json", image_names=names)},
+        }
+        todo = [f for f in writers if f in formats]
+
+        def write(t: int) -> dict[str, Path]:
+            got = writers[todo[t]]()
+            step(todo[t])
+            return got
+
+        # the formats write different files: they run side by side too (their serial parts, e.g.
+        # the GLB's encoding, overlap), each with its own per-image pool
+        for got in map_images(write, len(todo), 1 if export_workers(workers) == 1 else len(todo)):
+            paths.update(got)
         bar.close()
     return {k: target.path / p.relative_to(out) for k, p in paths.items()}
+
+
+def _write_colmap(scene: Scene, folder: Path, max_points: int, names: list[str]) -> dict[str, Path]:
+    """The COLMAP model as binary (``sparse/0``) and text (``text``) files."""
+    model = build_colmap_model(scene, max_points=max_points, image_names=names)
+    export_colmap(scene, folder / "sparse" / "0", "bin", model=model)
+    export_colmap(scene, folder / "text", "txt", model=model)
+    return {"colmap": folder / "sparse" / "0", "colmap_text": folder / "text"}
+
+
+def _write_colmap_db(
+    scene: Scene, folder: Path, matches: Mapping, names: list[str]
+) -> dict[str, Path]:
+    """The COLMAP database of the pixel matches and the initial model beside it."""
+    db = export_colmap_database(scene, folder, matches, image_names=names)
+    return {"colmap-db": db["database"], "colmap_init": db["init"]}
