@@ -168,7 +168,8 @@ class Probe:
 
 
 def by_stage(probe: Probe, stages: dict, t_start: float) -> dict[str, float]:
-    """Seconds per stage of the issue's breakdown; store writes are taken out of ``inference``."""
+    """Seconds per stage (decode, graph, inference, store, alignment, export); the store's
+    writes are taken out of ``inference``."""
     sec = {k: v["seconds"] for k, v in stages.items()}
     out = {"model_load": probe.seconds["model_load"]}
     if "decode" in sec:
