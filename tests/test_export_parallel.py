@@ -50,6 +50,12 @@ def test_map_images_keeps_order_and_uses_threads():
         export_workers(0)
 
 
+def test_bad_worker_count_is_refused_before_any_work(tmp_path):
+    with pytest.raises(PointmapError, match="workers must be 1 or more, got 0"):
+        export_scene(make_scene(), tmp_path / "out", workers=0)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_error_in_one_image_leaves_no_output(tmp_path, monkeypatch):
     scene = make_scene(n=6)
     real = depth_mod._write_image_maps

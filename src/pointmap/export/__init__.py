@@ -128,6 +128,7 @@ def export_scene(
         require_pycolmap("the colmap-db export")
         if matches is None:
             raise PointmapError("the colmap-db export needs the pixel matches of the pairs (matches=...)")
+    export_workers(workers)  # a bad count is refused before any work
     target = out_dir if isinstance(out_dir, OutputDir) else OutputDir(out_dir, overwrite=overwrite)
     with target.writing() as out:
         names = image_file_names(scene, image_paths)
