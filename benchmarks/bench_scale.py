@@ -21,6 +21,15 @@ reports that optimum's accuracy (``optimum_*`` keys): the error the loss itself 
 predictions, which no optimiser can go below, to compare the run from the usual initialisation
 with (its memory is left out of ``peak_rss_gb``; ``/usr/bin/time`` counts it).
 
+``--stage export`` times the exports alone: the ground-truth scene (true cameras and depths, the
+rendered colours, a confidence from the colours) written by :func:`pointmap.export.export_scene`
+once per ``--workers`` value (``--repeat`` rounds, alternating the order; the best time of
+each), the files compared byte for byte with the first run's (the ``export`` key: seconds per
+worker count, ``identical``)::
+
+    python benchmarks/bench_scale.py --stage export --images 200 --size 512x384 --workers 1 2 4 8 \
+        --out export200.json
+
 ``--graph`` takes what ``pointmap reconstruct --graph`` takes (``retrieval-K`` and
 ``retrieval-K+swin-M`` need the bundled model). GPU runs: ``--device cuda`` (alignment and the
 fabrication of predictions on the GPU).
@@ -29,6 +38,7 @@ fabrication of predictions on the GPU).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -47,6 +57,7 @@ from bench_align import errors  # noqa: E402  (one definition of the accuracy fi
 from pointmap.align import AlignConfig, align_pairs  # noqa: E402
 from pointmap.export import FORMATS, export_scene  # noqa: E402
 from pointmap.pairs import connected_components, make_pairs  # noqa: E402
+from pointmap.scene import Scene  # noqa: E402
 from pointmap.stages import StageLog  # noqa: E402
 from pointmap.store import PredictionStore  # noqa: E402
 from pointmap.testing.synthetic_pairs import (  # noqa: E402
@@ -111,6 +122,44 @@ def optimum_from_truth(preds, gt, cfg: AlignConfig, device: str) -> dict:
             "optimum_focal_err_max_rel": acc["focal_err_max"], "optimum_iterations": co.iterations}
 
 
+def truth_scene(gt) -> Scene:
+    """The ground truth as a :class:`Scene`: true cameras and depths, rendered colours, a raw
+    confidence ``1 + 4 x`` the mean colour, every rendered pixel valid."""
+    n = len(gt.poses)
+    imgs = [synthetic_image(gt, k) for k in range(n)]
+    return Scene(imgs=imgs, poses=gt.poses, intrinsics=gt.intrinsics.float(), depths=list(gt.depths),
+                 confidence=[1.0 + 4.0 * im.mean(-1) for im in imgs], masks=[d > 0 for d in gt.depths],
+                 names=[f"view_{k:05d}" for k in range(n)])
+
+
+def export_only(args: argparse.Namespace, W: int, H: int, work: Path) -> dict:
+    """``--stage export``: every format of the ground-truth scene once per ``--workers`` value,
+    timed, the files compared byte for byte with the first run's."""
+    t0 = time.perf_counter()
+    scene = truth_scene(synthetic_cameras(args.images, (W, H), seed=args.seed))
+    row: dict = {"n_images": args.images, "size": f"{W}x{H}", "device": "cpu", "formats": args.formats,
+                 "seconds_scene": time.perf_counter() - t0, "export": {}, "identical": True}
+    first = None
+    for rep in range(args.repeat):  # alternate the worker counts, so that a changing load hits all
+        for w in args.workers if rep % 2 == 0 else args.workers[::-1]:
+            out = work / f"export_w{w}"
+            t0 = time.perf_counter()
+            export_scene(scene, out, formats=args.formats, overwrite=True, cloud_max_points=args.max_points,
+                         workers=w)
+            dt = time.perf_counter() - t0
+            row["export"][str(w)] = min(dt, row["export"].get(str(w), dt))
+            digest = {str(f.relative_to(out)): hashlib.sha256(f.read_bytes()).hexdigest()
+                      for f in sorted(out.rglob("*")) if f.is_file()}
+            first = first or digest
+            row["identical"] &= digest == first
+            shutil.rmtree(out)
+    base = row["export"][str(args.workers[0])]
+    row["speedup"] = {k: base / v for k, v in row["export"].items()}
+    row["load_average"] = os.getloadavg()
+    row["cpus"] = os.cpu_count()
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, required=True)
@@ -126,6 +175,11 @@ def main() -> None:
     ap.add_argument("--max-points", type=int, default=2_000_000, help="point budget of PLY/GLB")
     ap.add_argument("--batch", type=int, default=16, help="pairs per store shard")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stage", choices=["all", "export"], default="all",
+                    help="export: time the exports of the ground-truth scene alone (--workers)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 4],
+                    help="--stage export: export threads to time, the first is the reference")
+    ap.add_argument("--repeat", type=int, default=1, help="--stage export: rounds (best time kept)")
     ap.add_argument("--optimum", action="store_true",
                     help="also run the coarse stage from the ground truth (optimum_* keys)")
     args = ap.parse_args()
@@ -133,6 +187,13 @@ def main() -> None:
     n = args.images
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_scale_"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.stage == "export":
+        row = export_only(args, W, H, work)
+        if not args.keep and args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+        Path(args.out).write_text(json.dumps(row, indent=1))
+        print(json.dumps(row))
+        return
     log = StageLog(args.device)
     t_all = time.perf_counter()
     extra: dict = {}

@@ -21,6 +21,7 @@ Layout written by :func:`export_scene` into ``out_dir``::
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from ..scene import Scene
 from .cameras import export_cameras
 from .colmap import build_colmap_model, export_colmap, zip_model
 from .colmap_database import export_colmap_database, require_pycolmap
-from .common import copy_image, image_file_names, original_colours, source_image_path
+from .common import copy_image, export_workers, image_file_names, map_images, original_colours, source_image_path
 from .depth import export_depth
 from .glb import export_glb
 from .nerfstudio import export_nerfstudio
@@ -52,6 +53,7 @@ __all__ = [
     "export_nerfstudio",
     "export_ply",
     "export_scene",
+    "export_workers",
     "zip_model",
 ]
 
@@ -83,6 +85,7 @@ def export_scene(
     copy_images: bool = True,
     matches: Mapping[tuple[int, int], tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray]] | None = None,
     progress: bool = False,
+    workers: int | None = None,
 ) -> dict[str, Path]:
     """Write ``scene`` in the requested ``formats`` into ``out_dir`` (layout in the module docstring).
 
@@ -107,8 +110,12 @@ def export_scene(
         matches: for ``colmap-db``: per pair of image indices ``(i, j)``, ``(xy_i (M, 2), xy_j (M,
             2))`` matched pixels ``(x, y)`` at network resolution
             (:func:`~pointmap.export.colmap_database.export_colmap_database`).
-        progress: a tqdm bar over the steps (the image copies, then one step per format) with
-            elapsed time and ETA.
+        progress: a tqdm bar over the steps (the image copies, the depth maps of each image, and
+            one step per format) with elapsed time and ETA.
+        workers: threads for the per-image work (image copies, depth maps and previews, the
+            PLY/GLB points and cameras): default :func:`export_workers` (the CPUs, at most
+            :data:`~pointmap.export.common.MAX_WORKERS`); ``1`` runs image after image. The files
+            do not depend on it.
 
     Returns:
         ``{format: path}``, plus ``"colmap_text"``, ``"colmap_init"`` and ``"images"`` where written.
@@ -121,57 +128,72 @@ def export_scene(
         require_pycolmap("the colmap-db export")
         if matches is None:
             raise PointmapError("the colmap-db export needs the pixel matches of the pairs (matches=...)")
+    export_workers(workers)  # a bad count is refused before any work
     target = out_dir if isinstance(out_dir, OutputDir) else OutputDir(out_dir, overwrite=overwrite)
     with target.writing() as out:
         names = image_file_names(scene, image_paths)
         paths: dict[str, Path] = {}
         copies = copy_images and any(f in formats for f in ("colmap", "colmap-db", "transforms"))
-        bar = tqdm(total=(len(scene) if copies else 0) + len(formats), desc="export", unit="step",
-                   disable=not progress)
+        per_image = (len(scene) if copies else 0) + (len(scene) if "depth" in formats else 0)
+        bar = tqdm(total=per_image + len(formats), desc="export", unit="step", disable=not progress)
+
+        lock = threading.Lock()
 
         def step(name: str) -> None:
-            bar.set_postfix_str(name)
-            bar.update(1)
+            with lock:
+                bar.set_postfix_str(name)
+                bar.update(1)
 
         if copies:
-            for k in range(len(scene)):  # the database lists every image, placed or not
+            def copy(k: int) -> None:  # the database lists every image, placed or not
                 if bool(scene.placed[k]) or "colmap-db" in formats:
                     src = source_image_path(scene, k, image_paths)
                     copy_image(src, out / "images" / names[k],
                                fallback=original_colours(scene, k) if src is None else None)
-                step("images")
+
+            map_images(copy, len(scene), workers, done=lambda: step("images"))
             paths["images"] = out / "images"
-        if "glb" in formats:
-            paths["glb"] = export_glb(scene, out / "scene.glb", as_pointcloud, cam_size, transparent_cams,
-                                       max_points=cloud_max_points)
-            step("glb")
-        if "ply" in formats:
-            paths["ply"] = export_ply(scene, out / "points.ply", normals=normals,
-                                       max_points=cloud_max_points)
-            step("ply")
-        if "colmap" in formats:
-            model = build_colmap_model(scene, max_points=max_points, image_names=names)
-            export_colmap(scene, out / "colmap" / "sparse" / "0", "bin", model=model)
-            export_colmap(scene, out / "colmap" / "text", "txt", model=model)
-            paths["colmap"] = out / "colmap" / "sparse" / "0"
-            paths["colmap_text"] = out / "colmap" / "text"
-            step("colmap")
-        if "colmap-db" in formats:
-            db = export_colmap_database(scene, out / "colmap", matches or {}, image_names=names)
-            paths["colmap-db"], paths["colmap_init"] = db["database"], db["init"]
-            step("colmap-db")
-        if "transforms" in formats:
-            paths["transforms"] = export_nerfstudio(
+        writers = {
+            "glb": lambda: {"glb": export_glb(scene, out / "scene.glb", as_pointcloud, cam_size, transparent_cams,
+                                              max_points=cloud_max_points, workers=workers)},
+            "ply": lambda: {"ply": export_ply(scene, out / "points.ply", normals=normals,
+                                              max_points=cloud_max_points, workers=workers)},
+            "colmap": lambda: _write_colmap(scene, out / "colmap", max_points, names),
+            "colmap-db": lambda: _write_colmap_db(scene, out / "colmap", matches or {}, names),
+            "transforms": lambda: {"transforms": export_nerfstudio(
                 scene, out / "transforms.json", image_paths=image_paths, copy_images=False,
-                ply_file_path="points.ply" if "ply" in formats else None,
-            )
-            step("transforms")
-        if "depth" in formats:
-            export_depth(scene, out / "depth", resolution=depth_resolution, image_names=names)  # type: ignore[arg-type]
-            paths["depth"] = out / "depth"
-            step("depth")
-        if "cameras" in formats:
-            paths["cameras"] = export_cameras(scene, out / "cameras.json", image_names=names)
-            step("cameras")
+                ply_file_path="points.ply" if "ply" in formats else None)},
+            "depth": lambda: {"depth": export_depth(  # type: ignore[arg-type]
+                scene, out / "depth", resolution=depth_resolution, image_names=names, workers=workers,
+                done=lambda: step("depth")).parent},
+            "cameras": lambda: {"cameras": export_cameras(scene, out / "cameras.json", image_names=names)},
+        }
+        todo = [f for f in writers if f in formats]
+
+        def write(t: int) -> dict[str, Path]:
+            got = writers[todo[t]]()
+            step(todo[t])
+            return got
+
+        # the formats write different files: they run side by side too (their serial parts, e.g.
+        # the GLB's encoding, overlap), each with its own per-image pool
+        for got in map_images(write, len(todo), 1 if export_workers(workers) == 1 else len(todo)):
+            paths.update(got)
         bar.close()
     return {k: target.path / p.relative_to(out) for k, p in paths.items()}
+
+
+def _write_colmap(scene: Scene, folder: Path, max_points: int, names: list[str]) -> dict[str, Path]:
+    """The COLMAP model as binary (``sparse/0``) and text (``text``) files."""
+    model = build_colmap_model(scene, max_points=max_points, image_names=names)
+    export_colmap(scene, folder / "sparse" / "0", "bin", model=model)
+    export_colmap(scene, folder / "text", "txt", model=model)
+    return {"colmap": folder / "sparse" / "0", "colmap_text": folder / "text"}
+
+
+def _write_colmap_db(
+    scene: Scene, folder: Path, matches: Mapping, names: list[str]
+) -> dict[str, Path]:
+    """The COLMAP database of the pixel matches and the initial model beside it."""
+    db = export_colmap_database(scene, folder, matches, image_names=names)
+    return {"colmap-db": db["database"], "colmap_init": db["init"]}

@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -29,10 +31,14 @@ from ..scene import Scene
 __all__ = [
     "CAM_PALETTE",
     "OPENCV_TO_OPENGL",
+    "MAX_WORKERS",
     "copy_image",
+    "export_workers",
     "image_file_names",
+    "image_mask",
     "image_points",
     "is_metric",
+    "map_images",
     "masked_points",
     "original_pixels",
     "point_budget",
@@ -42,6 +48,7 @@ __all__ = [
     "rgb_uint8",
     "sampled_pixels",
     "scene_masks",
+    "single_image_scene",
     "source_image_path",
     "units_fields",
     "units_note",
@@ -103,24 +110,71 @@ def original_pixels(scene: Scene, k: int, uv: np.ndarray | torch.Tensor) -> np.n
     return ref[0] + uv * (ref[1] - ref[0])
 
 
-def scene_masks(
-    scene: Scene, mask: Sequence[torch.Tensor | np.ndarray] | None = None
-) -> list[np.ndarray]:
-    """Per image ``(H, W)`` bool validity: ``scene.masks`` (or ``mask`` when given), and-ed with
-    ``scene.placed`` and with finite, positive depth."""
-    src = scene.masks if mask is None else mask
-    if len(src) != len(scene):
-        raise PointmapError(f"mask has {len(src)} entries for a scene of {len(scene)} images")
-    out = []
-    for k in range(len(scene)):
-        d = to_numpy(scene.depths[k], np.float64)
-        m = to_numpy(src[k]).astype(bool)
-        if m.shape != d.shape:
-            raise PointmapError(
-                f"mask {k} has shape {m.shape} but image {k} has depth shape {d.shape}"
-            )
-        out.append(m & np.isfinite(d) & (d > 0) & bool(scene.placed[k]))
+MAX_WORKERS = 8
+"""The most threads :func:`export_workers` picks by itself (the per-image work is short; more
+threads mostly wait on each other)."""
+
+T = TypeVar("T")
+
+
+def export_workers(workers: int | None = None) -> int:
+    """Threads for the per-image work of the exports: ``workers`` when given (at least 1), else
+    the CPUs this process may run on, at most :data:`MAX_WORKERS`."""
+    if workers is not None:
+        if int(workers) < 1:
+            raise PointmapError(f"workers must be 1 or more, got {workers}")
+        return int(workers)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cpus))
+
+
+def map_images(
+    fn: Callable[[int], T], n: int, workers: int | None = None, done: Callable[[], None] | None = None
+) -> list[T]:
+    """``[fn(0), ..., fn(n - 1)]``, in this order, computed on a pool of :func:`export_workers`
+    threads (the per-image work is numpy, torch, PNG encoding and file writes, which release the
+    GIL). ``workers=1`` is the plain serial loop, the reference twin the pool must match byte
+    for byte. ``done`` is called in the calling thread once per image, in order (a progress bar);
+    the first error is raised once the images already started have finished, and no new one
+    starts."""
+    w = export_workers(workers)
+    out: list[T] = []
+    if w == 1 or n <= 1:
+        for k in range(n):
+            out.append(fn(k))
+            if done is not None:
+                done()
+        return out
+    with ThreadPoolExecutor(min(w, n), thread_name_prefix="pointmap-export") as pool:
+        try:
+            for r in pool.map(fn, range(n)):
+                out.append(r)
+                if done is not None:
+                    done()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     return out
+
+
+def image_mask(scene: Scene, k: int, mask: torch.Tensor | np.ndarray | None = None) -> np.ndarray:
+    """``(H, W)`` bool validity of image ``k``: ``scene.masks[k]`` (or ``mask`` when given),
+    and-ed with ``scene.placed[k]`` and with finite, positive depth."""
+    d = to_numpy(scene.depths[k], np.float64)
+    m = to_numpy(scene.masks[k] if mask is None else mask).astype(bool)
+    if m.shape != d.shape:
+        raise PointmapError(f"mask {k} has shape {m.shape} but image {k} has depth shape {d.shape}")
+    return m & np.isfinite(d) & (d > 0) & bool(scene.placed[k])
+
+
+def scene_masks(
+    scene: Scene, mask: Sequence[torch.Tensor | np.ndarray] | None = None, workers: int | None = 1
+) -> list[np.ndarray]:
+    """Per image :func:`image_mask` (``mask[k]`` instead of ``scene.masks[k]`` when given), on
+    ``workers`` threads (:func:`map_images`)."""
+    if mask is not None and len(mask) != len(scene):
+        raise PointmapError(f"mask has {len(mask)} entries for a scene of {len(scene)} images")
+    return map_images(lambda k: image_mask(scene, k, None if mask is None else mask[k]), len(scene), workers)
 
 
 def point_budget(masks: Sequence[np.ndarray], max_points: int | None) -> list[int | None]:
@@ -160,30 +214,34 @@ def masked_points(
     mask: Sequence[torch.Tensor | np.ndarray] | None = None,
     max_points: int | None = None,
     seed: int = 0,
+    workers: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Valid world points of all images, concatenated in image then row-major pixel order.
 
     Args:
         max_points: keep at most this many, sampled at random (seeded) from every image in
             proportion to its valid points (:func:`point_budget`); ``None`` keeps all.
+        workers: threads for the per-image work (:func:`map_images`; the result does not depend
+            on it).
 
     Returns:
         points ``(M, 3)`` float64 world coordinates (scene units), colours ``(M, 3)`` uint8 RGB,
         confidence ``(M,)`` float32 raw confidence.
     """
-    masks = scene_masks(scene, mask)
+    masks = scene_masks(scene, mask, workers)
     budget = point_budget(masks, max_points)
-    pts, cols, confs = [], [], []
-    for k, m in enumerate(masks):
-        if budget[k] == 0 or not m.any():
-            continue
-        idx = sampled_pixels(m, budget[k], seed + k)
-        pts.append(image_points(scene, k).reshape(-1, 3)[idx])
-        cols.append(rgb_uint8(scene.imgs[k]).reshape(-1, 3)[idx])
-        confs.append(to_numpy(scene.confidence[k], np.float32).reshape(-1)[idx])
-    if not pts:
+
+    def one(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        if budget[k] == 0 or not masks[k].any():
+            return None
+        idx = sampled_pixels(masks[k], budget[k], seed + k)
+        return (image_points(scene, k).reshape(-1, 3)[idx], rgb_uint8(scene.imgs[k]).reshape(-1, 3)[idx],
+                to_numpy(scene.confidence[k], np.float32).reshape(-1)[idx])
+
+    parts = [p for p in map_images(one, len(scene), workers) if p is not None]
+    if not parts:
         return np.zeros((0, 3)), np.zeros((0, 3), np.uint8), np.zeros((0,), np.float32)
-    return np.concatenate(pts), np.concatenate(cols), np.concatenate(confs)
+    return tuple(np.concatenate(a) for a in zip(*parts))  # type: ignore[return-value]
 
 
 def rgb_uint8(img: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -247,15 +305,21 @@ def original_intrinsics(scene: Scene) -> np.ndarray:
     return np.stack(out) if out else np.zeros((0, 3, 3))
 
 
+def single_image_scene(scene: Scene, k: int) -> Scene:
+    """Image ``k`` of ``scene`` alone (the same tensors, its pose, meta, placement and units), e.g.
+    for :meth:`Scene.to_original` on one image at a time."""
+    return Scene(
+        imgs=[scene.imgs[k]], poses=scene.poses[k : k + 1], intrinsics=scene.intrinsics[k : k + 1],
+        depths=[scene.depths[k]], confidence=[scene.confidence[k]], masks=[scene.masks[k]],
+        conf_threshold=scene.conf_threshold, placed=scene.placed[k : k + 1], metas=[scene.metas[k]],
+        names=[scene.names[k]], units=scene.units,
+    )
+
+
 def original_colours(scene: Scene, k: int) -> torch.Tensor:
     """``(H0, W0, 3)`` colours of image ``k`` resampled onto its original pixel grid (nearest), via
     :meth:`Scene.to_original` on that image alone."""
-    one = Scene(
-        imgs=[scene.imgs[k]], poses=scene.poses[k : k + 1], intrinsics=scene.intrinsics[k : k + 1],
-        depths=[scene.depths[k]], confidence=[scene.confidence[k]], masks=[scene.masks[k]],
-        metas=[scene.metas[k]], names=[scene.names[k]],
-    )
-    return one.to_original().imgs[0]
+    return single_image_scene(scene, k).to_original().imgs[0]
 
 
 def copy_image(

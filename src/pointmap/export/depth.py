@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +35,7 @@ from ..arrays import to_numpy
 from ..errors import PointmapError
 from ..io_utils import atomic_write, write_json
 from ..scene import Scene
-from .common import image_file_names, scene_masks, units_fields
+from .common import image_file_names, image_mask, map_images, single_image_scene, units_fields
 
 __all__ = [
     "CONF_NOTE", "SIDE_CAR", "colorize", "depth_scale_for", "export_depth", "read_depth_maps",
@@ -154,6 +154,37 @@ def _stems(names: Sequence[str]) -> list[str]:
     return stems
 
 
+def _write_image_maps(
+    scene: Scene, k: int, folder: Path, stem: str, original: bool, masked: bool, previews: bool
+) -> dict:
+    """Write the files of image ``k`` (module docstring); its ``depth.json`` entry."""
+    src = single_image_scene(scene, k).to_original() if original else single_image_scene(scene, k)
+    depth = to_numpy(src.depths[0], np.float32)
+    conf = to_numpy(src.confidence[0], np.float32)
+    valid = image_mask(src, 0)
+    png_valid = valid if masked else (np.isfinite(depth) & (depth > 0))
+    scale = depth_scale_for(depth.astype(np.float64), png_valid)
+    q = np.where(png_valid, np.round(depth.astype(np.float64) * scale), 0)
+    q = np.clip(q, 0, _U16_MAX).astype(np.uint16)
+    files = {
+        "depth_png": f"{stem}_depth.png", "depth_npy": f"{stem}_depth.npy",
+        "conf_npy": f"{stem}_conf.npy", "mask_png": f"{stem}_mask.png",
+    }
+    _save_png(folder / files["depth_png"], q, {"depth_scale": repr(scale), "depth_unit": scene.units})
+    _save_npy(folder / files["depth_npy"], depth)
+    _save_npy(folder / files["conf_npy"], conf)
+    _save_png(folder / files["mask_png"], valid.astype(np.uint8) * 255, compress_level=_FAST)
+    if previews:
+        files["depth_preview"] = f"{stem}_depth_preview.png"
+        files["conf_preview"] = f"{stem}_conf_preview.png"
+        _save_png(folder / files["depth_preview"], colorize(depth, valid, invert=True), compress_level=_FAST)
+        logc = np.log(np.maximum(conf, 1e-12))
+        _save_png(folder / files["conf_preview"], colorize(logc, np.isfinite(logc) & (conf > 0)),
+                  compress_level=_FAST)
+    return {"name": scene.names[k], **files, "scale": scale, "width": int(depth.shape[1]),
+            "height": int(depth.shape[0]), "placed": bool(scene.placed[k])}
+
+
 def export_depth(
     scene: Scene,
     folder: str | os.PathLike,
@@ -161,6 +192,8 @@ def export_depth(
     masked: bool = True,
     previews: bool = True,
     image_names: Sequence[str] | None = None,
+    workers: int | None = None,
+    done: Callable[[], None] | None = None,
 ) -> Path:
     """Write depth/confidence maps of every image into ``folder`` (see the module docstring).
 
@@ -168,10 +201,14 @@ def export_depth(
         scene: the reconstruction.
         folder: output folder (created if needed).
         resolution: ``"network"`` (exact network maps) or ``"original"`` (nearest-resampled onto
-            the original pixel grid with :meth:`Scene.to_original`, zero outside the crop).
+            the original pixel grid with :meth:`Scene.to_original`, zero outside the crop; one
+            image at a time).
         masked: write ``0`` in the depth PNG where the mask is ``False``.
         previews: also write the colour-mapped previews.
         image_names: file names of the images (default :func:`image_file_names`).
+        workers: threads writing the images' files
+            (:func:`~pointmap.export.common.map_images`; the files do not depend on it).
+        done: called once per image written (a progress bar).
 
     Returns:
         the path of the ``depth.json`` sidecar.
@@ -180,45 +217,17 @@ def export_depth(
         raise PointmapError(f"resolution must be 'network' or 'original', got {resolution!r}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    src = scene.to_original() if resolution == "original" else scene
-    masks = scene_masks(src)
     stems = _stems(image_names if image_names is not None else image_file_names(scene))
-    entries = {}
-    for k, stem in enumerate(stems):
-        depth = to_numpy(src.depths[k], np.float32)
-        conf = to_numpy(src.confidence[k], np.float32)
-        valid = masks[k]
-        png_valid = valid if masked else (np.isfinite(depth) & (depth > 0))
-        scale = depth_scale_for(depth.astype(np.float64), png_valid)
-        q = np.where(png_valid, np.round(depth.astype(np.float64) * scale), 0)
-        q = np.clip(q, 0, _U16_MAX).astype(np.uint16)
-        files = {
-            "depth_png": f"{stem}_depth.png", "depth_npy": f"{stem}_depth.npy",
-            "conf_npy": f"{stem}_conf.npy", "mask_png": f"{stem}_mask.png",
-        }
-        _save_png(folder / files["depth_png"], q, {"depth_scale": repr(scale), "depth_unit": scene.units})
-        _save_npy(folder / files["depth_npy"], depth)
-        _save_npy(folder / files["conf_npy"], conf)
-        _save_png(folder / files["mask_png"], valid.astype(np.uint8) * 255, compress_level=_FAST)
-        if previews:
-            files["depth_preview"] = f"{stem}_depth_preview.png"
-            files["conf_preview"] = f"{stem}_conf_preview.png"
-            _save_png(folder / files["depth_preview"], colorize(depth, valid, invert=True),
-                      compress_level=_FAST)
-            logc = np.log(np.maximum(conf, 1e-12))
-            _save_png(folder / files["conf_preview"], colorize(logc, np.isfinite(logc) & (conf > 0)),
-                      compress_level=_FAST)
-        entries[stem] = {
-            "name": scene.names[k], **files, "scale": scale, "width": int(depth.shape[1]), "height": int(depth.shape[0]),
-            "placed": bool(scene.placed[k]),
-        }
+    entries = map_images(
+        lambda k: _write_image_maps(scene, k, folder, stems[k], resolution == "original", masked, previews),
+        len(scene), workers, done)
     sidecar = {
         "encoding": "depth = depth_png / scale (scene units, z-depth); depth_png == 0 means invalid",
         "resolution": resolution,
         "confidence": CONF_NOTE,
         "conf_threshold": float(scene.conf_threshold),
         **units_fields(scene),
-        "images": entries,
+        "images": dict(zip(stems, entries)),
     }
     path = folder / SIDE_CAR
     write_json(path, sidecar)

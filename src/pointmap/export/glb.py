@@ -41,6 +41,7 @@ from .common import (
     CAM_PALETTE,
     OPENCV_TO_OPENGL,
     image_points,
+    map_images,
     masked_points,
     rgb_uint8,
     scene_masks,
@@ -199,8 +200,10 @@ def build_glb_scene(
     transparent_cams: bool = False,
     mask: Sequence[torch.Tensor | np.ndarray] | None = None,
     max_points: int | None = None,
+    workers: int | None = None,
 ) -> trimesh.Scene:
-    """The :class:`trimesh.Scene` that :func:`export_glb` writes (see the module docstring)."""
+    """The :class:`trimesh.Scene` that :func:`export_glb` writes (see the module docstring); the
+    per-image work runs on ``workers`` threads (:func:`~pointmap.export.common.map_images`)."""
     if cam_size is None:
         cam_size = auto_cam_size(scene)
     if not (cam_size > 0 and np.isfinite(cam_size)):
@@ -208,16 +211,17 @@ def build_glb_scene(
     T = viewer_transform(scene)
     out = trimesh.Scene()
     if as_pointcloud:
-        pts, cols, _ = masked_points(scene, mask, max_points=max_points)
+        pts, cols, _ = masked_points(scene, mask, max_points=max_points, workers=workers)
         if len(pts):
             rgba = np.concatenate([cols, np.full((len(cols), 1), 255)], 1).astype(np.uint8)
             out.add_geometry(trimesh.PointCloud(_apply(T, pts), colors=rgba),
                              node_name="points", geom_name="points")
     else:
-        masks = scene_masks(scene, mask)
+        masks = scene_masks(scene, mask, workers)
+        grids = map_images(lambda k: _grid_mesh(image_points(scene, k), rgb_uint8(scene.imgs[k]), masks[k]),
+                           len(scene), workers)
         verts, faces, fcols, offset = [], [], [], 0
-        for k, m in enumerate(masks):
-            v, f, fc = _grid_mesh(image_points(scene, k), rgb_uint8(scene.imgs[k]), m)
+        for v, f, fc in grids:
             verts.append(v); faces.append(f + offset); fcols.append(fc)
             offset += len(v)
         if faces and sum(len(f) for f in faces):
@@ -233,13 +237,17 @@ def build_glb_scene(
     # image textures on the frustums share a budget of texels, so that a GLB with thousands of
     # cameras stays small enough for a viewer
     side = max(16, int(TEXTURE_TEXELS ** 0.5 / max(len(placed), 1) ** 0.5))
-    for k in placed:
+
+    def camera(i: int) -> tuple[trimesh.Trimesh, trimesh.Trimesh | None]:
+        k = placed[i]
         H, W = scene.depths[k].shape
-        frustum, quad = _camera_meshes(
+        return _camera_meshes(
             to_numpy(scene.intrinsics[k], np.float64), to_numpy(scene.poses[k], np.float64),
             (W, H), float(cam_size), T, CAM_PALETTE[k % len(CAM_PALETTE)],
             None if transparent_cams else _thumbnail(rgb_uint8(scene.imgs[k]), side),
         )
+
+    for k, (frustum, quad) in zip(placed, map_images(camera, len(placed), workers)):
         name = CAMERA_NODE.format(k)
         names.append(name)
         out.add_geometry(frustum, node_name=name, geom_name=name)
@@ -257,6 +265,7 @@ def export_glb(
     transparent_cams: bool = False,
     mask: Sequence[torch.Tensor | np.ndarray] | None = None,
     max_points: int | None = None,
+    workers: int | None = None,
 ) -> Path:
     """Write the scene (points or mesh, plus camera frustums) to a GLB file, atomically.
 
@@ -269,12 +278,14 @@ def export_glb(
         mask: per image ``(H, W)`` bool to use instead of ``scene.masks``.
         max_points: point cloud of at most this many points, sampled at random (seeded) from
             every image in proportion to its valid points; ``None`` keeps all.
+        workers: threads for the per-image work (:func:`~pointmap.export.common.map_images`; the
+            file does not depend on it).
 
     Returns:
         ``path``.
     """
     path = Path(path)
     data = build_glb_scene(scene, as_pointcloud, cam_size, transparent_cams, mask,
-                           max_points).export(file_type="glb")
+                           max_points, workers).export(file_type="glb")
     atomic_write_bytes(path, data)
     return path

@@ -23,7 +23,15 @@ import torch
 from ..arrays import to_numpy
 from ..io_utils import atomic_write
 from ..scene import Scene
-from .common import image_points, point_budget, rgb_uint8, sampled_pixels, scene_masks, units_note
+from .common import (
+    image_points,
+    map_images,
+    point_budget,
+    rgb_uint8,
+    sampled_pixels,
+    scene_masks,
+    units_note,
+)
 
 __all__ = ["export_ply", "grid_normals"]
 
@@ -51,18 +59,19 @@ def grid_normals(pts: np.ndarray, cam_center: np.ndarray) -> np.ndarray:
     return np.where(facing, -n, n)
 
 
-def _vertex_array(scene: Scene, mask, normals: bool, max_points: int | None = None) -> np.ndarray:
+def _vertex_array(scene: Scene, mask, normals: bool, max_points: int | None = None,
+                  workers: int | None = None) -> np.ndarray:
     fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
     if normals:
         fields += [("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4")]
     fields += [("red", "u1"), ("green", "u1"), ("blue", "u1"), ("confidence", "<f4")]
-    masks = scene_masks(scene, mask)
+    masks = scene_masks(scene, mask, workers)
     budget = point_budget(masks, max_points)
-    chunks = []
-    for k, m in enumerate(masks):
-        if budget[k] == 0 or not m.any():
-            continue
-        idx = sampled_pixels(m, budget[k], k)
+
+    def one(k: int) -> np.ndarray | None:
+        if budget[k] == 0 or not masks[k].any():
+            return None
+        idx = sampled_pixels(masks[k], budget[k], k)
         pts = image_points(scene, k)
         v = np.empty(len(idx), dtype=fields)
         v["x"], v["y"], v["z"] = pts.reshape(-1, 3)[idx].T
@@ -71,7 +80,9 @@ def _vertex_array(scene: Scene, mask, normals: bool, max_points: int | None = No
             v["nx"], v["ny"], v["nz"] = grid_normals(pts, c).reshape(-1, 3)[idx].T
         v["red"], v["green"], v["blue"] = rgb_uint8(scene.imgs[k]).reshape(-1, 3)[idx].T
         v["confidence"] = to_numpy(scene.confidence[k], np.float32).reshape(-1)[idx]
-        chunks.append(v)
+        return v
+
+    chunks = [v for v in map_images(one, len(scene), workers) if v is not None]
     return np.concatenate(chunks) if chunks else np.empty(0, dtype=fields)
 
 
@@ -95,6 +106,7 @@ def export_ply(
     normals: bool = False,
     mask: Sequence[torch.Tensor | np.ndarray] | None = None,
     max_points: int | None = None,
+    workers: int | None = None,
 ) -> Path:
     """Write the scene's valid points to a binary little-endian PLY, atomically.
 
@@ -106,13 +118,14 @@ def export_ply(
             ``scene.placed`` and positive depth).
         max_points: write at most this many points, sampled at random (seeded) from every image
             in proportion to its valid points; ``None`` writes all. Images are processed one at a
-            time, so memory holds one image's points plus the output.
+            time on each of ``workers`` threads (:func:`~pointmap.export.common.map_images`; the
+            file does not depend on it), so memory holds that many images' points plus the output.
 
     Returns:
         ``path``.
     """
     path = Path(path)
-    vertices = _vertex_array(scene, mask, normals, max_points)
+    vertices = _vertex_array(scene, mask, normals, max_points, workers)
     with atomic_write(path) as f:
         f.write(_header(vertices, units_note(scene)))
         _write_body(f, vertices)
