@@ -38,6 +38,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .errors import PointmapError
+from .geometry.camera import rescale_intrinsics
 from .images import LoadedImage
 
 __all__ = [
@@ -394,11 +395,7 @@ def _intrinsics_for(prior: CameraPrior, im: LoadedImage, name: str) -> torch.Ten
                 f"the camera file gives {name} as {w}x{h} pixels but the image is {W0}x{H0}: not the "
                 "same aspect ratio (was it cropped or rotated?)"
             )
-        K[0, 0] *= sx
-        K[0, 1] *= sx
-        K[1, 1] *= sy
-        K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
-        K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+        K = rescale_intrinsics(K, sx, sy)
     if not (K[0, 0] > 0 and K[1, 1] > 0):
         raise CameraFileError(f"the camera file gives {name} a focal length that is not positive")
     return K

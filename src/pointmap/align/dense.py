@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from collections.abc import Callable
 
+from ..geometry.camera import normalize_pixels
 from ..predictions import PairPredictions
 from .data import CoarseData
 
@@ -22,15 +23,19 @@ __all__ = ["dense_depth", "dense_depth_by_image", "upsample_coarse", "world_rays
 
 
 def world_rays(
-    data: CoarseData, R: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, pp: torch.Tensor
+    data: CoarseData, R: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, pp: torch.Tensor,
+    skew: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``(N, A, 3)`` world directions (unit camera-z) of every full-resolution pixel."""
-    uv = data.pixel_uv()
-    cam = torch.stack(
-        [(uv[..., 0] - pp[:, None, 0]) / fx[:, None], (uv[..., 1] - pp[:, None, 1]) / fy[:, None],
-         torch.ones_like(uv[..., 0])], dim=-1,
-    )
-    return cam @ R.transpose(-1, -2)
+    """``(N, A, 3)`` world directions (unit camera-z) of every full-resolution pixel (``skew
+    (N,)``: the cameras' ``K[0, 1]``, pixels; 0 when ``None``)."""
+    return _rays(data.pixel_uv(), R, fx[:, None], fy[:, None], pp[:, None], 0.0 if skew is None else skew[:, None])
+
+
+def _rays(uv: torch.Tensor, R: torch.Tensor, fx, fy, pp: torch.Tensor, skew) -> torch.Tensor:
+    """World directions ``(..., A, 3)`` (unit camera-z) of pixels ``uv (..., A, 2)`` of cameras
+    with rotations ``R (..., 3, 3)`` (intrinsics broadcast as :func:`normalize_pixels` takes them)."""
+    xy = normalize_pixels(uv, fx, fy, pp, skew)
+    return torch.cat([xy, torch.ones_like(xy[..., :1])], -1) @ R.transpose(-1, -2)
 
 
 def upsample_coarse(data: CoarseData, values: torch.Tensor) -> torch.Tensor:
@@ -96,6 +101,7 @@ def dense_depth(
     iters: int,
     progress: bool = False,
     cache_bytes: int = 1 << 31,
+    skew: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, float]:
     """Full-resolution depths ``(N, A)`` minimising the alignment loss with everything else fixed.
 
@@ -109,11 +115,12 @@ def dense_depth(
         iters: IRLS passes (``'l2'`` uses one).
         cache_bytes: the per-pixel scalars of every edge side (3 float32 each) are kept between
             passes when they fit in this many bytes; otherwise every pass streams the predictions.
+        skew: ``(N,)`` the cameras' skews ``K[0, 1]`` (pixels; 0 when ``None``).
 
     Returns:
         ``(depth (N, A), loss)`` with ``loss`` the reference loss (area-normalised) at the result.
     """
-    D = world_rays(data, R, fx, fy, pp)
+    D = world_rays(data, R, fx, fy, pp, skew)
     DD = (D * D).sum(-1)
     depth = depth0.clone()
     floor = 1e-6 * depth0.abs().amax(1, keepdim=True)
@@ -183,6 +190,7 @@ def dense_depth_by_image(
     iters: int,
     progress: bool = False,
     out: Callable[[int, torch.Tensor], None] | None = None,
+    skew: torch.Tensor | None = None,
 ) -> tuple[list[torch.Tensor], float]:
     """:func:`dense_depth` streamed image by image, for predictions too big for memory.
 
@@ -225,10 +233,7 @@ def dense_depth_by_image(
             if out is not None:
                 out(k, d0)
             continue
-        uv = data.pixel_uv(k)
-        cam = torch.stack([(uv[:, 0] - pp[k, 0]) / fx[k], (uv[:, 1] - pp[k, 1]) / fy[k],
-                           torch.ones_like(uv[:, 0])], dim=-1)
-        D = cam @ R[k].T
+        D = _rays(data.pixel_uv(k), R[k], fx[k], fy[k], pp[k], 0.0 if skew is None else skew[k])
         DD = (D * D).sum(-1)
         um = data.user_mask[k, :hw]
         ws, dvs, vvs, which = [], [], [], []
