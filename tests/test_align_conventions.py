@@ -1,14 +1,18 @@
 """Known cameras with skew and with fx != fy are honoured by both alignment solvers: exact
 predictions of a scene seen by such cameras give back its reprojections (the world points of
-each image's depth land where the true cameras see them in every other image)."""
+each image's depth land where the true cameras see them in every other image).
+
+Measured on this scene: dense 0.03 px (the coarse solver's own precision on it), sparse 0.37 px
+(its matches are whole pixels, rounded from the true ones); with the intrinsics left to the
+solver (square pixels, no skew) the sparse alignment is 8.8 px off."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pointmap.align import AlignConfig, global_align
-from pointmap.align.sparse import SparseConfig, sparse_align
+from pointmap.align import global_align
+from pointmap.align.sparse import sparse_align
 from pointmap.geometry.camera import depth_to_world, project
 from pointmap.predictions import PairPredictions
 from pointmap.testing.synthetic_pairs import _cameras, _render
@@ -36,8 +40,8 @@ def _scene(convention: str):
 
 
 def _matches(poses, Ks, depths, step: int = 2):
-    """Integer pixel matches of every pair ``i < j`` where the true projection of ``i``'s pixel
-    lands within 0.05 px of a pixel centre of ``j`` (exact up to that)."""
+    """Integer pixel matches of every pair ``i < j``: ``i``'s pixels on a grid, ``j``'s pixel
+    nearest the true projection (as a matcher gives them: rounded)."""
     out = {}
     for i in range(N):
         X = depth_to_world(depths[i], Ks[i], poses[i])[::step, ::step].reshape(-1, 3)
@@ -46,7 +50,7 @@ def _matches(poses, Ks, depths, step: int = 2):
         for j in range(i + 1, N):
             uv, z = project((X - poses[j, :3, 3]) @ poses[j, :3, :3], Ks[j])
             q = uv.round()
-            ok = (z > 0) & ((uv - q).norm(dim=-1) < 0.05) & (q[:, 0] >= 0) & (q[:, 0] < W) & (q[:, 1] >= 0) & (q[:, 1] < H)
+            ok = (z > 0) & (q[:, 0] >= 0) & (q[:, 0] < W) & (q[:, 1] >= 0) & (q[:, 1] < H)
             out[(i, j)] = (a[ok], q[ok].long())
     return out
 
@@ -73,9 +77,9 @@ def _reprojection_px(scene, poses, Ks, depths) -> float:
 def test_dense_alignment_honours_known_intrinsics(convention):
     preds, poses, Ks, depths = _scene(convention)
     known = {k: Ks[k].float() for k in range(N)}
-    scene = global_align(preds, config=AlignConfig(niter=60, tol=0.0), known_intrinsics=known)
+    scene = global_align(preds, known_intrinsics=known)
     torch.testing.assert_close(scene.intrinsics, Ks.float())  # reported exactly as given
-    assert _reprojection_px(scene, poses, Ks, depths) < 1e-3
+    assert _reprojection_px(scene, poses, Ks, depths) < 0.05
 
 
 @pytest.mark.parametrize("convention", ["skew", "aspect"])
@@ -83,7 +87,6 @@ def test_sparse_alignment_honours_known_intrinsics(convention):
     preds, poses, Ks, depths = _scene(convention)
     known = {k: Ks[k].float() for k in range(N)}
     matches = _matches(poses, Ks, depths)
-    scene = sparse_align(preds, matches, config=AlignConfig(), known_intrinsics=known,
-                         sparse=SparseConfig(fine_px=1.0))
+    scene = sparse_align(preds, matches, known_intrinsics=known)
     torch.testing.assert_close(scene.intrinsics, Ks.float())
-    assert _reprojection_px(scene, poses, Ks, depths) < 1e-3
+    assert _reprojection_px(scene, poses, Ks, depths) < 0.5  # matches rounded to whole pixels

@@ -1,5 +1,7 @@
 """Second-order coarse solver: robust Levenberg-Marquardt with the depths eliminated.
 
+(Over 450 lines: the problem layout and the closed-form reduced normal equations are one derivation.)
+
 Unknowns (``N`` images, ``E`` edges, ``n`` coarse pixels per image):
 
 * per image ``k``: rotation ``R_k`` (updated on SO(3) by a left axis-angle increment), centre
@@ -286,6 +288,36 @@ def _trace_eye(M: torch.Tensor) -> torch.Tensor:
     return tr[..., None, None] * torch.eye(3, dtype=M.dtype, device=M.device)
 
 
+def _slot_blocks(w: torch.Tensor, wQ: torch.Tensor, Q: torch.Tensor, Delta: torch.Tensor, Dz: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Camera-edge and edge-edge blocks ``(c, d, 7, 7)`` of ``J^T W J`` of each image's slots, from
+    the weights ``w (c, d, n)``, ``wQ = w Q`` and ``Q (c, d, n, 3)``, ``Delta`` and ``Dz (c, n, 3)``
+    (see :func:`_linearise`)."""
+    cn, d, n = w.shape
+    eye = torch.eye(3, device=w.device)
+    # weighted moments per slot: [1, Q] x [1, Delta, Dz] and Q Q^T
+    F = torch.cat([torch.ones_like(Delta[..., :1]), Delta, Dz], -1)  # (c, n, 7)
+    wpsi = torch.cat([w[..., None], wQ], -1)  # (c, d, n, 4)
+    mom = (wpsi.transpose(2, 3).reshape(cn, d * 4, n) @ F).reshape(cn, d, 4, 7)
+    m0, mD, mZ = mom[:, :, 0, 0], mom[:, :, 0, 1:4], mom[:, :, 0, 4:7]
+    mQ, mQD, mQZ = mom[:, :, 1:, 0], mom[:, :, 1:, 1:4], mom[:, :, 1:, 4:7]
+    mQQ = wQ.transpose(2, 3) @ Q  # (c, d, 3, 3)
+    I3 = eye.expand(cn, d, 3, 3)
+    Mce = torch.cat([
+        torch.cat([mQD - _trace_eye(mQD), -skew(mD), -_cross_of(mQD.transpose(-1, -2))[..., None]], -1),
+        torch.cat([skew(mQ), -m0[..., None, None] * I3, -mQ[..., None]], -1),
+        torch.cat([-_cross_of(mQZ.transpose(-1, -2))[..., None, :], mZ[..., None, :],
+                   _trace_eye(mQZ)[..., :1, :1]], -1),
+    ], -2)  # (c, d, 7, 7)
+    trQQ = _trace_eye(mQQ)
+    Mee = torch.cat([
+        torch.cat([trQQ - mQQ, skew(mQ), torch.zeros_like(mQ[..., None])], -1),
+        torch.cat([-skew(mQ), m0[..., None, None] * I3, mQ[..., None]], -1),
+        torch.cat([torch.zeros_like(mQ[..., None, :]), mQ[..., None, :], trQQ[..., :1, :1]], -1),
+    ], -2)
+    return Mce, Mee
+
+
 def _linearise(
     st: GNState, pb: GNProblem, weights: list[torch.Tensor], budget: int, sparse: bool = False,
 ) -> tuple[Any, torch.Tensor]:
@@ -321,26 +353,7 @@ def _linearise(
         # camera-camera: sum_p W J_c^T J_c
         Jc = torch.cat([-skew(Delta), eye.expand(cn, n, 3, 3), -Dz[..., None]], -1)
         Mcc = (W[..., None, None] * Jc).reshape(cn, n * 3, 7).transpose(1, 2) @ Jc.reshape(cn, n * 3, 7)
-        # weighted moments per slot: [1, Q] x [1, Delta, Dz] and Q Q^T
-        F = torch.cat([torch.ones_like(Delta[..., :1]), Delta, Dz], -1)  # (c, n, 7)
-        wpsi = torch.cat([w[..., None], wQ], -1)  # (c, d, n, 4)
-        mom = (wpsi.transpose(2, 3).reshape(cn, d * 4, n) @ F).reshape(cn, d, 4, 7)
-        m0, mD, mZ = mom[:, :, 0, 0], mom[:, :, 0, 1:4], mom[:, :, 0, 4:7]
-        mQ, mQD, mQZ = mom[:, :, 1:, 0], mom[:, :, 1:, 1:4], mom[:, :, 1:, 4:7]
-        mQQ = wQ.transpose(2, 3) @ Q  # (c, d, 3, 3)
-        I3 = eye.expand(cn, d, 3, 3)
-        Mce = torch.cat([
-            torch.cat([mQD - _trace_eye(mQD), -skew(mD), -_cross_of(mQD.transpose(-1, -2))[..., None]], -1),
-            torch.cat([skew(mQ), -m0[..., None, None] * I3, -mQ[..., None]], -1),
-            torch.cat([-_cross_of(mQZ.transpose(-1, -2))[..., None, :], mZ[..., None, :],
-                       _trace_eye(mQZ)[..., :1, :1]], -1),
-        ], -2)  # (c, d, 7, 7)
-        trQQ = _trace_eye(mQQ)
-        Mee = torch.cat([
-            torch.cat([trQQ - mQQ, skew(mQ), torch.zeros_like(mQ[..., None])], -1),
-            torch.cat([-skew(mQ), m0[..., None, None] * I3, mQ[..., None]], -1),
-            torch.cat([torch.zeros_like(mQ[..., None, :]), mQ[..., None, :], trQQ[..., :1, :1]], -1),
-        ], -2)
+        Mce, Mee = _slot_blocks(w, wQ, Q, Delta, Dz)
         rho = wr.sum(1)  # (c, n, 3)
         gc = (Jc * rho[..., None]).sum((1, 2))  # (c, 7)
         ge = torch.cat([
@@ -367,20 +380,29 @@ def _linearise(
         L[:, idx, :, idx] = Mee.transpose(0, 1)
         L = L.reshape(cn, 7 * (d + 1), 7 * (d + 1)) - S
         gl = torch.cat([gc[:, None], ge], 1).reshape(cn, -1) - gS
-        # scatter into the unknowns; frozen entries (index K) are zeroed and sent to index 0
-        eidx = torch.where(pb.slot_ok[ks][..., None], pb.edge_index[pb.slot_edge[ks]], K)
-        gi = torch.cat([pb.cam_index[ks][:, None], eidx], 1).reshape(cn, -1)  # (c, 7(d+1))
-        free = gi < K
-        gl = torch.where(free, gl, torch.zeros_like(gl))
-        if sparse:
-            both = free[:, :, None] & free[:, None, :]
-            H.add(gi[:, :, None].expand_as(L)[both], gi[:, None, :].expand_as(L)[both], L[both])
-        else:
-            L = torch.where(free[:, :, None] & free[:, None, :], L, torch.zeros_like(L))
-            gi = torch.where(free, gi, torch.zeros_like(gi))
-            H.view(-1).index_add_(0, (gi[:, :, None] * K + gi[:, None, :]).reshape(-1), L.reshape(-1).double())
-        g.index_add_(0, torch.where(free, gi, torch.zeros_like(gi)).reshape(-1), gl.reshape(-1).double())
+        _scatter(H, g, pb, ks, L, gl)
     return (H.matrix() if sparse else H), g
+
+
+def _scatter(H: torch.Tensor | SparseSum, g: torch.Tensor, pb: GNProblem, ks: slice, L: torch.Tensor,
+             gl: torch.Tensor) -> None:
+    """Add images ``ks``' reduced blocks ``L (c, 7 (d + 1), 7 (d + 1))`` and gradients ``gl (c, 7
+    (d + 1))`` (camera, then slot edges) into ``H`` and ``g``; frozen entries (index ``K``) are
+    dropped."""
+    K = pb.n_unknowns
+    cn = L.shape[0]
+    eidx = torch.where(pb.slot_ok[ks][..., None], pb.edge_index[pb.slot_edge[ks]], K)
+    gi = torch.cat([pb.cam_index[ks][:, None], eidx], 1).reshape(cn, -1)  # (c, 7(d+1))
+    free = gi < K
+    gl = torch.where(free, gl, torch.zeros_like(gl))
+    if isinstance(H, SparseSum):
+        both = free[:, :, None] & free[:, None, :]
+        H.add(gi[:, :, None].expand_as(L)[both], gi[:, None, :].expand_as(L)[both], L[both])
+    else:
+        L = torch.where(free[:, :, None] & free[:, None, :], L, torch.zeros_like(L))
+        gi = torch.where(free, gi, torch.zeros_like(gi))
+        H.view(-1).index_add_(0, (gi[:, :, None] * K + gi[:, None, :]).reshape(-1), L.reshape(-1).double())
+    g.index_add_(0, torch.where(free, gi, torch.zeros_like(gi)).reshape(-1), gl.reshape(-1).double())
 
 
 def _apply(st: GNState, pb: GNProblem, delta: torch.Tensor) -> GNState:

@@ -146,16 +146,14 @@ def _align_component(
         dense_loss = float("nan")
         if cfg.dense and sub.lazy:  # one image at a time: memory independent of N and pairs
             _, dense_loss = dense_depth_by_image(
-                data, sub, co.R, co.C, co.fx, co.fy, co.pp, co.s, co.Rp, co.Tp, co.log_depth,
-                cfg.conf_trf, cfg.dist, cfg.dense_iters, progress, out=put, skew=co.skew,
+                data, sub, co, cfg.conf_trf, cfg.dist, cfg.dense_iters, progress, out=put,
             )
         else:
             depth = upsample_coarse(data, co.log_depth).exp()
             if cfg.dense:
                 depth, dense_loss = dense_depth(
-                    data, co.R, co.C, co.fx, co.fy, co.pp, co.s, co.Rp, co.Tp, depth,
-                    cfg.conf_trf, cfg.dist, cfg.dense_iters, progress,
-                    cache_bytes=cfg.cache_bytes // 4, skew=co.skew,
+                    data, co, depth, cfg.conf_trf, cfg.dist, cfg.dense_iters, progress,
+                    cache_bytes=cfg.cache_bytes // 4,
                 )
             for r in range(len(images)):
                 put(r, depth[r])
