@@ -39,6 +39,11 @@ def bilinear(xy: torch.Tensor, H: int, W: int, gx: int, gy: int) -> tuple[torch.
     return idx, w
 
 
+def _cross(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a x b`` of two ``(3,)`` vectors (per match, under :func:`torch.func.vmap`)."""
+    return torch.stack([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+
+
 def _depth_1(L: torch.Tensor, bw: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Depth of one matched pixel: canonical depth ``z`` times its anchor field (``L`` as
     :func:`_world_1` takes it)."""
@@ -55,13 +60,13 @@ def _world_1(L: torch.Tensor, bw: torch.Tensor, z: torch.Tensor, xy: torch.Tenso
     f = L[6].exp()
     ray = torch.cat([normalize_pixels(xy, f, f, pp), torch.ones_like(f)[None]])
     v = R0 @ (_depth_1(L, bw, z) * ray)
-    return v + skew(L[:3]) @ v + L[3:6]
+    return v + _cross(L[:3], v) + L[3:6]
 
 
 def _project_1(L: torch.Tensor, X: torch.Tensor, pp: torch.Tensor, R0: torch.Tensor) -> torch.Tensor:
     """Pixel ``(2,)`` of world point ``X (3,)`` in the camera of local parameters ``L``."""
     v = X - L[3:6]
-    c = R0.T @ (v - skew(L[:3]) @ v)
+    c = R0.T @ (v - _cross(L[:3], v))
     return L[6].exp() * c[:2] / c[2].clamp(min=1e-9) + pp
 
 

@@ -148,6 +148,8 @@ def normalize_pixels(
         pp: ``(..., 2)`` principal points ``(cx, cy)`` (pixels).
         skew: ``(...)`` or a number, ``K[0, 1]`` (pixels).
     """
+    if fx is fy and isinstance(skew, (int, float)) and skew == 0:  # one focal, no skew: one division
+        return (uv - pp) / (fx[..., None] if isinstance(fx, torch.Tensor) else fx)
     y = (uv[..., 1] - pp[..., 1]) / fy
     x = (uv[..., 0] - pp[..., 0] - skew * y) / fx
     return torch.stack([x, y], -1)
