@@ -136,7 +136,7 @@ def normal_equations(pb: Problem, st: State, fn, sigma: float, dense: bool = Tru
         gl = (J.transpose(1, 2) @ (rho * r)[..., None])[..., 0]  # (m, 22)
         cc = local_cols(pb, sel)
         g.index_add_(0, cc.reshape(-1), gl.reshape(-1))
-        _scatter(H, cc[:, :, None].expand_as(Hl), cc[:, None, :].expand_as(Hl), Hl, n + 1)
+        _scatter(H, cc[:, :, None], cc[:, None, :], Hl, n + 1)
     if fn is res2d:
         cf, hf, gf = focal_term(pb, st, sigma)
         fcol = torch.where(pb.cols[:, 6] < 0, n, pb.cols[:, 6])
@@ -150,10 +150,10 @@ def normal_equations(pb: Problem, st: State, fn, sigma: float, dense: bool = Tru
 
 def _scatter(H: torch.Tensor | SparseSum, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor,
              size: int) -> None:
-    """Add ``vals`` at ``(rows, cols)`` of a flat dense ``(size * size,)`` matrix or a
-    :class:`~.lm.SparseSum`."""
+    """Add ``vals`` at ``(rows, cols)`` (index tensors broadcast to ``vals``' shape) of a flat
+    dense ``(size * size,)`` matrix or a :class:`~.lm.SparseSum`."""
     if isinstance(H, SparseSum):
-        H.add(rows.reshape(-1), cols.reshape(-1), vals.reshape(-1))
+        H.add(rows.expand_as(vals).reshape(-1), cols.expand_as(vals).reshape(-1), vals.reshape(-1))
     else:
         H.index_add_(0, (rows * size + cols).reshape(-1), vals.reshape(-1))
 
