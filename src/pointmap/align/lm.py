@@ -11,7 +11,7 @@
   Lagrange multiplier in the sparse one; the same step);
 * :class:`Damping`: the damping schedule; :func:`extrapolate`: longer steps along an accepted one
   while the cost keeps falling;
-* small helpers: cross-product matrices, chunks, rotation updates on SO(3).
+* small pieces: cross-product matrices, chunks, rotation updates on SO(3).
 """
 
 from __future__ import annotations
