@@ -94,7 +94,8 @@ def optimum_from_truth(preds, gt, cfg: AlignConfig, device: str) -> dict:
 
     from pointmap.align.coarse import coarse_solve
     from pointmap.align.data import build_edge_data
-    from pointmap.align.init import InitResult, KnownCameras
+    from pointmap.align.common import KnownCameras
+    from pointmap.align.init import InitResult
     from pointmap.geometry.camera import depth_to_world
     from pointmap.geometry.registration import rigid_registration
 

@@ -22,7 +22,8 @@ from pointmap.align.gauss_newton import (
     _targets,
     loss_and_depth,
 )
-from pointmap.align.init import KnownCameras, mst_init
+from pointmap.align.common import KnownCameras
+from pointmap.align.init import mst_init
 from pointmap.align.reference import reference_optimise
 from pointmap.errors import GraphError, PointmapError
 from pointmap.geometry import align_multiple_poses
@@ -92,7 +93,7 @@ def test_reduced_system_matches_autograd_schur():
     gt = make_synthetic_scene(3, (12, 8), seed=7)
     data = build_edge_data(gt.preds, torch.device("cpu"), 2, 4096, "log", None, 1 << 24, "float32", 0)
     kn = KnownCameras.from_inputs(gt.preds.image_shapes)
-    init = mst_init(data, kn, 3.0, 10, 5.0, 0.5)
+    init = mst_init(data, 3.0, 10, 5.0, 0.5, **kn.init_priors())
     R, C = init.poses[:, :3, :3], init.poses[:, :3, 3]
     st = GNState(R, C, init.focals.log()[:, None].repeat(1, 2), init.depth.clamp(min=0.1),
                  init.pw_R, init.pw_T, init.pw_s.log())
@@ -133,7 +134,7 @@ def test_fast_solver_reaches_the_reference_optimum():
     preds = gt.preds
     res = align_pairs(preds, config=AlignConfig(coarse_stride=1, dense=False))
     data = build_edge_data(preds, torch.device("cpu"), 1, 4096, "log", None, 1 << 24, "float32", 0)
-    init = mst_init(data, KnownCameras.from_inputs(preds.image_shapes), 3.0, 10, 5.0, 0.5)
+    init = mst_init(data, 3.0, 10, 5.0, 0.5)
     ref_loss, ref_poses, ref_focals = reference_optimise(preds, init, niter=300)
     assert res.loss <= ref_loss * (1 + 1e-5)
     assert abs(res.loss - ref_loss) < 1e-3 * ref_loss
@@ -236,7 +237,7 @@ def test_adam_path_matches_reference_twin():
     cfg = AlignConfig(solver="adam", niter=60, coarse_stride=1, dense=False)
     res = align_pairs(preds, config=cfg)
     data = build_edge_data(preds, torch.device("cpu"), 1, 4096, "log", None, 1 << 24, "float32", 0)
-    init = mst_init(data, KnownCameras.from_inputs(preds.image_shapes), 3.0, 10, 5.0, 0.5)
+    init = mst_init(data, 3.0, 10, 5.0, 0.5)
     ref_loss, ref_poses, ref_focals = reference_optimise(preds, init, niter=60)
     assert abs(res.loss - ref_loss) < 1e-3 * ref_loss
     assert torch.allclose(res.scene.poses, ref_poses, atol=1e-3)

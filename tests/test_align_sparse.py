@@ -80,14 +80,13 @@ def test_auto_alignment_method():
 
 
 @pytest.mark.parametrize("assembly", ["dense", "sparse"])
-@pytest.mark.parametrize("fn_name", ["_res3d", "_res2d"])
+@pytest.mark.parametrize("fn_name", ["res3d", "res2d"])
 def test_sparse_normal_equations_match_finite_differences(fn_name, assembly, monkeypatch):
     """The Gauss-Newton system (jacfwd per match, scattered into the unknowns, shared focal and
     a fixed root) equals J^T J and J^T r of a central-difference Jacobian of all residuals."""
-    from pointmap.align import sparse as sp
+    from pointmap.align import sparse_model as sm
+    from pointmap.align import sparse_solve as sp
 
-    if assembly == "sparse":
-        monkeypatch.setattr(sp, "_DENSE_UNKNOWNS", 0)
     g = torch.Generator().manual_seed(0)
     N, M, G = 3, 40, 4
     d = torch.float64
@@ -96,29 +95,29 @@ def test_sparse_normal_equations_match_finite_differences(fn_name, assembly, mon
     xy = lambda: torch.rand(M, 2, generator=g, dtype=d) * torch.tensor([63.0, 47.0], dtype=d)  # noqa: E731
     bw = lambda: torch.softmax(torch.randn(M, 4, generator=g, dtype=d), 1)  # noqa: E731
     an = lambda: torch.randint(0, G, (M, 4), generator=g)  # noqa: E731
-    cols = torch.full((N, sp._NP + G), -1, dtype=torch.long)
+    cols = torch.full((N, sm.NP + G), -1, dtype=torch.long)
     cols[1, :6], cols[2, :6] = torch.arange(0, 6), torch.arange(6, 12)  # image 0: the gauge
     cols[:, 6] = 12  # one shared focal
-    cols[0, sp._NP + 1:] = torch.arange(13, 16)
-    cols[1:, sp._NP:] = torch.arange(16, 24).reshape(2, 4)
-    pb = sp._Problem(ii, jj, xy(), xy(), 2 + torch.rand(M, generator=g, dtype=d),
+    cols[0, sm.NP + 1:] = torch.arange(13, 16)
+    cols[1:, sm.NP:] = torch.arange(16, 24).reshape(2, 4)
+    pb = sp.Problem(ii, jj, xy(), xy(), 2 + torch.rand(M, generator=g, dtype=d),
                      2 + torch.rand(M, generator=g, dtype=d), an(), an(), bw(), bw(),
                      0.5 + torch.rand(M, generator=g, dtype=d), torch.tensor([[32.0, 24.0]] * N, dtype=d),
                      torch.zeros(N, 1, 2, dtype=d), torch.zeros(N, 1, 2, dtype=d), torch.zeros(N, 1, dtype=d),
                      cols, 24)
     R = roma.rotvec_to_rotmat(0.1 * torch.randn(N, 3, generator=g, dtype=d))
-    st = sp._State(R, 0.3 * torch.randn(N, 3, generator=g, dtype=d), torch.full((N,), 4.1, dtype=d),
+    st = sp.State(R, 0.3 * torch.randn(N, 3, generator=g, dtype=d), torch.full((N,), 4.1, dtype=d),
                    0.1 * torch.randn(N, G, generator=g, dtype=d))
-    fn = getattr(sp, fn_name)
+    fn = getattr(sm, fn_name)
 
     def residuals(s):
-        L, consts = sp._local(pb, s, slice(0, M))
+        L, consts = sp.local(pb, s, slice(0, M))
         return (torch.func.vmap(fn)(L, *consts) * pb.w[:, None]).reshape(-1)
 
     h = 1e-6
     J = torch.stack([(residuals(st.step(pb, h * e)) - residuals(st.step(pb, -h * e))) / (2 * h)
                      for e in torch.eye(pb.n_cols, dtype=d)], 1)
-    H, grad, _ = sp._normal_equations(pb, st, fn, sigma=1e12)  # huge robust scale: plain least squares
+    H, grad, _ = sp.normal_equations(pb, st, fn, sigma=1e12, dense=assembly == "dense")  # plain least squares
     H = H if isinstance(H, torch.Tensor) else torch.from_numpy(H.toarray())
     torch.testing.assert_close(H, J.T @ J, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, J.T @ residuals(st), rtol=1e-5, atol=1e-6)
@@ -126,21 +125,20 @@ def test_sparse_normal_equations_match_finite_differences(fn_name, assembly, mon
 
 def test_sparse_normal_equations_solved_sparse_agree(scene8, monkeypatch):
     """Many images assemble and solve the normal equations sparse (scipy): same scene as dense."""
-    from pointmap.align import sparse as sp
+    from pointmap.align import AlignConfig
 
     gt, matches = scene8
     dense = sparse_align(gt.preds, matches)
-    monkeypatch.setattr(sp, "_DENSE_UNKNOWNS", 0)
-    sparse = sparse_align(gt.preds, matches)
+    sparse = sparse_align(gt.preds, matches, config=AlignConfig(dense_solve_bytes=0))
     torch.testing.assert_close(sparse.poses, dense.poses, rtol=0, atol=1e-4)
     torch.testing.assert_close(sparse.intrinsics, dense.intrinsics, rtol=1e-5, atol=0)
 
 
-@pytest.mark.parametrize("fn_name", ["_res3d", "_res2d"])
+@pytest.mark.parametrize("fn_name", ["res3d", "res2d"])
 def test_sparse_analytic_jacobian_equals_jacfwd(fn_name):
     """The batched analytic residuals and Jacobians equal the plain per-match residuals and their
     forward-mode automatic derivatives."""
-    from pointmap.align import sparse as sp
+    from pointmap.align import sparse_model as sm
 
     g = torch.Generator().manual_seed(1)
     m, d = 64, torch.float64
@@ -153,8 +151,8 @@ def test_sparse_analytic_jacobian_equals_jacfwd(fn_name):
               roma.rotvec_to_rotmat(0.1 * rnd(m, 3)), roma.rotvec_to_rotmat(0.1 * rnd(m, 3)))
     L[:, :3] = L[:, 11:14] = 0  # residuals are linearised at zero rotation increments
     consts[9][:4] = -consts[9][:4]  # a few points behind the second camera (clamped depth)
-    fn = getattr(sp, fn_name)
-    r, J = sp._JAC[fn](L, *consts)
+    fn = getattr(sm, fn_name)
+    r, J = sm.JAC[fn](L, *consts)
     torch.testing.assert_close(r, torch.func.vmap(fn)(L, *consts))
     torch.testing.assert_close(J, torch.func.vmap(torch.func.jacfwd(fn))(L, *consts))
 

@@ -41,6 +41,7 @@ from .errors import FormatError, ImageLoadError, PointmapError
 from .formats.colmap import camera_intrinsics, camera_to_world, read_colmap_model
 from .formats.common import finite_matrix, read_json
 from .formats.nerfstudio import read_transforms
+from .geometry.camera import rescale_intrinsics
 from .images import DEFAULT_MAX_PIXELS, LoadedImage, open_image
 
 __all__ = [
@@ -240,11 +241,7 @@ def _intrinsics_for(prior: CameraPrior, im: LoadedImage, name: str) -> torch.Ten
                 f"the camera file gives {name} as {w}x{h} pixels but the image is {W0}x{H0}: not the "
                 "same aspect ratio (was it cropped or rotated?)"
             )
-        K[0, 0] *= sx
-        K[0, 1] *= sx
-        K[1, 1] *= sy
-        K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
-        K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+        K = rescale_intrinsics(K, sx, sy)
     if not (K[0, 0] > 0 and K[1, 1] > 0):
         raise CameraFileError(f"the camera file gives {name} a focal length that is not positive")
     return K

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from ..geometry.camera import normalize_pixels
+from .common import KnownCameras
 from .config import AlignConfig
 from .data import CoarseData
 from .gauss_newton import GNProblem, GNState, gauss_newton, loss_and_depth
-from .init import InitResult, KnownCameras
+from .init import InitResult
 from .params import lr_at, params_to_pose, pose_to_params
 
 __all__ = ["CoarseModel", "CoarseResult", "coarse_solve", "optimise_adam"]
@@ -57,6 +59,7 @@ class CoarseModel(torch.nn.Module):
         self.register_buffer("focal_frozen", kf)
         self.register_buffer("focal_fixed", known.focals.to(dev))
         self.register_buffer("pp", known.pp.to(dev))
+        self.register_buffer("skew", known.skew.to(dev))
         self.shared = shared_focal
         free_f = init.focals[~kf] if (~kf).any() else init.focals
         if shared_focal:
@@ -92,11 +95,8 @@ class CoarseModel(torch.nn.Module):
 
     def rays(self, R: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
         """``(N, n, 3)`` world directions (unit camera-z) of the coarse pixels."""
-        uv = self.data.uv
-        cam = torch.stack(
-            [(uv[..., 0] - self.pp[:, None, 0]) / fx[:, None],
-             (uv[..., 1] - self.pp[:, None, 1]) / fy[:, None], torch.ones_like(uv[..., 0])], dim=-1,
-        )
+        xy = normalize_pixels(self.data.uv, fx[:, None], fy[:, None], self.pp[:, None], self.skew[:, None])
+        cam = torch.cat([xy, torch.ones_like(xy[..., :1])], -1)
         return cam @ R.transpose(1, 2)
 
     def targets(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,7 +148,8 @@ class CoarseResult:
 
     ``R (N,3,3)``, ``C (N,3)``, ``fx, fy (N,)``, ``pp (N,2)`` cameras; ``s (E,)``, ``Rp (E,3,3)``,
     ``Tp (E,3)`` pair similarities (prediction ``P`` -> world ``s Rp P + Tp``); ``log_depth
-    (N, n)`` at the coarse pixels; coarse losses before / after.
+    (N, n)`` at the coarse pixels; coarse losses before / after; ``skew (N,)`` the cameras'
+    skews (pixels; those of known intrinsics, else 0).
     """
 
     R: torch.Tensor
@@ -163,6 +164,7 @@ class CoarseResult:
     init_loss: float
     loss: float
     iterations: int
+    skew: torch.Tensor | None = None
 
 
 def coarse_solve(
@@ -178,7 +180,8 @@ def coarse_solve(
             R, C, fx, fy = model.cameras()
             s, Rp, Tp = model.pair_similarities()
         return CoarseResult(
-            R, C, fx, fy, model.pp, s, Rp, Tp, model.log_depth.detach(), init_loss, loss, cfg.iterations
+            R, C, fx, fy, model.pp, s, Rp, Tp, model.log_depth.detach(), init_loss, loss, cfg.iterations,
+            model.skew,
         )
     with torch.no_grad():
         R, C, fx, fy = model.cameras()
@@ -188,7 +191,8 @@ def coarse_solve(
             Re=Rp, te=Tp, log_s=s.log(),
         )
     pb = GNProblem.build(
-        data, model.pp, model.pose_frozen, model.focal_frozen, cfg.shared_focal, model.norm_pw_scale
+        data, model.pp, model.pose_frozen, model.focal_frozen, cfg.shared_focal, model.norm_pw_scale,
+        model.skew,
     )
     # the loss at the initialisation, image by image (memory bounded by the chunk budget)
     init_loss = loss_and_depth(st, pb, cfg.dist, 1e-12, None, 0, cfg.chunk_slot_pixels)[0]
@@ -199,5 +203,5 @@ def coarse_solve(
     f = st.log_f.exp()
     return CoarseResult(
         st.R, st.C, f[:, 0], f[:, 1], model.pp, st.log_s.exp(), st.Re, st.te,
-        st.depth.clamp(min=1e-30).log(), init_loss, loss, iters,
+        st.depth.clamp(min=1e-30).log(), init_loss, loss, iters, model.skew,
     )

@@ -1,7 +1,7 @@
 """What the alignment solvers share: their keyword inputs (:class:`AlignInputs`, checked by
 :func:`validate_inputs`), the connected image sets they align, and the per-image results
 (:class:`CameraSet`) they assemble into a :class:`~pointmap.scene.Scene` (:func:`assemble_scene`).
-Used by the dense (:mod:`.optimizer`) and the sparse (:mod:`.sparse`) solvers alike."""
+The user's known cameras (:class:`KnownCameras`) are validated here. Used by the dense (:mod:`.optimizer`) and the sparse (:mod:`.sparse`) solvers alike."""
 
 from __future__ import annotations
 
@@ -9,16 +9,126 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypedDict
 
+import numpy as np
+import scipy.sparse
 import torch
+from scipy.sparse.csgraph import minimum_spanning_tree
 
 from ..errors import GraphError, PointmapError
 from ..geometry.camera import intrinsics_matrix
 from ..pairs import connected_components
 from ..predictions import PairPredictions
 from ..scene import Scene
-from .init import KnownCameras
 
-__all__ = ["AlignInputs", "CameraSet", "assemble_scene", "connected_image_sets", "validate_inputs"]
+__all__ = [
+    "AlignInputs", "CameraSet", "KnownCameras", "assemble_scene", "connected_image_sets",
+    "maximum_spanning_tree", "tree_order", "validate_inputs",
+]
+
+
+def _per_image(value, n: int, name: str, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalise ``None`` / tensor ``(N, *shape)`` / ``{idx: value}`` to ``(values, mask)``."""
+    vals = torch.zeros((n,) + shape)
+    mask = torch.zeros(n, dtype=torch.bool)
+    if value is None:
+        return vals, mask
+    items = value.items() if isinstance(value, Mapping) else enumerate(value)
+    for k, v in items:
+        k = int(k)
+        if not 0 <= k < n:
+            raise PointmapError(f"{name}: image index {k} out of range [0, {n})")
+        if v is None:
+            continue
+        v = torch.as_tensor(v, dtype=torch.float32)
+        if v.numel() == 1 and shape == (2,):
+            v = v.reshape(1).expand(2)
+        if tuple(v.shape) != shape:
+            raise PointmapError(f"{name}[{k}] has shape {tuple(v.shape)}, expected {shape}")
+        if not torch.isfinite(v).all():
+            raise PointmapError(f"{name}[{k}] is not finite")
+        vals[k] = v
+        mask[k] = True
+    return vals, mask
+
+
+@dataclass
+class KnownCameras:
+    """User-provided cameras; ``*_mask (N,)`` says which entries are given (and frozen).
+
+    Attributes:
+        poses: ``(N, 4, 4)`` camera-to-world.
+        focals: ``(N, 2)`` ``(fx, fy)`` in pixels.
+        pp: ``(N, 2)`` principal points in pixels (defaults ``(W/2, H/2)``).
+        skew: ``(N,)`` skews ``K[0, 1]`` of known intrinsics (pixels; 0 otherwise).
+    """
+
+    poses: torch.Tensor
+    pose_mask: torch.Tensor
+    focals: torch.Tensor
+    focal_mask: torch.Tensor
+    pp: torch.Tensor
+    skew: torch.Tensor
+
+    @property
+    def n_known_poses(self) -> int:
+        """How many poses are given."""
+        return int(self.pose_mask.sum())
+
+    @classmethod
+    def from_inputs(
+        cls, shapes: Sequence[tuple[int, int]], known_poses=None, known_focals=None,
+        known_intrinsics=None,
+    ) -> "KnownCameras":
+        """Validate the user's known cameras of ``len(shapes)`` images (formats of
+        :class:`pointmap.align.AlignInputs`); the default principal point is ``(W/2, H/2)``.
+
+        Raises:
+            PointmapError: an index out of range, a wrong shape, a non-finite value, a
+                non-positive focal or a pose that is not rigid.
+        """
+        n = len(shapes)
+        poses, pmask = _per_image(known_poses, n, "known_poses", (4, 4))
+        focals, fmask = _per_image(known_focals, n, "known_focals", (2,))
+        pp = torch.tensor([[w / 2, h / 2] for h, w in shapes], dtype=torch.float32)
+        skew = torch.zeros(n)
+        if known_intrinsics is not None:
+            K, kmask = _per_image(known_intrinsics, n, "known_intrinsics", (3, 3))
+            focals[kmask] = torch.stack([K[kmask, 0, 0], K[kmask, 1, 1]], -1)
+            pp[kmask] = K[kmask, :2, 2]
+            skew[kmask] = K[kmask, 0, 1]
+            fmask = fmask | kmask
+        if (focals[fmask] <= 0).any():
+            raise PointmapError("known focals must be positive")
+        for k in torch.nonzero(pmask).flatten().tolist():
+            R = poses[k, :3, :3]
+            if not torch.allclose(R @ R.T, torch.eye(3), atol=1e-3) or torch.det(R) < 0:
+                raise PointmapError(f"known_poses[{k}] is not a rigid camera-to-world pose")
+        return cls(poses=poses, pose_mask=pmask, focals=focals, focal_mask=fmask, pp=pp, skew=skew)
+
+    def select(self, images: Sequence[int]) -> "KnownCameras":
+        """The entries of ``images``, in that order."""
+        idx = list(images)
+        return KnownCameras(
+            poses=self.poses[idx], pose_mask=self.pose_mask[idx], focals=self.focals[idx],
+            focal_mask=self.focal_mask[idx], pp=self.pp[idx], skew=self.skew[idx],
+        )
+
+    def intrinsics(self, k: int) -> torch.Tensor:
+        """Image ``k``'s known intrinsics ``(3, 3)`` exactly as given (skew included)."""
+        K = intrinsics_matrix(self.focals[k], self.pp[k])
+        K[0, 1] = self.skew[k]
+        return K
+
+    def init_priors(self) -> dict[str, torch.Tensor]:
+        """What :func:`~pointmap.align.init.mst_init` takes: ``pp (N, 2)``, ``focals (N,)`` (the
+        mean of a known ``(fx, fy)``, NaN where unknown) and ``poses (N, 4, 4)`` (NaN where
+        unknown)."""
+        nan = torch.tensor(float("nan"))
+        return {
+            "pp": self.pp,
+            "focals": torch.where(self.focal_mask, self.focals.mean(-1), nan),
+            "poses": torch.where(self.pose_mask[:, None, None], self.poses, nan),
+        }
 
 
 class AlignInputs(TypedDict, total=False):
@@ -51,6 +161,34 @@ def connected_image_sets(preds: PairPredictions) -> list[list[int]]:
     return sorted(comps, key=lambda c: (-len(c), c[0]))
 
 
+def maximum_spanning_tree(n: int, ei: np.ndarray, ej: np.ndarray, score: np.ndarray
+                          ) -> list[tuple[float, int, int]]:
+    """Maximum-score spanning forest (scipy) of the graph of ``n`` nodes with edges ``(ei[e],
+    ej[e])`` (int arrays, self-loops ignored) of positive ``score[e]``: its edges ``(score, i,
+    j)``, by increasing score."""
+    keep = ei != ej
+    M = scipy.sparse.coo_matrix((-score[keep], (ei[keep], ej[keep])), shape=(n, n)).tocsr()
+    T = minimum_spanning_tree(M).tocoo()
+    return sorted((-float(d), int(r), int(c)) for d, r, c in zip(T.data, T.row, T.col))
+
+
+def tree_order(tree: Sequence[tuple[float, int, int]], root: int) -> list[tuple[int, int]]:
+    """The edges of a spanning ``tree`` (as :func:`maximum_spanning_tree` gives them) as
+    ``(parent, child)``, breadth first from ``root``: every parent comes before its children."""
+    nbrs: dict[int, list[int]] = {}
+    for _, a, b in sorted(tree, reverse=True):
+        nbrs.setdefault(a, []).append(b)
+        nbrs.setdefault(b, []).append(a)
+    order, seen, queue = [], {root}, [root]
+    for node in queue:
+        for child in nbrs.get(node, []):
+            if child not in seen:
+                seen.add(child)
+                queue.append(child)
+                order.append((node, child))
+    return order
+
+
 def validate_inputs(
     preds: PairPredictions, imgs: Sequence[torch.Tensor] | None, inputs: AlignInputs
 ) -> tuple[list[tuple[int, int]], KnownCameras]:
@@ -62,7 +200,7 @@ def validate_inputs(
         inputs: the :class:`AlignInputs` keyword arguments given.
 
     Returns:
-        Image shapes ``[(H, W), ...]`` (pixels) and the :class:`~pointmap.align.init.KnownCameras`.
+        Image shapes ``[(H, W), ...]`` (pixels) and the :class:`KnownCameras`.
 
     Raises:
         TypeError: an unknown keyword argument.
@@ -126,6 +264,19 @@ class CameraSet:
             if j not in skip:
                 confs[j] = torch.maximum(confs[j], preds.conf_2[e].float())
         return cls(torch.eye(4).repeat(N, 1, 1), Ks, depths, confs, torch.zeros(N, dtype=torch.bool))
+
+    def fill(self, k: int, R: torch.Tensor, C: torch.Tensor, K: torch.Tensor, depth: torch.Tensor,
+             conf: torch.Tensor, known: KnownCameras) -> None:
+        """Image ``k`` placed by a solver: rotation ``R (3, 3)`` and centre ``C (3,)`` (camera to
+        world), intrinsics ``K (3, 3)`` (pixels), z-depth and raw confidence ``(H, W)``. Known
+        poses and intrinsics are reported exactly as the user gave them."""
+        self.poses[k] = known.poses[k] if known.pose_mask[k] else torch.eye(4)
+        if not known.pose_mask[k]:
+            self.poses[k, :3, :3], self.poses[k, :3, 3] = R.float().cpu(), C.float().cpu()
+        self.Ks[k] = known.intrinsics(k) if known.focal_mask[k] else K.float().cpu()
+        self.depths[k] = depth.float().cpu()
+        self.confs[k] = conf.cpu()
+        self.placed[k] = True
 
 
 def assemble_scene(

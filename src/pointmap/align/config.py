@@ -51,10 +51,11 @@ class AlignConfig:
         dense_iters: IRLS passes of the dense depth solve (``l2`` needs one).
         chunk_slot_pixels: coarse residuals (images x edge sides x pixels) linearised at once by
             ``'gn'`` (bounds its memory: about 400 bytes each, 0.8 GB by default).
-        dense_solve_bytes: ``'gn'`` factorises its normal matrix (``8 K^2`` bytes for ``K = 7
-            (images + edges)`` unknowns) densely up to this size and as a sparse matrix (SuperLU,
-            CPU) above it, so memory grows with the number of pairs, not its square. ``None``:
-            128 MiB on the CPU, 16 GiB on a GPU.
+        dense_solve_bytes: the one size policy of both solvers' normal equations (``8 K^2``
+            bytes for ``K`` unknowns: ``7 (images + edges)`` for ``'gn'``, ``7 + G`` per image
+            for :func:`~pointmap.align.sparse.sparse_align`): factorised densely up to this size,
+            as a sparse matrix (SuperLU, CPU) above it, so memory grows with the number of pairs,
+            not its square. ``None``: 128 MiB on the CPU (4096 unknowns), 16 GiB on a GPU.
         chunk_pixels: pixels (edges x pixels per edge) processed at once when streaming the
             full-resolution predictions.
         cache_bytes: full-resolution predictions are cached on the device (in ``storage_dtype``)

@@ -144,6 +144,28 @@ class CoarseData:
         return torch.gather(self.im_conf, 1, self.idx) * self.valid
 
 
+def _coarse_grid(shapes: list[tuple[int, int]], stride: int, off: int, device: torch.device
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+    """The strided pixel sample: full-resolution validity ``(N, A)``, coarse pixel indices and
+    validity ``(N, n)`` (row-major, padded) and each image's ``(rows, cols)`` grid."""
+    N, A = len(shapes), max(h * w for h, w in shapes)
+    valid_full = torch.zeros(N, A, dtype=torch.bool, device=device)
+    idxs, grid = [], []
+    for k, (h, w) in enumerate(shapes):
+        valid_full[k, : h * w] = True
+        rows = torch.arange(min(off, max(h - 1, 0)), h, stride, device=device)
+        cols = torch.arange(min(off, max(w - 1, 0)), w, stride, device=device)
+        idxs.append((rows[:, None] * w + cols[None, :]).reshape(-1))
+        grid.append((len(rows), len(cols)))
+    n = max(len(i) for i in idxs)
+    idx = torch.zeros(N, n, dtype=torch.long, device=device)
+    valid = torch.zeros(N, n, dtype=torch.bool, device=device)
+    for k, ix in enumerate(idxs):
+        idx[k, : len(ix)] = ix
+        valid[k, : len(ix)] = True
+    return valid_full, idx, valid, grid
+
+
 def build_edge_data(
     preds: PairPredictions,
     device: torch.device,
@@ -167,20 +189,8 @@ def build_edge_data(
         mean_area = sum(h * w for h, w in shapes) / len(shapes)
         stride = max(1, round(math.sqrt(mean_area / max(coarse_pixels, 1))))
     off = stride // 2 if stride > 1 else 0
-    valid_full = torch.zeros(N, A, dtype=torch.bool, device=device)
-    idxs, grid = [], []
-    for k, (h, w) in enumerate(shapes):
-        valid_full[k, : h * w] = True
-        rows = torch.arange(min(off, max(h - 1, 0)), h, stride, device=device)
-        cols = torch.arange(min(off, max(w - 1, 0)), w, stride, device=device)
-        idxs.append((rows[:, None] * w + cols[None, :]).reshape(-1))
-        grid.append((len(rows), len(cols)))
-    n = max(len(i) for i in idxs)
-    idx = torch.zeros(N, n, dtype=torch.long, device=device)
-    valid = torch.zeros(N, n, dtype=torch.bool, device=device)
-    for k, ix in enumerate(idxs):
-        idx[k, : len(ix)] = ix
-        valid[k, : len(ix)] = True
+    valid_full, idx, valid, grid = _coarse_grid(shapes, stride, off, device)
+    n = idx.shape[1]
     uv = torch.stack([idx % idx.new_tensor([w for _, w in shapes])[:, None],
                       idx // idx.new_tensor([w for _, w in shapes])[:, None]], -1).float()
 

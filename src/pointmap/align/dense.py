@@ -14,23 +14,32 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from ..geometry.camera import normalize_pixels
 from ..predictions import PairPredictions
 from .data import CoarseData
+
+if TYPE_CHECKING:
+    from .coarse import CoarseResult
 
 __all__ = ["dense_depth", "dense_depth_by_image", "upsample_coarse", "world_rays"]
 
 
 def world_rays(
-    data: CoarseData, R: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, pp: torch.Tensor
+    data: CoarseData, R: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor, pp: torch.Tensor,
+    skew: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``(N, A, 3)`` world directions (unit camera-z) of every full-resolution pixel."""
-    uv = data.pixel_uv()
-    cam = torch.stack(
-        [(uv[..., 0] - pp[:, None, 0]) / fx[:, None], (uv[..., 1] - pp[:, None, 1]) / fy[:, None],
-         torch.ones_like(uv[..., 0])], dim=-1,
-    )
-    return cam @ R.transpose(-1, -2)
+    """``(N, A, 3)`` world directions (unit camera-z) of every full-resolution pixel (``skew
+    (N,)``: the cameras' ``K[0, 1]``, pixels; 0 when ``None``)."""
+    return _rays(data.pixel_uv(), R, fx[:, None], fy[:, None], pp[:, None], 0.0 if skew is None else skew[:, None])
+
+
+def _rays(uv: torch.Tensor, R: torch.Tensor, fx, fy, pp: torch.Tensor, skew) -> torch.Tensor:
+    """World directions ``(..., A, 3)`` (unit camera-z) of pixels ``uv (..., A, 2)`` of cameras
+    with rotations ``R (..., 3, 3)`` (intrinsics broadcast as :func:`normalize_pixels` takes them)."""
+    xy = normalize_pixels(uv, fx, fy, pp, skew)
+    return torch.cat([xy, torch.ones_like(xy[..., :1])], -1) @ R.transpose(-1, -2)
 
 
 def upsample_coarse(data: CoarseData, values: torch.Tensor) -> torch.Tensor:
@@ -58,6 +67,33 @@ def _upsample_one(data: CoarseData, values: torch.Tensor, k: int) -> torch.Tenso
     return up.reshape(-1)
 
 
+class _Sides:
+    """Every edge side's per-pixel terms (:func:`_side_terms`) chunk by chunk: streamed from the
+    predictions, and kept for the next pass when ``keep``."""
+
+    def __init__(self, data: CoarseData, D: torch.Tensor, cams: CoarseResult, conf_trf: str, keep: bool) -> None:
+        self.data, self.D, self.cams, self.conf_trf, self.keep = data, D, cams, conf_trf, keep
+        self.cached: list = []
+
+    def __iter__(self):
+        if self.cached:
+            yield from self.cached
+            return
+        c = self.cams
+        for a, b, chunk in self.data.store.chunks():
+            terms = _side_terms(self.data, self.D, c.C, c.s, c.Rp, c.Tp, self.conf_trf, a, b, chunk)
+            if self.keep:
+                self.cached.append(terms)
+            yield terms
+
+
+def _residual(d: torch.Tensor, DD: torch.Tensor, DV: torch.Tensor, VV: torch.Tensor, dist: str) -> torch.Tensor:
+    """Per pixel the distance (``'l1'``) or squared distance (``'l2'``) ``|d D - V|`` from
+    ``|D|^2``, ``D.V`` and ``|V|^2`` at depth ``d``."""
+    res = (d * (d * DD - 2 * DV) + VV).clamp(min=0)
+    return res.sqrt() if dist == "l1" else res
+
+
 def _side_terms(
     data: CoarseData, D: torch.Tensor, C: torch.Tensor, pw_s: torch.Tensor, pw_R: torch.Tensor,
     pw_T: torch.Tensor, conf_trf: str, a: int, b: int, chunk: tuple[torch.Tensor, ...],
@@ -82,14 +118,7 @@ def _side_terms(
 @torch.no_grad()
 def dense_depth(
     data: CoarseData,
-    R: torch.Tensor,
-    C: torch.Tensor,
-    fx: torch.Tensor,
-    fy: torch.Tensor,
-    pp: torch.Tensor,
-    pw_s: torch.Tensor,
-    pw_R: torch.Tensor,
-    pw_T: torch.Tensor,
+    cams: CoarseResult,
     depth0: torch.Tensor,
     conf_trf: str,
     dist: str,
@@ -100,10 +129,8 @@ def dense_depth(
     """Full-resolution depths ``(N, A)`` minimising the alignment loss with everything else fixed.
 
     Args:
-        R, C: ``(N, 3, 3)``, ``(N, 3)`` camera-to-world rotations and centres.
-        fx, fy, pp: ``(N,)``, ``(N,)``, ``(N, 2)`` intrinsics.
-        pw_s, pw_R, pw_T: ``(E,)``, ``(E, 3, 3)``, ``(E, 3)``: an edge's prediction ``P`` maps to
-            ``s R P + T`` in the world.
+        cams: the fixed cameras (``R``, ``C``, ``fx``, ``fy``, ``pp``, ``skew``) and pair
+            similarities (an edge's prediction ``P`` maps to ``s Rp P + Tp`` in the world).
         depth0: ``(N, A)`` starting depth (the upsampled coarse solution); pixels no edge
             constrains keep it.
         iters: IRLS passes (``'l2'`` uses one).
@@ -113,26 +140,15 @@ def dense_depth(
     Returns:
         ``(depth (N, A), loss)`` with ``loss`` the reference loss (area-normalised) at the result.
     """
-    D = world_rays(data, R, fx, fy, pp)
+    D = world_rays(data, cams.R, cams.fx, cams.fy, cams.pp, cams.skew)
     DD = (D * D).sum(-1)
     depth = depth0.clone()
     floor = 1e-6 * depth0.abs().amax(1, keepdim=True)
     n_pass = 1 if dist == "l2" else max(1, iters)
     E, A = len(data.ei), data.valid_full.shape[1]
-    keep = E * A * 2 * 3 * 4 <= cache_bytes
-    cached: list = []
+    sides = _Sides(data, D, cams, conf_trf, keep=E * A * 2 * 3 * 4 <= cache_bytes)
     area = data.valid_full.sum(1).float()
     A_i, A_j = area[data.ei].sum(), area[data.ej].sum()
-
-    def sides():
-        if cached:
-            yield from cached
-            return
-        for a, b, chunk in data.store.chunks():
-            terms = _side_terms(data, D, C, pw_s, pw_R, pw_T, conf_trf, a, b, chunk)
-            if keep:
-                cached.append(terms)
-            yield terms
 
     loss = float("nan")
     bar = tqdm(total=n_pass + 1, desc="dense depth", disable=not progress)
@@ -141,13 +157,11 @@ def dense_depth(
         num = torch.zeros_like(depth)
         den = torch.zeros_like(depth)
         tot = torch.zeros((), device=depth.device, dtype=torch.float64)
-        for terms in sides():
+        for terms in sides:
             for side, (k, w, dv, vv) in enumerate(terms):
                 dk = depth[k]
                 if final or dist == "l1":
-                    res = (dk * (dk * DD[k] - 2 * dv) + vv).clamp(min=0)
-                    if dist == "l1":
-                        res = res.sqrt()
+                    res = _residual(dk, DD[k], dv, vv, dist)
                     if final:
                         tot += ((w * res).sum() / (A_i if side == 0 else A_j)).double()
                         continue
@@ -165,19 +179,32 @@ def dense_depth(
     return depth, loss
 
 
+def _image_sides(preds: PairPredictions, sides: list[tuple[int, int]], D: torch.Tensor, C: torch.Tensor,
+                 pw_s: torch.Tensor, pw_R: torch.Tensor, pw_T: torch.Tensor, user_mask: torch.Tensor,
+                 conf_trf: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image's edge sides ``(e, 0 | 1)`` read from ``preds``: per side and pixel ``(s, A)`` the
+    weight, ``D.V`` and ``|V|^2`` (``V`` the side's target minus the centre ``C``, ``D (A, 3)`` the
+    pixels' world rays)."""
+    from .params import conf_transform
+
+    ws, dvs, vvs = [], [], []
+    for e, side in sides:
+        P = (preds.pts3d_1 if side == 0 else preds.pts3d_2_in_1)[e].to(D.device).float().reshape(-1, 3)
+        c = torch.nan_to_num((preds.conf_1 if side == 0 else preds.conf_2)[e].to(D.device).float().reshape(-1))
+        V = P @ (pw_s[e] * pw_R[e]).T + (pw_T[e] - C)
+        ok = torch.isfinite(V).all(-1)
+        V = torch.where(ok[:, None], V, torch.zeros_like(V))
+        ws.append(conf_transform(c.clamp(min=1e-12), conf_trf).clamp(min=0) * user_mask * ok)
+        dvs.append((V * D).sum(-1))
+        vvs.append((V * V).sum(-1))
+    return torch.stack(ws), torch.stack(dvs), torch.stack(vvs)
+
+
 @torch.no_grad()
 def dense_depth_by_image(
     data: CoarseData,
     preds: PairPredictions,
-    R: torch.Tensor,
-    C: torch.Tensor,
-    fx: torch.Tensor,
-    fy: torch.Tensor,
-    pp: torch.Tensor,
-    pw_s: torch.Tensor,
-    pw_R: torch.Tensor,
-    pw_T: torch.Tensor,
-    log_depth_coarse: torch.Tensor,
+    cams: CoarseResult,
     conf_trf: str,
     dist: str,
     iters: int,
@@ -195,7 +222,8 @@ def dense_depth_by_image(
     Args:
         data: the edge data of ``preds`` (:func:`~pointmap.align.data.build_edge_data`).
         preds: the pair predictions ``data`` was built from.
-        log_depth_coarse: ``(N, n)`` coarse log-depths, upsampled per image as the start.
+        cams: as :func:`dense_depth`; its coarse log-depths ``log_depth (N, n)``, upsampled per
+            image, are the start.
         out: called as ``out(k, depth_k)`` with image ``k``'s ``(H * W,)`` depth as soon as it is
             solved (the returned list then holds empty tensors).
         Others: as :func:`dense_depth`.
@@ -203,8 +231,6 @@ def dense_depth_by_image(
     Returns:
         ``(depths, loss)``: per image its ``(H * W,)`` depth (row-major), and the reference loss.
     """
-    from .params import conf_transform
-
     dev = data.ei.device
     ei, ej = data.ei.tolist(), data.ej.tolist()
     sides: list[list[tuple[int, int]]] = [[] for _ in data.shapes]
@@ -219,46 +245,29 @@ def dense_depth_by_image(
     for k in tqdm(range(len(data.shapes)), desc="dense depth", disable=not progress, leave=False):
         h, w = data.shapes[k]
         hw = h * w
-        d0 = _upsample_one(data, log_depth_coarse, k).exp()
+        d0 = _upsample_one(data, cams.log_depth, k).exp()
         if not sides[k]:
             depths.append(d0 if out is None else d0.new_zeros(0))
             if out is not None:
                 out(k, d0)
             continue
-        uv = data.pixel_uv(k)
-        cam = torch.stack([(uv[:, 0] - pp[k, 0]) / fx[k], (uv[:, 1] - pp[k, 1]) / fy[k],
-                           torch.ones_like(uv[:, 0])], dim=-1)
-        D = cam @ R[k].T
+        skew = 0.0 if cams.skew is None else cams.skew[k]
+        D = _rays(data.pixel_uv(k), cams.R[k], cams.fx[k], cams.fy[k], cams.pp[k], skew)
         DD = (D * D).sum(-1)
-        um = data.user_mask[k, :hw]
-        ws, dvs, vvs, which = [], [], [], []
-        for e, side in sides[k]:
-            P = (preds.pts3d_1 if side == 0 else preds.pts3d_2_in_1)[e].to(dev).float().reshape(-1, 3)
-            c = (preds.conf_1 if side == 0 else preds.conf_2)[e].to(dev).float().reshape(-1)
-            c = torch.nan_to_num(c)
-            V = P @ (pw_s[e] * pw_R[e]).T + (pw_T[e] - C[k])
-            ok = torch.isfinite(V).all(-1)
-            V = torch.where(ok[:, None], V, torch.zeros_like(V))
-            ws.append(conf_transform(c.clamp(min=1e-12), conf_trf).clamp(min=0) * um * ok)
-            dvs.append((V * D).sum(-1))
-            vvs.append((V * V).sum(-1))
-            which.append(side)
-        W_, DV, VV = torch.stack(ws), torch.stack(dvs), torch.stack(vvs)
+        W_, DV, VV = _image_sides(preds, sides[k], D, cams.C[k], cams.s, cams.Rp, cams.Tp,
+                                  data.user_mask[k, :hw], conf_trf)
+        which = [side for _, side in sides[k]]
         depth = d0.clone()
         floor = 1e-6 * d0.abs().max()
         for _ in range(n_pass):
             wgt = W_
             if dist == "l1":
-                res = (depth * (depth * DD - 2 * DV) + VV).clamp(min=0).sqrt()
-                wgt = W_ / res.clamp(min=1e-4 * depth.abs().clamp(min=1e-8))
+                wgt = W_ / _residual(depth, DD, DV, VV, dist).clamp(min=1e-4 * depth.abs().clamp(min=1e-8))
             num, den = (wgt * DV).sum(0), wgt.sum(0)
             ok = den > 0
             depth = torch.where(ok, num / (den * DD).clamp(min=1e-30), depth)
             depth = torch.maximum(depth, floor)
-        res = (depth * (depth * DD - 2 * DV) + VV).clamp(min=0)
-        if dist == "l1":
-            res = res.sqrt()
-        per_side = (W_ * res).sum(1).double()
+        per_side = (W_ * _residual(depth, DD, DV, VV, dist)).sum(1).double()
         side_t = torch.tensor(which, device=dev)
         tot += (per_side[side_t == 0].sum() / norm[0]) + (per_side[side_t == 1].sum() / norm[1])
         if out is not None:

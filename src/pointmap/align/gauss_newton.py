@@ -1,5 +1,7 @@
 """Second-order coarse solver: robust Levenberg-Marquardt with the depths eliminated.
 
+(Over 450 lines: the problem layout and the closed-form reduced normal equations are one derivation.)
+
 Unknowns (``N`` images, ``E`` edges, ``n`` coarse pixels per image):
 
 * per image ``k``: rotation ``R_k`` (updated on SO(3) by a left axis-angle increment), centre
@@ -36,17 +38,19 @@ log-scales is projected onto zero mean) unless two or more poses are known.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import roma
 import torch
 from tqdm.auto import tqdm
 
+from ..geometry.camera import normalize_pixels
 from .data import CoarseData
+from .lm import Damping, NormalEquations, SparseSum, chunks, rotate, skew, solves_densely
+from .lm import extrapolate as extrapolate_step
 
-__all__ = ["GNProblem", "GNState", "dense_solve_bytes", "gauss_newton"]
+__all__ = ["GNProblem", "GNState", "gauss_newton"]
 
 
 @dataclass
@@ -77,7 +81,8 @@ class GNProblem:
     Shapes: ``N`` images, ``d`` maximum slots per image, ``n`` coarse pixels.
 
     Attributes:
-        uv: ``(N, n, 2)`` pixel coordinates; ``pp``: ``(N, 2)`` principal points.
+        uv: ``(N, n, 2)`` pixel coordinates; ``pp``: ``(N, 2)`` principal points; ``skew``:
+            ``(N,)`` the cameras' skews ``K[0, 1]`` (pixels; non-zero only for known intrinsics).
         slot_edge: ``(N, d)`` edge of each slot (0 on padding); ``slot_ok``: ``(N, d)`` bool;
             ``slot_first``: ``(N, d)`` bool, the image is the slot edge's first image.
         pts_i, pts_j: ``(E, n, 3)`` every edge's coarse predictions of its two images
@@ -95,6 +100,7 @@ class GNProblem:
 
     uv: torch.Tensor
     pp: torch.Tensor
+    skew: torch.Tensor
     slot_edge: torch.Tensor
     slot_ok: torch.Tensor
     slot_first: torch.Tensor
@@ -119,6 +125,7 @@ class GNProblem:
         focal_frozen: torch.Tensor,
         shared_focal: bool,
         pin_scale: bool,
+        skew: torch.Tensor | None = None,
     ) -> GNProblem:
         """Arrange ``data`` per image and number the unknowns.
 
@@ -127,6 +134,7 @@ class GNProblem:
             pose_frozen, focal_frozen: ``(N,)`` bool, known (frozen) poses / focals.
             shared_focal: one focal for every image whose focal is not known.
             pin_scale: pin the geometric mean of the pair scales (no scale from known poses).
+            skew: ``(N,)`` skews of the cameras (pixels; zero when ``None``).
         """
         dev = data.pts_i.device
         N, E = data.n_images, len(data.ei)
@@ -167,7 +175,8 @@ class GNProblem:
         nxt += 7 * E
         cam_index[cam_index < 0] = nxt
         return GNProblem(
-            uv=data.uv, pp=pp.to(dev), slot_edge=sid % E, slot_ok=ok, slot_first=sid < E,
+            uv=data.uv, pp=pp.to(dev),
+            skew=torch.zeros(N, device=dev) if skew is None else skew.to(dev), slot_edge=sid % E, slot_ok=ok, slot_first=sid < E,
             pts_i=data.pts_i, pts_j=data.pts_j, ei=data.ei, ej=data.ej, w_i=data.w_i, w_j=data.w_j,
             w_scale=(area / float(area_i), area / float(area_j)), area=area, cam_index=cam_index,
             edge_index=edge_index, n_unknowns=nxt, pin_scale=pin_scale,
@@ -198,20 +207,11 @@ class GNProblem:
         return W
 
 
-def _skew(v: torch.Tensor) -> torch.Tensor:
-    """``(..., 3, 3)`` cross-product matrices of ``(..., 3)`` vectors."""
-    z = torch.zeros_like(v[..., 0])
-    x, y, w = v.unbind(-1)
-    return torch.stack([z, -w, y, w, z, -x, -y, x, z], -1).reshape(v.shape + (3,))
-
-
 def _rays(st: GNState, pb: GNProblem, ks: slice) -> torch.Tensor:
     """``(c, n, 3)`` world directions (unit camera z) of the coarse pixels of images ``ks``."""
-    uv, pp, f = pb.uv[ks], pb.pp[ks], st.log_f[ks].exp()
-    cam = torch.stack(
-        [(uv[..., 0] - pp[:, None, 0]) / f[:, None, 0], (uv[..., 1] - pp[:, None, 1]) / f[:, None, 1],
-         torch.ones_like(uv[..., 0])], -1,
-    )
+    f = st.log_f[ks].exp()
+    xy = normalize_pixels(pb.uv[ks], f[:, None, 0], f[:, None, 1], pb.pp[ks, None], pb.skew[ks, None])
+    cam = torch.cat([xy, torch.ones_like(xy[..., :1])], -1)
     return cam @ st.R[ks].transpose(1, 2)
 
 
@@ -226,8 +226,7 @@ def _targets(st: GNState, pb: GNProblem, ks: slice) -> tuple[torch.Tensor, torch
 def _chunks(pb: GNProblem, budget: int) -> list[slice]:
     """Image slices whose slot-pixel count stays below ``budget``."""
     N, d, n = pb.shape
-    step = max(1, budget // max(d * n, 1))
-    return [slice(a, min(a + step, N)) for a in range(0, N, step)]
+    return chunks(N, budget // max(d * n, 1))
 
 
 def _irls(w: torch.Tensor, res: torch.Tensor, dist: str, eps: float) -> torch.Tensor:
@@ -289,6 +288,36 @@ def _trace_eye(M: torch.Tensor) -> torch.Tensor:
     return tr[..., None, None] * torch.eye(3, dtype=M.dtype, device=M.device)
 
 
+def _slot_blocks(w: torch.Tensor, wQ: torch.Tensor, Q: torch.Tensor, Delta: torch.Tensor, Dz: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Camera-edge and edge-edge blocks ``(c, d, 7, 7)`` of ``J^T W J`` of each image's slots, from
+    the weights ``w (c, d, n)``, ``wQ = w Q`` and ``Q (c, d, n, 3)``, ``Delta`` and ``Dz (c, n, 3)``
+    (see :func:`_linearise`)."""
+    cn, d, n = w.shape
+    eye = torch.eye(3, device=w.device)
+    # weighted moments per slot: [1, Q] x [1, Delta, Dz] and Q Q^T
+    F = torch.cat([torch.ones_like(Delta[..., :1]), Delta, Dz], -1)  # (c, n, 7)
+    wpsi = torch.cat([w[..., None], wQ], -1)  # (c, d, n, 4)
+    mom = (wpsi.transpose(2, 3).reshape(cn, d * 4, n) @ F).reshape(cn, d, 4, 7)
+    m0, mD, mZ = mom[:, :, 0, 0], mom[:, :, 0, 1:4], mom[:, :, 0, 4:7]
+    mQ, mQD, mQZ = mom[:, :, 1:, 0], mom[:, :, 1:, 1:4], mom[:, :, 1:, 4:7]
+    mQQ = wQ.transpose(2, 3) @ Q  # (c, d, 3, 3)
+    I3 = eye.expand(cn, d, 3, 3)
+    Mce = torch.cat([
+        torch.cat([mQD - _trace_eye(mQD), -skew(mD), -_cross_of(mQD.transpose(-1, -2))[..., None]], -1),
+        torch.cat([skew(mQ), -m0[..., None, None] * I3, -mQ[..., None]], -1),
+        torch.cat([-_cross_of(mQZ.transpose(-1, -2))[..., None, :], mZ[..., None, :],
+                   _trace_eye(mQZ)[..., :1, :1]], -1),
+    ], -2)  # (c, d, 7, 7)
+    trQQ = _trace_eye(mQQ)
+    Mee = torch.cat([
+        torch.cat([trQQ - mQQ, skew(mQ), torch.zeros_like(mQ[..., None])], -1),
+        torch.cat([-skew(mQ), m0[..., None, None] * I3, mQ[..., None]], -1),
+        torch.cat([torch.zeros_like(mQ[..., None, :]), mQ[..., None, :], trQQ[..., :1, :1]], -1),
+    ], -2)
+    return Mce, Mee
+
+
 def _linearise(
     st: GNState, pb: GNProblem, weights: list[torch.Tensor], budget: int, sparse: bool = False,
 ) -> tuple[Any, torch.Tensor]:
@@ -305,7 +334,7 @@ def _linearise(
     """
     K = pb.n_unknowns
     dev = st.R.device
-    H: Any = _SparseSum(K) if sparse else torch.zeros(K, K, dtype=torch.float64, device=dev)
+    H: Any = SparseSum(K) if sparse else torch.zeros(K, K, dtype=torch.float64, device=dev)
     g = torch.zeros(K, dtype=torch.float64, device=dev)
     eye = torch.eye(3, device=dev)
     for c, ks in enumerate(_chunks(pb, budget)):
@@ -322,28 +351,9 @@ def _linearise(
         W = w.sum(1)  # (c, n)
 
         # camera-camera: sum_p W J_c^T J_c
-        Jc = torch.cat([-_skew(Delta), eye.expand(cn, n, 3, 3), -Dz[..., None]], -1)
+        Jc = torch.cat([-skew(Delta), eye.expand(cn, n, 3, 3), -Dz[..., None]], -1)
         Mcc = (W[..., None, None] * Jc).reshape(cn, n * 3, 7).transpose(1, 2) @ Jc.reshape(cn, n * 3, 7)
-        # weighted moments per slot: [1, Q] x [1, Delta, Dz] and Q Q^T
-        F = torch.cat([torch.ones_like(Delta[..., :1]), Delta, Dz], -1)  # (c, n, 7)
-        wpsi = torch.cat([w[..., None], wQ], -1)  # (c, d, n, 4)
-        mom = (wpsi.transpose(2, 3).reshape(cn, d * 4, n) @ F).reshape(cn, d, 4, 7)
-        m0, mD, mZ = mom[:, :, 0, 0], mom[:, :, 0, 1:4], mom[:, :, 0, 4:7]
-        mQ, mQD, mQZ = mom[:, :, 1:, 0], mom[:, :, 1:, 1:4], mom[:, :, 1:, 4:7]
-        mQQ = wQ.transpose(2, 3) @ Q  # (c, d, 3, 3)
-        I3 = eye.expand(cn, d, 3, 3)
-        Mce = torch.cat([
-            torch.cat([mQD - _trace_eye(mQD), -_skew(mD), -_cross_of(mQD.transpose(-1, -2))[..., None]], -1),
-            torch.cat([_skew(mQ), -m0[..., None, None] * I3, -mQ[..., None]], -1),
-            torch.cat([-_cross_of(mQZ.transpose(-1, -2))[..., None, :], mZ[..., None, :],
-                       _trace_eye(mQZ)[..., :1, :1]], -1),
-        ], -2)  # (c, d, 7, 7)
-        trQQ = _trace_eye(mQQ)
-        Mee = torch.cat([
-            torch.cat([trQQ - mQQ, _skew(mQ), torch.zeros_like(mQ[..., None])], -1),
-            torch.cat([-_skew(mQ), m0[..., None, None] * I3, mQ[..., None]], -1),
-            torch.cat([torch.zeros_like(mQ[..., None, :]), mQ[..., None, :], trQQ[..., :1, :1]], -1),
-        ], -2)
+        Mce, Mee = _slot_blocks(w, wQ, Q, Delta, Dz)
         rho = wr.sum(1)  # (c, n, 3)
         gc = (Jc * rho[..., None]).sum((1, 2))  # (c, 7)
         ge = torch.cat([
@@ -370,53 +380,29 @@ def _linearise(
         L[:, idx, :, idx] = Mee.transpose(0, 1)
         L = L.reshape(cn, 7 * (d + 1), 7 * (d + 1)) - S
         gl = torch.cat([gc[:, None], ge], 1).reshape(cn, -1) - gS
-        # scatter into the unknowns; frozen entries (index K) are zeroed and sent to index 0
-        eidx = torch.where(pb.slot_ok[ks][..., None], pb.edge_index[pb.slot_edge[ks]], K)
-        gi = torch.cat([pb.cam_index[ks][:, None], eidx], 1).reshape(cn, -1)  # (c, 7(d+1))
-        free = gi < K
-        gl = torch.where(free, gl, torch.zeros_like(gl))
-        if sparse:
-            both = free[:, :, None] & free[:, None, :]
-            H.add(gi[:, :, None].expand_as(L)[both], gi[:, None, :].expand_as(L)[both], L[both])
-        else:
-            L = torch.where(free[:, :, None] & free[:, None, :], L, torch.zeros_like(L))
-            gi = torch.where(free, gi, torch.zeros_like(gi))
-            H.view(-1).index_add_(0, (gi[:, :, None] * K + gi[:, None, :]).reshape(-1), L.reshape(-1).double())
-        g.index_add_(0, torch.where(free, gi, torch.zeros_like(gi)).reshape(-1), gl.reshape(-1).double())
+        _scatter(H, g, pb, ks, L, gl)
     return (H.matrix() if sparse else H), g
 
 
-class _SparseSum:
-    """Sums ``(row, col, value)`` triplets chunk by chunk into a ``(K, K)`` float64 CSR matrix."""
-
-    def __init__(self, K: int) -> None:
-        import scipy.sparse as sp
-
-        self.K = K
-        self.H = sp.csr_matrix((K, K), dtype=np.float64)
-
-    def add(self, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor) -> None:
-        import scipy.sparse as sp
-
-        part = sp.coo_matrix(
-            (vals.double().cpu().numpy(), (rows.cpu().numpy(), cols.cpu().numpy())), shape=(self.K, self.K)
-        ).tocsr()  # duplicates summed
-        self.H = self.H + part
-
-    def matrix(self) -> Any:
-        return self.H
-
-
-def _project_scale(H: torch.Tensor, g: torch.Tensor, idx: torch.Tensor) -> None:
-    """In place ``H <- P H P + c 1 1^T / m``, ``g <- P g`` with ``P`` centring the ``m`` entries
-    ``idx`` (pair log-scales): the unknowns become zero-mean updates of the log-scales. The
-    rank-one term removes the null direction (a common shift) without changing the solution,
-    which is orthogonal to it."""
-    H[:, idx] -= H[:, idx].mean(1, keepdim=True)
-    H[idx, :] -= H[idx, :].mean(0, keepdim=True)
-    g[idx] -= g[idx].mean()
-    c = H.diagonal()[idx].mean().clamp(min=1e-30)
-    H[idx[:, None], idx[None, :]] += c / len(idx)
+def _scatter(H: torch.Tensor | SparseSum, g: torch.Tensor, pb: GNProblem, ks: slice, L: torch.Tensor,
+             gl: torch.Tensor) -> None:
+    """Add images ``ks``' reduced blocks ``L (c, 7 (d + 1), 7 (d + 1))`` and gradients ``gl (c, 7
+    (d + 1))`` (camera, then slot edges) into ``H`` and ``g``; frozen entries (index ``K``) are
+    dropped."""
+    K = pb.n_unknowns
+    cn = L.shape[0]
+    eidx = torch.where(pb.slot_ok[ks][..., None], pb.edge_index[pb.slot_edge[ks]], K)
+    gi = torch.cat([pb.cam_index[ks][:, None], eidx], 1).reshape(cn, -1)  # (c, 7(d+1))
+    free = gi < K
+    gl = torch.where(free, gl, torch.zeros_like(gl))
+    if isinstance(H, SparseSum):
+        both = free[:, :, None] & free[:, None, :]
+        H.add(gi[:, :, None].expand_as(L)[both], gi[:, None, :].expand_as(L)[both], L[both])
+    else:
+        L = torch.where(free[:, :, None] & free[:, None, :], L, torch.zeros_like(L))
+        gi = torch.where(free, gi, torch.zeros_like(gi))
+        H.view(-1).index_add_(0, (gi[:, :, None] * K + gi[:, None, :]).reshape(-1), L.reshape(-1).double())
+    g.index_add_(0, torch.where(free, gi, torch.zeros_like(gi)).reshape(-1), gl.reshape(-1).double())
 
 
 def _apply(st: GNState, pb: GNProblem, delta: torch.Tensor) -> GNState:
@@ -428,44 +414,10 @@ def _apply(st: GNState, pb: GNProblem, delta: torch.Tensor) -> GNState:
     if pb.pin_scale:
         dls = dls - dls.mean()
     return GNState(
-        R=roma.rotvec_to_rotmat(dc[:, :3]) @ st.R, C=st.C + dc[:, 3:6],
+        R=rotate(st.R, dc[:, :3]), C=st.C + dc[:, 3:6],
         log_f=st.log_f + dc[:, 6:7], depth=st.depth,
-        Re=roma.rotvec_to_rotmat(de[:, :3]) @ st.Re, te=st.te + de[:, 3:6], log_s=st.log_s + dls,
+        Re=rotate(st.Re, de[:, :3]), te=st.te + de[:, 3:6], log_s=st.log_s + dls,
     )
-
-
-def _sparse_step(H: Any, g: torch.Tensor, damp: np.ndarray, pin: np.ndarray | None) -> torch.Tensor | None:
-    """The damped step ``-(H + diag(damp))^-1 g`` of a sparse ``H``, constrained to zero-mean
-    updates of the entries ``pin`` when given (Lagrange multiplier: the KKT solution, the same
-    step as the projected dense system). ``None`` when the factorisation fails."""
-    import scipy.sparse as sp
-    from scipy.sparse.linalg import splu
-
-    A = (H + sp.diags(damp)).tocsc()
-    try:
-        lu = splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
-                  options={"SymmetricMode": True})
-    except RuntimeError:  # exactly singular
-        return None
-    gn = g.cpu().numpy()
-    if pin is None:
-        x = lu.solve(gn)
-    else:
-        a = np.zeros_like(gn)
-        a[pin] = 1.0
-        x1, xa = lu.solve(np.stack([gn, a], 1)).T
-        x = x1 - (a @ x1) / (a @ xa) * xa
-    if not np.isfinite(x).all():
-        return None
-    return -torch.from_numpy(x).to(g.device)
-
-
-def dense_solve_bytes(device: torch.device | str) -> int:
-    """Default largest dense normal matrix (bytes) the coarse solver factorises: 128 MiB on the
-    CPU (about 4000 unknowns, e.g. 50 images with ``logwin-5``), 16 GiB on a GPU; larger
-    systems are solved as sparse matrices (at 100 images with ``logwin-5`` on the CPU the sparse
-    solve is faster than the dense one and needs a fraction of its memory)."""
-    return (16 << 30) if torch.device(device).type == "cuda" else (128 << 20)
 
 
 @torch.no_grad()
@@ -491,7 +443,7 @@ def gauss_newton(
         budget: slot-pixels (images x slots x pixels) processed at once; bounds the memory.
         progress: tqdm bar.
         dense_bytes: the normal matrix (``8 K^2`` bytes for ``K`` unknowns) is solved densely
-            up to this size, as a sparse matrix above it (``None``: :func:`dense_solve_bytes`).
+            up to this size, as a sparse matrix above it (``None``: :func:`.lm.dense_solve_bytes`).
         extrapolate: after an accepted step, the steps ``2, 4, ..., 2**extrapolate`` times as
             long are tried in turn and kept while the loss keeps falling.
 
@@ -505,60 +457,43 @@ def gauss_newton(
     passes = 1 if dist == "l2" else 2
     loss, depth, weights = loss_and_depth(st, pb, dist, eps, None, passes, budget)
     st = GNState(st.R, st.C, st.log_f, depth, st.Re, st.te, st.log_s)
-    ls_idx = pb.edge_index[:, 6]
-    limit = dense_solve_bytes(st.R.device) if dense_bytes is None else dense_bytes
-    sparse = 8 * pb.n_unknowns**2 > limit
-    pin = ls_idx.cpu().numpy() if (sparse and pb.pin_scale) else None
-    mu, small, it = 1e-4, 0, 0
+    ls_idx = pb.edge_index[:, 6] if pb.pin_scale else None
+    sparse = not solves_densely(pb.n_unknowns, dense_bytes, st.R.device)
+    damping, small, it = Damping(1e-4, 1e-8), 0, 0
     bar = tqdm(total=max_iters, desc="global alignment (LM)", disable=not progress)
+
+    def trial(delta: torch.Tensor, weights: list[torch.Tensor]) -> Callable[[float], tuple[float, Any]]:
+        def at(factor: float) -> tuple[float, Any]:
+            moved = _apply(st, pb, delta * factor if factor != 1 else delta)
+            new_loss, new_depth, new_w = loss_and_depth(moved, pb, dist, eps, weights, passes, budget)
+            return new_loss, (moved, new_depth, new_w)
+        return at
+
     while it < max_iters and pb.n_unknowns > 0:
-        H, g = _linearise(st, pb, weights, budget, sparse=sparse)
-        if pb.pin_scale and not sparse:
-            _project_scale(H, g, ls_idx)
-        diag = torch.from_numpy(H.diagonal()).to(g.device) if sparse else H.diagonal().clone()
-        floor = diag.clamp(min=1e-12 * float(diag.abs().max().clamp(min=1e-30)))
+        system = NormalEquations(*_linearise(st, pb, weights, budget, sparse=sparse), zero_mean=ls_idx)
         accepted = False
         while it < max_iters and not accepted:
             it += 1
             bar.update(1)
-            if sparse:
-                step = _sparse_step(H, g, (mu * floor).cpu().numpy(), pin)
-                if step is None:
-                    mu *= 10
-                    continue
-                delta = step
-            else:
-                H.diagonal().copy_(diag + mu * floor)  # damping in place: H is the largest buffer
-                Lc, info = torch.linalg.cholesky_ex(H)
-                if int(info) != 0:
-                    del Lc
-                    mu *= 10
-                    continue
-                delta = -torch.cholesky_solve(g[:, None], Lc)[:, 0]
-                del Lc
-            trial = _apply(st, pb, delta)
-            new_loss, new_depth, new_w = loss_and_depth(trial, pb, dist, eps, weights, passes, budget)
-            if math.isfinite(new_loss) and new_loss <= loss:
-                accepted = True
-                # extrapolation along the step while the loss keeps falling: the IRLS majoriser
-                # overestimates the curvature along the residuals, so its steps fall short on
-                # smooth deformations of long camera chains (linear convergence otherwise)
-                for t in range(1, extrapolate + 1):
-                    far = _apply(st, pb, delta * 2**t)
-                    far_loss, far_depth, far_w = loss_and_depth(far, pb, dist, eps, weights, passes, budget)
-                    if not (math.isfinite(far_loss) and far_loss < new_loss):
-                        break
-                    trial, new_loss, new_depth, new_w = far, far_loss, far_depth, far_w
-                trial.depth = new_depth
-                rel = (loss - new_loss) / max(loss, 1e-30)
-                st, loss, weights = trial, new_loss, new_w
-                mu = max(mu / 3, 1e-8)
-                small = small + 1 if rel < tol else 0
-                bar.set_postfix(loss=f"{loss:.6g}")
-            else:
-                mu *= 8
-        del H
-        if not accepted or small >= 2 or mu > 1e8:
+            delta = system.step(damping.mu)
+            if delta is None:
+                damping.failed()
+                continue
+            at = trial(delta, weights)
+            new_loss, found = at(1.0)
+            if not (math.isfinite(new_loss) and new_loss <= loss):
+                damping.rejected()
+                continue
+            accepted = True
+            new_loss, (moved, new_depth, new_w) = extrapolate_step(at, new_loss, found, extrapolate)
+            moved.depth = new_depth
+            rel = (loss - new_loss) / max(loss, 1e-30)
+            st, loss, weights = moved, new_loss, new_w
+            damping.accepted()
+            small = small + 1 if rel < tol else 0
+            bar.set_postfix(loss=f"{loss:.6g}")
+        del system
+        if not accepted or small >= 2 or damping.mu > 1e8:
             break
     bar.close()
     return st, loss, it

@@ -33,11 +33,11 @@ from ..geometry.camera import estimate_focal, intrinsics_matrix
 from ..predictions import PairPredictions
 from ..scene import Scene
 from .coarse import coarse_solve
-from .common import AlignInputs, CameraSet, assemble_scene, connected_image_sets, validate_inputs
+from .common import AlignInputs, CameraSet, KnownCameras, assemble_scene, connected_image_sets, validate_inputs
 from .config import AlignConfig
 from .data import build_edge_data
 from .dense import dense_depth, dense_depth_by_image, upsample_coarse
-from .init import KnownCameras, mst_init
+from .init import mst_init
 
 if TYPE_CHECKING:  # ``Unpack`` of a TypedDict types the keyword arguments (typing 3.11+)
     from typing_extensions import Unpack
@@ -87,14 +87,9 @@ def _single_image(preds: PairPredictions, k: int, known: KnownCameras, out: Came
     e = sub.index(0, 0)
     pts = sub.pts3d_1[e].float()
     H, W = pts.shape[:2]
-    out.poses[k] = known.poses[k] if known.pose_mask[k] else torch.eye(4)
-    if known.focal_mask[k]:
-        out.Ks[k] = intrinsics_matrix(known.focals[k], known.pp[k])
-    else:
-        out.Ks[k] = intrinsics_matrix(estimate_focal(pts), torch.tensor([W / 2, H / 2]))
-    out.depths[k] = pts[..., 2].clone()
-    out.confs[k] = torch.maximum(sub.conf_1[e].float(), sub.conf_2[e].float())
-    out.placed[k] = True
+    K = intrinsics_matrix(estimate_focal(pts), torch.tensor([W / 2, H / 2]))
+    conf = torch.maximum(sub.conf_1[e].float(), sub.conf_2[e].float())
+    out.fill(k, torch.eye(3), torch.zeros(3), K, pts[..., 2].clone(), conf, known)
 
 
 @dataclass
@@ -132,8 +127,8 @@ def _align_component(
     timings["prepare"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     init = mst_init(
-        data, sub_known, cfg.conf_threshold, cfg.niter_pnp, cfg.pnp_reproj_error, cfg.base_scale,
-        cfg.pnp_seed,
+        data, cfg.conf_threshold, cfg.niter_pnp, cfg.pnp_reproj_error, cfg.base_scale, cfg.pnp_seed,
+        **sub_known.init_priors(),
     )
     timings["init"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -141,24 +136,23 @@ def _align_component(
     timings["coarse"] = time.perf_counter() - t0
     t0 = time.perf_counter()
 
+    depths: dict[int, torch.Tensor] = {}
+
     def put(r: int, depth_r: torch.Tensor) -> None:
-        k = images[r]
-        h, w = out.depths[k].shape
-        out.depths[k] = depth_r[: h * w].reshape(h, w).float().cpu()
+        h, w = out.depths[images[r]].shape
+        depths[r] = depth_r[: h * w].reshape(h, w).float().cpu()
 
     with torch.no_grad():
         dense_loss = float("nan")
         if cfg.dense and sub.lazy:  # one image at a time: memory independent of N and pairs
             _, dense_loss = dense_depth_by_image(
-                data, sub, co.R, co.C, co.fx, co.fy, co.pp, co.s, co.Rp, co.Tp, co.log_depth,
-                cfg.conf_trf, cfg.dist, cfg.dense_iters, progress, out=put,
+                data, sub, co, cfg.conf_trf, cfg.dist, cfg.dense_iters, progress, out=put,
             )
         else:
             depth = upsample_coarse(data, co.log_depth).exp()
             if cfg.dense:
                 depth, dense_loss = dense_depth(
-                    data, co.R, co.C, co.fx, co.fy, co.pp, co.s, co.Rp, co.Tp, depth,
-                    cfg.conf_trf, cfg.dist, cfg.dense_iters, progress,
+                    data, co, depth, cfg.conf_trf, cfg.dist, cfg.dense_iters, progress,
                     cache_bytes=cfg.cache_bytes // 4,
                 )
             for r in range(len(images)):
@@ -167,13 +161,8 @@ def _align_component(
     timings["dense"] = time.perf_counter() - t0
     for r, k in enumerate(images):
         h, w = out.depths[k].shape
-        out.poses[k] = torch.eye(4)
-        out.poses[k, :3, :3], out.poses[k, :3, 3] = co.R[r].cpu(), co.C[r].cpu()
-        out.Ks[k] = intrinsics_matrix(torch.stack([co.fx[r], co.fy[r]]).cpu(), co.pp[r].cpu())
-        out.confs[k] = data.im_conf[r, : h * w].reshape(h, w).cpu()
-        out.placed[k] = True
-        if known.pose_mask[k]:  # user-frozen cameras are reported exactly as given
-            out.poses[k] = known.poses[k]
+        K = intrinsics_matrix(torch.stack([co.fx[r], co.fy[r]]).cpu(), co.pp[r].cpu())
+        out.fill(k, co.R[r], co.C[r], K, depths.pop(r), data.im_conf[r, : h * w].reshape(h, w), known)
     pair_poses = torch.full((len(preds), 4, 4), float("nan"))
     pw = torch.zeros(len(sub), 4, 4)
     pw[:, :3, :3] = (co.s[:, None, None] * co.Rp).cpu()

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from ..geometry.camera import default_principal_point, normalize_pixels, pixel_grid
 from ..predictions import PairPredictions
 from .init import InitResult
 from .params import conf_transform, lr_at, params_to_pose, pose_to_params
@@ -34,8 +35,8 @@ def reference_optimise(
     """
     N = preds.n_images
     H, W = preds.image_shapes[0]
-    v, u = torch.meshgrid(torch.arange(H).float(), torch.arange(W).float(), indexing="ij")
-    u, v = u.reshape(-1), v.reshape(-1)
+    uv = pixel_grid(H, W).reshape(-1, 2)
+    pp = default_principal_point(H, W)
     log_depth = torch.nn.Parameter(init.depth.clamp(min=1e-30).log().clone())
     poses = torch.nn.Parameter(pose_to_params(init.poses[:, :3, :3], init.poses[:, :3, 3]))
     focal = torch.nn.Parameter(20 * init.focals.log())
@@ -51,7 +52,7 @@ def reference_optimise(
             R, T = params_to_pose(poses[k])
             f = torch.exp(focal[k] / 20)
             d = log_depth[k].exp()
-            cam = torch.stack([(u - W / 2) / f * d, (v - H / 2) / f * d, d], -1)
+            cam = torch.cat([normalize_pixels(uv, f, f, pp) * d[:, None], d[:, None]], -1)
             pts.append(cam @ R.T + T)
         ls = pw[:, 7] - pw[:, 7].mean() + math.log(base_scale)
         li = lj = 0.0

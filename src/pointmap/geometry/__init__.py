@@ -6,8 +6,10 @@ from .camera import (
     estimate_focal,
     estimate_focal_from_pixels,
     intrinsics_matrix,
+    normalize_pixels,
     pixel_grid,
     project,
+    rescale_intrinsics,
     unproject_depth,
 )
 from .matching import reciprocal_matches
@@ -15,6 +17,7 @@ from .pnp import confident_mask, pnp_ransac, pnp_ransac_inliers, pnp_ransac_poin
 from .registration import (
     align_multiple_poses,
     apply_similarity,
+    gauge_to_known_poses,
     inverse_pose,
     rigid_registration,
     similarity_matrix,
@@ -28,8 +31,10 @@ __all__ = [
     "depth_to_world",
     "estimate_focal",
     "estimate_focal_from_pixels",
+    "gauge_to_known_poses",
     "intrinsics_matrix",
     "inverse_pose",
+    "normalize_pixels",
     "pixel_grid",
     "pnp_ransac",
     "pnp_ransac_inliers",
@@ -37,6 +42,7 @@ __all__ = [
     "project",
     "reciprocal_matches",
     "relative_pose",
+    "rescale_intrinsics",
     "rigid_registration",
     "similarity_matrix",
     "unproject_depth",

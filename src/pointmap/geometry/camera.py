@@ -21,6 +21,8 @@ __all__ = [
     "intrinsics_matrix",
     "estimate_focal",
     "estimate_focal_from_pixels",
+    "normalize_pixels",
+    "rescale_intrinsics",
     "unproject_depth",
     "depth_to_world",
     "project",
@@ -138,6 +140,39 @@ def estimate_focal(
     return f.clip(min=min_focal * fb, max=max_focal * fb)
 
 
+def normalize_pixels(
+    uv: torch.Tensor, fx: torch.Tensor | float, fy: torch.Tensor | float, pp: torch.Tensor,
+    skew: torch.Tensor | float = 0.0,
+) -> torch.Tensor:
+    """Normalised image coordinates ``(..., 2)`` of pixels ``uv (..., 2)`` (pixel centres at
+    integers): ``y = (v - cy) / fy``, ``x = (u - cx - skew * y) / fx``, the first two entries of
+    ``K^-1 (u, v, 1)``. The one place this formula is written; differentiable.
+
+    Args:
+        uv: ``(..., 2)`` pixels ``(u, v)``.
+        fx, fy: ``(...)`` focals (pixels), broadcast against ``uv[..., 0]``.
+        pp: ``(..., 2)`` principal points ``(cx, cy)`` (pixels).
+        skew: ``(...)`` or a number, ``K[0, 1]`` (pixels).
+    """
+    if fx is fy and isinstance(skew, (int, float)) and skew == 0:  # one focal, no skew: one division
+        return (uv - pp) / (fx[..., None] if isinstance(fx, torch.Tensor) else fx)
+    y = (uv[..., 1] - pp[..., 1]) / fy
+    x = (uv[..., 0] - pp[..., 0] - skew * y) / fx
+    return torch.stack([x, y], -1)
+
+
+def rescale_intrinsics(K: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
+    """Intrinsics ``(..., 3, 3)`` of the same camera after resizing its image by ``(sx, sy)``
+    (new width / old width, new height / old height). Pixel centres sit at integers, so the
+    principal point moves as ``(c + 0.5) s - 0.5`` (pixel corners scale, centres do not)."""
+    K = K.clone()
+    K[..., 0, :2] = K[..., 0, :2] * sx
+    K[..., 1, 1] = K[..., 1, 1] * sy
+    K[..., 0, 2] = (K[..., 0, 2] + 0.5) * sx - 0.5
+    K[..., 1, 2] = (K[..., 1, 2] + 0.5) * sy - 0.5
+    return K
+
+
 def unproject_depth(depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """Camera-frame points ``(..., H, W, 3)`` of z-depth maps ``(..., H, W)`` with pinhole
     intrinsics ``(..., 3, 3)`` (skew ``K[0, 1]`` honoured): the inverse of :func:`project`.
@@ -149,9 +184,8 @@ def unproject_depth(depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     H, W = depth.shape[-2:]
     uv = pixel_grid(H, W, depth.device, depth.dtype)
     K = K.to(depth)[..., None, None, :, :]
-    y = (uv[..., 1] - K[..., 1, 2]) / K[..., 1, 1]
-    x = (uv[..., 0] - K[..., 0, 2] - K[..., 0, 1] * y) / K[..., 0, 0]
-    return torch.stack([x * depth, y * depth, depth], dim=-1)
+    xy = normalize_pixels(uv, K[..., 0, 0], K[..., 1, 1], K[..., :2, 2], K[..., 0, 1])
+    return torch.cat([xy * depth[..., None], depth[..., None]], dim=-1)
 
 
 def depth_to_world(depth: torch.Tensor, K: torch.Tensor, cam2world: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ __all__ = [
     "similarity_matrix",
     "apply_similarity",
     "align_multiple_poses",
+    "gauge_to_known_poses",
     "inverse_pose",
 ]
 
@@ -95,3 +96,18 @@ def align_multiple_poses(
 
     s, R, t = rigid_registration(points(src), points(dst), with_scale=True)
     return s, R, t
+
+
+def gauge_to_known_poses(
+    poses: torch.Tensor, known: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Similarity ``(s, R, t)`` moving estimated camera-to-world ``poses (N, 4, 4)`` onto the
+    ``known (N, 4, 4)`` ones where ``mask (N,)`` is set (at least one): with two or more known
+    poses, :func:`align_multiple_poses` (frame and scale); with one, the rigid motion putting
+    that camera exactly on its known pose (``s = 1``: one pose fixes no scale)."""
+    idx = torch.nonzero(mask.to(poses.device)).flatten()
+    src, dst = poses[idx], known[idx].to(poses)
+    if len(idx) >= 2:
+        return align_multiple_poses(src, dst)
+    R = dst[0, :3, :3] @ src[0, :3, :3].T
+    return torch.ones((), dtype=poses.dtype, device=poses.device), R, dst[0, :3, 3] - R @ src[0, :3, 3]

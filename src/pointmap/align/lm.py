@@ -1,0 +1,187 @@
+"""The Levenberg-Marquardt core both alignment solvers share (the dense coarse stage,
+:mod:`.gauss_newton`, and the sparse solver, :mod:`.sparse_solve`).
+
+* the size policy: normal equations of ``K`` unknowns (``8 K^2`` bytes as a dense float64
+  matrix) are assembled and solved densely (Cholesky) up to ``AlignConfig.dense_solve_bytes``
+  (:func:`dense_solve_bytes` by default), as a scipy sparse matrix (SuperLU with a
+  fill-reducing ordering) above it;
+* :class:`SparseSum`: chunked accumulation of ``(row, col, value)`` blocks into a sparse matrix;
+* :class:`NormalEquations`: the damped step ``-(H + mu diag(H)) ^-1 g``, dense or sparse, with an
+  optional zero-mean constraint on some unknowns (a gauge: projected in the dense system, a
+  Lagrange multiplier in the sparse one; the same step);
+* :class:`Damping`: the damping schedule; :func:`extrapolate`: longer steps along an accepted one
+  while the cost keeps falling;
+* small pieces: cross-product matrices, chunks, rotation updates on SO(3).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+import roma
+import scipy.sparse
+import torch
+from scipy.sparse.linalg import splu
+
+__all__ = [
+    "Damping", "NormalEquations", "SparseSum", "chunks", "dense_solve_bytes", "extrapolate",
+    "rotate", "skew", "solves_densely",
+]
+
+T = TypeVar("T")
+
+
+def skew(v: torch.Tensor) -> torch.Tensor:
+    """``(..., 3, 3)`` cross-product matrices ``[v]_x`` of ``(..., 3)`` vectors."""
+    z = torch.zeros_like(v[..., 0])
+    x, y, w = v.unbind(-1)
+    return torch.stack([z, -w, y, w, z, -x, -y, x, z], -1).reshape(v.shape + (3,))
+
+
+def chunks(total: int, size: int) -> list[slice]:
+    """Consecutive slices of at most ``size`` (at least 1) covering ``range(total)``."""
+    size = max(1, int(size))
+    return [slice(a, min(a + size, total)) for a in range(0, total, size)]
+
+
+def rotate(R: torch.Tensor, rotvec: torch.Tensor) -> torch.Tensor:
+    """Rotations ``(..., 3, 3)`` moved by left axis-angle increments ``(..., 3)`` (radians):
+    ``exp([rotvec]_x) R``."""
+    return roma.rotvec_to_rotmat(rotvec) @ R
+
+
+def dense_solve_bytes(device: torch.device | str) -> int:
+    """Default largest dense normal matrix (bytes) the solvers factorise: 128 MiB on the CPU
+    (4096 unknowns, e.g. 50 images with ``logwin-5`` in the dense solver, about 500 images in
+    the sparse one), 16 GiB on a GPU; larger systems are solved as sparse matrices (at 100
+    images with ``logwin-5`` on the CPU the sparse solve is faster than the dense one and needs a
+    fraction of its memory)."""
+    return (16 << 30) if torch.device(device).type == "cuda" else (128 << 20)
+
+
+def solves_densely(n_unknowns: int, limit_bytes: int | None, device: torch.device | str = "cpu") -> bool:
+    """The size policy: whether ``n_unknowns`` unknowns are solved with a dense matrix
+    (``8 n^2 <= limit_bytes``; ``None``: :func:`dense_solve_bytes` of ``device``)."""
+    limit = dense_solve_bytes(device) if limit_bytes is None else limit_bytes
+    return 8 * n_unknowns**2 <= limit
+
+
+class SparseSum:
+    """Sums ``(row, col, value)`` triplets chunk by chunk into a ``(K, K)`` float64 CSR matrix
+    (duplicates summed)."""
+
+    def __init__(self, K: int) -> None:
+        self.K = K
+        self.H = scipy.sparse.csr_matrix((K, K), dtype=np.float64)
+
+    def add(self, rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor) -> None:
+        """Add ``vals`` at ``(rows, cols)`` (1-D tensors of one length, any device)."""
+        part = scipy.sparse.coo_matrix(
+            (vals.double().cpu().reshape(-1).numpy(),
+             (rows.cpu().reshape(-1).numpy(), cols.cpu().reshape(-1).numpy())), shape=(self.K, self.K)
+        ).tocsr()
+        self.H = self.H + part
+
+    def matrix(self) -> scipy.sparse.csr_matrix:
+        return self.H
+
+
+def _project_zero_mean(H: torch.Tensor, g: torch.Tensor, idx: torch.Tensor) -> None:
+    """In place ``H <- P H P + c 1 1^T / m``, ``g <- P g`` with ``P`` centring the ``m`` entries
+    ``idx``: the unknowns become zero-mean updates. The rank-one term removes the null direction
+    (a common shift) without changing the solution, which is orthogonal to it."""
+    H[:, idx] -= H[:, idx].mean(1, keepdim=True)
+    H[idx, :] -= H[idx, :].mean(0, keepdim=True)
+    g[idx] -= g[idx].mean()
+    c = H.diagonal()[idx].mean().clamp(min=1e-30)
+    H[idx[:, None], idx[None, :]] += c / len(idx)
+
+
+class NormalEquations:
+    """Gauss-Newton normal equations ``H (K, K)``, ``g (K,)`` (float64) and their damped steps.
+
+    ``H`` is a dense tensor (damped in place: it is the largest buffer) or a scipy sparse matrix;
+    ``zero_mean`` (indices) constrains the step to zero-mean updates of those unknowns.
+    """
+
+    def __init__(self, H: torch.Tensor | scipy.sparse.spmatrix, g: torch.Tensor,
+                 zero_mean: torch.Tensor | None = None) -> None:
+        self.H, self.g = H, g
+        self.dense = isinstance(H, torch.Tensor)
+        self.pin: np.ndarray | None = None
+        if self.dense:
+            if zero_mean is not None:
+                _project_zero_mean(H, g, zero_mean)
+            diag = H.diagonal().clone()
+        else:
+            if zero_mean is not None:
+                self.pin = zero_mean.cpu().numpy()
+            diag = torch.from_numpy(H.diagonal()).to(g.device)
+        self.diag = diag
+        self.floor = diag.clamp(min=1e-12 * float(diag.abs().max().clamp(min=1e-30))) if len(diag) else diag
+
+    def step(self, mu: float) -> torch.Tensor | None:
+        """The step ``-(H + mu floor(diag H))^-1 g`` (``None`` when the factorisation fails)."""
+        if self.dense:
+            self.H.diagonal().copy_(self.diag + mu * self.floor)
+            Lc, info = torch.linalg.cholesky_ex(self.H)
+            if int(info) != 0:
+                return None
+            return -torch.cholesky_solve(self.g[:, None], Lc)[:, 0]
+        return self._sparse_step((mu * self.floor).cpu().numpy())
+
+    def _sparse_step(self, damp: np.ndarray) -> torch.Tensor | None:
+        A = (self.H + scipy.sparse.diags(damp)).tocsc()
+        try:
+            lu = splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
+                      options={"SymmetricMode": True})
+        except RuntimeError:  # exactly singular
+            return None
+        gn = self.g.cpu().numpy()
+        if self.pin is None:
+            x = lu.solve(gn)
+        else:  # Lagrange multiplier: the KKT solution, the same step as the projected dense system
+            a = np.zeros_like(gn)
+            a[self.pin] = 1.0
+            x1, xa = lu.solve(np.stack([gn, a], 1)).T
+            x = x1 - (a @ x1) / (a @ xa) * xa
+        if not np.isfinite(x).all():
+            return None
+        return -torch.from_numpy(x).to(self.g.device)
+
+
+@dataclass
+class Damping:
+    """Levenberg-Marquardt damping ``mu``: divided by 3 (down to ``floor``) after an accepted
+    step, times 8 after a rejected one, times 10 when the damped system cannot be factorised."""
+
+    mu: float = 1e-4
+    floor: float = 1e-8
+
+    def accepted(self) -> None:
+        self.mu = max(self.mu / 3, self.floor)
+
+    def rejected(self) -> None:
+        self.mu *= 8
+
+    def failed(self) -> None:
+        self.mu *= 10
+
+
+def extrapolate(trial: Callable[[float], tuple[float, T]], cost: float, value: T, times: int
+                ) -> tuple[float, T]:
+    """After an accepted step (cost ``cost``, result ``value``) try the steps ``2, 4, ...,
+    2**times`` times as long (``trial(factor) -> (cost, value)``) and keep them while the cost keeps
+    falling. A majoriser (e.g. IRLS weights) is stiffer than the robust loss along the residuals,
+    so its steps fall short along smooth deformations of long camera chains."""
+    for t in range(1, times + 1):
+        far_cost, far_value = trial(float(2**t))
+        if not (math.isfinite(far_cost) and far_cost < cost):
+            break
+        cost, value = far_cost, far_value
+    return cost, value
+
