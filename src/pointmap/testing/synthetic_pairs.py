@@ -1,5 +1,7 @@
 """Synthetic multi-view scenes with exact ground truth and DUSt3R-like pair predictions.
 
+(Over 450 lines: the analytic scene, its ray caster and the prediction generator share one layout.)
+
 The scene is a closed room (so every ray hits something) with a few spheres and boxes in it;
 ``N`` cameras orbit the centre on an arc, looking at it. Depth maps are ray-cast analytically.
 For every ordered pair ``(i, j)`` the generator fabricates what a DUSt3R network would output:
