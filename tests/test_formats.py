@@ -238,3 +238,28 @@ def test_exporters_say_when_they_drop_a_skew(tmp_path):
     messages = [r.getMessage() for r in records]
     assert messages == ["COLMAP's PINHOLE model cannot hold a camera's skew: 1 of 3 cameras are written without it",
                         "transforms.json cannot hold a camera's skew: 1 of 3 cameras are written without it"]
+
+
+def test_cameras_json_round_trip(tmp_path):
+    """pointmap's cameras.json: what the writer puts in, the reader gives back exactly; an
+    unplaced image is listed and marked; a malformed entry is refused naming it."""
+    from pointmap.formats.cameras_json import CONVENTION, camera_entry, read_cameras_json, write_cameras_json
+
+    K = np.array([[300.0, 1.5, 255.5], [0, 310.0, 191.5], [0, 0, 1]])
+    c2w = np.eye(4)
+    c2w[:3, :3] = roma.rotvec_to_rotmat(torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64)).numpy()
+    c2w[:3, 3] = [1.0, -2.0, 0.5]
+    images = [camera_entry("a", "a.jpg", 0, True, K / 2, K, c2w, (512, 384), (256, 192), None, None, (10, 20)),
+              camera_entry("b", "b.jpg", 1, False, K, K, np.eye(4), (512, 384), (256, 192), None, None, (0, 20))]
+    path = write_cameras_json(tmp_path / "cameras.json", images, {"convention": CONVENTION})
+    a, b = read_cameras_json(path)
+    assert (a.file, a.placed, a.size) == ("a.jpg", True, (512, 384))
+    np.testing.assert_array_equal(a.K_original, K)
+    np.testing.assert_array_equal(a.cam2world, c2w)
+    assert (b.file, b.placed, b.cam2world) == ("b.jpg", False, None)
+    data = json.loads(path.read_text())
+    np.testing.assert_allclose(np.array(data["images"][0]["world2cam"]) @ c2w, np.eye(4), atol=1e-12)
+    data["images"][0]["cam2world"] = [[1, 2], [3, 4]]
+    path.write_text(json.dumps(data))
+    with pytest.raises(FormatError, match=r"cameras.json, image 0, cam2world"):
+        read_cameras_json(path)

@@ -38,8 +38,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .errors import FormatError, ImageLoadError, PointmapError
+from .formats.cameras_json import read_cameras_json
 from .formats.colmap import camera_intrinsics, camera_to_world, read_colmap_model
-from .formats.common import finite_matrix, read_json
+from .formats.common import read_json
 from .formats.nerfstudio import read_transforms
 from .geometry.camera import rescale_intrinsics
 from .images import DEFAULT_MAX_PIXELS, LoadedImage, open_image
@@ -93,29 +94,11 @@ def _as_camera_file_error() -> Iterator[None]:
 
 
 def read_pointmap_cameras(path: str | os.PathLike) -> dict[str, CameraPrior]:
-    """Priors from pointmap's ``cameras.json`` (``K_original``, ``cam2world``, ``width``, ``height``)."""
-    path = Path(path)
+    """Priors from pointmap's ``cameras.json`` (:func:`pointmap.formats.cameras_json.read_cameras_json`:
+    ``K_original``, ``cam2world``, ``width``, ``height``), placed images only."""
     with _as_camera_file_error():
-        data = read_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise CameraFileError(f"{path} is not a pointmap cameras.json (no 'images' list)")
-    out: dict[str, CameraPrior] = {}
-    for k, im in enumerate(data["images"]):
-        where = f"{path}, image {k}"
-        if not isinstance(im, dict) or not isinstance(im.get("file", im.get("name")), str):
-            raise CameraFileError(f"{where}: expected an object with a 'file' name")
-        if im.get("placed") is False:
-            continue
-        prior = CameraPrior()
-        with _as_camera_file_error():
-            if im.get("K_original") is not None:
-                prior.K = finite_matrix(im["K_original"], (3, 3), f"{where}, K_original")
-                if isinstance(im.get("width"), int) and isinstance(im.get("height"), int):
-                    prior.size = (im["width"], im["height"])
-            if im.get("cam2world") is not None:
-                prior.cam2world = finite_matrix(im["cam2world"], (4, 4), f"{where}, cam2world")
-        out[im.get("file") or im["name"]] = prior
-    return out
+        entries = read_cameras_json(path)
+    return {e.file: CameraPrior(K=e.K_original, cam2world=e.cam2world, size=e.size) for e in entries if e.placed}
 
 
 def read_nerfstudio_cameras(path: str | os.PathLike) -> dict[str, CameraPrior]:
