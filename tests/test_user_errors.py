@@ -105,8 +105,11 @@ def test_checkpoint_errors_never_advise_turning_safe_loading_off(tmp_path, monke
     assert "model.pth" in text and "posix.system" in text
     assert "weights_only" not in text and "safe_globals" not in text
     # a torch warning with that advice reaches a command-line user without it, on one line
-    cli._setup_logging()
-    cli._warning_as_log(FutureWarning(TORCH_ADVICE), FutureWarning, "torch/serialization.py", 1)
+    restore = cli._setup_logging()
+    try:
+        cli._warning_as_log(FutureWarning(TORCH_ADVICE), FutureWarning, "torch/serialization.py", 1)
+    finally:
+        restore()  # later tests read pointmap's records through pytest's capture
     err = capsys.readouterr().err
     assert err.startswith("pointmap: warning: ") and err.count("\n") == 1
     assert "weights_only" not in err and "serialization.py" not in err
@@ -125,9 +128,12 @@ def test_bare_state_dict_message_in_command_line_terms(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------ warnings
 def test_warnings_are_one_clean_logging_line(capsys):
-    cli._setup_logging()
-    logging.getLogger("pointmap.images").warning("first line\nsecond line")
-    cli._warning_as_log(UserWarning("a library says\nsomething"), UserWarning, "/x/lib.py", 12)
+    restore = cli._setup_logging()
+    try:
+        logging.getLogger("pointmap.images").warning("first line\nsecond line")
+        cli._warning_as_log(UserWarning("a library says\nsomething"), UserWarning, "/x/lib.py", 12)
+    finally:
+        restore()
     err = capsys.readouterr().err.splitlines()
     assert err == ["pointmap: warning: first line second line", "pointmap: warning: a library says something"]
 
