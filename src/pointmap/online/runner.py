@@ -32,12 +32,20 @@ FRAMES_FILE = "frames.json"
 
 
 def check_source(path: str | os.PathLike) -> None:
-    """Refuse a source that is neither a video file nor a folder (one line naming it)."""
+    """Refuse a source that is not a readable video file or a folder holding images (one line
+    naming it); a video's first frame is decoded to know."""
+    from ..images import list_image_files
+
     p = Path(path)
     if not p.exists():
         raise InputError(f"{path} does not exist; give a video file or a folder of frames")
-    if p.is_file() and not is_video(p):
+    if p.is_dir():
+        if not list_image_files(p):
+            raise InputError(f"folder {path} holds no images")
+    elif not is_video(p):
         raise InputError(f"{path} is not a video file (.mp4, .mov, .avi, .mkv, .webm, .m4v) or a folder of frames")
+    else:
+        next(iter_video_frames(p, max_frames=1))
 
 
 def iter_frames(path: str | os.PathLike, size: int, fps: float | None = None,
@@ -61,10 +69,7 @@ def iter_frames(path: str | os.PathLike, size: int, fps: float | None = None,
         for k, (t, arr) in enumerate(iter_video_frames(path, fps, max_frames)):
             yield t, f"{stem}_frame{k:05d}", load_image_arrays([arr], size=size)[0]
         return
-    files = list_image_files(path)[:max_frames]
-    if not files:
-        raise InputError(f"folder {path} holds no images")
-    for k, f in enumerate(files):
+    for k, f in enumerate(list_image_files(path)[:max_frames]):
         yield k / (fps or 30.0), f.name, load_images([f], size=size)[0]
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..align import AlignConfig, global_align
-from ..align.poses import localize_from_correspondences, query_correspondences
+from ..align.poses import localize_from_correspondences
 from ..errors import InputError
 from ..geometry import estimate_focal
 from ..geometry.registration import align_multiple_poses
@@ -59,6 +59,7 @@ class OnlineConfig:
         refine_every: global alignment of the keyframes after this many new keyframes (0: never).
         pnp_iterations, reproj_error: PnP-RANSAC iterations and inlier threshold (pixels).
         min_inliers: fewer PnP inliers leave a frame untracked (it keeps the last pose).
+        max_points: most 2D-3D correspondences in one PnP (an even subsample above it).
     """
 
     window: int = 3
@@ -71,6 +72,7 @@ class OnlineConfig:
     pnp_iterations: int = 200
     reproj_error: float = 3.0
     min_inliers: int = 30
+    max_points: int = 4000
 
     def check(self) -> None:
         """Refuse settings that cannot work (one line naming the setting)."""
@@ -141,7 +143,7 @@ class Tracker:
         outs = self.predictor.predict(frame, [kf.image for kf in cands])
         q, cq = outs[0][0].float(), outs[0][1].float()
         K = self._intrinsics(q)
-        pose, scale = self._place(q, cq, K, cands, outs)
+        pose, scale = self._place(q, K, cands, outs)
         if pose is None:  # not placed: keep the last pose, relative to the latest keyframe
             ref = cands[-1] if len(self.keyframes) <= cfg.window else self.keyframes.items[-1]
             self.tracks.append(_Track(ref.frame, np.linalg.inv(ref.pose) @ self.last_pose, False))
@@ -161,26 +163,32 @@ class Tracker:
         f = float(estimate_focal(pts.float()))
         return np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
 
-    def _place(self, q: torch.Tensor, cq: torch.Tensor, K: np.ndarray, cands: list[Keyframe],
+    def _place(self, q: torch.Tensor, K: np.ndarray, cands: list[Keyframe],
                outs: list[PairOutput]) -> tuple[np.ndarray | None, float]:
-        """Pose of the new frame by PnP-RANSAC on its pooled 2D-3D correspondences with the
-        keyframes, and the scale taking its prediction ``q`` to world units."""
+        """Pose of the new frame by PnP-RANSAC, and the scale taking its prediction ``q`` to world
+        units. Each keyframe pixel kept (confident in the keyframe and in the pair) gives a 2D-3D
+        correspondence: its world point, and where the pair predicts it in the new frame
+        (``pts3d_2_in_1`` projected with ``K``)."""
         cfg, s = self.config, self.config.stride
-        uvs, worlds = [], []
+        worlds, cams = [], []
         for kf, (_, _, d, cd) in zip(cands, outs):
-            uv, world, _ = query_correspondences(q, cq, d[::s, ::s].float(), cd[::s, ::s].float(),
-                                                 kf.world.float().numpy(), cfg.conf_threshold)
-            uvs.append(uv)
-            worlds.append(world)
-        uv, world = torch.cat(uvs), np.concatenate(worlds)
-        T, inliers = localize_from_correspondences(uv, world, tuple(q.shape[:2]), K, cfg.pnp_iterations,
+            pts = d[::s, ::s].double().reshape(-1, 3)
+            keep = ((cd[::s, ::s].float() > cfg.conf_threshold) & (kf.conf.float() > cfg.conf_threshold)).reshape(-1)
+            keep &= pts[:, 2] > 0
+            worlds.append(kf.world.double().reshape(-1, 3)[keep])
+            cams.append(pts[keep])
+        world, cam = torch.cat(worlds), torch.cat(cams)
+        if len(world) > cfg.max_points:  # an even subsample
+            pick = torch.linspace(0, len(world) - 1, cfg.max_points).long()
+            world, cam = world[pick], cam[pick]
+        uv = cam[:, :2] / cam[:, 2:] * torch.tensor(np.diag(K)[:2]) + torch.tensor(K[:2, 2])
+        T, inliers = localize_from_correspondences(uv, world.numpy(), tuple(q.shape[:2]), K, cfg.pnp_iterations,
                                                    cfg.reproj_error)
         if inliers < cfg.min_inliers or not np.isfinite(T).all():
             return None, 1.0
-        Tinv = np.linalg.inv(T)
-        z_world = world @ Tinv[2, :3] + Tinv[2, 3]
-        z_pred = q[uv[:, 1], uv[:, 0], 2].double().numpy()
-        ratio = z_world / z_pred
+        # each pair has its own scale: that of q is the first pair's
+        Tinv = torch.from_numpy(np.linalg.inv(T))
+        ratio = ((worlds[0] @ Tinv[2, :3] + Tinv[2, 3]) / cams[0][:, 2]).numpy()
         ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
         return (T, float(np.median(ratio))) if len(ratio) else (None, 1.0)
 
