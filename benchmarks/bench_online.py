@@ -2,10 +2,11 @@
 
 The camera circles the synthetic room of :mod:`pointmap.testing.synthetic_pairs` (400 frames per
 turn) and pair predictions are fabricated with exact ground truth, so no network runs. Each run of
-``--frames N`` happens in its own process so that its peak RSS is its own::
+``--frames N`` happens in its own process so that its peak RSS is its own, and the peak RSS is also
+recorded after ``--checkpoints`` frames of that run::
 
-    # peak RSS at 500 and 2000 frames, and the trajectory errors
-    python benchmarks/bench_online.py --frames 500 2000
+    # peak RSS after 500 and 2000 frames (one process; also separate runs with --frames 500 2000)
+    python benchmarks/bench_online.py --frames 2000 --checkpoints 500 --size 32 24
     # the offline logwin-5 alignment of the same frames (first 200), for comparison
     python benchmarks/bench_online.py --offline 200
 """
@@ -22,23 +23,32 @@ import time
 import numpy as np
 
 
-def online(n: int, refine_every: int) -> dict:
-    """Track ``n`` frames; peak RSS, time, keyframes and the ATE (also on the first 200 frames)."""
+def _peak_rss_mib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def online(n: int, refine_every: int, size: tuple[int, int], checkpoints: list[int]) -> dict:
+    """Track ``n`` frames; peak RSS (also after each of ``checkpoints`` frames), time, keyframes
+    and the ATE (also on the first 200 frames)."""
     from pointmap.online import OnlineConfig, Tracker, absolute_trajectory_error
     from pointmap.testing.synthetic_video import SyntheticVideo
 
-    video = SyntheticVideo()
+    video = SyntheticVideo(size=size)
     tracker = Tracker(video, OnlineConfig(refine_every=refine_every))
     t0 = time.perf_counter()
-    stored = 0
+    stored, at = 0, {}
     for k in range(n):
         tracker.add_frame(k)
         stored = max(stored, tracker.stored_frames())
+        if k + 1 in checkpoints:
+            at[k + 1] = {"peak_rss_mib": _peak_rss_mib(), "keyframes": len(tracker.keyframes),
+                         "seconds": round(time.perf_counter() - t0, 1)}
+            print(json.dumps({"at_frame": k + 1, **at[k + 1]}), file=sys.stderr, flush=True)
     secs = time.perf_counter() - t0
     P, G = tracker.poses(), video.poses(n)
     m = min(n, 200)
-    return {"frames": n, "seconds": round(secs, 1), "fps": round(n / secs, 2),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    return {"frames": n, "size": list(size), "seconds": round(secs, 1), "fps": round(n / secs, 2),
+            "peak_rss_mib": _peak_rss_mib(), "at": at,
             "keyframes": len(tracker.keyframes), "max_stored_frames": stored,
             "untracked": int((~tracker.tracked()).sum()), "refinements": tracker.refinements,
             "ate": absolute_trajectory_error(P, G), f"ate_first_{m}": absolute_trajectory_error(P[:m], G[:m]),
@@ -74,15 +84,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--frames", type=int, nargs="*", default=[], help="online runs, one process each")
     p.add_argument("--offline", type=int, default=0, help="frames of the offline logwin-5 run (0: none)")
-    p.add_argument("--refine-every", type=int, default=10, help="keyframes between global refinements")
+    p.add_argument("--refine-every", type=int, default=0, help="keyframes between global refinements")
+    p.add_argument("--size", type=int, nargs=2, default=[64, 48], metavar=("W", "H"), help="frame size")
+    p.add_argument("--checkpoints", type=int, nargs="*", default=[500],
+                   help="also record the peak RSS after these many frames (same process)")
     p.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)  # a child process's run
     a = p.parse_args()
     if a.one:
-        print(json.dumps(online(a.one, a.refine_every)))
+        print(json.dumps(online(a.one, a.refine_every, tuple(a.size), a.checkpoints)))
         return
     for n in a.frames:
-        out = subprocess.run([sys.executable, __file__, "--one", str(n), "--refine-every", str(a.refine_every)],
-                             check=True, capture_output=True, text=True).stdout
+        out = subprocess.run([sys.executable, __file__, "--one", str(n), "--refine-every", str(a.refine_every),
+                              "--size", *map(str, a.size), "--checkpoints", *map(str, a.checkpoints)],
+                             check=True, stdout=subprocess.PIPE, text=True).stdout
         print(out.strip(), flush=True)
     if a.offline:
         print(json.dumps(offline(a.offline)), flush=True)

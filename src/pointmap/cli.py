@@ -170,7 +170,7 @@ def _cmd_online(args: argparse.Namespace) -> int:
     cfg = OnlineConfig(window=args.window, keyframe_overlap=args.keyframe_overlap, refine_every=args.refine_every)
     res = online_reconstruct(args.source, args.output, weights=args.weights, size=args.size, device=args.device,
                              fps=args.fps, max_frames=args.max_frames, overwrite=args.overwrite, config=cfg,
-                             formats=EXPORT_FORMATS, progress=not args.quiet)
+                             conf_threshold=args.conf_threshold, formats=EXPORT_FORMATS, progress=not args.quiet)
     print(f"{len(res.names)} frames ({int(res.tracked.sum())} tracked, {len(res.keyframes)} keyframes) in "
           f"{res.seconds:.1f} s ({res.fps:.2f} frames/s) -> {args.output}/trajectory_tum.txt")
     return 0
@@ -431,12 +431,14 @@ def _add_online_args(p: argparse.ArgumentParser) -> None:
                    help="frames per second taken from a video (default: every frame); a folder's "
                         "frames are 1/fps seconds apart in the trajectory (default 30)")
     p.add_argument("--max-frames", type=positive_int, default=None, help="stop after this many frames")
+    p.add_argument("--conf-threshold", type=conf_threshold, default=None,
+                   help="raw confidence (1 + exp(x), > 1) of the points used (default: the model's recommendation)")
     p.add_argument("--window", type=positive_int, default=3, help="recent keyframes each frame is paired with")
     p.add_argument("--keyframe-overlap", type=finite_float, default=0.75,
                    help="a frame becomes a keyframe when it sees less than this fraction of its "
                         "keyframes' points (default 0.75)")
-    p.add_argument("--refine-every", type=non_negative_int, default=10,
-                   help="globally align the keyframes after this many new ones (default 10; 0: never)")
+    p.add_argument("--refine-every", type=non_negative_int, default=0,
+                   help="globally align the keyframes after this many new ones and at the end (default 0: never)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in the "
                    "output folder (only the files pointmap wrote there)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -203,15 +203,20 @@ def _write(output: OutputDir, tracker: Tracker, res: OnlineResult, formats: Sequ
 def online_reconstruct(source: str | os.PathLike, output: str | os.PathLike | None, *, weights: str = "default",
                        size: int | None = None, device: str | None = None, dtype: str | None = None,
                        fps: float | None = None, max_frames: int | None = None, overwrite: bool = False,
-                       config: OnlineConfig | None = None, formats: Sequence[str] = EXPORT_FORMATS,
-                       progress: bool = False) -> OnlineResult:
+                       config: OnlineConfig | None = None, conf_threshold: float | None = None,
+                       formats: Sequence[str] = EXPORT_FORMATS, progress: bool = False) -> OnlineResult:
     """Follow the video or folder of frames ``source`` with a network: the refusals (source,
-    output folder, settings) come before the model is loaded."""
+    output folder, settings) come before the model is loaded. ``conf_threshold`` (raw
+    confidence) replaces the config's; ``None``: the model's recommendation."""
+    import dataclasses
+
     from ..model import load_model
 
     check_source(source)
     (config or OnlineConfig()).check()
     out = None if output is None else OutputDir(output, overwrite=overwrite, inputs=[source], option="--overwrite")
     model = load_model(weights, device=device)
+    thr = model.recommended_conf_threshold if conf_threshold is None else conf_threshold
+    config = dataclasses.replace(config or OnlineConfig(), conf_threshold=thr)
     frames = iter_frames(source, size or model.config.native_size, fps, max_frames)
     return run_online(frames, NetworkPredictor(model, device, dtype), config, out, formats, progress)

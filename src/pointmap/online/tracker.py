@@ -56,7 +56,9 @@ class OnlineConfig:
         conf_threshold: raw confidence (``1 + exp(x)``, > 1) of the points used.
         stride: keyframe pointmaps keep every ``stride``-th pixel (float16).
         max_keyframes: keyframes kept for pairing; the oldest beyond it are retired.
-        refine_every: global alignment of the keyframes after this many new keyframes (0: never).
+        refine_every: global alignment of the keyframes after this many new keyframes, and once at
+            the end (0: never; off by default: on the synthetic video of ``benchmarks/bench_online.py``
+            it did not lower the trajectory error).
         pnp_iterations, reproj_error: PnP-RANSAC iterations and inlier threshold (pixels).
         min_inliers: fewer PnP inliers leave a frame untracked (it keeps the last pose).
         max_points: most 2D-3D correspondences in one PnP (an even subsample above it).
@@ -68,7 +70,7 @@ class OnlineConfig:
     conf_threshold: float = 3.0
     stride: int = 2
     max_keyframes: int = 256
-    refine_every: int = 10
+    refine_every: int = 0
     pnp_iterations: int = 200
     reproj_error: float = 3.0
     min_inliers: int = 30
@@ -150,6 +152,8 @@ class Tracker:
             return False
         self.last_pose = pose
         overlaps = [overlap_fraction(kf.confident_points(cfg.conf_threshold), pose, K, q.shape[:2]) for kf in cands]
+        if max(overlaps) == 0:  # no confident points (a weak model): every point counts
+            overlaps = [overlap_fraction(kf.confident_points(0.0), pose, K, q.shape[:2]) for kf in cands]
         if max(overlaps) < cfg.keyframe_overlap:
             self._new_keyframe(frame, pose, K, q * scale, cq, {kf.frame: o for kf, o in zip(cands, outs)})
             return True
@@ -166,17 +170,13 @@ class Tracker:
     def _place(self, q: torch.Tensor, K: np.ndarray, cands: list[Keyframe],
                outs: list[PairOutput]) -> tuple[np.ndarray | None, float]:
         """Pose of the new frame by PnP-RANSAC, and the scale taking its prediction ``q`` to world
-        units. Each keyframe pixel kept (confident in the keyframe and in the pair) gives a 2D-3D
-        correspondence: its world point, and where the pair predicts it in the new frame
-        (``pts3d_2_in_1`` projected with ``K``)."""
-        cfg, s = self.config, self.config.stride
-        worlds, cams = [], []
-        for kf, (_, _, d, cd) in zip(cands, outs):
-            pts = d[::s, ::s].double().reshape(-1, 3)
-            keep = ((cd[::s, ::s].float() > cfg.conf_threshold) & (kf.conf.float() > cfg.conf_threshold)).reshape(-1)
-            keep &= pts[:, 2] > 0
-            worlds.append(kf.world.double().reshape(-1, 3)[keep])
-            cams.append(pts[keep])
+        units. Each keyframe pixel kept (confident in the keyframe and in the pair; every pixel
+        when too few are) gives a 2D-3D correspondence: its world point, and where the pair
+        predicts it in the new frame (``pts3d_2_in_1`` projected with ``K``)."""
+        cfg = self.config
+        worlds, cams = self._correspondences(cands, outs, cfg.conf_threshold)
+        if sum(len(w) for w in worlds) < cfg.min_inliers:  # too few confident points: use them all
+            worlds, cams = self._correspondences(cands, outs, 0.0)
         world, cam = torch.cat(worlds), torch.cat(cams)
         if len(world) > cfg.max_points:  # an even subsample
             pick = torch.linspace(0, len(world) - 1, cfg.max_points).long()
@@ -191,6 +191,19 @@ class Tracker:
         ratio = ((worlds[0] @ Tinv[2, :3] + Tinv[2, 3]) / cams[0][:, 2]).numpy()
         ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
         return (T, float(np.median(ratio))) if len(ratio) else (None, 1.0)
+
+    def _correspondences(self, cands: list[Keyframe], outs: list[PairOutput], threshold: float
+                         ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per keyframe, world points ``(M, 3)`` and the pair's points ``(M, 3)`` in the new
+        frame's camera of its pixels confident (above ``threshold``) in the keyframe and the pair."""
+        s = self.config.stride
+        worlds, cams = [], []
+        for kf, (_, _, d, cd) in zip(cands, outs):
+            pts = d[::s, ::s].double().reshape(-1, 3)
+            keep = ((cd[::s, ::s].float() > threshold) & (kf.conf.float() > threshold)).reshape(-1) & (pts[:, 2] > 0)
+            worlds.append(kf.world.double().reshape(-1, 3)[keep])
+            cams.append(pts[keep])
+        return worlds, cams
 
     def _new_keyframe(self, frame: Any, pose: np.ndarray, K: np.ndarray, pts: torch.Tensor,
                       conf: torch.Tensor, pairs: dict[int, PairOutput]) -> None:
