@@ -145,7 +145,7 @@ class Tracker:
         outs = self.predictor.predict(frame, [kf.image for kf in cands])
         q, cq = outs[0][0].float(), outs[0][1].float()
         K = self._intrinsics(q)
-        pose, scale = self._place(q, K, cands, outs)
+        pose, scales = self._place(q, K, cands, outs)
         if pose is None:  # not placed: keep the last pose, relative to the latest keyframe
             ref = cands[-1] if len(self.keyframes) <= cfg.window else self.keyframes.items[-1]
             self.tracks.append(_Track(ref.frame, np.linalg.inv(ref.pose) @ self.last_pose, False))
@@ -155,7 +155,9 @@ class Tracker:
         if max(overlaps) == 0:  # no confident points (a weak model): every point counts
             overlaps = [overlap_fraction(kf.confident_points(0.0), pose, K, q.shape[:2]) for kf in cands]
         if max(overlaps) < cfg.keyframe_overlap:
-            self._new_keyframe(frame, pose, K, q * scale, cq, {kf.frame: o for kf, o in zip(cands, outs)})
+            # the frame's own points: the mean of its pairs' predictions, each at its scale
+            own = [o[0].float() * sc for o, sc in zip(outs, scales) if np.isfinite(sc)]
+            self._new_keyframe(frame, pose, K, torch.stack(own).mean(0), cq, {kf.frame: o for kf, o in zip(cands, outs)})
             return True
         ref = cands[int(np.argmax(overlaps))]
         self.tracks.append(_Track(ref.frame, np.linalg.inv(ref.pose) @ pose, True))
@@ -168,9 +170,9 @@ class Tracker:
         return np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
 
     def _place(self, q: torch.Tensor, K: np.ndarray, cands: list[Keyframe],
-               outs: list[PairOutput]) -> tuple[np.ndarray | None, float]:
-        """Pose of the new frame by PnP-RANSAC, and the scale taking its prediction ``q`` to world
-        units. Each keyframe pixel kept (confident in the keyframe and in the pair; every pixel
+               outs: list[PairOutput]) -> tuple[np.ndarray | None, list[float]]:
+        """Pose of the new frame by PnP-RANSAC, and per pair the scale taking its prediction to
+        world units (NaN where unknown). Each keyframe pixel kept (confident in the keyframe and in the pair; every pixel
         when too few are) gives a 2D-3D correspondence: its world point, and where the pair
         predicts it in the new frame (``pts3d_2_in_1`` projected with ``K``)."""
         cfg = self.config
@@ -185,12 +187,14 @@ class Tracker:
         T, inliers = localize_from_correspondences(uv, world.numpy(), tuple(q.shape[:2]), K, cfg.pnp_iterations,
                                                    cfg.reproj_error)
         if inliers < cfg.min_inliers or not np.isfinite(T).all():
-            return None, 1.0
-        # each pair has its own scale: that of q is the first pair's
+            return None, []
         Tinv = torch.from_numpy(np.linalg.inv(T))
-        ratio = ((worlds[0] @ Tinv[2, :3] + Tinv[2, 3]) / cams[0][:, 2]).numpy()
-        ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
-        return (T, float(np.median(ratio))) if len(ratio) else (None, 1.0)
+        scales = []
+        for w, c in zip(worlds, cams):  # each pair has its own scale
+            ratio = ((w @ Tinv[2, :3] + Tinv[2, 3]) / c[:, 2]).numpy()
+            ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+            scales.append(float(np.median(ratio)) if len(ratio) else float("nan"))
+        return (T, scales) if np.isfinite(scales[0]) else (None, [])
 
     def _correspondences(self, cands: list[Keyframe], outs: list[PairOutput], threshold: float
                          ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
