@@ -115,7 +115,7 @@ def test_memory_stays_bounded_as_frames_stream():
     """Three turns around the room: after the first, revisited places add no keyframes, and the
     tracker holds no frame but its keyframes (every other frame is reduced to a pose)."""
     video = SyntheticVideo(frames_per_loop=40)
-    tracker = Tracker(video, OnlineConfig(refine_every=0, max_keyframes=64))
+    tracker = Tracker(video, OnlineConfig(refine_every=0, max_keyframes=64, keyframe_overlap=0.75))
     stored = []
     for k in range(120):
         tracker.add_frame(k)
@@ -124,7 +124,7 @@ def test_memory_stays_bounded_as_frames_stream():
     assert stored[-1] <= stored[45] + 2  # the second and third turns add (almost) nothing
     assert stored[-1] < 20 and len(tracker.kf_pairs) <= tracker.config.window * 2 * stored[-1]
     assert all(isinstance(t.rel, np.ndarray) and t.rel.shape == (4, 4) for t in tracker.tracks)
-    small = Tracker(video, OnlineConfig(refine_every=0, max_keyframes=4, window=2, loop=1))
+    small = Tracker(video, OnlineConfig(refine_every=0, max_keyframes=4, window=2, loop=1, keyframe_overlap=0.75))
     for k in range(60):
         small.add_frame(k)
     assert small.stored_frames() <= 4 and small.poses().shape == (60, 4, 4)

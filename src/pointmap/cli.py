@@ -434,9 +434,9 @@ def _add_online_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conf-threshold", type=conf_threshold, default=None,
                    help="raw confidence (1 + exp(x), > 1) of the points used (default: the model's recommendation)")
     p.add_argument("--window", type=positive_int, default=3, help="recent keyframes each frame is paired with")
-    p.add_argument("--keyframe-overlap", type=finite_float, default=0.75,
+    p.add_argument("--keyframe-overlap", type=finite_float, default=0.85,
                    help="a frame becomes a keyframe when it sees less than this fraction of its "
-                        "keyframes' points (default 0.75)")
+                        "keyframes' points (default 0.85)")
     p.add_argument("--refine-every", type=non_negative_int, default=0,
                    help="globally align the keyframes after this many new ones and at the end (default 0: never)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in the "

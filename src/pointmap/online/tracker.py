@@ -66,7 +66,7 @@ class OnlineConfig:
 
     window: int = 3
     loop: int = 1
-    keyframe_overlap: float = 0.75
+    keyframe_overlap: float = 0.85
     conf_threshold: float = 3.0
     stride: int = 2
     max_keyframes: int = 256
