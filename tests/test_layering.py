@@ -18,7 +18,7 @@ FLOORS = {
     "model": 2, "geometry": 2, "images": 2, "video": 2, "pairs": 2, "store": 2,
     "scene": 3, "formats": 3, "inference": 3, "matching": 3, "testing": 3,
     "distributed": 4, "known_cameras": 4, "retrieval": 4, "align": 4, "export": 4, "train": 4,
-    "pipeline": 5, "localization": 5,
+    "pipeline": 5, "localization": 5, "online": 5,
     "api": 6,
     "eval": 7, "app": 7,
     "cli": 8,

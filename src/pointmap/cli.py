@@ -163,6 +163,19 @@ def _cmd_localize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_online(args: argparse.Namespace) -> int:
+    from .online import OnlineConfig
+    from .online.runner import EXPORT_FORMATS, online_reconstruct
+
+    cfg = OnlineConfig(window=args.window, keyframe_overlap=args.keyframe_overlap, refine_every=args.refine_every)
+    res = online_reconstruct(args.source, args.output, weights=args.weights, size=args.size, device=args.device,
+                             fps=args.fps, max_frames=args.max_frames, overwrite=args.overwrite, config=cfg,
+                             conf_threshold=args.conf_threshold, formats=EXPORT_FORMATS, progress=not args.quiet)
+    print(f"{len(res.names)} frames ({int(res.tracked.sum())} tracked, {len(res.keyframes)} keyframes) in "
+          f"{res.seconds:.1f} s ({res.fps:.2f} frames/s) -> {args.output}/trajectory_tum.txt")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train.trainer import main_train
 
@@ -408,6 +421,29 @@ def _add_localize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
+def _add_online_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="a video file or a folder of frames (taken in name order)")
+    p.add_argument("-o", "--output", required=True, help="output folder: trajectory_tum.txt, frames.json and "
+                   "the keyframes' glb, ply and cameras.json")
+    _add_model_args(p)
+    p.add_argument("--size", type=int, choices=[224, 512], default=None, help="image size (default: the model's)")
+    p.add_argument("--fps", type=positive_float, default=None,
+                   help="frames per second taken from a video (default: every frame); a folder's "
+                        "frames are 1/fps seconds apart in the trajectory (default 30)")
+    p.add_argument("--max-frames", type=positive_int, default=None, help="stop after this many frames")
+    p.add_argument("--conf-threshold", type=conf_threshold, default=None,
+                   help="raw confidence (1 + exp(x), > 1) of the points used (default: the model's recommendation)")
+    p.add_argument("--window", type=positive_int, default=3, help="recent keyframes each frame is paired with")
+    p.add_argument("--keyframe-overlap", type=finite_float, default=0.85,
+                   help="a frame becomes a keyframe when it sees less than this fraction of its "
+                        "keyframes' points (default 0.85)")
+    p.add_argument("--refine-every", type=non_negative_int, default=0,
+                   help="globally align the keyframes after this many new ones and at the end (default 0: never)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in the "
+                   "output folder (only the files pointmap wrote there)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
 def _add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="checkpoint file, hub-layout folder, hub id or bundled model name")
     p.add_argument("output", help="output .safetensors (pointmap format) or .pth (reference layout)")
@@ -471,6 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("match", "two images -> pixel matches (descriptors or 3D points) and a picture of them",
          _add_match_args, _cmd_match),
         ("localize", "new photos -> their poses in a reconstruction", _add_localize_args, _cmd_localize),
+        ("online", "a video or folder of frames, followed frame by frame -> trajectory", _add_online_args, _cmd_online),
         ("train", "train or fine-tune a model from a YAML config", _add_train_args, _cmd_train),
         ("eval", "evaluate on a dataset (pose, depth, localization, reconstruction)", _add_eval_args,
          _cmd_eval),
