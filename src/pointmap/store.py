@@ -345,6 +345,15 @@ class PredictionStore:
         """Unmap every open shard."""
         self._open.clear()
 
+    def _stored(self, pairs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        """``pairs`` as int tuples, every one checked to be in the store."""
+        pairs = [(int(i), int(j)) for i, j in pairs]
+        missing = [p for p in pairs if p not in self._entries]
+        if missing:
+            raise PointmapError(f"the predictions store {self.path} lacks {len(missing)} of the "
+                                f"pairs, e.g. {missing[:3]}")
+        return pairs
+
     def rows(self, pairs: Sequence[tuple[int, int]], fields: Sequence[str]) -> dict[str, torch.Tensor]:
         """Every field of ``fields`` for ``pairs`` (in that order), stacked ``(P, ...)`` as stored
         (float16 for floating fields); each shard is read once per field.
@@ -352,11 +361,7 @@ class PredictionStore:
         Raises:
             PointmapError: a pair is not in the store.
         """
-        pairs = [(int(i), int(j)) for i, j in pairs]
-        missing = [p for p in pairs if p not in self._entries]
-        if missing:
-            raise PointmapError(f"the predictions store {self.path} lacks {len(missing)} of the "
-                                f"pairs, e.g. {missing[:3]}")
+        pairs = self._stored(pairs)
         by_shard: dict[str, list[tuple[int, int]]] = {}
         for k, p in enumerate(pairs):
             shard, row, _ = self._entries[p]
@@ -406,11 +411,7 @@ class PredictionStore:
         Raises:
             PointmapError: a pair is not in the store.
         """
-        pairs = [(int(i), int(j)) for i, j in pairs]
-        missing = [p for p in pairs if p not in self._entries]
-        if missing:
-            raise PointmapError(f"the predictions store {self.path} lacks {len(missing)} of the "
-                                f"pairs, e.g. {missing[:3]}")
+        pairs = self._stored(pairs)
         locs = [(self._entries[p][0], self._entries[p][1]) for p in pairs]
 
         def column(name: str) -> _Field:
