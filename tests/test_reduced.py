@@ -130,3 +130,25 @@ def test_alignment_from_reductions_matches_full_pairs(scene, tmp_path):
     med_red, p90_red = depth_error(red.scene, scene)
     assert med_red < 1.5 * med_full and p90_red < 1.5 * p90_full, (med_full, p90_full, med_red, p90_red)
     assert all(torch.equal(a, b) for a, b in zip(red.scene.confidence, full.scene.confidence))
+
+
+def test_inference_reduces_each_batch_before_the_host_copy(tmp_path):
+    from test_store import _images, _tiny_model  # the tiny network and mixed-shape images there
+
+    from pointmap.inference import infer_pairs
+
+    model, imgs = _tiny_model(), _images()
+    pairs = [(i, j) for i in range(4) for j in range(4) if i != j]
+    shapes = [tuple(im.shape[1:]) for im in imgs]
+    red = StreamedReductions.open(tmp_path / "a", IDENT, shapes, len(pairs), save_every_s=1e9)
+    preds = infer_pairs(model, imgs, pairs, batch_size=3, device="cpu", reduce=red.write)
+    twin = StreamedReductions.open(tmp_path / "b", IDENT, shapes, len(pairs), save_every_s=1e9)
+    for batch, arrays in batches(preds, size=1):  # one pair at a time, in the order of ``pairs``
+        twin.write(batch, arrays)
+    got, want = red.store.rows(pairs, PAIR_FIELDS), twin.store.rows(pairs, PAIR_FIELDS)
+    for name in PAIR_FIELDS:
+        assert torch.equal(got[name], want[name]), name
+    assert torch.equal(red.reducer.im_conf, twin.reducer.im_conf)
+    assert torch.equal(red.reducer.best, twin.reducer.best)
+    torch.testing.assert_close(red.reducer.canonical_depth(), twin.reducer.canonical_depth(), rtol=1e-5, atol=0)
+    assert sorted(red.reducer.folded) == sorted(pairs)
