@@ -30,6 +30,14 @@ worker count, ``identical``)::
     python benchmarks/bench_scale.py --stage export --images 200 --size 512x384 --workers 1 2 4 8 \
         --out export200.json
 
+``--reductions`` keeps in the store only what alignment reads (:mod:`pointmap.align.reduced`:
+coarse samples per pair, confidence and canonical depth per image), reduced batch by batch as the
+predictions are fabricated, and aligns from them (the dense stage replaced by the canonical depth
+corrected by the coarse depths); run it beside a run without it to compare::
+
+    python benchmarks/bench_scale.py --images 300 --size 512x384 --graph logwin-5 --device cpu \
+        --reductions --out scale300_red.json
+
 ``--graph`` takes what ``pointmap reconstruct --graph`` takes (``retrieval-K`` and
 ``retrieval-K+swin-M`` need the bundled model). GPU runs: ``--device cuda`` (alignment and the
 fabrication of predictions on the GPU).
@@ -55,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_align import errors  # noqa: E402  (one definition of the accuracy figures)
 
 from pointmap.align import AlignConfig, align_pairs  # noqa: E402
+from pointmap.align.reduced import StreamedReductions  # noqa: E402
 from pointmap.export import FORMATS, export_scene  # noqa: E402
 from pointmap.pairs import connected_components, make_pairs  # noqa: E402
 from pointmap.scene import Scene  # noqa: E402
@@ -183,6 +192,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="--stage export: rounds (best time kept)")
     ap.add_argument("--optimum", action="store_true",
                     help="also run the coarse stage from the ground truth (optimum_* keys)")
+    ap.add_argument("--reductions", action="store_true",
+                    help="store the streamed reductions (pointmap.align.reduced) instead of full pairs "
+                    "and align from them (no --optimum)")
     args = ap.parse_args()
     W, H = (int(x) for x in args.size.split("x"))
     n = args.images
@@ -213,31 +225,41 @@ def main() -> None:
     if store_dir.exists():
         shutil.rmtree(store_dir)
     # the identity's fields in store_identity's layout (what made the predictions)
-    store = PredictionStore.open(store_dir, {"model": {"name": "bench_scale ground truth"},
-                                             "preprocessing": {"images": n, "size": [W, H],
-                                                               "seed": args.seed}})
+    ident = {"model": {"name": "bench_scale ground truth"},
+             "preprocessing": {"images": n, "size": [W, H], "seed": args.seed}}
+    if args.reductions:  # only what alignment reads, reduced batch by batch
+        red = StreamedReductions.open(store_dir, ident, [(H, W)] * n, len(pairs), AlignConfig(),
+                                      device=args.device)
+        store = red.store
+    else:
+        store = PredictionStore.open(store_dir, ident)
     with log.stage("pairs"):
         for chunk, arrays in iter_synthetic_predictions(gt, pairs, batch=args.batch, seed=args.seed,
                                                         device=args.device):
-            store.write(chunk, arrays)
+            (red if args.reductions else store).write(chunk, arrays)
+        if args.reductions:
+            red.save()
     store_bytes = store.nbytes()
-    preds = store.predictions(pairs, n_images=n)
     with log.stage("alignment"):
-        res = align_pairs(preds, config=AlignConfig(), device=args.device, progress=False)
+        if args.reductions:
+            res = red.align(pairs, AlignConfig(), device=args.device)
+        else:
+            preds = store.predictions(pairs, n_images=n)
+            res = align_pairs(preds, config=AlignConfig(), device=args.device, progress=False)
     scene = res.scene
     scene.names = [f"view_{k:05d}" for k in range(n)]
     acc = errors(scene, gt)
     with log.stage("export"):
         paths = export_scene(scene, work / "export", formats=args.formats, overwrite=True,
                              cloud_max_points=args.max_points)
-    if args.optimum:
+    if args.optimum and not args.reductions:
         with log.stage("optimum"):
             extra.update(optimum_from_truth(preds, gt, AlignConfig(), args.device))
     export_bytes = sum(f.stat().st_size for f in (work / "export").rglob("*") if f.is_file())
     total = time.perf_counter() - t_all
     row = {
         "n_images": n, "n_pairs": len(pairs), "size": f"{W}x{H}", "graph": args.graph,
-        "device": args.device, "shuffled": args.shuffle,
+        "device": args.device, "shuffled": args.shuffle, "reductions": args.reductions,
         "seconds_total": total,
         "peak_rss_gb": max(s.peak_rss_gb for k, s in log.stages.items() if k != "optimum"),
         "rot_err_med_deg": acc["rot_err_med_deg"], "rot_err_max_deg": acc["rot_err_max_deg"],

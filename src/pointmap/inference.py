@@ -209,6 +209,7 @@ def infer_pairs(
     descriptors: bool = True,
     desc_dtype: torch.dtype | None = None,
     store: PredictionStore | None = None,
+    reduce: Callable[[list[tuple[int, int]], dict[str, torch.Tensor]], None] | None = None,
 ) -> PairPredictions:
     """Run the network on ordered image pairs.
 
@@ -241,6 +242,9 @@ def infer_pairs(
             (resuming an interrupted run), and the result is read from the store on access.
             Kept descriptors are written to the same shards (float16, 50 bytes per pixel and
             side at ``D = 24``: 8x the disk of the points) and read on access like the points.
+        reduce: called once per batch, before its copy to the host, with the batch's pairs and
+            its predictions on the device: ``pts3d_1``, ``conf_1``, ``pts3d_2_in_1``, ``conf_2``
+            ``(B, H, W[, 3])`` float32 (e.g. :meth:`pointmap.align.reduced.StreamedReductions.write`).
 
     Returns:
         :class:`PairPredictions` with, per pair, ``pts3d_1`` ``(H_i, W_i, 3)``, ``conf_1``,
@@ -316,6 +320,9 @@ def infer_pairs(
                     out[q] = tuple(r[b] for r in res)
 
             arrays = (p1["pts3d"], p1["conf"], p2["pts3d_in_other_view"], p2["conf"])
+            if reduce is not None:
+                reduce([pairs[q] for q in chunk[:real]],
+                       {f: a[:real].float() for f, a in zip(DUST3R_FIELDS, arrays)})
             if keep_desc and store is not None:
                 arrays += (p1["desc"], p1["desc_conf"], p2["desc"], p2["desc_conf"])
             sink.put(arrays, real, keep)

@@ -5,6 +5,8 @@ Layout of a store folder (``reconstruct`` keeps it in ``OUTPUT/.pointmap-store``
     store.json              what the predictions were made from (model, images, preprocessing)
     index-<rank>.jsonl      one line per finished shard: its file, pairs and per-field shapes
     r<rank>-<seq>.safetensors   one shard: every field of a batch of pairs, stacked (B, ...)
+    state-<name>.safetensors    optional: per-image arrays accumulated over pairs, and which pairs
+                                (:meth:`PredictionStore.save_state`, written atomically)
 
 A shard holds *named arrays per pair* (``pts3d_1``, ``conf_1``, ``pts3d_2_in_1``, ``conf_2`` for
 DUSt3R; other networks add fields), floating fields stored as float16. A shard counts only once its
@@ -64,6 +66,7 @@ asked for (at 24 dimensions they take 8x the disk of the points)."""
 _FORMAT = 1
 _F16_MAX = 65504.0
 _SHARD_RE = re.compile(r"^r(\d+)-(\d+)\.safetensors$")
+_STATE_RE = re.compile(r"^state-[a-z0-9_]+\.safetensors$")
 
 
 class StoreMismatchError(PointmapError):
@@ -154,6 +157,9 @@ def _mismatch(path: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> str
     if old.get("model", {}).get("digest") != new.get("model", {}).get("digest"):
         return (f"it was made with the model {old.get('model', {}).get('name')!r} and this run uses "
                 f"{new.get('model', {}).get('name')!r} (different weights: --weights)")
+    if old.get("reductions") != new.get("reductions"):
+        return (f"it holds the reductions {old.get('reductions')!r} and this run asks for "
+                f"{new.get('reductions')!r} (other alignment settings, or full pairs against reductions)")
     op, np_ = old.get("preprocessing", {}), new.get("preprocessing", {})
     for key in sorted(set(op) | set(np_)):
         if op.get(key) != np_.get(key):
@@ -250,7 +256,8 @@ class PredictionStore:
         if not (path / "store.json").is_file():
             raise PointmapError(f"{path} is not a predictions store; not removing it")
         for f in path.iterdir():
-            if f.name == "store.json" or re.match(r"^index-\d+\.jsonl$", f.name) or _SHARD_RE.match(f.name):
+            if (f.name == "store.json" or re.match(r"^index-\d+\.jsonl$", f.name) or _SHARD_RE.match(f.name)
+                    or _STATE_RE.match(f.name)):
                 f.unlink()
         with contextlib.suppress(OSError):
             path.rmdir()
@@ -338,6 +345,65 @@ class PredictionStore:
         """Unmap every open shard."""
         self._open.clear()
 
+    def _stored(self, pairs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+        """``pairs`` as int tuples, every one checked to be in the store."""
+        pairs = [(int(i), int(j)) for i, j in pairs]
+        missing = [p for p in pairs if p not in self._entries]
+        if missing:
+            raise PointmapError(f"the predictions store {self.path} lacks {len(missing)} of the "
+                                f"pairs, e.g. {missing[:3]}")
+        return pairs
+
+    def rows(self, pairs: Sequence[tuple[int, int]], fields: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Every field of ``fields`` for ``pairs`` (in that order), stacked ``(P, ...)`` as stored
+        (float16 for floating fields); each shard is read once per field.
+
+        Raises:
+            PointmapError: a pair is not in the store.
+        """
+        pairs = self._stored(pairs)
+        by_shard: dict[str, list[tuple[int, int]]] = {}
+        for k, p in enumerate(pairs):
+            shard, row, _ = self._entries[p]
+            by_shard.setdefault(shard, []).append((k, row))
+        out: dict[str, torch.Tensor] = {}
+        for shard, items in by_shard.items():
+            h = self._handle(shard)
+            at = torch.tensor([k for k, _ in items])
+            rows = torch.tensor([r for _, r in items])
+            for name in fields:
+                t = h.get_tensor(name)[rows]
+                if name not in out:
+                    out[name] = torch.empty((len(pairs),) + tuple(t.shape[1:]), dtype=t.dtype)
+                out[name][at] = t
+        return out
+
+    def save_state(self, name: str, arrays: Mapping[str, torch.Tensor],
+                   pairs: Sequence[tuple[int, int]]) -> None:
+        """Write ``state-<name>.safetensors`` atomically: ``arrays`` (as given, on the host) and
+        the list of ``pairs`` they account for (read back by :meth:`load_state`)."""
+        from safetensors.torch import save
+
+        if not re.match(r"^[a-z0-9_]+$", name):
+            raise ValueError(f"state name {name!r}: use lower-case letters, digits and _")
+        data = {k: v.detach().cpu().contiguous() for k, v in arrays.items()}
+        meta = {"pairs": json.dumps([[int(i), int(j)] for i, j in pairs], separators=(",", ":"))}
+        self._open.pop(f"state-{name}.safetensors", None)
+        with atomic_write(self.path / f"state-{name}.safetensors") as f:
+            f.write(save(data, metadata=meta))
+
+    def load_state(self, name: str) -> tuple[dict[str, torch.Tensor], list[tuple[int, int]]] | None:
+        """What :meth:`save_state` last wrote under ``name`` (``None`` when nothing was)."""
+        from safetensors import safe_open
+
+        f = self.path / f"state-{name}.safetensors"
+        if not f.is_file():
+            return None
+        with safe_open(str(f), framework="pt") as h:
+            arrays = {k: h.get_tensor(k).clone() for k in h.keys()}
+            pairs = [(int(i), int(j)) for i, j in json.loads((h.metadata() or {}).get("pairs", "[]"))]
+        return arrays, pairs
+
     def predictions(self, pairs: Sequence[tuple[int, int]], n_images: int,
                     fields: Sequence[str] = DUST3R_FIELDS) -> PairPredictions:
         """Store-backed :class:`PairPredictions` for ``pairs`` (in that order).
@@ -345,11 +411,7 @@ class PredictionStore:
         Raises:
             PointmapError: a pair is not in the store.
         """
-        pairs = [(int(i), int(j)) for i, j in pairs]
-        missing = [p for p in pairs if p not in self._entries]
-        if missing:
-            raise PointmapError(f"the predictions store {self.path} lacks {len(missing)} of the "
-                                f"pairs, e.g. {missing[:3]}")
+        pairs = self._stored(pairs)
         locs = [(self._entries[p][0], self._entries[p][1]) for p in pairs]
 
         def column(name: str) -> _Field:

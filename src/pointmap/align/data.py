@@ -17,7 +17,7 @@ from ..geometry.camera import pixel_grid
 from ..predictions import PairPredictions
 from .params import conf_transform
 
-__all__ = ["CoarseData", "EdgeStore", "build_edge_data"]
+__all__ = ["CoarseData", "CoarsePlan", "EdgeStore", "build_edge_data", "coarse_data", "coarse_stride", "edge_weights"]
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -120,7 +120,7 @@ class CoarseData:
     score: torch.Tensor
     im_conf: torch.Tensor
     user_mask: torch.Tensor
-    store: EdgeStore
+    store: EdgeStore | None = None
 
     @property
     def n_images(self) -> int:
@@ -166,6 +166,75 @@ def _coarse_grid(shapes: list[tuple[int, int]], stride: int, off: int, device: t
     return valid_full, idx, valid, grid
 
 
+def coarse_stride(shapes: list[tuple[int, int]], stride: int | None, coarse_pixels: int) -> tuple[int, int]:
+    """The coarse stage's pixel stride and offset: ``stride`` when given, else the stride that
+    samples about ``coarse_pixels`` of the mean image area (offset ``stride // 2``)."""
+    if stride is None:
+        mean_area = sum(h * w for h, w in shapes) / len(shapes)
+        stride = max(1, round(math.sqrt(mean_area / max(coarse_pixels, 1))))
+    return stride, (stride // 2 if stride > 1 else 0)
+
+
+@dataclass
+class CoarsePlan:
+    """The coarse pixel sample of every image, known before any prediction (image shapes only).
+
+    Attributes:
+        shapes: per image ``(H, W)``; ``stride``, ``offset``: the sample grid.
+        valid_full: ``(N, A)`` real pixels; ``idx``, ``valid``, ``uv``: ``(N, n)``, ``(N, n)``,
+            ``(N, n, 2)`` raveled indices, validity and pixel coordinates of the coarse pixels.
+        grid: per image ``(Hs, Ws)`` coarse grid shape.
+    """
+
+    shapes: list[tuple[int, int]]
+    stride: int
+    offset: int
+    valid_full: torch.Tensor
+    idx: torch.Tensor
+    valid: torch.Tensor
+    uv: torch.Tensor
+    grid: list[tuple[int, int]]
+
+    @classmethod
+    def make(cls, shapes: list[tuple[int, int]], stride: int | None, coarse_pixels: int,
+             device: torch.device) -> "CoarsePlan":
+        """The plan for images of ``shapes`` (``stride`` as :func:`coarse_stride` takes it)."""
+        shapes = [(int(h), int(w)) for h, w in shapes]
+        stride, off = coarse_stride(shapes, stride, coarse_pixels)
+        valid_full, idx, valid, grid = _coarse_grid(shapes, stride, off, device)
+        widths = idx.new_tensor([w for _, w in shapes])[:, None]
+        uv = torch.stack([idx % widths, idx // widths], -1).float()
+        return cls(shapes, stride, off, valid_full, idx, valid, uv, grid)
+
+
+def edge_weights(plan: CoarsePlan, ei: torch.Tensor, ej: torch.Tensor, pts_i: torch.Tensor,
+                 pts_j: torch.Tensor, conf_i: torch.Tensor, conf_j: torch.Tensor,
+                 masks: list[torch.Tensor] | None, conf_trf: str
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Non-finite points zeroed and the loss weights of the coarse samples.
+
+    Returns:
+        ``(pts_i, pts_j, w_i, w_j, user_mask)``: points with non-finite entries set to 0, ``(E, n)``
+        weights (``conf_trf`` of the raw confidences; 0 on padding, masked pixels, non-finite
+        points and confidences <= 0) and the ``(N, A)`` user mask.
+    """
+    user_mask = plan.valid_full.clone()
+    if masks is not None:
+        for k, m in enumerate(masks):
+            if m is not None:
+                user_mask[k, : m.numel()] &= m.to(user_mask.device).reshape(-1).bool()
+    bad_i = ~torch.isfinite(pts_i).all(-1)
+    bad_j = ~torch.isfinite(pts_j).all(-1)
+    pts_i = torch.nan_to_num(pts_i, nan=0.0, posinf=0.0, neginf=0.0)
+    pts_j = torch.nan_to_num(pts_j, nan=0.0, posinf=0.0, neginf=0.0)
+    um_c = torch.gather(user_mask, 1, plan.idx) & plan.valid
+    w_i = conf_transform(conf_i.clamp(min=1e-12), conf_trf) * um_c[ei] * ~bad_i
+    w_j = conf_transform(conf_j.clamp(min=1e-12), conf_trf) * um_c[ej] * ~bad_j
+    w_i = torch.where(conf_i > 0, w_i, torch.zeros_like(w_i)).clamp(min=0)
+    w_j = torch.where(conf_j > 0, w_j, torch.zeros_like(w_j)).clamp(min=0)
+    return pts_i, pts_j, w_i, w_j, user_mask
+
+
 def build_edge_data(
     preds: PairPredictions,
     device: torch.device,
@@ -183,23 +252,10 @@ def build_edge_data(
         masks: optional per image ``(H, W)`` bool, ``False`` = excluded from the loss.
     """
     N = preds.n_images
-    shapes = [tuple(int(x) for x in s) for s in preds.image_shapes]
-    A = max(h * w for h, w in shapes)
-    if stride is None:
-        mean_area = sum(h * w for h, w in shapes) / len(shapes)
-        stride = max(1, round(math.sqrt(mean_area / max(coarse_pixels, 1))))
-    off = stride // 2 if stride > 1 else 0
-    valid_full, idx, valid, grid = _coarse_grid(shapes, stride, off, device)
-    n = idx.shape[1]
-    uv = torch.stack([idx % idx.new_tensor([w for _, w in shapes])[:, None],
-                      idx // idx.new_tensor([w for _, w in shapes])[:, None]], -1).float()
-
-    user_mask = valid_full.clone()
-    if masks is not None:
-        for k, m in enumerate(masks):
-            if m is not None:
-                user_mask[k, : m.numel()] &= m.to(device).reshape(-1).bool()
-
+    plan = CoarsePlan.make([tuple(int(x) for x in s) for s in preds.image_shapes], stride,
+                           coarse_pixels, device)
+    valid_full, idx, valid = plan.valid_full, plan.idx, plan.valid
+    A, n = valid_full.shape[1], idx.shape[1]
     ei = torch.tensor([p[0] for p in preds.pairs], dtype=torch.long, device=device)
     ej = torch.tensor([p[1] for p in preds.pairs], dtype=torch.long, device=device)
     E = len(preds)
@@ -226,18 +282,21 @@ def build_edge_data(
         pts_j[a:b] = torch.gather(p2, 1, gj[..., None].expand(-1, -1, 3))
         conf_i[a:b] = torch.gather(c1, 1, gi) * valid[ia]
         conf_j[a:b] = torch.gather(c2, 1, gj) * valid[ja]
-    bad_i = ~torch.isfinite(pts_i).all(-1)
-    bad_j = ~torch.isfinite(pts_j).all(-1)
-    pts_i = torch.nan_to_num(pts_i, nan=0.0, posinf=0.0, neginf=0.0)
-    pts_j = torch.nan_to_num(pts_j, nan=0.0, posinf=0.0, neginf=0.0)
-    um_c = torch.gather(user_mask, 1, idx) & valid
-    w_i = conf_transform(conf_i.clamp(min=1e-12), conf_trf) * um_c[ei] * ~bad_i
-    w_j = conf_transform(conf_j.clamp(min=1e-12), conf_trf) * um_c[ej] * ~bad_j
-    w_i = torch.where(conf_i > 0, w_i, torch.zeros_like(w_i)).clamp(min=0)
-    w_j = torch.where(conf_j > 0, w_j, torch.zeros_like(w_j)).clamp(min=0)
+    return coarse_data(plan, ei, ej, pts_i, pts_j, conf_i, conf_j, score, im_conf, masks, conf_trf, store)
+
+
+def coarse_data(plan: CoarsePlan, ei: torch.Tensor, ej: torch.Tensor, pts_i: torch.Tensor,
+                pts_j: torch.Tensor, conf_i: torch.Tensor, conf_j: torch.Tensor, score: torch.Tensor,
+                im_conf: torch.Tensor, masks: list[torch.Tensor] | None, conf_trf: str,
+                store: EdgeStore | None = None) -> CoarseData:
+    """:class:`CoarseData` from the coarse samples (shapes as its attributes), with the loss
+    weights of :func:`edge_weights`; ``store`` ``None`` when no full-resolution predictions are
+    at hand (the dense stage then cannot run)."""
+    pts_i, pts_j, w_i, w_j, user_mask = edge_weights(plan, ei, ej, pts_i, pts_j, conf_i, conf_j,
+                                                     masks, conf_trf)
     return CoarseData(
-        ei=ei, ej=ej, shapes=shapes, valid_full=valid_full, idx=idx, valid=valid,
-        uv=uv, grid=grid, stride=stride, offset=off, pts_i=pts_i, pts_j=pts_j, conf_i=conf_i,
-        conf_j=conf_j, w_i=w_i, w_j=w_j, score=score, im_conf=im_conf, user_mask=user_mask,
-        store=store,
+        ei=ei, ej=ej, shapes=plan.shapes, valid_full=plan.valid_full, idx=plan.idx, valid=plan.valid,
+        uv=plan.uv, grid=plan.grid, stride=plan.stride, offset=plan.offset, pts_i=pts_i, pts_j=pts_j,
+        conf_i=conf_i, conf_j=conf_j, w_i=w_i, w_j=w_j, score=score, im_conf=im_conf,
+        user_mask=user_mask, store=store,
     )
