@@ -73,12 +73,15 @@ class CameraPrior:
         size: ``(W, H)`` of the image ``K`` refers to, when the file says it (``K`` is rescaled
             to the actual image when they differ by a uniform factor).
         fov_x: horizontal field of view (radians), when the file gives it instead of ``K``.
+        K_network: ``(3, 3)`` intrinsics at the network resolution, when the file gives them
+            (pointmap's ``cameras.json``: ``K``, exactly as written).
     """
 
     K: np.ndarray | None = None
     cam2world: np.ndarray | None = None
     size: tuple[int, int] | None = None
     fov_x: float | None = None
+    K_network: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------- readers
@@ -92,7 +95,8 @@ def _as_camera_file_error() -> Iterator[None]:
 
 
 def read_pointmap_cameras(path: str | os.PathLike) -> dict[str, CameraPrior]:
-    """Priors from pointmap's ``cameras.json`` (``K_original``, ``cam2world``, ``width``, ``height``)."""
+    """Priors from pointmap's ``cameras.json`` (``K_original``, ``cam2world``, ``width``, ``height``;
+    ``K`` as :attr:`CameraPrior.K_network`), in the file's order."""
     path = Path(path)
     with _as_camera_file_error():
         data = read_json(path)
@@ -113,6 +117,8 @@ def read_pointmap_cameras(path: str | os.PathLike) -> dict[str, CameraPrior]:
                     prior.size = (im["width"], im["height"])
             if im.get("cam2world") is not None:
                 prior.cam2world = finite_matrix(im["cam2world"], (4, 4), f"{where}, cam2world")
+            if im.get("K") is not None:
+                prior.K_network = finite_matrix(im["K"], (3, 3), f"{where}, K")
         out[im.get("file") or im["name"]] = prior
     return out
 
