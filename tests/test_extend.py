@@ -68,7 +68,7 @@ def grown(tmp_path_factory):
     mp.setattr(core, "infer_pairs", net)
     mp.setattr(X, "infer_pairs", net)
     try:
-        run_request(_request(old_p, root / "free"))
+        base = run_request(_request(old_p, root / "free"))
         old_cameras = (root / "free" / "cameras.json").read_text()
         shutil.copytree(root / "free", root / "frozen")
         runs = {}
@@ -80,11 +80,11 @@ def grown(tmp_path_factory):
         scratch = run_request(_request(sorted(old_p + new_p), root / "scratch"))
     finally:
         mp.undo()
-    return gt, root, set(new_ids), old_cameras, runs, scratch
+    return gt, root, set(new_ids), old_cameras, runs, scratch, base
 
 
 def test_extend_runs_only_pairs_with_a_new_image(grown):
-    gt, root, new_ids, _, runs, _ = grown
+    gt, root, new_ids, _, runs, _, _ = grown
     for name, (res, n_run, ran) in runs.items():
         # new with new: swin-3 of 30 images, both ways; each new image with its 4 old neighbours, both ways
         assert n_run == len(ran) == 30 * 3 * 2 + 30 * K_OLD * 2, name
@@ -97,15 +97,18 @@ def test_extend_runs_only_pairs_with_a_new_image(grown):
 
 
 def test_extend_is_as_accurate_as_a_run_from_scratch(grown):
-    gt, _, _, _, runs, scratch = grown
+    gt, _, _, _, runs, scratch, base = grown
     c_ref, r_ref = _errors(scratch.scene, gt)
-    for name, (res, _, _) in runs.items():
-        c_err, r_err = _errors(res.scene, gt)
-        assert c_err <= 1.2 * c_ref and r_err <= 1.2 * r_ref, (name, c_err, c_ref, r_err, r_ref)
+    c_err, r_err = _errors(runs["free"][0].scene, gt)
+    assert c_err <= 1.2 * c_ref and r_err <= 1.2 * r_ref, (c_err, c_ref, r_err, r_ref)
+    # frozen: the 90 old cameras keep the errors of their own reconstruction, which bound the whole
+    c_base, r_base = _errors(base.scene, gt)
+    c_frz, r_frz = _errors(runs["frozen"][0].scene, gt)
+    assert c_frz <= 1.2 * max(c_base, c_ref) and r_frz <= 1.2 * max(r_base, r_ref), (c_frz, c_base, r_frz, r_base)
 
 
 def test_freeze_keeps_the_old_cameras_bit_for_bit(grown):
-    _, root, _, old_cameras, _, _ = grown
+    _, root, _, old_cameras, _, _, _ = grown
     old = json.loads(old_cameras)
     new = json.loads((root / "frozen" / "cameras.json").read_text())
     assert len(old["images"]) == 90 and len(new["images"]) == N_ALL
