@@ -20,6 +20,7 @@ EXPECTED = {
     "reconstruct_images": ("pointmap.api", "reconstruct_images"),
     "ReconstructionResult": ("pointmap.api", "ReconstructionResult"),
     "localize": ("pointmap.localization", "localize"),
+    "extend": ("pointmap.pipeline.extend", "extend"),
     "PairPredictions": ("pointmap.predictions", "PairPredictions"),
     "Scene": ("pointmap.scene", "Scene"),
     "AlignConfig": ("pointmap.align.config", "AlignConfig"),

@@ -16,6 +16,9 @@ The public API, importable from the package itself::
     # new photos placed in an existing reconstruction's output folder (the map fixed)
     poses, _ = pointmap.localize("out/", ["new.jpg"])   # [pointmap.localization.QueryPose]
 
+    # more photos added to a reconstruction made with store="on" (only pairs with a new photo run)
+    result = pointmap.extend("out/", ["more/"], freeze=True)
+
 ``import pointmap`` itself is cheap: each name is imported from its module on first use (so the
 command line can answer ``--help`` without loading torch).
 """
@@ -38,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "reconstruct_images": ".api",
     "ReconstructionResult": ".api",
     "localize": ".localization",
+    "extend": ".pipeline.extend",
     "PairPredictions": ".predictions",
     "Scene": ".scene",
     "AlignConfig": ".align",
@@ -53,6 +57,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real objects
     from .images import load_images
     from .inference import infer_pairs
     from .localization import localize
+    from .pipeline.extend import extend
     from .model import load_model
     from .pairs import make_pairs
     from .predictions import PairPredictions

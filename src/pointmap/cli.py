@@ -176,6 +176,29 @@ def _cmd_online(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_extend(args: argparse.Namespace) -> int:
+    import time
+
+    t0 = time.perf_counter()
+    from .pipeline import ExportSpec, Inputs, ModelSpec, PostProcess, Request, StorePolicy
+    from .pipeline.extend import read_reconstruction, run_extend
+    from .pipeline.report import run_report
+
+    old = read_reconstruction(args.folder)
+    request = Request(
+        inputs=Inputs(list(args.images)), model=ModelSpec(weights=args.weights, device=args.device, size=args.size),
+        graph=args.graph, store=StorePolicy(mode="on"), post=PostProcess(conf_threshold=args.conf_threshold),
+        export=ExportSpec(output=args.folder, formats=tuple(args.export or old.formats), overwrite=True),
+        progress=not args.quiet)
+    res, n_run = run_extend(request, freeze=args.freeze, k=args.k, announce=lambda line: print(line, file=sys.stderr))
+    lines, warns = run_report(res, time.perf_counter() - t0)
+    for text in warns:
+        log.warning(text)
+    print(f"added {len(args.images)} input(s) to {args.folder}: {len(res.scene)} images, {n_run} pairs run")
+    print("\n".join(lines))
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train.trainer import main_train
 
@@ -444,6 +467,24 @@ def _add_online_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+def _add_extend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", help="output folder of a reconstruction made with --store on (its exports are rewritten)")
+    p.add_argument("images", nargs="+", help="image files or folders to add")
+    _add_model_args(p)
+    p.add_argument("--size", type=int, choices=[224, 512], default=None,
+                   help="image size (default: the model's; the one the reconstruction was made at)")
+    p.add_argument("--freeze", action="store_true",
+                   help="keep the old cameras and depth maps exactly; align only the new images")
+    p.add_argument("-k", type=positive_int, default=10,
+                   help="old images each new image is paired with, the most similar first (default 10)")
+    p.add_argument("--graph", default="auto", help="scene graph of the new images among themselves (as reconstruct's)")
+    p.add_argument("--conf-threshold", type=conf_threshold, default=None,
+                   help="keep points whose raw confidence (> 1) exceeds this (default: the model's)")
+    p.add_argument("--export", nargs="+", default=None, choices=[*EXPORT_FORMATS, *MATCH_EXPORT_FORMATS],
+                   help="formats to write (default: those the folder holds)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
 def _add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="checkpoint file, hub-layout folder, hub id or bundled model name")
     p.add_argument("output", help="output .safetensors (pointmap format) or .pth (reference layout)")
@@ -508,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
          _add_match_args, _cmd_match),
         ("localize", "new photos -> their poses in a reconstruction", _add_localize_args, _cmd_localize),
         ("online", "a video or folder of frames, followed frame by frame -> trajectory", _add_online_args, _cmd_online),
+        ("extend", "add photos to a reconstruction (only pairs with a new photo run)", _add_extend_args, _cmd_extend),
         ("train", "train or fine-tune a model from a YAML config", _add_train_args, _cmd_train),
         ("eval", "evaluate on a dataset (pose, depth, localization, reconstruction)", _add_eval_args,
          _cmd_eval),

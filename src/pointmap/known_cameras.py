@@ -75,12 +75,15 @@ class CameraPrior:
         size: ``(W, H)`` of the image ``K`` refers to, when the file says it (``K`` is rescaled
             to the actual image when they differ by a uniform factor).
         fov_x: horizontal field of view (radians), when the file gives it instead of ``K``.
+        K_network: ``(3, 3)`` intrinsics at the network resolution, when the file gives them
+            (pointmap's ``cameras.json``: ``K``, exactly as written).
     """
 
     K: np.ndarray | None = None
     cam2world: np.ndarray | None = None
     size: tuple[int, int] | None = None
     fov_x: float | None = None
+    K_network: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------- readers
@@ -95,10 +98,12 @@ def _as_camera_file_error() -> Iterator[None]:
 
 def read_pointmap_cameras(path: str | os.PathLike) -> dict[str, CameraPrior]:
     """Priors from pointmap's ``cameras.json`` (:func:`pointmap.formats.cameras_json.read_cameras_json`:
-    ``K_original``, ``cam2world``, ``width``, ``height``), placed images only."""
+    ``K_original``, ``cam2world``, ``width``, ``height``; ``K`` as :attr:`CameraPrior.K_network`),
+    placed images only, in the file's order."""
     with _as_camera_file_error():
         entries = read_cameras_json(path)
-    return {e.file: CameraPrior(K=e.K_original, cam2world=e.cam2world, size=e.size) for e in entries if e.placed}
+    return {e.file: CameraPrior(K=e.K_original, cam2world=e.cam2world, size=e.size, K_network=e.K)
+            for e in entries if e.placed}
 
 
 def read_nerfstudio_cameras(path: str | os.PathLike) -> dict[str, CameraPrior]:

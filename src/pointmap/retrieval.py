@@ -23,7 +23,7 @@ from .model.network import DUSt3R
 if TYPE_CHECKING:
     from .images import LoadedImage
 
-__all__ = ["image_descriptors"]
+__all__ = ["centre_descriptors", "image_descriptors"]
 
 
 @torch.no_grad()
@@ -35,6 +35,7 @@ def image_descriptors(
     batch_size: int = 8,
     max_side: int | None = None,
     progress: bool | None = None,
+    centre: bool = True,
 ) -> torch.Tensor:
     """``(N, D)`` unit global descriptors of ``images`` (float32, CPU).
 
@@ -46,6 +47,8 @@ def image_descriptors(
         max_side: images are resized (area filter) so that their longer side is at most this,
             a multiple of the patch size (default: the model's training size, e.g. 224).
         progress: show a progress bar (default: when stderr is a terminal and N > 8).
+        centre: centre and normalise them (:func:`centre_descriptors`); ``False`` gives the raw
+            mean tokens, to be stored and centred later with other images' (``pointmap extend``).
     """
     dev = resolve_device(device)
     cdt = resolve_dtype(dtype, dev)
@@ -85,5 +88,11 @@ def image_descriptors(
             bar.update(len(chunk))
     bar.close()
     desc = torch.stack(out)
-    desc = desc - desc.mean(0, keepdim=True) if len(desc) > 1 else desc
+    return centre_descriptors(desc) if centre else desc
+
+
+def centre_descriptors(raw: torch.Tensor) -> torch.Tensor:
+    """``(N, D)`` raw mean tokens centred by their mean (when ``N > 1``) and L2-normalised: the
+    descriptors whose dot products are the similarities retrieval ranks by."""
+    desc = raw - raw.mean(0, keepdim=True) if len(raw) > 1 else raw
     return F.normalize(desc, dim=-1)

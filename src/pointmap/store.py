@@ -50,6 +50,7 @@ __all__ = [
     "image_digest",
     "model_digest",
     "recorded_identity",
+    "settings_difference",
     "store_identity",
 ]
 
@@ -64,6 +65,8 @@ DESC_FIELDS = ("desc_1", "desc_conf_1", "desc_2", "desc_conf_2")
 asked for (at 24 dimensions they take 8x the disk of the points)."""
 
 _FORMAT = 1
+IMAGE_DESCRIPTORS = "image-descriptors.safetensors"
+"""The store's file of per-image global descriptors (:meth:`PredictionStore.write_image_descriptors`)."""
 _F16_MAX = 65504.0
 _SHARD_RE = re.compile(r"^r(\d+)-(\d+)\.safetensors$")
 _STATE_RE = re.compile(r"^state-[a-z0-9_]+\.safetensors$")
@@ -150,10 +153,9 @@ def recorded_identity(path: str | os.PathLike) -> dict[str, Any] | None:
     return ident if isinstance(ident, dict) else {}
 
 
-def _mismatch(path: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
-    """What differs between two identities, in words (``None`` when they match). Settings are
-    compared before images (a new ``size`` changes every image digest) and named with their
-    command-line option (:data:`SETTING_OPTIONS`)."""
+def settings_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """What differs between the model and preprocessing of two identities, in words (``None``
+    when they match); settings are named with their command-line option (:data:`SETTING_OPTIONS`)."""
     if old.get("model", {}).get("digest") != new.get("model", {}).get("digest"):
         return (f"it was made with the model {old.get('model', {}).get('name')!r} and this run uses "
                 f"{new.get('model', {}).get('name')!r} (different weights: --weights)")
@@ -165,6 +167,15 @@ def _mismatch(path: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> str
         if op.get(key) != np_.get(key):
             option = f" ({SETTING_OPTIONS[key]} on the command line)" if key in SETTING_OPTIONS else ""
             return f"it was made with {key}={op.get(key)!r} and this run uses {key}={np_.get(key)!r}{option}"
+    return None
+
+
+def _mismatch(path: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """What differs between two identities, in words (``None`` when they match). Settings are
+    compared before images (a new ``size`` changes every image digest)."""
+    why = settings_difference(old, new)
+    if why is not None:
+        return why
     oi, ni = old.get("images", []), new.get("images", [])
     if len(oi) != len(ni):
         return f"it was made from {len(oi)} images and this run has {len(ni)}"
@@ -256,11 +267,48 @@ class PredictionStore:
         if not (path / "store.json").is_file():
             raise PointmapError(f"{path} is not a predictions store; not removing it")
         for f in path.iterdir():
-            if (f.name == "store.json" or re.match(r"^index-\d+\.jsonl$", f.name) or _SHARD_RE.match(f.name)
-                    or _STATE_RE.match(f.name)):
+            if (f.name in ("store.json", IMAGE_DESCRIPTORS) or re.match(r"^index-\d+\.jsonl$", f.name)
+                    or _SHARD_RE.match(f.name) or _STATE_RE.match(f.name)):
                 f.unlink()
         with contextlib.suppress(OSError):
             path.rmdir()
+
+    def append_images(self, images: Sequence[Mapping[str, str]]) -> None:
+        """Record more images (``{"name", "digest"}`` each, as :func:`store_identity` makes them)
+        after the recorded ones: the stored pairs keep their indices (``pointmap extend``)."""
+        if self.rank != 0:
+            raise PointmapError("only rank 0 records images in a predictions store")
+        self.identity = {**self.identity, "images": [*self.identity.get("images", []),
+                                                      *(dict(im) for im in images)]}
+        atomic_write_text(self.path / "store.json", json.dumps({"format": _FORMAT, "identity": self.identity},
+                                                               indent=1))
+
+    # ------------------------------------------------------------------ image descriptors
+    def image_descriptors(self, digests: Sequence[str]) -> torch.Tensor | None:
+        """``(N, D)`` stored global descriptors of the images with these digests (``None`` when
+        the store lacks any of them)."""
+        path = self.path / IMAGE_DESCRIPTORS
+        if not path.is_file():
+            return None
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            known = json.loads((f.metadata() or {}).get("digests", "[]"))
+            desc = f.get_tensor("descriptors")
+        row = {d: k for k, d in enumerate(known)}
+        if any(d not in row for d in digests):
+            return None
+        return desc[[row[d] for d in digests]].float()
+
+    def write_image_descriptors(self, digests: Sequence[str], desc: torch.Tensor) -> None:
+        """Store ``(N, D)`` global descriptors of the images with these digests (replacing the
+        file: pass every image's)."""
+        from safetensors.torch import save
+
+        data = save({"descriptors": desc.detach().cpu().float().contiguous()},
+                    metadata={"digests": json.dumps(list(digests))})
+        with atomic_write(self.path / IMAGE_DESCRIPTORS) as f:
+            f.write(data)
 
     # ------------------------------------------------------------------ index
     def refresh(self) -> None:

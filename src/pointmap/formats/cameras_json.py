@@ -44,13 +44,15 @@ CONVENTION = {
 class CameraEntry:
     """One image's camera as read back: ``file`` (the name the exports use), ``placed``,
     ``K_original`` ``(3, 3)`` in the original image's pixels and ``size`` ``(width, height)`` of
-    it (``None`` when absent), ``cam2world`` ``(4, 4)`` OpenCV axes (``None`` when absent)."""
+    it (``None`` when absent), ``cam2world`` ``(4, 4)`` OpenCV axes and ``K`` ``(3, 3)`` at the
+    network's resolution (``None`` when absent)."""
 
     file: str
     placed: bool
     K_original: np.ndarray | None = None
     size: tuple[int, int] | None = None
     cam2world: np.ndarray | None = None
+    K: np.ndarray | None = None
 
 
 def camera_entry(name: str, file: str, index: int, placed: bool, K: np.ndarray, K_original: np.ndarray,
@@ -105,4 +107,6 @@ def _entry(im: object, where: str) -> CameraEntry:
             entry.size = (im["width"], im["height"])
     if im.get("cam2world") is not None:
         entry.cam2world = finite_matrix(im["cam2world"], (4, 4), f"{where}, cam2world")
+    if im.get("K") is not None:
+        entry.K = finite_matrix(im["K"], (3, 3), f"{where}, K")
     return entry

@@ -27,7 +27,7 @@ from .inputs import has_video, load_inputs
 from .preflight import preflight
 from .request import Request
 
-__all__ = ["run_request"]
+__all__ = ["run_request", "store_settings"]
 
 STORE_AUTO_IMAGES = 20
 """``StorePolicy.mode="auto"`` keeps a predictions store above this many images."""
@@ -119,12 +119,7 @@ def _store(request: Request, net: DUSt3R, images: list[LoadedImage], size: int, 
     if folder is None or policy.mode == "off" or (policy.mode == "auto" and len(images) <= STORE_AUTO_IMAGES
                                                   and not (Path(folder) / STORE_DIRNAME).is_dir()):
         return None
-    # MASt3R's descriptors are stored when they will be matched (sparse alignment: any --align
-    # but dense for a model with descriptors; a COLMAP database)
-    pre = {"size": size, "dtype": str(resolve_dtype(request.model.dtype, dev)).replace("torch.", ""),
-           "fps": request.inputs.fps if has_video(request.inputs) else None}
-    if net.config.desc_dim > 0 and (request.align.method != "dense" or "colmap-db" in request.export.formats):
-        pre["descriptors"] = True
+    pre = store_settings(request, net, size, dev)
     if rank != 0:
         import torch.distributed as dist
 
@@ -138,3 +133,14 @@ def _store(request: Request, net: DUSt3R, images: list[LoadedImage], size: int, 
 
         dist.barrier()
     return store
+
+
+def store_settings(request: Request, net: DUSt3R, size: int, dev: torch.device) -> dict:
+    """The preprocessing settings a predictions store records for ``request`` (size, inference
+    dtype, video fps; MASt3R's descriptors when they will be matched: sparse alignment, any
+    ``--align`` but dense for a model with descriptors, or a COLMAP database)."""
+    pre = {"size": size, "dtype": str(resolve_dtype(request.model.dtype, dev)).replace("torch.", ""),
+           "fps": request.inputs.fps if has_video(request.inputs) else None}
+    if net.config.desc_dim > 0 and (request.align.method != "dense" or "colmap-db" in request.export.formats):
+        pre["descriptors"] = True
+    return pre

@@ -1,0 +1,98 @@
+"""Benchmark ``pointmap extend`` against a reconstruction from scratch (time, pairs, accuracy).
+
+A synthetic capture of ``--n-images`` cameras with exact ground truth is written as PNG files;
+every fourth image is held back. The others are reconstructed through the pipeline with a
+predictions store, then extended by the held-back ones (with and without ``--freeze``), and all
+are reconstructed from scratch. The network is replaced by
+:class:`pointmap.testing.synthetic_capture.SyntheticNetwork` (synthetic pair predictions), so the
+times are those of the pipeline around it: scene graph and retrieval, store, alignment, exports.
+Example::
+
+    python benchmarks/bench_extend.py --n-images 120 --size 64x48 --json bench_extend.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import roma
+import torch
+
+from pointmap.align import AlignConfig
+from pointmap.geometry import align_multiple_poses
+from pointmap.pipeline import Alignment, ExportSpec, Inputs, ModelSpec, PostProcess, Request, StorePolicy, core
+from pointmap.pipeline import extend as X
+from pointmap.pipeline.runner import run_request
+from pointmap.testing.synthetic_capture import SyntheticNetwork, write_capture
+from pointmap.testing.synthetic_pairs import synthetic_cameras
+
+
+def errors(scene, gt) -> dict[str, float]:
+    """Mean camera-centre error (fraction of the extent) and mean rotation error (degrees) after a
+    similarity alignment of the poses."""
+    ids = [int(n[4:7]) for n in scene.names]
+    est, ref = scene.poses.double(), gt.poses[ids].double()
+    s, R, t = align_multiple_poses(est, ref)
+    ce = (s * est[:, :3, 3] @ R.T + t - ref[:, :3, 3]).norm(dim=-1).mean() / gt.extent
+    ang = roma.rotmat_geodesic_distance(R @ est[:, :3, :3], ref[:, :3, :3]).rad2deg().mean()
+    return {"centre_err_mean": float(ce), "rot_err_mean_deg": float(ang)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n-images", type=int, default=120)
+    ap.add_argument("--size", default="64x48", help="WxH of the synthetic images")
+    ap.add_argument("--graph", default="swin-3")
+    ap.add_argument("-k", type=int, default=4, help="old images paired with each new one")
+    ap.add_argument("--coarse-pixels", type=int, default=None, help="AlignConfig.coarse_pixels (default: its own)")
+    ap.add_argument("--no-dense", action="store_true", help="AlignConfig.dense=False")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    W, H = map(int, args.size.split("x"))
+    gt = synthetic_cameras(args.n_images, (W, H), seed=0)
+    new_ids = [k for k in range(args.n_images) if k % 4 == 3]
+    old_ids = [k for k in range(args.n_images) if k % 4 != 3]
+    cfg = AlignConfig(dense=not args.no_dense, **({"coarse_pixels": args.coarse_pixels} if args.coarse_pixels else {}))
+    net = SyntheticNetwork(gt)
+    core.infer_pairs = X.infer_pairs = net
+    root = Path(tempfile.mkdtemp(prefix="bench_extend_"))
+    old_p, new_p = write_capture(gt, root / "old", old_ids), write_capture(gt, root / "new", new_ids)
+
+    def request(paths, out: Path) -> Request:
+        return Request(inputs=Inputs([str(p) for p in paths]), model=ModelSpec(size=W), graph=args.graph,
+                       store=StorePolicy(mode="on"), align=Alignment(dense=cfg), post=PostProcess(),
+                       export=ExportSpec(output=str(out), formats=("cameras", "depth", "transforms")))
+
+    rows = {}
+    t0 = time.perf_counter()
+    run_request(request(old_p, root / "free"))
+    rows["base"] = {"seconds": time.perf_counter() - t0, "pairs_run": len(net.ran)}
+    shutil.copytree(root / "free", root / "frozen")
+    for name, freeze in (("extend", False), ("extend --freeze", True)):
+        net.ran.clear()
+        t0 = time.perf_counter()
+        res, _ = X.run_extend(request(new_p, root / ("frozen" if freeze else "free")), freeze=freeze, k=args.k)
+        rows[name] = {"seconds": time.perf_counter() - t0, "pairs_run": len(net.ran), **errors(res.scene, gt)}
+    net.ran.clear()
+    t0 = time.perf_counter()
+    res = run_request(request(sorted(old_p + new_p), root / "scratch"))
+    rows["scratch"] = {"seconds": time.perf_counter() - t0, "pairs_run": len(net.ran), **errors(res.scene, gt)}
+    shutil.rmtree(root)
+    for name, r in rows.items():
+        ratio = r["seconds"] / rows["scratch"]["seconds"]
+        print(f"{name:16s} {r['seconds']:7.1f} s ({100 * ratio:5.1f} % of scratch), {r['pairs_run']:4d} pairs run"
+              + (f", centre err {r['centre_err_mean']:.2e} of extent, rot err {r['rot_err_mean_deg']:.3f} deg"
+                 if "centre_err_mean" in r else ""))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": platform.machine(), "cpus": torch.get_num_threads(),
+                                               "args": vars(args), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

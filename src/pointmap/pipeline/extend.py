@@ -1,0 +1,359 @@
+"""Add photos to a reconstruction's output folder (``pointmap extend``), at the cost of the new ones.
+
+A folder reconstructed with a predictions store (``--store on``) holds what extending needs: the
+store (every pair prediction, and the identity of the model, images and settings), ``cameras.json``
+(the aligned cameras, in the store's image order) and ``images/`` (copies of the images).
+
+1. Refusals before any work: a folder that is not such a reconstruction, one made with another
+   model, size or preprocessing (one line naming the difference), unreadable new images, a new
+   image that is already in the reconstruction.
+2. Pairs only where a new image is involved: new with new by the scene graph, new with old by
+   retrieval against the old images' global descriptors (kept in the store; computed from the
+   ``images/`` copies and stored when missing). Every stored pair is reused, never run again.
+3. Alignment: every image again, the stored pairs included (the result is brought into the old
+   cameras' frame and scale); or, with ``freeze``, only the new images and the old images they
+   are paired with, the old cameras held fixed as known poses and intrinsics, and every old image
+   keeping its camera and its depth maps of ``depth/`` exactly.
+4. The exports the folder holds are rewritten under the overwrite rules of
+   :class:`~pointmap.io_utils.OutputDir` (only files pointmap wrote are replaced).
+
+The new images are recorded in the store after the old ones (stored pairs keep their indices),
+so an extend that is interrupted resumes when rerun with the same images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..align import global_align
+from ..errors import PointmapError
+from ..export.depth import read_depth_maps, read_depth_sidecar
+from ..geometry.registration import align_multiple_poses, similarity_matrix
+from ..images import LoadedImage, load_images
+from ..inference import infer_pairs, resolve_device, resolve_dtype
+from ..known_cameras import CameraPrior, read_pointmap_cameras
+from ..model import DUSt3R, load_model
+from ..pairs import auto_graph, make_pairs, needs_descriptors
+from ..predictions import PairPredictions
+from ..retrieval import centre_descriptors, image_descriptors
+from ..scene import Scene
+from ..stages import StageLog
+from ..store import STORE_DIRNAME, PredictionStore, image_digest, model_digest, recorded_identity, settings_difference
+from .core import ReconstructionResult, align_config, reconstruct_images
+from .finishing import finish
+from .inputs import has_video, load_inputs
+from .preflight import FIXED_OUTPUTS, preflight
+from .request import ExportSpec, Inputs, ModelSpec, Request, StorePolicy
+from .runner import store_settings
+
+__all__ = ["EXTEND_NEIGHBOURS", "ExtendError", "Reconstruction", "extend", "extend_pairs", "read_reconstruction",
+           "run_extend"]
+
+EXTEND_NEIGHBOURS = 10
+"""Old images each new image is paired with (the most similar by global descriptor)."""
+
+
+class ExtendError(PointmapError):
+    """A folder that cannot be extended, or new images that cannot be added to it."""
+
+
+@dataclass
+class Reconstruction:
+    """What extending reads of an output folder before any work.
+
+    Attributes:
+        folder: the output folder.
+        files: the image files (in ``images/``), in the store's image order.
+        cameras: each file's camera (``cam2world``, ``K_network``) from ``cameras.json``.
+        identity: the store's recorded identity (model, images, settings).
+        formats: the export formats the folder holds (rewritten by the extend).
+    """
+
+    folder: Path
+    files: list[str]
+    cameras: dict[str, CameraPrior]
+    identity: dict
+    formats: tuple[str, ...]
+
+
+def read_reconstruction(folder: str | os.PathLike) -> Reconstruction:
+    """Read ``cameras.json`` and the store's identity of ``folder``.
+
+    Raises:
+        ExtendError: not a folder, no ``cameras.json``, no predictions store, images that were not
+            placed or have no copy in ``images/``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExtendError(f"{folder} is not a folder; pass the output folder of a reconstruction")
+    if not (folder / "cameras.json").is_file():
+        raise ExtendError(f"{folder} is not a pointmap reconstruction (it has no cameras.json); pass the "
+                          "output folder of `pointmap reconstruct`")
+    ident = recorded_identity(folder / STORE_DIRNAME)
+    if not ident or not ident.get("images"):
+        raise ExtendError(f"{folder} has no predictions store to extend; reconstruct it with --store on")
+    cams = read_pointmap_cameras(folder / "cameras.json")
+    files = list(cams)
+    n_rec = len(ident["images"])
+    if len(files) > n_rec or any(Path(ident["images"][k]["name"]).stem not in Path(f).stem
+                                 for k, f in enumerate(files)):
+        raise ExtendError(f"{folder}: cameras.json does not list the images of its predictions store in "
+                          "order (or some images were not placed); reconstruct anew to extend it")
+    missing = [f for f in files if not (folder / "images" / f).is_file()]
+    if missing:
+        raise ExtendError(f"{folder} has no copy of {missing[0]} in images/; reconstruct with an export "
+                          "that copies the images (colmap or transforms, in the defaults) to extend it")
+    formats = tuple(f for f, outs in FIXED_OUTPUTS.items() if (folder / outs[0]).exists())
+    return Reconstruction(folder, files, cams, ident, formats)
+
+
+def extend_pairs(
+    n_old: int, n_new: int, graph: str, descriptors: torch.Tensor, k: int, stored: set[tuple[int, int]],
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """``(new pairs, old pairs)`` of an extend, images indexed old first, then new.
+
+    New pairs: the new images among themselves by ``graph`` (``auto``: :func:`~pointmap.pairs.auto_graph`
+    of their count), and each new image with its ``k`` most similar old images by ``descriptors``
+    ``(n_old + n_new, D)`` (unit, centred), both ways. Old pairs: the ``stored`` pairs of two old
+    images, sorted.
+    """
+    pairs: list[tuple[int, int]] = []
+    if n_new >= 2:
+        g = auto_graph(n_new) if graph == "auto" else graph
+        desc = descriptors[n_old:] if needs_descriptors(g) else None
+        pairs += [(n_old + i, n_old + j) for i, j in make_pairs(n_new, g, symmetrize=True, descriptors=desc)]
+    sim = descriptors[n_old:] @ descriptors[:n_old].T
+    near = sim.topk(min(k, n_old), dim=1).indices.tolist()
+    pairs += [(n_old + q, m) for q, ms in enumerate(near) for m in ms]
+    pairs += [(m, n_old + q) for q, ms in enumerate(near) for m in ms]
+    old = sorted(p for p in stored if p[0] < n_old and p[1] < n_old)
+    return list(dict.fromkeys(pairs)), old
+
+
+def run_extend(
+    request: Request,
+    *,
+    freeze: bool = False,
+    k: int = EXTEND_NEIGHBOURS,
+    model: DUSt3R | None = None,
+    announce: Callable[[str], None] | None = None,
+) -> tuple[ReconstructionResult, int]:
+    """Add ``request.inputs`` to the reconstruction in ``request.export.output`` (module docstring).
+
+    ``request.export.formats`` are the formats written (:func:`extend` passes those the folder
+    holds); ``request.graph`` pairs the new images among themselves. Returns the result and how
+    many pairs the network ran.
+
+    Raises:
+        ExtendError, ImageLoadError, PointmapError: before any inference.
+    """
+    old = read_reconstruction(request.export.output)
+    if freeze and "depth" not in old.formats:
+        raise ExtendError(f"{old.folder} has no depth/ export: --freeze keeps the old images' depth maps, "
+                          "so it needs them; extend without --freeze")
+    request = dataclasses.replace(request, export=dataclasses.replace(request.export, overwrite=True))
+    out = preflight(request)
+    dev = resolve_device(request.model.device)
+    net = model if model is not None else load_model(request.model.weights, device=dev)
+    size = request.model.size or net.config.native_size
+    _check_settings(old, net, request, size, dev)
+    new = load_inputs(request.inputs, size)
+    olds = load_images([str(old.folder / "images" / f) for f in old.files], size=size)
+    store = _open_store(old, new)
+    desc = _descriptors(store, net, olds, new, dev, request.model.dtype)
+    new_pairs, old_pairs = extend_pairs(len(olds), len(new), request.graph, desc, k, store.done())
+    n_run = sum(p not in store.done() for p in new_pairs)
+    if announce is not None:
+        announce(f"extending {old.folder} ({len(olds)} images) by {len(new)}: {len(new_pairs)} new ordered "
+                 f"pairs ({n_run} to run), {len(old_pairs)} stored pairs reused"
+                 + (", old cameras frozen" if freeze else ""))
+    run = _run_frozen if freeze else _run_free
+    res = run(request, net, old, olds, new, new_pairs, old_pairs, store, dev)
+    res.aligned = res.scene
+    with res.stages.stage("export"):
+        res.scene, res.paths = finish(res.scene, request.post, request.export, out, matches=res.matches,
+                                      progress=request.progress)
+    return res, n_run
+
+
+def _check_settings(old: Reconstruction, net: DUSt3R, request: Request, size: int, dev: torch.device) -> None:
+    """Refuse a folder made with another model or other preprocessing (one line naming it)."""
+    pre = store_settings(request, net, size, dev)
+    if not has_video(request.inputs):  # photos added to frames of a video: the video's fps stands
+        pre["fps"] = old.identity.get("preprocessing", {}).get("fps")
+    probe = {"model": {"name": request.model.weights, "digest": model_digest(net)}, "preprocessing": pre}
+    why = settings_difference(old.identity, probe)
+    if why is not None:
+        raise ExtendError(f"cannot extend {old.folder}: {why}")
+
+
+def _open_store(old: Reconstruction, new: list[LoadedImage]) -> PredictionStore:
+    """The folder's store with the new images recorded after the old ones (already recorded: an
+    interrupted extend of the same images resumes)."""
+    recorded = old.identity["images"]
+    digests = [r.get("digest") for r in recorded[: len(old.files)]]
+    records = [{"name": str(im.meta.path or f"image_{k:04d}"), "digest": image_digest(im.img)}
+               for k, im in enumerate(new)]
+    for r in records:
+        if r["digest"] in digests:
+            raise ExtendError(f"{Path(r['name']).name} is already in the reconstruction (the same image as "
+                              f"{old.files[digests.index(r['digest'])]})")
+    pending = recorded[len(old.files):]
+    if pending and [r.get("digest") for r in pending] != [r["digest"] for r in records]:
+        raise ExtendError(f"the predictions store of {old.folder} holds {len(pending)} images of an unfinished "
+                          "extend; rerun that extend (the same images) or reconstruct anew")
+    store = PredictionStore.open(old.folder / STORE_DIRNAME, old.identity)
+    if not pending:
+        store.append_images(records)
+    return store
+
+
+def _descriptors(store: PredictionStore, net: DUSt3R, olds: list[LoadedImage], new: list[LoadedImage],
+                 dev: torch.device, dtype: str | None) -> torch.Tensor:
+    """``(N, D)`` unit retrieval descriptors of the old then new images, centred together; the raw
+    ones are kept in the store (the old images' are computed only when it has none)."""
+    digests = [r["digest"] for r in store.identity["images"]]
+    raw = []
+    for group, ds in ((olds, digests[: len(olds)]), (new, digests[len(olds):])):
+        got = store.image_descriptors(ds)
+        raw.append(got if got is not None else image_descriptors(net, group, device=dev, dtype=dtype, centre=False))
+    raw_all = torch.cat(raw)
+    store.write_image_descriptors(digests, raw_all)
+    return centre_descriptors(raw_all)
+
+
+def _run_free(request: Request, net: DUSt3R, old: Reconstruction, olds: list[LoadedImage],
+              new: list[LoadedImage], new_pairs: list, old_pairs: list, store: PredictionStore,
+              dev: torch.device) -> ReconstructionResult:
+    """Every image aligned again from all pairs, then moved into the old cameras' frame and scale."""
+    want_db = "colmap-db" in request.export.formats
+    res = reconstruct_images(
+        olds + new, net, pairs=old_pairs + new_pairs, batch_size=request.model.batch_size, device=dev,
+        dtype=request.model.dtype, align=align_config(net, request.align.dense, request.post.conf_threshold,
+                                                    request.priors.shared_focal),
+        align_method=request.align.method, sparse=request.align.sparse, progress=request.progress, store=store,
+        keep_descriptors=want_db, keep_matches=want_db)
+    res.scene = _to_old_frame(res.scene, [old.cameras[f].cam2world for f in old.files])
+    res.graph = "extend"
+    return res
+
+
+def _to_old_frame(scene: Scene, old_poses: Sequence[np.ndarray]) -> Scene:
+    """``scene`` moved by the similarity that best maps its first cameras onto ``old_poses``."""
+    n = len(old_poses)
+    placed = [k for k in range(n) if bool(scene.placed[k])]
+    if len(placed) < 2:
+        return scene
+    dst = torch.from_numpy(np.stack([old_poses[k] for k in placed])).double()
+    s, R, t = align_multiple_poses(scene.poses[placed].double(), dst)
+    M = similarity_matrix(s, R, t)
+    poses = M @ scene.poses.double()
+    poses[:, :3, :3] = poses[:, :3, :3] / s
+    scene = dataclasses.replace(scene, poses=poses.float(), depths=[d * s.float() for d in scene.depths])
+    return scene
+
+
+def _run_frozen(request: Request, net: DUSt3R, old: Reconstruction, olds: list[LoadedImage],
+                new: list[LoadedImage], new_pairs: list, old_pairs: list, store: PredictionStore,
+                dev: torch.device) -> ReconstructionResult:
+    """The new images aligned with the old images they are paired with, those held fixed; every
+    old image keeps its camera and depth maps."""
+    n_old = len(olds)
+    images = olds + new
+    log = StageLog(dev)
+    with log.stage("inference"):
+        infer_pairs(net, images, new_pairs, batch_size=request.model.batch_size, device=dev,
+                    dtype=resolve_dtype(request.model.dtype, dev), progress=request.progress, store=store,
+                    descriptors=False)
+    used = sorted({i for p in new_pairs for i in p})
+    index = {k: n for n, k in enumerate(used)}
+    full = store.predictions(new_pairs, len(images))
+    preds = PairPredictions([(index[i], index[j]) for i, j in new_pairs], full.pts3d_1, full.conf_1,
+                            full.pts3d_2_in_1, full.conf_2, n_images=len(used))
+    cams = [old.cameras[f] for f in old.files]
+    known_poses = {index[k]: torch.from_numpy(cams[k].cam2world).float() for k in used if k < n_old}
+    known_K = {index[k]: torch.from_numpy(cams[k].K_network).float() for k in used if k < n_old}
+    cfg = align_config(net, request.align.dense, request.post.conf_threshold, request.priors.shared_focal)
+    with log.stage("alignment"):
+        sub = global_align(preds, [images[k].rgb for k in used], config=cfg, device=dev, progress=request.progress,
+                           known_poses=known_poses, known_intrinsics=known_K)
+    scene = _merge(sub, used, old, olds, new, cfg.conf_threshold)
+    timings = {k: v.seconds for k, v in log.stages.items()}
+    return ReconstructionResult(scene, images, full, timings, list(new_pairs), stages=log, graph="extend",
+                                method="dense", conf_threshold=cfg.conf_threshold)
+
+
+def _merge(sub: Scene, used: list[int], old: Reconstruction, olds: list[LoadedImage], new: list[LoadedImage],
+           threshold: float) -> Scene:
+    """The whole scene: each old image as the folder holds it (camera, depth and confidence maps),
+    each new image as aligned in ``sub`` (images ``used``)."""
+    side = read_depth_sidecar(old.folder / "depth")
+    at = {k: n for n, k in enumerate(used)}
+    imgs, poses, Ks, depths, confs, placed = [], [], [], [], [], []
+    for k, im in enumerate(olds + new):
+        imgs.append(im.rgb)
+        if k < len(olds):
+            cam = old.cameras[old.files[k]]
+            d, c = read_depth_maps(old.folder / "depth", side["images"][Path(old.files[k]).stem])
+            poses.append(torch.from_numpy(cam.cam2world).float())
+            Ks.append(torch.from_numpy(cam.K_network).float())
+            depths.append(torch.from_numpy(d))
+            confs.append(torch.from_numpy(c))
+            placed.append(True)
+            continue
+        s = at[k]
+        poses.append(sub.poses[s])
+        Ks.append(sub.intrinsics[s])
+        depths.append(sub.depths[s])
+        confs.append(sub.confidence[s])
+        placed.append(bool(sub.placed[s]))
+    masks = [(c > threshold) & (d > 0) & torch.isfinite(d) for d, c in zip(depths, confs)]
+    images = olds + new
+    return Scene(imgs=imgs, poses=torch.stack(poses), intrinsics=torch.stack(Ks), depths=depths, confidence=confs,
+                 masks=masks, conf_threshold=threshold, placed=torch.tensor(placed),
+                 metas=[im.meta for im in images],
+                 names=[Path(im.meta.path).name if im.meta.path else f"image_{k:04d}" for k, im in enumerate(images)],
+                 units=sub.units)
+
+
+def extend(
+    folder: str | os.PathLike,
+    images: Sequence[str | os.PathLike],
+    *,
+    freeze: bool = False,
+    k: int = EXTEND_NEIGHBOURS,
+    weights: str = "default",
+    size: int | None = None,
+    device: str | None = None,
+    graph: str = "auto",
+    formats: Sequence[str] | None = None,
+    progress: bool = False,
+    model: DUSt3R | None = None,
+) -> ReconstructionResult:
+    """Add ``images`` (files or folders) to the reconstruction in ``folder`` and rewrite its exports.
+
+    Args:
+        folder: the output folder of a reconstruction made with ``--store on``.
+        freeze: keep the old cameras (and depth maps) exactly; only the new images are aligned.
+        k: old images each new image is paired with (the most similar).
+        weights, size: the model and image size the folder was made with (others are refused).
+        graph: scene graph of the new images among themselves.
+        formats: export formats written (default: those the folder holds).
+
+    Returns:
+        The :class:`~pointmap.pipeline.core.ReconstructionResult` of the whole, grown scene.
+    """
+    old = read_reconstruction(folder)
+    request = Request(inputs=Inputs([str(p) for p in images]),
+                      model=ModelSpec(weights=weights, device=device, size=size), graph=graph,
+                      store=StorePolicy(mode="on"),
+                      export=ExportSpec(output=str(folder), formats=tuple(formats or old.formats), overwrite=True),
+                      progress=progress)
+    return run_extend(request, freeze=freeze, k=k, model=model)[0]

@@ -1,0 +1,202 @@
+"""Adding photos to a reconstruction (``pointmap extend``): only pairs with a new image run, the
+accuracy of a from-scratch run, frozen cameras kept bit for bit, and one-line refusals that leave
+the folder byte-identical."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import pointmap
+from pointmap.geometry.registration import align_multiple_poses
+from pointmap.align import AlignConfig
+from pointmap.pipeline import Alignment, ExportSpec, Inputs, ModelSpec, PostProcess, Request, StorePolicy, core
+from pointmap.pipeline import extend as X
+from pointmap.pipeline.runner import run_request
+from pointmap.store import STORE_DIRNAME, PredictionStore, recorded_identity
+from pointmap.testing.synthetic_capture import SyntheticNetwork, write_capture
+from pointmap.testing.synthetic_pairs import synthetic_cameras
+
+N_ALL, GRAPH, K_OLD = 120, "swin-3", 4
+FORMATS = ("cameras", "depth", "transforms")
+EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "pointmap" / "examples" / "room"
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (relative path -> digest)."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _request(paths, out: Path) -> Request:
+    # a coarse alignment (few pixels, no full-resolution depth pass) keeps four 120-image runs short
+    fast = AlignConfig(coarse_pixels=256, dense=False)
+    return Request(inputs=Inputs([str(p) for p in paths]), model=ModelSpec(size=64), graph=GRAPH,
+                   store=StorePolicy(mode="on"), align=Alignment(dense=fast), post=PostProcess(clean=False),
+                   export=ExportSpec(output=str(out), formats=FORMATS))
+
+
+def _errors(scene, gt) -> tuple[float, float]:
+    """Mean camera-centre error (fraction of the scene's extent) and rotation error (degrees)
+    after the similarity that best maps the cameras onto the truth."""
+    ids = [int(n[4:7]) for n in scene.names]
+    est, ref = scene.poses.double(), gt.poses[ids].double()
+    s, R, t = align_multiple_poses(est, ref)
+    centres = s * est[:, :3, 3] @ R.T + t
+    c_err = float((centres - ref[:, :3, 3]).norm(dim=1).mean()) / gt.extent
+    cos = (((R @ est[:, :3, :3]).transpose(1, 2) @ ref[:, :3, :3]).diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
+    return c_err, float(torch.rad2deg(torch.arccos(cos.clamp(-1, 1))).mean())
+
+
+@pytest.fixture(scope="module")
+def grown(tmp_path_factory):
+    """A 120-image synthetic capture: 90 images reconstructed (every fourth held back), extended by
+    the 30 others with and without --freeze; and the 120 reconstructed from scratch."""
+    root = tmp_path_factory.mktemp("extend")
+    gt = synthetic_cameras(N_ALL, (64, 48), seed=0)
+    new_ids = [k for k in range(N_ALL) if k % 4 == 3]
+    old_ids = [k for k in range(N_ALL) if k % 4 != 3]
+    old_p, new_p = write_capture(gt, root / "old", old_ids), write_capture(gt, root / "new", new_ids)
+    net = SyntheticNetwork(gt)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(core, "infer_pairs", net)
+    mp.setattr(X, "infer_pairs", net)
+    try:
+        base = run_request(_request(old_p, root / "free"))
+        old_cameras = (root / "free" / "cameras.json").read_text()
+        shutil.copytree(root / "free", root / "frozen")
+        runs = {}
+        for name, freeze in (("free", False), ("frozen", True)):
+            net.ran.clear()
+            res, n_run = X.run_extend(_request(new_p, root / name), freeze=freeze, k=K_OLD)
+            runs[name] = (res, n_run, list(net.ran))
+        net.ran.clear()
+        scratch = run_request(_request(sorted(old_p + new_p), root / "scratch"))
+    finally:
+        mp.undo()
+    return gt, root, set(new_ids), old_cameras, runs, scratch, base
+
+
+def test_extend_runs_only_pairs_with_a_new_image(grown):
+    gt, root, new_ids, _, runs, _, _ = grown
+    for name, (res, n_run, ran) in runs.items():
+        # new with new: swin-3 of 30 images, both ways; each new image with its 4 old neighbours, both ways
+        assert n_run == len(ran) == 30 * 3 * 2 + 30 * K_OLD * 2, name
+        assert all(i in new_ids or j in new_ids for i, j in ran), name
+        assert len(set(ran)) == len(ran)
+        store = PredictionStore.open(root / name / STORE_DIRNAME, recorded_identity(root / name / STORE_DIRNAME))
+        assert len(store) == 90 * 3 * 2 + n_run  # the 90 images' swin-3 pairs kept, none run again
+        assert len(res.scene) == N_ALL and bool(res.scene.placed.all())
+        assert store.image_descriptors([r["digest"] for r in store.identity["images"]]).shape[0] == N_ALL
+
+
+def test_extend_is_as_accurate_as_a_run_from_scratch(grown):
+    gt, _, _, _, runs, scratch, base = grown
+    c_ref, r_ref = _errors(scratch.scene, gt)
+    c_err, r_err = _errors(runs["free"][0].scene, gt)
+    assert c_err <= 1.2 * c_ref and r_err <= 1.2 * r_ref, (c_err, c_ref, r_err, r_ref)
+
+
+@pytest.mark.xfail(strict=True, reason="with the old cameras held fixed the new cameras' centres are placed "
+                   "about 3x less accurately than from scratch (measured: mean centre error 0.49 % of the "
+                   "extent against 0.17 % from scratch and 0.14 % for the 90-image reconstruction)")
+def test_frozen_extend_is_as_accurate_as_its_reconstruction(grown):
+    gt, _, _, _, runs, scratch, base = grown
+    c_ref, r_ref = _errors(scratch.scene, gt)
+    c_base, r_base = _errors(base.scene, gt)
+    c_frz, r_frz = _errors(runs["frozen"][0].scene, gt)
+    assert c_frz <= 1.2 * max(c_base, c_ref) and r_frz <= 1.2 * max(r_base, r_ref), (c_frz, c_base, r_frz, r_base)
+
+
+def test_freeze_keeps_the_old_cameras_bit_for_bit(grown):
+    _, root, _, old_cameras, _, _, _ = grown
+    old = json.loads(old_cameras)
+    new = json.loads((root / "frozen" / "cameras.json").read_text())
+    assert len(old["images"]) == 90 and len(new["images"]) == N_ALL
+    by_file = {im["file"]: im for im in new["images"]}
+    for im in old["images"]:
+        got = by_file[im["file"]]
+        for key in ("cam2world", "K", "K_original", "width", "height"):
+            assert got[key] == im[key], (im["file"], key)
+    free = {im["file"]: im for im in json.loads((root / "free" / "cameras.json").read_text())["images"]}
+    assert any(free[im["file"]]["cam2world"] != im["cam2world"] for im in old["images"])  # re-solved there
+
+
+# ------------------------------------------------------------------ through the command line
+@pytest.fixture(scope="module")
+def real_folder(tmp_path_factory):
+    """Three example photos reconstructed by the command line with the bundled model at 224 px and
+    a predictions store; a fourth photo to add; an image file that is not an image."""
+    from pointmap.cli import main
+
+    root = tmp_path_factory.mktemp("cli")
+    imgs = sorted(EXAMPLES.glob("*.jpg"))
+    assert main(["reconstruct", *map(str, imgs[:3]), "-o", str(root / "out"), "-q", "--size", "224",
+                 "--store", "on", "--export", "cameras", "depth", "transforms"]) == 0
+    assert main(["reconstruct", *map(str, imgs[:3]), "-o", str(root / "nostore"), "-q", "--size", "224",
+                 "--store", "off", "--export", "cameras"]) == 0
+    (root / "bad.jpg").write_text("not an image")
+    return root, imgs
+
+
+def _one_line_error(capsys, *needles: str) -> None:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("pointmap: error:") and all(n in err for n in needles), err
+
+
+def test_extend_command_refusals_are_one_line_and_leave_the_folder_alone(real_folder, capsys, tmp_path):
+    from pointmap.cli import main
+    from pointmap.model import DUSt3R, ModelConfig
+    from pointmap.model.checkpoint import save_model
+
+    root, imgs = real_folder
+    out, new = root / "out", str(imgs[3])
+    before, before_nostore = checksums(out), checksums(root / "nostore")
+    (tmp_path / "empty").mkdir()
+    assert main(["extend", str(tmp_path / "missing"), new, "-q"]) == 2
+    _one_line_error(capsys, "is not a folder")
+    assert main(["extend", str(tmp_path / "empty"), new, "-q"]) == 2
+    _one_line_error(capsys, "not a pointmap reconstruction", "cameras.json")
+    assert main(["extend", str(root / "nostore"), new, "-q"]) == 2
+    _one_line_error(capsys, "no predictions store", "--store on")
+    assert main(["extend", str(out), new, "--size", "512", "-q"]) == 2
+    _one_line_error(capsys, "size=224", "size=512", "--size")
+    torch.manual_seed(0)
+    cfg = ModelConfig(img_size=(64, 64), enc_embed_dim=32, enc_depth=1, enc_num_heads=2, dec_embed_dim=32,
+                      dec_depth=4, dec_num_heads=2, head_type="linear")
+    save_model(DUSt3R(cfg), tmp_path / "other.safetensors")
+    assert main(["extend", str(out), new, "--size", "224", "--weights", str(tmp_path / "other.safetensors"),
+                 "-q"]) == 2
+    _one_line_error(capsys, "different weights", "'default'")
+    assert main(["extend", str(out), str(root / "bad.jpg"), "--size", "224", "-q"]) == 2
+    _one_line_error(capsys, "bad.jpg")
+    assert main(["extend", str(out), str(imgs[1]), "--size", "224", "-q"]) == 2
+    _one_line_error(capsys, "already in the reconstruction")
+    assert checksums(out) == before and checksums(root / "nostore") == before_nostore
+
+
+def test_extend_command_adds_a_photo(real_folder, capsys):
+    from pointmap.cli import main
+
+    root, imgs = real_folder
+    out = root / "out"
+    stored = len(PredictionStore.open(out / STORE_DIRNAME, recorded_identity(out / STORE_DIRNAME)))
+    assert main(["extend", str(out), str(imgs[3]), "--size", "224", "-q", "-k", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "4 images, 4 pairs run" in text  # the new photo with its 2 most similar, both ways
+    cams = json.loads((out / "cameras.json").read_text())
+    assert [im["file"] for im in cams["images"]] == [p.name for p in imgs[:4]]
+    assert (out / "images" / imgs[3].name).is_file() and (out / "transforms.json").is_file()
+    assert not (out / "scene.glb").exists()  # only the formats the folder held are written
+    assert len(PredictionStore.open(out / STORE_DIRNAME, recorded_identity(out / STORE_DIRNAME))) == stored + 4
+
+
+def test_extend_is_public():
+    assert pointmap.extend is X.extend
