@@ -141,3 +141,81 @@ def test_every_module_has_a_floor_and_imports_go_down():
     users = {m for m, ds in g.items() for d in ds if _top(d) == "testing" and _top(m) != "testing"}
     assert users == set()  # the library never imports its test helpers
     assert {m for m, ds in g.items() if "pointmap.app" in ds} == {"pointmap.cli"}
+
+
+# ------------------------------------------------------------------ CONTRIBUTING.md's table itself
+CONTRIBUTING = ROOT.parents[1] / "CONTRIBUTING.md"
+
+
+def _entries(cell: str) -> tuple[list[tuple[str, object]], bool]:
+    """The backticked names of a table cell, each with its parenthesised sub-list (``None`` when it
+    has none), and whether free text such as "then one module per format" leaves the list open."""
+    items: list[tuple[str, object]] = []
+    open_ended, i, n = False, 0, len(cell)
+    while i < n:
+        c = cell[i]
+        if c == "`":
+            j = cell.index("`", i + 1)
+            items.append((cell[i + 1:j], None))
+            i = j + 1
+        elif c == "(" and items:
+            depth, j = 1, i + 1
+            while depth:
+                depth += {"(": 1, ")": -1}.get(cell[j], 0)
+                j += 1
+            items[-1] = (items[-1][0], _entries(cell[i + 1:j - 1]))
+            i = j
+        else:
+            if c.isalpha():
+                open_ended = True
+            i += 1
+    return items, open_ended
+
+
+def _table() -> list[tuple[int, list[tuple[str, object]]]]:
+    """``(floor, entries)`` of every row of the layout table."""
+    rows = []
+    for line in CONTRIBUTING.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].isdigit():
+            rows.append((int(cells[0]), _entries(cells[1])[0]))
+    return rows
+
+
+def _check_listing(folder: Path, entries: list[tuple[str, object]], open_ended: bool, where: str) -> list[str]:
+    """What differs between a package's listed files and sub-packages and the folder's own."""
+    problems = []
+    listed = {name.rstrip("/") for name, _ in entries}
+    present = {p.name for p in folder.glob("*.py") if p.name != "__init__.py"}
+    present |= {p.name for p in folder.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    missing = listed - present
+    if missing:
+        problems.append(f"{where}: listed but absent: {sorted(missing)}")
+    if not open_ended and present - listed:
+        problems.append(f"{where}: present but not listed: {sorted(present - listed)}")
+    for name, sub in entries:
+        if sub is not None and (folder / name.rstrip("/")).is_dir():
+            problems += _check_listing(folder / name.rstrip("/"), *sub, where=f"{where}{name}")
+    return problems
+
+
+def test_contributing_table_is_true():
+    """Every row's floor is the one FLOORS holds, and every package's list of files (and of its
+    sub-packages' files) is the folder's, unless the row says "one module per ..."."""
+    rows = _table()
+    floors = {name.removesuffix(".py").rstrip("/"): floor for floor, entries in rows for name, _ in entries}
+    assert floors == FLOORS
+    problems = []
+    for _, entries in rows:
+        for name, sub in entries:
+            if sub is not None and name.endswith("/"):
+                problems += _check_listing(ROOT / name.rstrip("/"), *sub, where=name)
+    assert problems == []
+
+
+def test_table_reader_sees_lists_and_open_ends():
+    items, open_ended = _entries("`a/` (`x.py`, `b/` (`y.py`), then one module per thing), `c.py`")
+    assert [n for n, _ in items] == ["a/", "c.py"] and not open_ended
+    sub_items, sub_open = items[0][1]
+    assert [n for n, _ in sub_items] == ["x.py", "b/"] and sub_open
+    assert _check_listing(ROOT / "geometry", [("camera.py", None)], False, "geometry/") != []
