@@ -156,3 +156,34 @@ def test_bad_sources_are_one_line_errors_and_nothing_is_written(tmp_path, capsys
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and named in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_network_predictor_encodes_each_frame_once_and_pairs_like_infer_pairs(monkeypatch):
+    from pointmap.images import load_image_arrays
+    from pointmap.inference import infer_pairs
+    from pointmap.model import DUSt3R, ModelConfig
+    from pointmap.online.runner import EncodedFrame, NetworkPredictor
+    from pointmap.retrieval import image_descriptors
+
+    torch.manual_seed(0)
+    model = DUSt3R(ModelConfig(img_size=(224, 224), enc_embed_dim=32, enc_depth=1, enc_num_heads=2,
+                               dec_embed_dim=32, dec_depth=1, dec_num_heads=2, head_type="linear")).eval()
+    video = SyntheticVideo(size=(64, 48), frames_per_loop=40)
+    frames = load_image_arrays([video.colours(k).numpy() for k in range(6)], size=224)
+    pred = NetworkPredictor(model, "cpu", batch_size=2)
+    enc = [pred.encode(f) for f in frames[:3]]
+    # the reference twin: infer_pairs encoding the raw images itself
+    ref = infer_pairs(model, frames[:3], [(0, 1), (0, 2), (0, 0)], device="cpu", progress=False, descriptors=False)
+    for k, out in enumerate(pred.predict(enc[0], [enc[1], enc[2], enc[0]])):
+        for got, want in zip(out, (ref.pts3d_1[k], ref.conf_1[k], ref.pts3d_2_in_1[k], ref.conf_2[k])):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(pred.descriptor(enc[1]), image_descriptors(model, [frames[1]], device="cpu")[0],
+                               rtol=1e-4, atol=1e-5)
+    encoded = []
+    real_encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda img: encoded.append(len(img)) or real_encode(img))
+    tracker = Tracker(pred, OnlineConfig(window=2, loop=1, conf_threshold=1.0, min_inliers=4))
+    for f in frames:
+        tracker.add_frame(f)
+    assert sum(encoded) == len(frames)  # one encoder run per frame, none for keyframes or descriptors
+    assert all(isinstance(kf.image, EncodedFrame) for kf in tracker.keyframes.items)

@@ -31,13 +31,19 @@ PairOutput = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class PairPredictor(Protocol):
-    """What the tracker needs of the network (the synthetic tests give exact ones)."""
+    """What the tracker needs of the network (the synthetic tests give exact ones). The tracker
+    calls :meth:`encode` once per frame; what it returns is what :meth:`predict` and
+    :meth:`descriptor` take, and what a keyframe keeps (dropped with the keyframe)."""
+
+    def encode(self, frame: Any) -> Any:
+        """What pairing ``frame`` needs of it (a network: its encoder output)."""
 
     def predict(self, frame: Any, others: Sequence[Any]) -> list[PairOutput]:
-        """The pair ``(frame, other)`` for each of ``others`` (``[frame]`` itself: its self-pair)."""
+        """The pair ``(frame, other)`` for each of ``others`` (``[frame]`` itself: its self-pair),
+        all as :meth:`encode` returned them."""
 
     def descriptor(self, frame: Any) -> torch.Tensor | None:
-        """``(D,)`` unit global descriptor of ``frame`` for retrieval, or ``None``."""
+        """``(D,)`` unit global descriptor of an encoded ``frame`` for retrieval, or ``None``."""
 
     def colours(self, frame: Any) -> torch.Tensor | None:
         """``(H, W, 3)`` colours in ``[0, 1]`` at the prediction resolution, or ``None``."""
@@ -135,14 +141,15 @@ class Tracker:
 
     def add_frame(self, frame: Any) -> bool:
         """Track ``frame``; returns whether it became a keyframe."""
+        enc = self.predictor.encode(frame)
         if not self.keyframes:
-            q, cq, _, _ = self.predictor.predict(frame, [frame])[0]
-            self._new_keyframe(frame, np.eye(4), self._intrinsics(q), q, cq, {})
+            q, cq, _, _ = self.predictor.predict(enc, [enc])[0]
+            self._new_keyframe(frame, enc, np.eye(4), self._intrinsics(q), q, cq, {})
             return True
         cfg = self.config
         cands = [self.keyframes.items[k] for k in self.keyframes.candidates(
-            self.last_pose, cfg.window, cfg.loop, self.predictor.descriptor(frame) if cfg.loop > 0 else None)]
-        outs = self.predictor.predict(frame, [kf.image for kf in cands])
+            self.last_pose, cfg.window, cfg.loop, self.predictor.descriptor(enc) if cfg.loop > 0 else None)]
+        outs = self.predictor.predict(enc, [kf.image for kf in cands])
         q, cq = outs[0][0].float(), outs[0][1].float()
         K = self._intrinsics(q)
         pose, scales = self._place(q, K, cands, outs)
@@ -157,7 +164,8 @@ class Tracker:
         if max(overlaps) < cfg.keyframe_overlap:
             # the frame's own points: the mean of its pairs' predictions, each at its scale
             own = [o[0].float() * sc for o, sc in zip(outs, scales) if np.isfinite(sc)]
-            self._new_keyframe(frame, pose, K, torch.stack(own).mean(0), cq, {kf.frame: o for kf, o in zip(cands, outs)})
+            self._new_keyframe(frame, enc, pose, K, torch.stack(own).mean(0), cq,
+                               {kf.frame: o for kf, o in zip(cands, outs)})
             return True
         ref = cands[int(np.argmax(overlaps))]
         self.tracks.append(_Track(ref.frame, np.linalg.inv(ref.pose) @ pose, True))
@@ -209,7 +217,7 @@ class Tracker:
             cams.append(pts[keep])
         return worlds, cams
 
-    def _new_keyframe(self, frame: Any, pose: np.ndarray, K: np.ndarray, pts: torch.Tensor,
+    def _new_keyframe(self, frame: Any, enc: Any, pose: np.ndarray, K: np.ndarray, pts: torch.Tensor,
                       conf: torch.Tensor, pairs: dict[int, PairOutput]) -> None:
         s = self.config.stride
         H, W = pts.shape[:2]
@@ -218,8 +226,8 @@ class Tracker:
         rgb = self.predictor.colours(frame)
         rgb = torch.full((*world.shape[:2], 3), 0.5) if rgb is None else rgb[::s, ::s]
         idx = self.n_frames
-        kf = Keyframe(idx, pose.copy(), K, (H, W), world, conf[::s, ::s].half(), rgb.half(), frame,
-                      self.predictor.descriptor(frame) if self.config.loop > 0 else None)
+        kf = Keyframe(idx, pose.copy(), K, (H, W), world, conf[::s, ::s].half(), rgb.half(), enc,
+                      self.predictor.descriptor(enc) if self.config.loop > 0 else None)
         self.keyframes.add(kf)
         self.kf_poses[idx] = kf.pose
         self.tracks.append(_Track(idx, np.eye(4), True))
