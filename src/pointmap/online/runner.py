@@ -236,22 +236,29 @@ def _write(output: OutputDir, tracker: Tracker, res: OnlineResult, formats: Sequ
 
 def online_reconstruct(source: str | os.PathLike, output: str | os.PathLike | None, *, weights: str = "default",
                        size: int | None = None, device: str | None = None, dtype: str | None = None,
-                       fps: float | None = None, max_frames: int | None = None, overwrite: bool = False,
+                       fast: bool = False, fps: float | None = None, max_frames: int | None = None, overwrite: bool = False,
                        config: OnlineConfig | None = None, conf_threshold: float | None = None,
                        formats: Sequence[str] = EXPORT_FORMATS, progress: bool = False) -> OnlineResult:
     """Follow the video or folder of frames ``source`` with a network: the refusals (source,
     output folder, settings) come before the model is loaded. ``conf_threshold`` (raw
-    confidence) replaces the config's; ``None``: the model's recommendation."""
+    confidence) replaces the config's; ``None``: the model's recommendation. ``fast``: compiled
+    network with bfloat16 trunk and heads (CUDA only)."""
     import dataclasses
 
+    from ..inference import resolve_device
     from ..model import load_model
 
     check_source(source)
     (config or OnlineConfig()).check()
+    dev = resolve_device(device)
+    if fast and dev.type != "cuda":
+        raise InputError("--fast needs a CUDA device (it compiles the network for the GPU)")
     out = None if output is None else OutputDir(output, overwrite=overwrite, inputs=[source], option="--overwrite")
-    model = load_model(weights, device=device)
+    model = load_model(weights, device=dev)
+    if fast:
+        model.optimize_for_inference(trunk_dtype=torch.bfloat16, head_dtype=torch.bfloat16)
     thr = model.recommended_conf_threshold if conf_threshold is None else conf_threshold
     config = dataclasses.replace(config or OnlineConfig(), conf_threshold=thr)
     frames = iter_frames(source, size or model.config.native_size, fps, max_frames)
-    predictor = NetworkPredictor(model, device, dtype, retrieval=config.loop > 0, batch_size=config.window + config.loop)
+    predictor = NetworkPredictor(model, dev, dtype, retrieval=config.loop > 0, batch_size=config.window + config.loop)
     return run_online(frames, predictor, config, out, formats, progress)
