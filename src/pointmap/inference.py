@@ -3,7 +3,9 @@
 The reference re-encodes both images of every ordered pair; the encoder is more than half of the
 network's FLOPs, so :func:`infer_pairs` encodes each distinct image once per call, keeps its tokens,
 and runs the decoders and heads batched over pairs (grouped by image shapes, so images of different
-shapes never force a batch size of 1). Results stream to the CPU batch by batch; on CUDA the copies
+shapes never force a batch size of 1). A caller that pairs an image again later (online tracking:
+a keyframe with every new frame) keeps its encoder output (:func:`encode_images`) and passes it
+back (``encoded=``), so it is never encoded twice. Results stream to the CPU batch by batch; on CUDA the copies
 run on a side stream through pinned buffers while the next batches compute.
 
 A compiled model (``DUSt3R.optimize_for_inference(compile=True)``) sees a small fixed set of input
