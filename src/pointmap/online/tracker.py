@@ -9,6 +9,7 @@ float16) pointmaps, at most ``max_keyframes`` of them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
@@ -18,7 +19,7 @@ import torch
 from ..align import AlignConfig, global_align
 from ..align.poses import localize_from_correspondences
 from ..errors import InputError
-from ..geometry import estimate_focal
+from ..geometry.camera import estimate_focal_from_pixels, pixel_grid
 from ..geometry.registration import align_multiple_poses
 from ..predictions import PairPredictions
 from .keyframes import Keyframe, KeyframeSet, overlap_fraction
@@ -172,9 +173,16 @@ class Tracker:
         return False
 
     @staticmethod
-    def _intrinsics(pts: torch.Tensor) -> np.ndarray:
+    def _intrinsics(pts: torch.Tensor, most_pixels: int = 8192) -> np.ndarray:
+        """``(3, 3)`` intrinsics of the camera-frame pointmap ``pts (H, W, 3)``: principal point
+        ``(W/2, H/2)``, focal by :func:`~pointmap.geometry.camera.estimate_focal_from_pixels` on
+        an even grid of at most about ``most_pixels`` pixels (every pixel of small frames; a
+        512x384 frame has every 5th: the full grid was most of the tracker's own time)."""
         H, W = pts.shape[:2]
-        f = float(estimate_focal(pts.float()))
+        step = max(1, math.ceil(math.sqrt(H * W / most_pixels)))
+        uv = pixel_grid(H, W)[::step, ::step].reshape(-1, 2)
+        pp = torch.tensor([W / 2, H / 2])
+        f = float(estimate_focal_from_pixels(pts[::step, ::step].float().reshape(-1, 3), uv, pp))
         return np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
 
     def _place(self, q: torch.Tensor, K: np.ndarray, cands: list[Keyframe],
