@@ -67,12 +67,12 @@ from bench_align import errors  # noqa: E402  (one definition of the accuracy fi
 import pointmap.cli  # noqa: E402
 import pointmap.images  # noqa: E402
 import pointmap.model  # noqa: E402
-from pointmap.model import DUSt3R, ModelConfig, load_weights  # noqa: E402
+from pointmap.model import ModelConfig  # noqa: E402
 from pointmap.model.checkpoint import save_model  # noqa: E402
 from pointmap.pairs import auto_graph, make_pairs, needs_descriptors  # noqa: E402
 from pointmap.stages import StageLog  # noqa: E402
 from pointmap.store import STORE_DIRNAME, PredictionStore  # noqa: E402
-from pointmap.testing.refill import refill_state_dict  # noqa: E402
+from pointmap.testing.refill import refilled_model  # noqa: E402
 from pointmap.testing.synthetic_pairs import synthetic_cameras, synthetic_image  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,11 +97,7 @@ def refill_checkpoint(arch_yaml: Path, path: Path) -> Path:
     """The ``model.arch`` of a training config with the parity refill weights (seed 0), saved as a
     pointmap checkpoint."""
     arch = (yaml.safe_load(arch_yaml.read_text()).get("model") or {}).get("arch") or {}
-    with torch.device("meta"):
-        model = DUSt3R(ModelConfig.from_dict(arch))
-    model = model.to_empty(device="cpu")
-    load_weights(model, refill_state_dict({k: list(v.shape) for k, v in model.state_dict().items()}, seed=0))
-    return save_model(model, path)
+    return save_model(refilled_model(ModelConfig.from_dict(arch), seed=0), path)
 
 
 class Probe:

@@ -35,9 +35,9 @@ from collections.abc import Callable
 import torch
 
 from pointmap.inference import infer_pairs, warmup
-from pointmap.model import DUSt3R, ModelConfig, load_weights
+from pointmap.model import DUSt3R, ModelConfig
 from pointmap.model.network import Encoded
-from pointmap.testing.refill import refill_state_dict
+from pointmap.testing.refill import refilled_model
 from pointmap.pairs import make_pairs
 
 # FLOPs per ordered pair of the 512 DPT model at 512x384 (multiply-add = 2 FLOPs)
@@ -100,12 +100,7 @@ def median_rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def build_model(cfg: ModelConfig, device: torch.device) -> DUSt3R:
     """The architecture of ``cfg`` with the parity refill weights (seed 0), float32, eval mode."""
-    with torch.device("meta"):
-        model = DUSt3R(cfg)
-    model = model.to_empty(device="cpu")
-    keys = {k: list(v.shape) for k, v in model.state_dict().items()}
-    load_weights(model, refill_state_dict(keys, seed=0))
-    return model.to(device).eval()
+    return refilled_model(cfg, seed=0).to(device)
 
 
 class Bench:

@@ -76,6 +76,10 @@ def test_parser_constants_match_the_library():
 
     assert tuple(EXPORT_FORMATS) == tuple(FORMATS)
     assert tuple(MATCH_EXPORT_FORMATS) == tuple(MATCH_FORMATS)
+    from pointmap.cli import ONLINE_EXPORT_FORMATS
+    from pointmap.online.runner import EXPORT_FORMATS as ONLINE_FORMATS
+
+    assert tuple(ONLINE_EXPORT_FORMATS) == tuple(ONLINE_FORMATS)
     for s in SOLVERS:
         AlignConfig(solver=s)
 

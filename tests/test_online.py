@@ -156,3 +156,76 @@ def test_bad_sources_are_one_line_errors_and_nothing_is_written(tmp_path, capsys
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and named in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_network_predictor_encodes_each_frame_once_and_pairs_like_infer_pairs(monkeypatch):
+    from pointmap.images import load_image_arrays
+    from pointmap.inference import infer_pairs
+    from pointmap.model import DUSt3R, ModelConfig
+    from pointmap.online.runner import EncodedFrame, NetworkPredictor
+    from pointmap.retrieval import image_descriptors
+
+    torch.manual_seed(0)
+    model = DUSt3R(ModelConfig(img_size=(224, 224), enc_embed_dim=32, enc_depth=1, enc_num_heads=2,
+                               dec_embed_dim=32, dec_depth=1, dec_num_heads=2, head_type="linear")).eval()
+    video = SyntheticVideo(size=(64, 48), frames_per_loop=40)
+    frames = load_image_arrays([video.colours(k).numpy() for k in range(6)], size=224)
+    pred = NetworkPredictor(model, "cpu", batch_size=2)
+    enc = [pred.encode(f) for f in frames[:3]]
+    # the reference twin: infer_pairs encoding the raw images itself
+    ref = infer_pairs(model, frames[:3], [(0, 1), (0, 2), (0, 0)], device="cpu", progress=False, descriptors=False)
+    for k, out in enumerate(pred.predict(enc[0], [enc[1], enc[2], enc[0]])):
+        for got, want in zip(out, (ref.pts3d_1[k], ref.conf_1[k], ref.pts3d_2_in_1[k], ref.conf_2[k])):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(pred.descriptor(enc[1]), image_descriptors(model, [frames[1]], device="cpu")[0],
+                               rtol=1e-4, atol=1e-5)
+    encoded = []
+    real_encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda img: encoded.append(len(img)) or real_encode(img))
+    tracker = Tracker(pred, OnlineConfig(window=2, loop=1, conf_threshold=1.0, min_inliers=4))
+    for f in frames:
+        tracker.add_frame(f)
+    assert sum(encoded) == len(frames)  # one encoder run per frame, none for keyframes or descriptors
+    assert all(isinstance(kf.image, EncodedFrame) for kf in tracker.keyframes.items)
+
+
+@pytest.mark.parametrize("extra, named", [
+    (["--graph", "swin-3"], "--graph"),
+    (["--store", "on"], "--store"),
+    (["--iterations", "5"], "--iterations"),
+    (["--no-clean"], "--no-clean"),
+    (["--export", "glb", "colmap"], "--export colmap"),
+    (["{tmp}/other.mp4"], "got 2 inputs"),
+])
+def test_reconstruct_online_refuses_what_does_not_apply_first_in_one_line(tmp_path, capsys, extra, named):
+    src = tmp_path / "missing.mp4"  # the refusals come before the source is looked at
+    extra = [e.format(tmp=tmp_path) for e in extra]
+    assert cli.main(["reconstruct", str(src), *extra, "--online", "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and named in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_online_options_without_online_are_refused(tmp_path, capsys):
+    assert cli.main(["reconstruct", str(tmp_path / "a.jpg"), "--window", "2", "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--window applies only to --online" in err
+
+
+def test_reconstruct_online_follows_a_folder_of_frames_like_pointmap_online(tmp_path, capsys):
+    from PIL import Image
+
+    video = SyntheticVideo(size=(64, 48), frames_per_loop=60)
+    (tmp_path / "frames").mkdir()
+    for k in range(3):
+        Image.fromarray((video.colours(k).numpy() * 255).round().astype(np.uint8)).save(
+            tmp_path / "frames" / f"f{k}.png")
+    args = [str(tmp_path / "frames"), "--max-frames", "2", "--export", "cameras", "-q"]
+    assert cli.main(["reconstruct", *args, "--online", "-o", str(tmp_path / "a")]) == 0
+    assert cli.main(["online", *args, "-o", str(tmp_path / "b")]) == 0
+    assert "2 frames" in capsys.readouterr().out
+    t, P = read_tum(tmp_path / "a" / "trajectory_tum.txt")
+    assert len(t) == 2 and np.isfinite(P).all()
+    assert sorted(p.name for p in (tmp_path / "a").iterdir() if not p.name.startswith(".")) == \
+        ["cameras.json", "frames.json", "trajectory_tum.txt"]
+    assert (tmp_path / "a" / "trajectory_tum.txt").read_text() == (tmp_path / "b" / "trajectory_tum.txt").read_text()

@@ -14,7 +14,7 @@ import sys
 import warnings
 from typing import Callable, NoReturn, Sequence
 
-from .errors import PointmapError
+from .errors import InputError, PointmapError
 
 log = logging.getLogger("pointmap")
 
@@ -63,7 +63,7 @@ def request_from_args(args: argparse.Namespace):
 
         dense_cfg = AlignConfig(**dense)
     return Request(
-        inputs=Inputs(list(args.inputs), fps=args.fps, skip_bad=args.skip_bad,
+        inputs=Inputs(list(args.inputs), fps=args.fps or 1.0, skip_bad=args.skip_bad,
                       max_pixels=getattr(args, "max_pixels", None)),
         model=ModelSpec(weights=args.weights, device=args.device, dtype=args.dtype, fast=args.fast,
                         size=args.size, batch_size=args.batch_size),
@@ -71,15 +71,39 @@ def request_from_args(args: argparse.Namespace):
         align=Alignment(method=args.align, dense=dense_cfg),
         priors=Priors(cameras=args.cameras, masks=args.masks, shared_focal=args.shared_focal),
         post=PostProcess(conf_threshold=args.conf_threshold, clean=args.clean, mask_sky=args.mask_sky),
-        export=ExportSpec(output=args.output, formats=tuple(args.export), overwrite=args.overwrite,
+        export=ExportSpec(output=args.output, formats=tuple(args.export or EXPORT_FORMATS), overwrite=args.overwrite,
                           mesh=args.mesh, max_points=args.max_points or None),
         distributed=getattr(args, "distributed", False), progress=not args.quiet,
     )
 
 
+def _check_online(args: argparse.Namespace) -> None:
+    """Refuse, one line each, what ``reconstruct --online`` cannot do, or an online option
+    without ``--online`` (before anything heavy is imported)."""
+    given = [flag for dest, flag in ONLINE_OPTIONS.items() if getattr(args, dest) != args.online_defaults[dest]]
+    if not args.online:
+        if given:
+            raise InputError(f"{given[0]} applies only to --online (following a video frame by frame)")
+        return
+    if len(args.inputs) != 1:
+        raise InputError(f"--online follows one video file or folder of frames; got {len(args.inputs)} inputs")
+    for dest, flag in OFFLINE_OPTIONS.items():
+        if getattr(args, dest) != args.online_defaults[dest]:
+            raise InputError(f"{flag} does not apply to --online (it follows the frames with keyframes and "
+                             "PnP, without a scene graph or global alignment)")
+    bad = [f for f in args.export or () if f not in ONLINE_EXPORT_FORMATS]
+    if bad:
+        raise InputError(f"--export {bad[0]} is not written by --online; it writes {', '.join(ONLINE_EXPORT_FORMATS)}")
+
+
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
     import time
 
+    if hasattr(args, "online_defaults"):  # reconstruct (pair has no --online)
+        _check_online(args)
+    if getattr(args, "online", False):
+        args.source = args.inputs[0]
+        return _cmd_online(args)
     t0 = time.perf_counter()
     request = request_from_args(args)
     from .pipeline.preflight import preflight
@@ -169,8 +193,9 @@ def _cmd_online(args: argparse.Namespace) -> int:
 
     cfg = OnlineConfig(window=args.window, keyframe_overlap=args.keyframe_overlap, refine_every=args.refine_every)
     res = online_reconstruct(args.source, args.output, weights=args.weights, size=args.size, device=args.device,
-                             fps=args.fps, max_frames=args.max_frames, overwrite=args.overwrite, config=cfg,
-                             conf_threshold=args.conf_threshold, formats=EXPORT_FORMATS, progress=not args.quiet)
+                             dtype=args.dtype, fast=args.fast, fps=args.fps, max_frames=args.max_frames,
+                             overwrite=args.overwrite, config=cfg, conf_threshold=args.conf_threshold,
+                             formats=tuple(args.export or EXPORT_FORMATS), progress=not args.quiet)
     print(f"{len(res.names)} frames ({int(res.tracked.sum())} tracked, {len(res.keyframes)} keyframes) in "
           f"{res.seconds:.1f} s ({res.fps:.2f} frames/s) -> {args.output}/trajectory_tum.txt")
     return 0
@@ -253,6 +278,21 @@ them equal, this copy keeps the parser free of the export modules' imports)."""
 MATCH_EXPORT_FORMATS = ("colmap-db",)
 """Formats ``--export`` also accepts, written only when named: they need the pixel matches of the
 pairs (:data:`pointmap.export.MATCH_FORMATS`)."""
+
+ONLINE_EXPORT_FORMATS = ("glb", "ply", "cameras")
+"""Formats ``--online`` writes (:data:`pointmap.online.runner.EXPORT_FORMATS`; a test keeps them equal)."""
+
+ONLINE_OPTIONS = {"max_frames": "--max-frames", "window": "--window", "keyframe_overlap": "--keyframe-overlap",
+                  "refine_every": "--refine-every"}
+"""``reconstruct`` options that apply only with ``--online`` (dest: flag)."""
+
+OFFLINE_OPTIONS = {"graph": "--graph", "store": "--store", "distributed": "--distributed", "batch_size": "--batch-size",
+                   "iterations": "--iterations", "solver": "--solver", "align": "--align", "skip_bad": "--skip-bad",
+                   "max_pixels": "--max-pixels", "cameras": "--cameras", "masks": "--masks",
+                   "shared_focal": "--shared-focal", "clean": "--no-clean", "mask_sky": "--mask-sky",
+                   "mesh": "--mesh", "max_points": "--max-points"}
+"""``reconstruct`` options that ``--online`` refuses (dest: flag): they belong to the scene graph,
+global alignment or exports it does not make."""
 
 SOLVERS = ("gn", "adam")
 """``--solver`` choices (:class:`pointmap.align.AlignConfig`)."""
@@ -339,9 +379,9 @@ def _add_scene_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conf-threshold", type=conf_threshold, default=None,
                    help="keep points whose raw confidence (1 + exp(x), > 1) exceeds this; 0 keeps every "
                         "point (default: the model's recommendation; 3 for the released DUSt3R models)")
-    p.add_argument("--export", nargs="+", default=list(EXPORT_FORMATS),
+    p.add_argument("--export", nargs="+", default=None,
                    choices=[*EXPORT_FORMATS, *MATCH_EXPORT_FORMATS],
-                   help="formats to write (default: all but colmap-db). colmap-db: the pairs' pixel "
+                   help="formats to write (default: all but colmap-db; with --online: glb ply cameras). colmap-db: the pairs' pixel "
                         "matches as a COLMAP database (keypoints, matches, two-view geometries verified "
                         "by RANSAC) in colmap/database.db and the aligned cameras as an initial model in "
                         "colmap/init, for COLMAP's or GLOMAP's mappers (needs pycolmap: the colmap extra)")
@@ -392,11 +432,17 @@ def _add_reconstruct_args(p: argparse.ArgumentParser) -> None:
                         "matches: poses, focals and depth scales; for many images) or auto (sparse "
                         "for MASt3R models or from 1000 ordered pairs on)")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images with a warning")
-    p.add_argument("--fps", type=positive_float, default=1.0,
-                   help="frames per second sampled from videos (default 1.0)")
+    p.add_argument("--fps", type=positive_float, default=None,
+                   help="frames per second sampled from videos (default 1.0; with --online every frame)")
     p.add_argument("--max-pixels", type=positive_int, default=None,
                    help="largest photo, in pixels (width x height), that is decoded (default: the "
                         "image loader's memory-based bound); larger photos are refused")
+    p.add_argument("--online", action="store_true",
+                   help="follow one video or folder of frames frame by frame with bounded memory (the same "
+                        "as 'pointmap online'): writes trajectory_tum.txt, frames.json and the keyframes' "
+                        "glb, ply and cameras.json")
+    _add_online_options(p)
+    p.set_defaults(online_defaults={d: p.get_default(d) for d in (*ONLINE_OPTIONS, *OFFLINE_OPTIONS)})
 
 
 def _add_pair_args(p: argparse.ArgumentParser) -> None:
@@ -444,6 +490,19 @@ def _add_localize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
+def _add_online_options(p: argparse.ArgumentParser) -> None:
+    """The options of online tracking, shared by ``online`` and ``reconstruct --online``."""
+    p.add_argument("--max-frames", type=positive_int, default=None, help="online: stop after this many frames")
+    p.add_argument("--window", type=positive_int, default=3,
+                   help="online: recent keyframes each frame is paired with (default 3)")
+    p.add_argument("--keyframe-overlap", type=finite_float, default=0.85,
+                   help="online: a frame becomes a keyframe when it sees less than this fraction of its "
+                        "keyframes' points (default 0.85)")
+    p.add_argument("--refine-every", type=non_negative_int, default=0,
+                   help="online: globally align the keyframes after this many new ones and at the end "
+                        "(default 0: never)")
+
+
 def _add_online_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="a video file or a folder of frames (taken in name order)")
     p.add_argument("-o", "--output", required=True, help="output folder: trajectory_tum.txt, frames.json and "
@@ -453,15 +512,14 @@ def _add_online_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=positive_float, default=None,
                    help="frames per second taken from a video (default: every frame); a folder's "
                         "frames are 1/fps seconds apart in the trajectory (default 30)")
-    p.add_argument("--max-frames", type=positive_int, default=None, help="stop after this many frames")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="inference precision (default: float32 on CPU, bfloat16 on CUDA)")
+    p.add_argument("--fast", action="store_true", help="GPU only: compiled network, bfloat16 trunk and heads")
     p.add_argument("--conf-threshold", type=conf_threshold, default=None,
                    help="raw confidence (1 + exp(x), > 1) of the points used (default: the model's recommendation)")
-    p.add_argument("--window", type=positive_int, default=3, help="recent keyframes each frame is paired with")
-    p.add_argument("--keyframe-overlap", type=finite_float, default=0.85,
-                   help="a frame becomes a keyframe when it sees less than this fraction of its "
-                        "keyframes' points (default 0.85)")
-    p.add_argument("--refine-every", type=non_negative_int, default=0,
-                   help="globally align the keyframes after this many new ones and at the end (default 0: never)")
+    p.add_argument("--export", nargs="+", default=None, choices=ONLINE_EXPORT_FORMATS,
+                   help="formats of the keyframes to write (default: all three)")
+    _add_online_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in the "
                    "output folder (only the files pointmap wrote there)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -548,7 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("match", "two images -> pixel matches (descriptors or 3D points) and a picture of them",
          _add_match_args, _cmd_match),
         ("localize", "new photos -> their poses in a reconstruction", _add_localize_args, _cmd_localize),
-        ("online", "a video or folder of frames, followed frame by frame -> trajectory", _add_online_args, _cmd_online),
+        ("online", "a video or folder of frames, followed frame by frame -> trajectory (= reconstruct --online)",
+         _add_online_args, _cmd_online),
         ("extend", "add photos to a reconstruction (only pairs with a new photo run)", _add_extend_args, _cmd_extend),
         ("train", "train or fine-tune a model from a YAML config", _add_train_args, _cmd_train),
         ("eval", "evaluate on a dataset (pose, depth, localization, reconstruction)", _add_eval_args,

@@ -3,7 +3,9 @@
 The reference re-encodes both images of every ordered pair; the encoder is more than half of the
 network's FLOPs, so :func:`infer_pairs` encodes each distinct image once per call, keeps its tokens,
 and runs the decoders and heads batched over pairs (grouped by image shapes, so images of different
-shapes never force a batch size of 1). Results stream to the CPU batch by batch; on CUDA the copies
+shapes never force a batch size of 1). A caller that pairs an image again later (online tracking:
+a keyframe with every new frame) keeps its encoder output (:func:`encode_images`) and passes it
+back (``encoded=``), so it is never encoded twice. Results stream to the CPU batch by batch; on CUDA the copies
 run on a side stream through pinned buffers while the next batches compute.
 
 A compiled model (``DUSt3R.optimize_for_inference(compile=True)``) sees a small fixed set of input
@@ -17,7 +19,7 @@ import contextlib
 import sys
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from .images import LoadedImage
     from .store import PredictionStore
 
-__all__ = ["infer_pairs", "warmup", "resolve_device", "resolve_dtype"]
+__all__ = ["encode_images", "infer_pairs", "warmup", "resolve_device", "resolve_dtype"]
 
 
 def available_devices() -> list[str]:
@@ -193,6 +195,41 @@ def _progress_bar(total: int, enabled: bool):
     return tqdm(total=total, desc="inference", unit="step")
 
 
+def _encode(model: DUSt3R, imgs: Mapping[int, torch.Tensor], dev: torch.device, batch_size: int, pad: bool,
+            done: Callable[[int], None]) -> dict[int, Encoded]:
+    """Encoder output of each of ``imgs`` (``{index: (3, H, W)}``), batched by shape (under the
+    caller's autocast); ``done(n)`` after each batch of ``n`` real images."""
+    by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for k, t in imgs.items():
+        by_shape[(int(t.shape[1]), int(t.shape[2]))].append(k)
+    out: dict[int, Encoded] = {}
+    for shape, ids in by_shape.items():
+        for chunk, real in _batches(ids, batch_size, pad):
+            enc = model.encode(torch.stack([imgs[k] for k in chunk]).to(dev, non_blocking=True))
+            for k, t in zip(chunk[:real], enc.tokens):
+                out[k] = Encoded(t[None], shape)
+            done(real)
+    return out
+
+
+@torch.no_grad()
+def encode_images(model: DUSt3R, images: Sequence[LoadedImage | torch.Tensor], device: str | torch.device | None = None,
+                  dtype: str | torch.dtype | None = None, batch_size: int = 8) -> list[Encoded]:
+    """Encoder output of each image, to be paired later by :func:`infer_pairs` (``encoded=``)
+    without encoding it again: per image an :class:`Encoded` with tokens ``(1, N, C)`` on the
+    device (in the autocast dtype). ``device``, ``dtype`` as for :func:`infer_pairs`."""
+    dev = resolve_device(device)
+    cdt = resolve_dtype(dtype, dev)
+    if next(model.parameters()).device != dev:
+        model = model.to(dev)
+    model.eval()
+    imgs = {k: _as_tensor(im) for k, im in enumerate(images)}
+    with torch.autocast(dev.type, dtype=cdt, enabled=cdt != torch.float32):
+        out = _encode(model, imgs, dev, max(1, int(batch_size)), bool(getattr(model, "static_shapes", False)),
+                      lambda n: None)
+    return [out[k] for k in range(len(imgs))]
+
+
 @torch.no_grad()
 def infer_pairs(
     model: DUSt3R,
@@ -210,6 +247,7 @@ def infer_pairs(
     desc_dtype: torch.dtype | None = None,
     store: PredictionStore | None = None,
     reduce: Callable[[list[tuple[int, int]], dict[str, torch.Tensor]], None] | None = None,
+    encoded: Mapping[int, Encoded] | None = None,
 ) -> PairPredictions:
     """Run the network on ordered image pairs.
 
@@ -245,6 +283,9 @@ def infer_pairs(
         reduce: called once per batch, before its copy to the host, with the batch's pairs and
             its predictions on the device: ``pts3d_1``, ``conf_1``, ``pts3d_2_in_1``, ``conf_2``
             ``(B, H, W[, 3])`` float32 (e.g. :meth:`pointmap.align.reduced.StreamedReductions.write`).
+        encoded: encoder outputs already at hand (:func:`encode_images`: one image each, tokens
+            ``(1, N, C)`` on ``device``), by index into ``images``; those images are not encoded
+            again and their entries of ``images`` are not read (they may be ``None``).
 
     Returns:
         :class:`PairPredictions` with, per pair, ``pts3d_1`` ``(H_i, W_i, 3)``, ``conf_1``,
@@ -275,22 +316,15 @@ def infer_pairs(
     if store is not None:
         done = store.done()
         todo = [q for q in todo if pairs[q] not in done]
-    imgs = {k: _as_tensor(images[k]) for k in sorted({i for q in todo for i in pairs[q]})}
+    given = dict(encoded or {})
+    imgs = {k: _as_tensor(images[k]) for k in sorted({i for q in todo for i in pairs[q]}) if k not in given}
     bar = _progress_bar(len(imgs) + len(todo), bool(progress))
     # --- encode each image once, batched by shape
-    tokens: dict[int, torch.Tensor] = {}
-    shapes: dict[int, tuple[int, int]] = {k: (int(t.shape[1]), int(t.shape[2])) for k, t in imgs.items()}
-    by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for k in imgs:
-        by_shape[shapes[k]].append(k)
+    tokens = {k: e.tokens[0] for k, e in given.items()}
+    shapes = {k: tuple(e.shape) for k, e in given.items()}
     with autocast:
-        for ids in by_shape.values():
-            for chunk, real in _batches(ids, enc_batch, pad):
-                batch = torch.stack([imgs[k] for k in chunk]).to(dev, non_blocking=True)
-                enc = model.encode(batch)
-                for k, t in zip(chunk[:real], enc.tokens):
-                    tokens[k] = t
-                bar.update(real)
+        for k, e in _encode(model, imgs, dev, enc_batch, pad, bar.update).items():
+            tokens[k], shapes[k] = e.tokens[0], e.shape
 
     # --- decode + heads, batched by (shape_i, shape_j); results stream to the CPU
     out: list[tuple | None] = [None] * len(pairs)

@@ -23,7 +23,7 @@ from .model.network import DUSt3R
 if TYPE_CHECKING:
     from .images import LoadedImage
 
-__all__ = ["centre_descriptors", "image_descriptors"]
+__all__ = ["centre_descriptors", "descriptor_shape", "image_descriptors", "raw_descriptors"]
 
 
 @torch.no_grad()
@@ -55,17 +55,10 @@ def image_descriptors(
     if next(model.parameters()).device != dev:
         model = model.to(dev)
     model.eval()
-    patch = int(getattr(model.config, "patch_size", 16))
-    side = int(max_side or max(model.config.img_size))
     imgs = [_as_tensor(im) for im in images]
     by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
-    sizes = []
     for k, t in enumerate(imgs):
-        H, W = t.shape[-2:]
-        s = min(1.0, side / max(H, W))
-        h, w = max(patch, round(H * s / patch) * patch), max(patch, round(W * s / patch) * patch)
-        sizes.append((h, w))
-        by_shape[(h, w)].append(k)
+        by_shape[descriptor_shape(model, tuple(t.shape[-2:]), max_side)].append(k)
     if progress is None:
         progress = len(imgs) > 8 and sys.stderr.isatty()
     from tqdm.auto import tqdm
@@ -83,12 +76,29 @@ def image_descriptors(
             ]).to(dev)
             with autocast:
                 tok = model.encode(batch).tokens
-            for k, d in zip(chunk, tok.float().mean(1).cpu()):
+            for k, d in zip(chunk, raw_descriptors(tok)):
                 out[k] = d
             bar.update(len(chunk))
     bar.close()
     desc = torch.stack(out)
     return centre_descriptors(desc) if centre else desc
+
+
+def descriptor_shape(model: DUSt3R, shape: tuple[int, int], max_side: int | None = None) -> tuple[int, int]:
+    """``(h, w)`` pixels at which an image of ``shape = (H, W)`` is encoded for its descriptor:
+    shrunk (never enlarged) so that its longer side is at most ``max_side`` (default: the
+    model's training size), each side a multiple of the patch size."""
+    patch = int(getattr(model.config, "patch_size", 16))
+    side = int(max_side or max(model.config.img_size))
+    H, W = shape
+    s = min(1.0, side / max(H, W))
+    return max(patch, round(H * s / patch) * patch), max(patch, round(W * s / patch) * patch)
+
+
+def raw_descriptors(tokens: torch.Tensor) -> torch.Tensor:
+    """``(B, D)`` float32 CPU raw descriptors (mean token) of encoder tokens ``(B, N, D)`` of
+    images encoded at :func:`descriptor_shape`; :func:`centre_descriptors` makes them unit."""
+    return tokens.float().mean(1).cpu()
 
 
 def centre_descriptors(raw: torch.Tensor) -> torch.Tensor:

@@ -40,8 +40,9 @@ class Keyframe:
         world: ``(h, w, 3)`` float16 world points of every ``stride``-th pixel.
         conf: ``(h, w)`` float16 raw confidence of those pixels.
         rgb: ``(h, w, 3)`` float16 colours in ``[0, 1]`` (grey when the frame has none).
-        image: what the pair predictor needs to pair a new frame with this one (e.g. the
-            preprocessed image); ``None`` once retired.
+        image: what the pair predictor needs to pair a new frame with this one
+            (:meth:`~.tracker.PairPredictor.encode`'s output: a network's encoder tokens);
+            dropped with the keyframe.
         descriptor: ``(D,)`` unit global descriptor for retrieval, or ``None``.
     """
 

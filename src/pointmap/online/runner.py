@@ -15,13 +15,14 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..model.network import Encoded
 from ..io_utils import MANIFEST_NAME, OutputDir, atomic_write_text, strict_json
 from ..scene import Scene
 from ..video import is_video, iter_video_frames
 from .tracker import OnlineConfig, PairOutput, Tracker
 from .trajectory import write_tum
 
-__all__ = ["EXPORT_FORMATS", "NetworkPredictor", "OnlineResult", "check_source", "iter_frames",
+__all__ = ["EXPORT_FORMATS", "EncodedFrame", "NetworkPredictor", "OnlineResult", "check_source", "iter_frames",
            "keyframe_scene", "online_reconstruct", "run_online"]
 
 EXPORT_FORMATS = ("glb", "ply", "cameras")
@@ -73,34 +74,67 @@ def iter_frames(path: str | os.PathLike, size: int, fps: float | None = None,
         yield k / (fps or 30.0), f.name, load_images([f], size=size)[0]
 
 
+@dataclass
+class EncodedFrame:
+    """A frame as :class:`NetworkPredictor` pairs it: its encoder output (tokens ``(1, N, C)`` on
+    the device, in the inference dtype) and its unit global descriptor ``(D,)`` (``None``
+    without retrieval). A keyframe holds it while it is a keyframe, so each frame is encoded once."""
+
+    encoded: Encoded
+    descriptor: torch.Tensor | None = None
+
+
 class NetworkPredictor:
-    """:class:`~.tracker.PairPredictor` of a network: frames are ``LoadedImage``; the new frame
-    and its keyframes are run together (:func:`pointmap.inference.infer_pairs`); global
-    descriptors (:func:`pointmap.retrieval.image_descriptors`) find loop-closure keyframes."""
+    """:class:`~.tracker.PairPredictor` of a network: frames are ``LoadedImage``; each is encoded
+    once (:meth:`encode`) and the pairs of the new frame with its keyframes run only the decoders
+    and heads, batched (:func:`pointmap.inference.infer_pairs` with ``encoded=``); global
+    descriptors (the mean encoder token, as :mod:`pointmap.retrieval` makes them) find
+    loop-closure keyframes.
+
+    Args:
+        batch_size: pairs per decoder batch (a compiled model pads every batch to it: the
+            tracker's ``window + loop`` keeps that to one batch shape).
+    """
 
     def __init__(self, model: Any, device: str | torch.device | None = None, dtype: str | None = None,
-                 retrieval: bool = True) -> None:
-        self.model, self.device, self.dtype, self.retrieval = model, device, dtype, retrieval
+                 retrieval: bool = True, batch_size: int = 4) -> None:
+        from ..inference import resolve_device
 
-    def predict(self, frame: Any, others: Sequence[Any]) -> list[PairOutput]:
-        """Pairs ``(frame, other)`` (a self-pair when ``others`` is ``[frame]``)."""
+        self.model, self.device, self.dtype, self.retrieval = model, resolve_device(device), dtype, retrieval
+        self.batch_size = batch_size
+
+    def encode(self, frame: Any) -> EncodedFrame:
+        """The encoder output of ``frame`` and, with retrieval, its descriptor (from the same
+        tokens when the frame is at the descriptors' size, else encoded at it)."""
+        from ..inference import encode_images
+        from ..retrieval import centre_descriptors, descriptor_shape, image_descriptors, raw_descriptors
+
+        enc = encode_images(self.model, [frame], device=self.device, dtype=self.dtype, batch_size=1)[0]
+        desc = None
+        if self.retrieval and descriptor_shape(self.model, enc.shape) == enc.shape:
+            desc = centre_descriptors(raw_descriptors(enc.tokens))[0]
+        elif self.retrieval:
+            desc = image_descriptors(self.model, [frame], device=self.device, dtype=self.dtype, progress=False)[0]
+        return EncodedFrame(enc, desc)
+
+    def predict(self, frame: EncodedFrame, others: Sequence[EncodedFrame]) -> list[PairOutput]:
+        """Pairs ``(frame, other)`` (a self-pair when ``others`` is ``[frame]``): decoders and
+        heads only."""
         from ..inference import infer_pairs
 
-        preds = infer_pairs(self.model, [frame, *others], [(0, k + 1) for k in range(len(others))],
-                            device=self.device, dtype=self.dtype, progress=False, descriptors=False)
+        encoded = {k: e.encoded for k, e in enumerate([frame, *others])}
+        preds = infer_pairs(self.model, [None] * len(encoded), [(0, k + 1) for k in range(len(others))],
+                            batch_size=self.batch_size, device=self.device, dtype=self.dtype, progress=False,
+                            descriptors=False, encoded=encoded)
         return [(preds.pts3d_1[e], preds.conf_1[e], preds.pts3d_2_in_1[e], preds.conf_2[e])
                 for e in range(len(others))]
 
-    def descriptor(self, frame: Any) -> torch.Tensor | None:
+    def descriptor(self, frame: EncodedFrame) -> torch.Tensor | None:
         """``(D,)`` unit global descriptor (``None`` without retrieval)."""
-        if not self.retrieval:
-            return None
-        from ..retrieval import image_descriptors
-
-        return image_descriptors(self.model, [frame], device=self.device, dtype=self.dtype, progress=False)[0]
+        return frame.descriptor
 
     def colours(self, frame: Any) -> torch.Tensor:
-        """``(H, W, 3)`` colours in ``[0, 1]``."""
+        """``(H, W, 3)`` colours in ``[0, 1]`` of the ``LoadedImage`` ``frame``."""
         return frame.rgb
 
 
@@ -202,21 +236,29 @@ def _write(output: OutputDir, tracker: Tracker, res: OnlineResult, formats: Sequ
 
 def online_reconstruct(source: str | os.PathLike, output: str | os.PathLike | None, *, weights: str = "default",
                        size: int | None = None, device: str | None = None, dtype: str | None = None,
-                       fps: float | None = None, max_frames: int | None = None, overwrite: bool = False,
+                       fast: bool = False, fps: float | None = None, max_frames: int | None = None, overwrite: bool = False,
                        config: OnlineConfig | None = None, conf_threshold: float | None = None,
                        formats: Sequence[str] = EXPORT_FORMATS, progress: bool = False) -> OnlineResult:
     """Follow the video or folder of frames ``source`` with a network: the refusals (source,
     output folder, settings) come before the model is loaded. ``conf_threshold`` (raw
-    confidence) replaces the config's; ``None``: the model's recommendation."""
+    confidence) replaces the config's; ``None``: the model's recommendation. ``fast``: compiled
+    network with bfloat16 trunk and heads (CUDA only)."""
     import dataclasses
 
+    from ..inference import resolve_device
     from ..model import load_model
 
     check_source(source)
     (config or OnlineConfig()).check()
+    dev = resolve_device(device)
+    if fast and dev.type != "cuda":
+        raise InputError("--fast needs a CUDA device (it compiles the network for the GPU)")
     out = None if output is None else OutputDir(output, overwrite=overwrite, inputs=[source], option="--overwrite")
-    model = load_model(weights, device=device)
+    model = load_model(weights, device=dev)
+    if fast:
+        model.optimize_for_inference(trunk_dtype=torch.bfloat16, head_dtype=torch.bfloat16)
     thr = model.recommended_conf_threshold if conf_threshold is None else conf_threshold
     config = dataclasses.replace(config or OnlineConfig(), conf_threshold=thr)
     frames = iter_frames(source, size or model.config.native_size, fps, max_frames)
-    return run_online(frames, NetworkPredictor(model, device, dtype), config, out, formats, progress)
+    predictor = NetworkPredictor(model, dev, dtype, retrieval=config.loop > 0, batch_size=config.window + config.loop)
+    return run_online(frames, predictor, config, out, formats, progress)

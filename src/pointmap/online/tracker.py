@@ -9,6 +9,7 @@ float16) pointmaps, at most ``max_keyframes`` of them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
@@ -18,7 +19,7 @@ import torch
 from ..align import AlignConfig, global_align
 from ..align.poses import localize_from_correspondences
 from ..errors import InputError
-from ..geometry import estimate_focal
+from ..geometry.camera import estimate_focal_from_pixels, pixel_grid
 from ..geometry.registration import align_multiple_poses
 from ..predictions import PairPredictions
 from .keyframes import Keyframe, KeyframeSet, overlap_fraction
@@ -31,13 +32,19 @@ PairOutput = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class PairPredictor(Protocol):
-    """What the tracker needs of the network (the synthetic tests give exact ones)."""
+    """What the tracker needs of the network (the synthetic tests give exact ones). The tracker
+    calls :meth:`encode` once per frame; what it returns is what :meth:`predict` and
+    :meth:`descriptor` take, and what a keyframe keeps (dropped with the keyframe)."""
+
+    def encode(self, frame: Any) -> Any:
+        """What pairing ``frame`` needs of it (a network: its encoder output)."""
 
     def predict(self, frame: Any, others: Sequence[Any]) -> list[PairOutput]:
-        """The pair ``(frame, other)`` for each of ``others`` (``[frame]`` itself: its self-pair)."""
+        """The pair ``(frame, other)`` for each of ``others`` (``[frame]`` itself: its self-pair),
+        all as :meth:`encode` returned them."""
 
     def descriptor(self, frame: Any) -> torch.Tensor | None:
-        """``(D,)`` unit global descriptor of ``frame`` for retrieval, or ``None``."""
+        """``(D,)`` unit global descriptor of an encoded ``frame`` for retrieval, or ``None``."""
 
     def colours(self, frame: Any) -> torch.Tensor | None:
         """``(H, W, 3)`` colours in ``[0, 1]`` at the prediction resolution, or ``None``."""
@@ -135,14 +142,15 @@ class Tracker:
 
     def add_frame(self, frame: Any) -> bool:
         """Track ``frame``; returns whether it became a keyframe."""
+        enc = self.predictor.encode(frame)
         if not self.keyframes:
-            q, cq, _, _ = self.predictor.predict(frame, [frame])[0]
-            self._new_keyframe(frame, np.eye(4), self._intrinsics(q), q, cq, {})
+            q, cq, _, _ = self.predictor.predict(enc, [enc])[0]
+            self._new_keyframe(frame, enc, np.eye(4), self._intrinsics(q), q, cq, {})
             return True
         cfg = self.config
         cands = [self.keyframes.items[k] for k in self.keyframes.candidates(
-            self.last_pose, cfg.window, cfg.loop, self.predictor.descriptor(frame) if cfg.loop > 0 else None)]
-        outs = self.predictor.predict(frame, [kf.image for kf in cands])
+            self.last_pose, cfg.window, cfg.loop, self.predictor.descriptor(enc) if cfg.loop > 0 else None)]
+        outs = self.predictor.predict(enc, [kf.image for kf in cands])
         q, cq = outs[0][0].float(), outs[0][1].float()
         K = self._intrinsics(q)
         pose, scales = self._place(q, K, cands, outs)
@@ -157,16 +165,24 @@ class Tracker:
         if max(overlaps) < cfg.keyframe_overlap:
             # the frame's own points: the mean of its pairs' predictions, each at its scale
             own = [o[0].float() * sc for o, sc in zip(outs, scales) if np.isfinite(sc)]
-            self._new_keyframe(frame, pose, K, torch.stack(own).mean(0), cq, {kf.frame: o for kf, o in zip(cands, outs)})
+            self._new_keyframe(frame, enc, pose, K, torch.stack(own).mean(0), cq,
+                               {kf.frame: o for kf, o in zip(cands, outs)})
             return True
         ref = cands[int(np.argmax(overlaps))]
         self.tracks.append(_Track(ref.frame, np.linalg.inv(ref.pose) @ pose, True))
         return False
 
     @staticmethod
-    def _intrinsics(pts: torch.Tensor) -> np.ndarray:
+    def _intrinsics(pts: torch.Tensor, most_pixels: int = 8192) -> np.ndarray:
+        """``(3, 3)`` intrinsics of the camera-frame pointmap ``pts (H, W, 3)``: principal point
+        ``(W/2, H/2)``, focal by :func:`~pointmap.geometry.camera.estimate_focal_from_pixels` on
+        an even grid of at most about ``most_pixels`` pixels (every pixel of small frames; a
+        512x384 frame has every 5th: the full grid was most of the tracker's own time)."""
         H, W = pts.shape[:2]
-        f = float(estimate_focal(pts.float()))
+        step = max(1, math.ceil(math.sqrt(H * W / most_pixels)))
+        uv = pixel_grid(H, W)[::step, ::step].reshape(-1, 2)
+        pp = torch.tensor([W / 2, H / 2])
+        f = float(estimate_focal_from_pixels(pts[::step, ::step].float().reshape(-1, 3), uv, pp))
         return np.array([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
 
     def _place(self, q: torch.Tensor, K: np.ndarray, cands: list[Keyframe],
@@ -209,7 +225,7 @@ class Tracker:
             cams.append(pts[keep])
         return worlds, cams
 
-    def _new_keyframe(self, frame: Any, pose: np.ndarray, K: np.ndarray, pts: torch.Tensor,
+    def _new_keyframe(self, frame: Any, enc: Any, pose: np.ndarray, K: np.ndarray, pts: torch.Tensor,
                       conf: torch.Tensor, pairs: dict[int, PairOutput]) -> None:
         s = self.config.stride
         H, W = pts.shape[:2]
@@ -218,8 +234,8 @@ class Tracker:
         rgb = self.predictor.colours(frame)
         rgb = torch.full((*world.shape[:2], 3), 0.5) if rgb is None else rgb[::s, ::s]
         idx = self.n_frames
-        kf = Keyframe(idx, pose.copy(), K, (H, W), world, conf[::s, ::s].half(), rgb.half(), frame,
-                      self.predictor.descriptor(frame) if self.config.loop > 0 else None)
+        kf = Keyframe(idx, pose.copy(), K, (H, W), world, conf[::s, ::s].half(), rgb.half(), enc,
+                      self.predictor.descriptor(enc) if self.config.loop > 0 else None)
         self.keyframes.add(kf)
         self.kf_poses[idx] = kf.pose
         self.tracks.append(_Track(idx, np.eye(4), True))

@@ -11,7 +11,11 @@ from typing import Mapping, Sequence
 
 import torch
 
-__all__ = ["refill_state_dict"]
+from ..model.checkpoint import load_weights
+from ..model.config import ModelConfig
+from ..model.network import DUSt3R
+
+__all__ = ["refill_state_dict", "refilled_model"]
 
 
 def refill_state_dict(keys: Mapping[str, Sequence[int]], seed: int) -> dict[str, torch.Tensor]:
@@ -39,3 +43,13 @@ def refill_state_dict(keys: Mapping[str, Sequence[int]], seed: int) -> dict[str,
             i = int(name.split(".layer_rn.")[1].split(".")[0])
             sd[name] = sd[name.replace(f".layer_rn.{i}.", f".layer{i + 1}_rn.")]
     return sd
+
+
+def refilled_model(cfg: ModelConfig, seed: int = 0) -> DUSt3R:
+    """The architecture of ``cfg`` with weights refilled by :func:`refill_state_dict` (float32,
+    CPU, eval mode); built on the meta device first, so the random initialisation is skipped."""
+    with torch.device("meta"):
+        model = DUSt3R(cfg)
+    model = model.to_empty(device="cpu")
+    load_weights(model, refill_state_dict({k: list(v.shape) for k, v in model.state_dict().items()}, seed=seed))
+    return model.eval()

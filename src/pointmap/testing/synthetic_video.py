@@ -19,8 +19,8 @@ __all__ = ["SyntheticVideo"]
 
 
 class SyntheticVideo:
-    """Frames are their indices; :meth:`predict` / :meth:`descriptor` / :meth:`colours` make it a
-    :class:`~pointmap.online.tracker.PairPredictor`.
+    """Frames are their indices; :meth:`encode` / :meth:`predict` / :meth:`descriptor` /
+    :meth:`colours` make it a :class:`~pointmap.online.tracker.PairPredictor`.
 
     Args:
         size: ``(W, H)`` pixels.
@@ -60,6 +60,10 @@ class SyntheticVideo:
             self._cache[k] = (cam.float(), world.float())
         self._cache.move_to_end(k)
         return self._cache[k]
+
+    def encode(self, frame: int) -> int:
+        """Frames are their indices: nothing to encode."""
+        return frame
 
     def predict(self, frame: int, others: Sequence[int]) -> list[tuple[torch.Tensor, ...]]:
         """Fabricated predictions of the pairs ``(frame, other)`` (float32)."""
