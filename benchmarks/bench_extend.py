@@ -6,6 +6,9 @@ predictions store, then extended by the held-back ones (with and without ``--fre
 are reconstructed from scratch. The network is replaced by
 :class:`pointmap.testing.synthetic_capture.SyntheticNetwork` (synthetic pair predictions), so the
 times are those of the pipeline around it: scene graph and retrieval, store, alignment, exports.
+With ``--rounds R`` the three compared rows (extend, extend --freeze, from scratch) run R times,
+interleaved (each extend on a fresh copy of the 90-image folder), so that they share the machine's
+load; each row reports its median, and the load average is recorded.
 Example::
 
     python benchmarks/bench_extend.py --n-images 120 --size 64x48 --json bench_extend.json
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import statistics
 import shutil
 import tempfile
 import time
@@ -44,6 +49,11 @@ def errors(scene, gt) -> dict[str, float]:
     return {"centre_err_mean": float(ce), "rot_err_mean_deg": float(ang)}
 
 
+def stage_seconds(res) -> dict[str, float]:
+    """Seconds per stage of a run (inference, alignment, export, ...)."""
+    return {k: round(v.seconds, 2) for k, v in res.stages.stages.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n-images", type=int, default=120)
@@ -52,6 +62,7 @@ def main() -> None:
     ap.add_argument("-k", type=int, default=4, help="old images paired with each new one")
     ap.add_argument("--coarse-pixels", type=int, default=None, help="AlignConfig.coarse_pixels (default: its own)")
     ap.add_argument("--no-dense", action="store_true", help="AlignConfig.dense=False")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of the compared rows")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     W, H = map(int, args.size.split("x"))
@@ -69,29 +80,42 @@ def main() -> None:
                        store=StorePolicy(mode="on"), align=Alignment(dense=cfg), post=PostProcess(),
                        export=ExportSpec(output=str(out), formats=("cameras", "depth", "transforms")))
 
-    rows = {}
+    rows: dict[str, dict] = {}
+    load = [os.getloadavg()[0]]
     t0 = time.perf_counter()
-    run_request(request(old_p, root / "free"))
+    run_request(request(old_p, root / "base"))
     rows["base"] = {"seconds": time.perf_counter() - t0, "pairs_run": len(net.ran)}
-    shutil.copytree(root / "free", root / "frozen")
-    for name, freeze in (("extend", False), ("extend --freeze", True)):
+    times: dict[str, list[float]] = {"extend": [], "extend --freeze": [], "scratch": []}
+    for r in range(args.rounds):
+        for name, freeze in (("extend", False), ("extend --freeze", True)):
+            folder = root / f"{'frozen' if freeze else 'free'}_{r}"
+            shutil.copytree(root / "base", folder)
+            net.ran.clear()
+            t0 = time.perf_counter()
+            res, _ = X.run_extend(request(new_p, folder), freeze=freeze, k=args.k)
+            times[name].append(time.perf_counter() - t0)
+            rows[name] = {"pairs_run": len(net.ran), **errors(res.scene, gt), "stages": stage_seconds(res)}
+            shutil.rmtree(folder)
         net.ran.clear()
         t0 = time.perf_counter()
-        res, _ = X.run_extend(request(new_p, root / ("frozen" if freeze else "free")), freeze=freeze, k=args.k)
-        rows[name] = {"seconds": time.perf_counter() - t0, "pairs_run": len(net.ran), **errors(res.scene, gt)}
-    net.ran.clear()
-    t0 = time.perf_counter()
-    res = run_request(request(sorted(old_p + new_p), root / "scratch"))
-    rows["scratch"] = {"seconds": time.perf_counter() - t0, "pairs_run": len(net.ran), **errors(res.scene, gt)}
+        res = run_request(request(sorted(old_p + new_p), root / f"scratch_{r}"))
+        times["scratch"].append(time.perf_counter() - t0)
+        rows["scratch"] = {"pairs_run": len(net.ran), **errors(res.scene, gt), "stages": stage_seconds(res)}
+        shutil.rmtree(root / f"scratch_{r}")
+        load.append(os.getloadavg()[0])
+    for name, ts in times.items():
+        rows[name].update(seconds=statistics.median(ts), all_seconds=ts)
     shutil.rmtree(root)
+    print(f"1-minute load average at the start and after each round: {', '.join(f'{x:.1f}' for x in load)}")
     for name, r in rows.items():
         ratio = r["seconds"] / rows["scratch"]["seconds"]
         print(f"{name:16s} {r['seconds']:7.1f} s ({100 * ratio:5.1f} % of scratch), {r['pairs_run']:4d} pairs run"
               + (f", centre err {r['centre_err_mean']:.2e} of extent, rot err {r['rot_err_mean_deg']:.3f} deg"
-                 if "centre_err_mean" in r else ""))
+                 if "centre_err_mean" in r else "") + (f"; stages {r['stages']}" if "stages" in r else ""))
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": platform.machine(), "cpus": torch.get_num_threads(),
-                                               "args": vars(args), "rows": rows}, indent=1))
+                                               "load_average_1min": load, "args": vars(args), "rows": rows},
+                                              indent=1))
 
 
 if __name__ == "__main__":

@@ -205,6 +205,41 @@ def test_app_end_to_end(page, tmp_path):
     sync_api.expect(page.locator("#downloads a[href*='render_002']").first).to_be_attached(timeout=30_000)
 
 
+def test_app_adds_photos_to_the_reconstruction_it_shows(page):
+    """Run after the end-to-end test: a fourth photo added to its three (pointmap extend's code)."""
+    import trimesh
+
+    page.get_by_text("Add photos to this reconstruction").click()
+    page.locator("#add_uploads input[type=file]").set_input_files([str(EXAMPLES[3])])
+    page.wait_for_function("() => document.querySelectorAll('#add_uploads tr.file, #add_uploads .file-preview tr')"
+                           ".length >= 1", timeout=60_000)
+    page.locator("#add").click()
+    sync_api.expect(page.locator("#status")).to_contain_text("Added 1 photo", timeout=RUN_TIMEOUT_MS)
+    # the new photo with each of the 3 (fewer than 10 old images: all), both ways; all 4 placed
+    sync_api.expect(page.locator("#status")).to_contain_text("to 3 (6 new pairs")
+    sync_api.expect(page.locator("#status")).to_contain_text("4/4 images placed")
+    sync_api.expect(page.locator("#maps img")).to_have_count(8, timeout=30_000)
+    href = page.locator("#downloads a[href*='scene.glb']").first.get_attribute("href")
+    assert href and "render_001" in href  # the folder the photos were added to
+    resp = page.request.get(href if href.startswith("http") else page.url.rstrip("/") + href)
+    glb = trimesh.load(io.BytesIO(resp.body()), file_type="glb")
+    assert len([n for n in glb.graph.nodes if re.fullmatch(r"camera_\d{3,}", str(n))]) == 4
+
+
+def test_app_extend_request_builds_on_the_shown_run(tmp_path):
+    from pointmap.app import app_extend_request, app_request
+
+    base = app_request([tmp_path / "image_000.jpg"], ["a.jpg"], tmp_path / "render_001", size=224,
+                       graph_kind="swin", k=2)
+    assert base.store.mode == "on" and base.store.folder is None  # the run keeps its store for additions
+    assert "cameras" in base.export.formats and "depth" in base.export.formats
+    req = app_extend_request([tmp_path / "added001_000.jpg"], tmp_path / "render_001", base, conf=2.0, mesh=True)
+    assert req.inputs.paths == [str(tmp_path / "added001_000.jpg")]
+    assert (req.model, req.graph, req.align) == (base.model, base.graph, base.align)
+    assert req.export.output == str(tmp_path / "render_001") and req.export.overwrite and req.export.mesh
+    assert req.export.formats == base.export.formats and req.post.conf_threshold == 2.0
+
+
 def test_app_refuses_non_image(page, tmp_path):
     _clear_uploads(page)
     _upload(page, [EXAMPLES[0], _text_as_jpg(tmp_path)])

@@ -11,6 +11,10 @@ are copied to fresh names in a per-request temporary folder and their names are 
 paths; results live in a per-request folder under the app's own temporary root (old ones are
 removed); one reconstruction runs at a time (queue concurrency 1).
 
+Photos can be added to the reconstruction the page shows (**Add photos**): the app builds the
+request and :func:`pointmap.pipeline.extend.run_extend` (``pointmap extend``) does the work, in
+the first render's folder, which keeps the run's predictions store for it.
+
 The module is long because it holds the page layout and the event handlers that share its
 per-request state; the reconstruction itself is :func:`pointmap.api.reconstruct`'s.
 """
@@ -41,17 +45,19 @@ from .model import DUSt3R, load_model
 from .pairs import make_pairs
 from .pipeline import (Alignment, ExportSpec, Inputs, ModelSpec, PostProcess, Priors, Request, StorePolicy,
                        finish, run_request)
+from .pipeline.extend import run_extend
 from .scene import LOW_IMAGE_KEPT_FRACTION, LOW_KEPT_FRACTION, Scene
 from .video import VIDEO_EXTENSIONS
 
 __all__ = [
-    "AppLimits", "UploadError", "app_request", "build_app", "check_uploads", "estimate", "estimate_uploads",
+    "AppLimits", "UploadError", "app_extend_request", "app_request", "build_app", "check_uploads", "estimate",
+    "estimate_uploads",
     "launch", "scene_graph",
 ]
 
 EXAMPLE_DIR = Path(__file__).parent / "examples" / "room"
 _KEEP_RUNS = 4  # per-request output folders kept under the app's temporary root
-_EXPORT_FORMATS = ("glb", "ply", "colmap", "transforms", "depth")
+_EXPORT_FORMATS = ("glb", "ply", "colmap", "transforms", "depth", "cameras")  # cameras.json: for adding photos
 ALIGN_METHODS = ("dense", "sparse", "auto")
 
 
@@ -95,6 +101,8 @@ class _Stored:
     info: dict[str, Any] = field(default_factory=dict)
     request: Request | None = None  # the run's request (its export settings are re-used)
     matches: Any = None  # the pairs' pixel matches when computed (for the colmap-db export)
+    model_dir: Path | None = None  # the folder photos are added to (its store, cameras, depth maps)
+    added: int = 0  # uploads of photos added so far
 
 
 _ALIGNED_BY = {"dense": "dense alignment", "sparse": "sparse alignment", "two-view": "two-view closed form"}
@@ -116,8 +124,9 @@ def _display_name(path: str | os.PathLike, k: int) -> str:
 
 
 def check_uploads(paths: Sequence[str | os.PathLike], staging: str | os.PathLike,
-                  limits: AppLimits) -> list[_Upload]:
-    """Validate uploaded files by size and content and copy them to fresh names in ``staging``.
+                  limits: AppLimits, prefix: str = "image_") -> list[_Upload]:
+    """Validate uploaded files by size and content and copy them to fresh names in ``staging``
+    (``<prefix><k>.<ext>``).
 
     Accepts several images, or exactly one video. Images must be decodable by Pillow, a video by
     OpenCV (at least one frame).
@@ -141,7 +150,7 @@ def check_uploads(paths: Sequence[str | os.PathLike], staging: str | os.PathLike
         if kind is None:
             raise UploadError(f"'{label}' is neither an image nor a video that can be decoded; it was refused")
         ext = _IMAGE_EXT.get(fmt or "", ".img") if kind == "image" else _video_ext(src)
-        dst = staging / f"image_{k:03d}{ext}"
+        dst = staging / f"{prefix}{k:03d}{ext}"
         shutil.copyfile(src, dst)
         out.append(_Upload(kind, dst, label))
     if any(u.kind == "video" for u in out) and len(out) > 1:
@@ -270,7 +279,8 @@ def app_request(paths: Sequence[str | os.PathLike], labels: Sequence[str], outpu
             own names).
         output: the folder of the first render. ``video``: the upload is one video, sampled at
             ``fps`` (at most ``max_frames`` frames). ``iters``: 0 is the solver's default.
-        store: the folder that keeps pair predictions (resume); ``None``: none kept.
+        store: the folder that keeps pair predictions (resume); ``None``: the output folder
+            keeps them (so that photos can be added to it, :func:`app_extend_request`).
         The other arguments are the page's options.
     """
     names = [str(x) for x in labels]
@@ -285,7 +295,7 @@ def app_request(paths: Sequence[str | os.PathLike], labels: Sequence[str], outpu
                       names=None if names == own or video else names),
         model=ModelSpec(weights=weights, device=device, size=int(size)),
         graph=scene_graph(graph_kind, int(k or 0)),
-        store=StorePolicy("on", str(store), replace=True) if store is not None else StorePolicy(),
+        store=StorePolicy("on", str(store), replace=True) if store is not None else StorePolicy("on"),
         align=Alignment(method=align_method, dense=dense),  # type: ignore[arg-type]
         priors=Priors(None if cameras is None else str(cameras), None if masks is None else str(masks),
                       bool(shared_focal)),
@@ -293,6 +303,24 @@ def app_request(paths: Sequence[str | os.PathLike], labels: Sequence[str], outpu
         post=PostProcess(conf_threshold=float(conf) if float(conf) > 1 else 0.0, clean=bool(clean), mask_sky=bool(sky)),
         export=ExportSpec(output=str(output), formats=(*_EXPORT_FORMATS, *(("colmap-db",) if colmap_db else ())),
                           mesh=bool(mesh), max_points=None, cam_size=float(cam_size) if cam_size and cam_size > 0 else None),
+        progress=True,
+    )
+
+
+def app_extend_request(paths: Sequence[str | os.PathLike], folder: str | os.PathLike, base: Request, *,
+                       conf: float = 3.0, mesh: bool = False, sky: bool = False, clean: bool = True,
+                       cam_size: float = 0.0) -> Request:
+    """The request that adds the photos ``paths`` to the reconstruction in ``folder`` (made by
+    ``base``, :func:`app_request` without a shared store), for
+    :func:`pointmap.pipeline.extend.run_extend`: ``base``'s model, size, scene graph (of the new
+    photos among themselves), alignment and export formats; the page's display options."""
+    return Request(
+        inputs=Inputs([str(p) for p in paths]), model=base.model, graph=base.graph,
+        store=StorePolicy("on"), align=base.align, priors=Priors(shared_focal=base.priors.shared_focal),
+        post=PostProcess(conf_threshold=float(conf) if float(conf) > 1 else 0.0, clean=bool(clean),
+                         mask_sky=bool(sky)),
+        export=dataclasses.replace(base.export, output=str(folder), overwrite=True, mesh=bool(mesh),
+                                   cam_size=float(cam_size) if cam_size and cam_size > 0 else None),
         progress=True,
     )
 
@@ -326,8 +354,8 @@ def _show(stored: _Stored, scene: Scene, paths: dict[str, Path], render: Path, c
           ) -> tuple[str, list[tuple[str, str]], list[str], str]:
     """The page's view of an exported render: (glb, gallery, files, summary)."""
     paths = {**paths, **_colmap_and_depth_zips(paths, render)}
-    for old in stored.run_dir.glob("render_*"):  # earlier renders of this run
-        if old != render:
+    for old in stored.run_dir.glob("render_*"):  # earlier renders (not the folder photos are added to)
+        if old not in (render, stored.model_dir):
             shutil.rmtree(old, ignore_errors=True)
     sidecar = json.loads((render / "depth" / "depth.json").read_text())
     gallery = []
@@ -438,7 +466,8 @@ def build_app(model: str | os.PathLike | DUSt3R = "default", device: str | None 
         assert res is not None and res.aligned is not None
         n = len(res.images)
         labels = [f"frame {j}" for j in range(n)] if video else [u.label for u in uploads]
-        stored = _Stored(res.aligned, run_dir, labels=labels, renders=1, request=request, matches=res.matches)
+        stored = _Stored(res.aligned, run_dir, labels=labels, renders=1, request=request, matches=res.matches,
+                         model_dir=None if resume or video else run_dir / "render_001")
         glb, gallery, files_out, summary = _show(stored, res.scene, res.paths, run_dir / "render_001", float(conf))
         timings = {"load": res.timings.get("load", 0.0), **{k: v.seconds for k, v in res.stages.stages.items()}}
         stored.info = {"pairs": len(res.pairs), "timings": timings}
@@ -446,6 +475,40 @@ def build_app(model: str | os.PathLike | DUSt3R = "default", device: str | None 
                   f"{_ALIGNED_BY.get(res.method, res.method)}. {summary}.  \n"
                   + "Time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
                   + f", total {time.perf_counter() - t0:.1f} s.")
+        return status, glb, gallery, files_out, stored
+
+    def add(stored: _Stored | None, new_files: Any, freeze: bool, conf: float, mesh: bool, sky: bool,
+            clean: bool, cam_size: float, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> tuple:  # noqa: B008
+        t0 = time.perf_counter()
+        if stored is None or stored.request is None or not stored.run_dir.is_dir():
+            return refuse("reconstruct some photos first (Run), then add photos to them")
+        if stored.model_dir is None:
+            return refuse("photos can be added only to a reconstruction of photos (not of a video) run "
+                          "without 'Keep pair predictions'")
+        n_old = len(stored.labels)
+        staging = stored.run_dir / f"added_{stored.added + 1:03d}"
+        try:
+            staging.mkdir()
+            uploads = check_uploads(paths_of(new_files), staging, limits,
+                                    prefix=f"added{stored.added + 1:03d}_")
+            if any(u.kind == "video" for u in uploads):
+                raise UploadError("add photos, not a video")
+            if n_old + len(uploads) > limits.max_images:
+                raise UploadError(f"{n_old} + {len(uploads)} images; at most {limits.max_images} are allowed")
+            request = app_extend_request([u.path for u in uploads], stored.model_dir, stored.request, conf=conf,
+                                         mesh=mesh, sky=sky, clean=clean, cam_size=cam_size)
+            progress(0.05, desc=f"adding {len(uploads)} photos: network on their pairs, alignment, export")
+            res, n_run = run_extend(request, freeze=bool(freeze), model=net)
+        except PointmapError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            return refuse(str(exc))
+        stored.added += 1
+        stored.scene, stored.matches, stored.image_paths = res.aligned, None, None
+        stored.labels = stored.labels[:n_old] + [u.label for u in uploads]
+        glb, gallery, files_out, summary = _show(stored, res.scene, res.paths, stored.model_dir, float(conf))
+        status = (f"**Added {len(uploads)} photo{'s' if len(uploads) != 1 else ''}** to {n_old} "
+                  f"({n_run} new pairs{', earlier cameras kept fixed' if freeze else ''}). {summary}.  \n"
+                  f"Time: total {time.perf_counter() - t0:.1f} s.")
         return status, glb, gallery, files_out, stored
 
     def rerender(stored: _Stored | None, conf: float, mesh: bool, sky: bool, clean: bool,
@@ -502,6 +565,11 @@ def build_app(model: str | os.PathLike | DUSt3R = "default", device: str | None 
                     clean = gr.Checkbox(True, label="Clean up (drop points in front of other views)")
                     cam_size = gr.Slider(0.0, 0.5, value=0.0, step=0.01,
                                          label="Camera size (0 = automatic)")
+                with gr.Accordion("Add photos to this reconstruction", open=False):
+                    add_files = gr.File(label="More photos of the same scene (only their pairs are run; the "
+                                              "others are reused)", file_count="multiple", elem_id="add_uploads")
+                    freeze = gr.Checkbox(False, label="Keep the earlier cameras fixed", elem_id="freeze")
+                    add_btn = gr.Button("Add photos", elem_id="add")
             with gr.Column(scale=2):
                 status = gr.Markdown("", elem_id="status")
                 view = gr.Model3D(label="3D scene", elem_id="view", height=480)
@@ -518,6 +586,7 @@ def build_app(model: str | os.PathLike | DUSt3R = "default", device: str | None 
             comp.change(on_inputs, [files, graph_kind, k, fps], estimate_md, queue=False)
         run_btn.click(run, run_inputs, run_outputs)
         example_btn.click(lambda: examples, None, files, queue=False).then(run, run_inputs, run_outputs)
+        add_btn.click(add, [state, add_files, freeze, conf, mesh, sky, clean, cam_size], run_outputs)
         display = [state, conf, mesh, sky, clean, cam_size]
         display_out = [status, view, gallery, downloads]
         for comp in (mesh, sky, clean):

@@ -12,8 +12,11 @@ store (every pair prediction, and the identity of the model, images and settings
    ``images/`` copies and stored when missing). Every stored pair is reused, never run again.
 3. Alignment: every image again, the stored pairs included (the result is brought into the old
    cameras' frame and scale); or, with ``freeze``, only the new images and the old images they
-   are paired with, the old cameras held fixed as known poses and intrinsics, and every old image
-   keeping its camera and its depth maps of ``depth/`` exactly.
+   are paired with, the old cameras held fixed as known poses and intrinsics and the old images'
+   depths held at those of ``depth/`` (pairs stating the folder's pointmaps of consecutive old
+   images, with a confidence above any prediction's: without them the old depths are free and
+   the new images drift towards the old cameras), every old image keeping its camera and its
+   depth maps exactly.
 4. The exports the folder holds are rewritten under the overwrite rules of
    :class:`~pointmap.io_utils.OutputDir` (only files pointmap wrote are replaced).
 
@@ -35,13 +38,14 @@ import torch
 from ..align import global_align
 from ..errors import PointmapError
 from ..export.depth import read_depth_maps, read_depth_sidecar
+from ..geometry.camera import unproject_depth
 from ..geometry.registration import align_multiple_poses, similarity_matrix
 from ..images import LoadedImage, load_images
 from ..inference import infer_pairs, resolve_device, resolve_dtype
 from ..known_cameras import CameraPrior, read_pointmap_cameras
 from ..model import DUSt3R, load_model
 from ..pairs import auto_graph, make_pairs, needs_descriptors
-from ..predictions import PairPredictions
+from ..predictions import LazyTensors, PairPredictions
 from ..retrieval import centre_descriptors, image_descriptors
 from ..scene import Scene
 from ..stages import StageLog
@@ -275,9 +279,14 @@ def _run_frozen(request: Request, net: DUSt3R, old: Reconstruction, olds: list[L
     used = sorted({i for p in new_pairs for i in p})
     index = {k: n for n, k in enumerate(used)}
     full = store.predictions(new_pairs, len(images))
-    preds = PairPredictions([(index[i], index[j]) for i, j in new_pairs], full.pts3d_1, full.conf_1,
-                            full.pts3d_2_in_1, full.conf_2, n_images=len(used))
     cams = [old.cameras[f] for f in old.files]
+    held = _held_pointmaps(old, [k for k in used if k < n_old])
+    anchors = list(zip(list(held)[:-1], list(held)[1:]))
+    fixed = [_held_pair(held[i], held[j]) for i, j in anchors]
+    preds = PairPredictions([(index[i], index[j]) for i, j in list(new_pairs) + anchors],
+                            *(_Chained(col, [f[n] for f in fixed]) for n, col in
+                              enumerate((full.pts3d_1, full.conf_1, full.pts3d_2_in_1, full.conf_2))),
+                            n_images=len(used))
     known_poses = {index[k]: torch.from_numpy(cams[k].cam2world).float() for k in used if k < n_old}
     known_K = {index[k]: torch.from_numpy(cams[k].K_network).float() for k in used if k < n_old}
     cfg = align_config(net, request.align.dense, request.post.conf_threshold, request.priors.shared_focal)
@@ -288,6 +297,60 @@ def _run_frozen(request: Request, net: DUSt3R, old: Reconstruction, olds: list[L
     timings = {k: v.seconds for k, v in log.stages.items()}
     return ReconstructionResult(scene, images, full, timings, list(new_pairs), stages=log, graph="extend",
                                 method="dense", conf_threshold=cfg.conf_threshold)
+
+
+HELD_CONFIDENCE = float(np.exp(10.0)) + 1.0
+"""Raw confidence of the held pointmaps of ``--freeze`` (their weight, ``log`` of it, 10: above
+any network prediction's, so the old images' depths stay those of the folder)."""
+
+
+@dataclass
+class _Held:
+    """An old image as the folder holds it: ``cam2world (4, 4)``, its camera-frame points
+    ``(H, W, 3)`` from ``depth/`` and ``K_network``, and which of them are valid ``(H, W)``."""
+
+    cam2world: torch.Tensor
+    pts: torch.Tensor
+    valid: torch.Tensor
+
+
+def _held_pointmaps(old: Reconstruction, images: Sequence[int]) -> dict[int, _Held]:
+    """The held pointmaps of the old ``images`` (store indices), read from ``depth/``."""
+    side = read_depth_sidecar(old.folder / "depth")
+    out = {}
+    for k in images:
+        cam = old.cameras[old.files[k]]
+        d, _ = read_depth_maps(old.folder / "depth", side["images"][Path(old.files[k]).stem])
+        depth = torch.from_numpy(d).double()
+        valid = torch.isfinite(depth) & (depth > 0)
+        pts = unproject_depth(torch.where(valid, depth, 1.0), torch.from_numpy(cam.K_network).double())
+        out[k] = _Held(torch.from_numpy(cam.cam2world).double(), pts, valid)
+    return out
+
+
+def _held_pair(a: _Held, b: _Held) -> tuple[torch.Tensor, ...]:
+    """A pair prediction ``(pts3d_1, conf_1, pts3d_2_in_1, conf_2)`` stating the folder's
+    pointmaps of ``a`` and ``b`` exactly, in ``a``'s camera frame (:data:`HELD_CONFIDENCE` where
+    valid, 1 -- no weight -- elsewhere). Aligned with the old poses fixed, it holds both images'
+    depths at the folder's, which fixes the scale the new images are placed at."""
+    b_in_a = torch.linalg.inv(a.cam2world) @ b.cam2world
+    pts_b = b.pts @ b_in_a[:3, :3].T + b_in_a[:3, 3]
+    conf = lambda v: torch.where(v, HELD_CONFIDENCE, 1.0).float()  # noqa: E731
+    return a.pts.float(), conf(a.valid), pts_b.float(), conf(b.valid)
+
+
+class _Chained(LazyTensors):
+    """``first`` (a list or a lazy sequence of tensors) followed by the tensors ``then``."""
+
+    def __init__(self, first: Sequence[torch.Tensor], then: list[torch.Tensor]) -> None:
+        self.first, self.then = first, then
+        lazy = isinstance(first, LazyTensors)
+        self.shapes = [tuple(first.shapes[k] if lazy else first[k].shape) for k in range(len(first))]
+        self.shapes += [tuple(t.shape) for t in then]
+
+    def load(self, k: int) -> torch.Tensor:
+        n = len(self.first)
+        return self.first[k] if k < n else self.then[k - n]
 
 
 def _merge(sub: Scene, used: list[int], old: Reconstruction, olds: list[LoadedImage], new: list[LoadedImage],
