@@ -97,7 +97,8 @@ class _Stored:
     matches: Any = None  # the pairs' pixel matches when computed (for the colmap-db export)
 
 
-_ALIGNED_BY = {"dense": "dense alignment", "sparse": "sparse alignment", "two-view": "two-view closed form"}
+_ALIGNED_BY = {"dense": "dense alignment", "sparse": "sparse alignment", "two-view": "two-view closed form",
+               "reduced": "dense alignment from streamed reductions"}
 
 
 def scene_graph(kind: str, k: int) -> str:

@@ -48,6 +48,7 @@ __all__ = [
     "STORE_DIRNAME",
     "StoreMismatchError",
     "image_digest",
+    "kind_difference",
     "model_digest",
     "recorded_identity",
     "settings_difference",
@@ -159,23 +160,39 @@ def settings_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str |
     if old.get("model", {}).get("digest") != new.get("model", {}).get("digest"):
         return (f"it was made with the model {old.get('model', {}).get('name')!r} and this run uses "
                 f"{new.get('model', {}).get('name')!r} (different weights: --weights)")
-    if old.get("reductions") != new.get("reductions"):
-        return (f"it holds the reductions {old.get('reductions')!r} and this run asks for "
-                f"{new.get('reductions')!r} (other alignment settings, or full pairs against reductions)")
     op, np_ = old.get("preprocessing", {}), new.get("preprocessing", {})
     for key in sorted(set(op) | set(np_)):
         if op.get(key) != np_.get(key):
             option = f" ({SETTING_OPTIONS[key]} on the command line)" if key in SETTING_OPTIONS else ""
             return f"it was made with {key}={op.get(key)!r} and this run uses {key}={np_.get(key)!r}{option}"
+    if "reductions" in old and "reductions" in new and old["reductions"] != new["reductions"]:
+        return (f"it holds the reductions {old['reductions']!r} and this run asks for {new['reductions']!r} "
+                "(other alignment settings or another scene graph)")
     return None
 
 
+def kind_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """Whether one identity is of a store of full pairs and the other of streamed reductions
+    (:mod:`pointmap.align.reduced`), in words (``None`` when both are of one kind)."""
+    if ("reductions" in old) == ("reductions" in new):
+        return None
+    if "reductions" in new:
+        return ("it holds the full pair predictions (a run with --store-full) and this run keeps only their "
+                "reductions; add --store-full to resume it")
+    return ("it holds only the reductions of the pair predictions and this run keeps the full pairs "
+            "(--store-full, sparse alignment, known cameras or a COLMAP database need them)")
+
+
 def _mismatch(path: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
-    """What differs between two identities, in words (``None`` when they match). Settings are
-    compared before images (a new ``size`` changes every image digest)."""
-    why = settings_difference(old, new)
+    """What differs between two identities, in words (``None`` when they match). The kind of
+    store and the settings are compared before the scene graph and the images (a new ``size``
+    changes every image digest)."""
+    why = kind_difference(old, new) or settings_difference(old, new)
     if why is not None:
         return why
+    if old.get("pairs") != new.get("pairs"):
+        return (f"it holds reductions of the scene graph {old.get('pairs')!r} and this run's is "
+                f"{new.get('pairs')!r} (--graph on the command line)")
     oi, ni = old.get("images", []), new.get("images", [])
     if len(oi) != len(ni):
         return f"it was made from {len(oi)} images and this run has {len(ni)}"

@@ -1,0 +1,80 @@
+"""``reconstruct``'s default with a predictions store: dense alignment from the streamed reductions,
+the store keeping only them; ``--store-full`` keeps the full pairs and the full dense stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from pointmap.geometry.registration import align_multiple_poses
+from pointmap.model.checkpoint import bundled_model_path
+from pointmap.pipeline import ExportSpec, Inputs, ModelSpec, PostProcess, Request, StorePolicy, run_request
+from pointmap.store import DUST3R_FIELDS, STORE_DIRNAME, PredictionStore, recorded_identity
+from pointmap.testing.synthetic_pairs import synthetic_cameras, synthetic_image
+
+pytestmark = pytest.mark.skipif(not bundled_model_path().is_file(), reason="bundled model not present")
+
+N = 6
+
+
+@pytest.fixture(scope="module")
+def renders(tmp_path_factory):
+    """``N`` views of the synthetic room at 224x168 (exact cameras) as PNG files."""
+    folder = tmp_path_factory.mktemp("renders")
+    gt = synthetic_cameras(N, (224, 168), seed=0)
+    for k in range(N):
+        rgb = (synthetic_image(gt, k).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+        Image.fromarray(rgb).save(folder / f"view_{k}.png")
+    return folder, gt
+
+
+def _run(folder: Path, out: Path, full: bool):
+    req = Request(inputs=Inputs([str(folder)]), model=ModelSpec(size=224, device="cpu"), graph="complete",
+                  store=StorePolicy(mode="on", full_pairs=full), post=PostProcess(clean=False),
+                  export=ExportSpec(output=str(out), formats=("cameras",)))
+    return run_request(req)
+
+
+def _rot_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` angles in degrees between rotations ``a``, ``b`` ``(N, 3, 3)``."""
+    tr = (a.transpose(-1, -2) @ b).diagonal(dim1=-2, dim2=-1).sum(-1)
+    return torch.rad2deg(torch.arccos(((tr - 1) / 2).clamp(-1, 1)))
+
+
+def _to(poses: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """``poses`` moved by the similarity that best maps their centres onto ``dst``'s."""
+    s, R, T = align_multiple_poses(poses.double(), dst.double())
+    out = poses.double().clone()
+    out[:, :3, :3] = R @ out[:, :3, :3]
+    out[:, :3, 3] = float(s) * out[:, :3, 3] @ R.T + T
+    return out
+
+
+def test_default_store_keeps_reductions_and_matches_the_full_path(renders, tmp_path):
+    folder, gt = renders
+    red = _run(folder, tmp_path / "red", full=False)
+    full = _run(folder, tmp_path / "full", full=True)
+    assert red.method == "reduced" and red.predictions is None
+    assert full.method == "dense" and full.predictions is not None
+    # the default store holds the reductions only, far smaller than the full pairs
+    assert "reductions" in recorded_identity(tmp_path / "red" / STORE_DIRNAME)
+    assert "reductions" not in recorded_identity(tmp_path / "full" / STORE_DIRNAME)
+    size = {k: sum(f.stat().st_size for f in (tmp_path / k / STORE_DIRNAME).iterdir()) for k in ("red", "full")}
+    assert size["red"] < 0.5 * size["full"], size
+    store = PredictionStore.open(tmp_path / "full" / STORE_DIRNAME, recorded_identity(tmp_path / "full" / STORE_DIRNAME))
+    assert len(store) == N * (N - 1) and set(store.rows([(0, 1)], DUST3R_FIELDS)) == set(DUST3R_FIELDS)
+    # cameras: the same coarse stage, so the same cameras within 0.1 degree and 0.1 % of focal
+    assert bool(red.scene.placed.all()) and bool(full.scene.placed.all())
+    moved = _to(red.scene.poses, full.scene.poses)
+    assert float(_rot_deg(moved[:, :3, :3], full.scene.poses[:, :3, :3].double()).max()) < 0.1
+    torch.testing.assert_close(red.scene.intrinsics, full.scene.intrinsics, rtol=1e-3, atol=0)
+    # and within the acceptance's 1.1x of the full path's rotation error against the truth
+    err = {k: float(_rot_deg(_to(r.scene.poses, gt.poses)[:, :3, :3], gt.poses[:, :3, :3].double()).median())
+           for k, r in (("red", red), ("full", full))}
+    assert err["red"] <= 1.1 * err["full"] + 1e-3, err
+    cams = json.loads((tmp_path / "red" / "cameras.json").read_text())["images"]
+    assert [c["placed"] for c in cams] == [True] * N
