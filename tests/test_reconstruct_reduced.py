@@ -23,13 +23,14 @@ N = 6
 
 @pytest.fixture(scope="module")
 def renders(tmp_path_factory):
-    """``N`` views of the synthetic room at 224x168 (exact cameras) as PNG files."""
+    """``N`` views of the synthetic room at 224x168 as PNG files. (The bundled model does not
+    reconstruct this room well, docs/benchmarks.md; the full path's cameras are the reference.)"""
     folder = tmp_path_factory.mktemp("renders")
     gt = synthetic_cameras(N, (224, 168), seed=0)
     for k in range(N):
         rgb = (synthetic_image(gt, k).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
         Image.fromarray(rgb).save(folder / f"view_{k}.png")
-    return folder, gt
+    return folder
 
 
 def _run(folder: Path, out: Path, full: bool):
@@ -55,7 +56,7 @@ def _to(poses: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
 
 
 def test_default_store_keeps_reductions_and_matches_the_full_path(renders, tmp_path):
-    folder, gt = renders
+    folder = renders
     red = _run(folder, tmp_path / "red", full=False)
     full = _run(folder, tmp_path / "full", full=True)
     assert red.method == "reduced" and red.predictions is None
@@ -67,14 +68,11 @@ def test_default_store_keeps_reductions_and_matches_the_full_path(renders, tmp_p
     assert size["red"] < 0.5 * size["full"], size
     store = PredictionStore.open(tmp_path / "full" / STORE_DIRNAME, recorded_identity(tmp_path / "full" / STORE_DIRNAME))
     assert len(store) == N * (N - 1) and set(store.rows([(0, 1)], DUST3R_FIELDS)) == set(DUST3R_FIELDS)
-    # cameras: the same coarse stage, so the same cameras within 0.1 degree and 0.1 % of focal
+    # cameras: the same coarse stage on the same samples, so the full path's cameras within
+    # 0.1 degree and 0.1 % of focal (the dense stage moves no camera)
     assert bool(red.scene.placed.all()) and bool(full.scene.placed.all())
     moved = _to(red.scene.poses, full.scene.poses)
     assert float(_rot_deg(moved[:, :3, :3], full.scene.poses[:, :3, :3].double()).max()) < 0.1
     torch.testing.assert_close(red.scene.intrinsics, full.scene.intrinsics, rtol=1e-3, atol=0)
-    # and within the acceptance's 1.1x of the full path's rotation error against the truth
-    err = {k: float(_rot_deg(_to(r.scene.poses, gt.poses)[:, :3, :3], gt.poses[:, :3, :3].double()).median())
-           for k, r in (("red", red), ("full", full))}
-    assert err["red"] <= 1.1 * err["full"] + 1e-3, err
     cams = json.loads((tmp_path / "red" / "cameras.json").read_text())["images"]
     assert [c["placed"] for c in cams] == [True] * N

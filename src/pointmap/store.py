@@ -19,8 +19,11 @@ whatever the store's size.
 
 ``store.json`` records an *identity*: the model (name and a digest of its weights and
 configuration), the images (name and a digest of each preprocessed image, so a changed file,
-size or crop is noticed) and preprocessing settings. :meth:`PredictionStore.open` refuses an
-identity that differs from the recorded one with :class:`StoreMismatchError`, naming what differs.
+size or crop is noticed) and preprocessing settings; a store of streamed reductions
+(:mod:`pointmap.align.reduced`, ``reconstruct``'s default) adds their settings (``reductions``)
+and its scene graph (``pairs``). :meth:`PredictionStore.open` refuses an identity that differs from
+the recorded one with :class:`StoreMismatchError`, naming what differs (first whether the store
+holds full pairs or reductions: :func:`kind_difference`).
 """
 
 from __future__ import annotations
