@@ -188,7 +188,8 @@ def _cmd_extend(args: argparse.Namespace) -> int:
     old = read_reconstruction(args.folder)
     request = Request(
         inputs=Inputs(list(args.images)), model=ModelSpec(weights=args.weights, device=args.device, size=args.size),
-        graph=args.graph, store=StorePolicy(mode="on", full_pairs=True), post=PostProcess(conf_threshold=args.conf_threshold),
+        graph=args.graph, store=StorePolicy(mode="on", full_pairs=True),
+        post=PostProcess(conf_threshold=args.conf_threshold),
         export=ExportSpec(output=args.folder, formats=tuple(args.export or old.formats), overwrite=True),
         progress=not args.quiet)
     res, n_run = run_extend(request, freeze=args.freeze, k=args.k, announce=lambda line: print(line, file=sys.stderr))
@@ -477,7 +478,8 @@ def _add_online_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_extend_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("folder", help="output folder of a reconstruction made with --store on --store-full (its exports are rewritten)")
+    p.add_argument("folder", help="output folder of a reconstruction made with --store on --store-full "
+                                  "(its exports are rewritten)")
     p.add_argument("images", nargs="+", help="image files or folders to add")
     _add_model_args(p)
     p.add_argument("--size", type=int, choices=[224, 512], default=None,

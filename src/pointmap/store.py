@@ -170,7 +170,7 @@ def settings_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str |
             return f"it was made with {key}={op.get(key)!r} and this run uses {key}={np_.get(key)!r}{option}"
     if "reductions" in old and "reductions" in new and old["reductions"] != new["reductions"]:
         return (f"it holds the reductions {old['reductions']!r} and this run asks for {new['reductions']!r} "
-                "(other alignment settings or another scene graph)")
+                "(other alignment settings, or another --graph)")
     return None
 
 
@@ -188,14 +188,11 @@ def kind_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | Non
 
 def _mismatch(path: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
     """What differs between two identities, in words (``None`` when they match). The kind of
-    store and the settings are compared before the scene graph and the images (a new ``size``
-    changes every image digest)."""
+    store and the settings are compared before the images (a new ``size`` changes every image
+    digest), the images before the scene graph."""
     why = kind_difference(old, new) or settings_difference(old, new)
     if why is not None:
         return why
-    if old.get("pairs") != new.get("pairs"):
-        return (f"it holds reductions of the scene graph {old.get('pairs')!r} and this run's is "
-                f"{new.get('pairs')!r} (--graph on the command line)")
     oi, ni = old.get("images", []), new.get("images", [])
     if len(oi) != len(ni):
         return f"it was made from {len(oi)} images and this run has {len(ni)}"
@@ -203,6 +200,9 @@ def _mismatch(path: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> str
         if a.get("digest") != b.get("digest"):
             what = "a different" if a.get("name") == b.get("name") else f"{b.get('name')!r} instead of the"
             return f"image {k} is {what} image {a.get('name')!r} (another file, or files in another order)"
+    if old.get("pairs") != new.get("pairs"):
+        return (f"it holds reductions of the scene graph {old.get('pairs')!r} and this run's is "
+                f"{new.get('pairs')!r} (--graph on the command line)")
     return None
 
 

@@ -289,10 +289,7 @@ def reconstruct_images(
     if isinstance(store, StoreTarget):
         why = "asked for" if store.full_pairs else full_pairs_reason(
             method, len(work), pairs, priors, model, keep_descriptors or keep_matches, distributed)
-        if why is None:
-            reduced = store.open_reductions([tuple(im.img.shape[-2:]) for im in work], pairs, graph, cfg, dev)
-        else:
-            store = store.open_full()
+        store, reduced = _open_target(store, why, work, pairs, graph, cfg, dev)
         _announce_store(announce, store, reduced, why, pairs)
     if reduced is not None:
         return _reconstruct_reduced(reduced, model, images, work, pairs, graph, cfg, log, batch_size,
@@ -357,7 +354,15 @@ def full_pairs_reason(method: str, n_images: int, pairs: Sequence[tuple[int, int
     return next((why for cond, why in reasons if cond), None)
 
 
-def _announce_store(announce: Callable[[str], None] | None, store: PredictionStore, reduced, why: str | None,
+def _open_target(target: StoreTarget, why: str | None, work: list[LoadedImage], pairs, graph: str,
+                 cfg: AlignConfig, dev: torch.device):
+    """``(store, None)`` of the full pairs when there is a reason ``why``, else ``(None, reductions)``."""
+    if why is not None:
+        return target.open_full(), None
+    return None, target.open_reductions([tuple(im.img.shape[-2:]) for im in work], pairs, graph, cfg, dev)
+
+
+def _announce_store(announce: Callable[[str], None] | None, store: PredictionStore | None, reduced, why: str | None,
                     pairs: Sequence[tuple[int, int]]) -> None:
     """Tell which store the run keeps and what it resumes from."""
     if announce is None:
@@ -384,6 +389,7 @@ def _reconstruct_reduced(reduced, model: DUSt3R, images: list[LoadedImage], work
         if todo:
             infer_pairs(model, work, todo, batch_size=batch_size, device=dev, dtype=resolve_dtype(dtype, dev),
                         progress=progress, descriptors=False, reduce=reduced.write, keep=False)
+    with log.stage("reduction"):  # the per-image state, durable (a rerun resumes from here)
         reduced.save()
     with log.stage("alignment"):
         res = reduced.align(pairs, cfg, dev, imgs=[im.rgb for im in work], masks=masks, progress=progress)
