@@ -138,7 +138,7 @@ def real_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     imgs = sorted(EXAMPLES.glob("*.jpg"))
     assert main(["reconstruct", *map(str, imgs[:3]), "-o", str(root / "out"), "-q", "--size", "224",
-                 "--store", "on", "--store-full", "--export", "cameras", "depth", "transforms"]) == 0
+                 "--store-full", "--export", "cameras", "depth", "transforms"]) == 0  # --store auto: on
     assert main(["reconstruct", *map(str, imgs[:3]), "-o", str(root / "reduced"), "-q", "--size", "224",
                  "--store", "on", "--export", "cameras", "transforms"]) == 0
     assert main(["reconstruct", *map(str, imgs[:3]), "-o", str(root / "nostore"), "-q", "--size", "224",

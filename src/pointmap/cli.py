@@ -386,8 +386,9 @@ def _add_reconstruct_args(p: argparse.ArgumentParser) -> None:
                         "full dense stage runs")
     p.add_argument("--store-full", action="store_true",
                    help="keep every pair's full predictions in the store and run the full dense stage "
-                        "(needed by `pointmap extend`; sparse alignment, --cameras, --export colmap-db "
-                        "and --distributed keep them anyway)")
+                        "(needed by `pointmap extend`; --store auto then keeps a store at any number of "
+                        "images; sparse alignment, --cameras, --export colmap-db and --distributed keep "
+                        "them anyway)")
     p.add_argument("--distributed", action="store_true",
                    help="split pair inference over torchrun processes (one per GPU); rank 0 aligns and writes")
     _add_scene_args(p)

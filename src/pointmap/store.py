@@ -24,6 +24,9 @@ size or crop is noticed) and preprocessing settings; a store of streamed reducti
 and its scene graph (``pairs``). :meth:`PredictionStore.open` refuses an identity that differs from
 the recorded one with :class:`StoreMismatchError`, naming what differs (first whether the store
 holds full pairs or reductions: :func:`kind_difference`).
+
+(Over 450 lines: the layout, its writing, reading and identity checks are one format, kept with its
+reader beside its writer.)
 """
 
 from __future__ import annotations

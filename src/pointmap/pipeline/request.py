@@ -86,7 +86,8 @@ class StorePolicy:
         folder: the folder that holds ``.pointmap-store`` (``None``: the export's output folder).
         replace: a store made for other inputs or settings is replaced instead of refused.
         full_pairs: keep every pair's full predictions in the store and run the full dense
-            stage (what ``pointmap extend`` needs); sparse alignment, known cameras, a COLMAP
+            stage (what ``pointmap extend`` needs; ``"auto"`` then keeps a store whatever the
+            number of images); sparse alignment, known cameras, a COLMAP
             database, metric networks, distributed runs and disconnected graphs keep them anyway
             (:func:`pointmap.pipeline.core.full_pairs_reason`).
     """

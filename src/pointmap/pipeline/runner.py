@@ -119,6 +119,7 @@ def _store(request: Request, net: DUSt3R, images: list[LoadedImage], size: int, 
     policy = request.store
     folder = policy.folder or request.export.output
     if folder is None or policy.mode == "off" or (policy.mode == "auto" and len(images) <= STORE_AUTO_IMAGES
+                                                  and not policy.full_pairs
                                                   and not (Path(folder) / STORE_DIRNAME).is_dir()):
         return None
     pre = store_settings(request, net, size, dev)
