@@ -4,8 +4,9 @@ N views of a ray-cast synthetic room with exact ground truth
 (:func:`pointmap.testing.synthetic_pairs.synthetic_cameras`, cameras on an arc) are rendered on the
 fly and written as image files into a work folder; then the command line's own entry point
 (``pointmap.cli.main(["reconstruct", ...])``) runs the whole path a user runs: decode the files,
-plan the scene graph, run the network (pair predictions into the predictions store), align, clean
-up and write every default export. Nothing outside the repository is read and no network is used.
+plan the scene graph, run the network (pair predictions reduced batch by batch into the
+predictions store: the default; ``--reconstruct-args --store-full`` keeps the full pairs, the former
+path), align, clean up and write every default export. Nothing outside the repository is read and no network is used.
 
 Weights (``--weights``):
 
@@ -17,13 +18,20 @@ Weights (``--weights``):
 
 JSON keys: ``n_images``, ``n_pairs``, ``seconds_total`` (decode to the last export file),
 ``seconds_by_stage`` (``model_load``, ``decode``, ``graph``, ``inference`` (the network, without
-store writes), ``reduction_store`` (writing pair predictions or their reductions into the store),
+store writes), ``reduction_store`` (reducing each batch on the device and writing the reductions,
+or writing the full pair predictions, into the store),
 ``alignment``, ``export`` (clean-up and every export), and any other stage the run records),
 ``peak_gpu_gb`` (the largest per-stage peak of ``torch.cuda.max_memory_allocated``),
 ``peak_rss_gb`` (the largest host RSS sampled during the run's stages; ``peak_rss_gb_process``: the
 process high-water mark, rendering included), ``store_gb`` (the store folder on disk),
 ``export_gb``, ``rot_err_med_deg`` / ``rot_err_max_deg`` (rotations of ``cameras.json`` after a
-similarity alignment to the ground truth), ``centre_err_max_rel``, ``placed``, ``device``.
+similarity alignment to the ground truth), ``centre_err_max_rel``, ``placed``, ``device``,
+``variant`` and ``store_kind`` (``reductions`` or ``full``).
+
+``--compare`` runs, in one process on the same renders, the store on in both, first
+``--store-full`` (variant ``full``) then the default (variant ``default``) and writes both rows (a
+list); the second row's ``peak_rss_gb_process`` is the process's high-water mark over both runs
+(``peak_rss_gb``, sampled per stage, is its own).
 
 Examples::
 
@@ -35,6 +43,9 @@ Examples::
     # accuracy on the same renders with the bundled model
     python benchmarks/bench_e2e.py --images 100 --size 512x384 --graph logwin-5 --device cuda \\
         --weights bundled --out e2e100_bundled.json
+    # the former path (full pairs) and the default back to back, one call
+    python benchmarks/bench_e2e.py --images 100 --size 512x384 --graph logwin-5 --device cuda \\
+        --weights refill --fast --compare --out e2e100_compare.json
     # a CPU smoke run
     python benchmarks/bench_e2e.py --images 8 --size 224x168 --graph logwin-5 --device cpu \\
         --weights bundled --out e2e8.json
@@ -67,6 +78,7 @@ from bench_align import errors  # noqa: E402  (one definition of the accuracy fi
 import pointmap.cli  # noqa: E402
 import pointmap.images  # noqa: E402
 import pointmap.model  # noqa: E402
+from pointmap.align.reduced import StreamedReductions  # noqa: E402
 from pointmap.model import ModelConfig  # noqa: E402
 from pointmap.model.checkpoint import save_model  # noqa: E402
 from pointmap.pairs import auto_graph, make_pairs, needs_descriptors  # noqa: E402
@@ -109,19 +121,25 @@ class Probe:
         self.first_stage: float | None = None
         self.seconds = {"model_load": 0.0, "decode": 0.0, "reduction_store": 0.0}
         self._undo: list = []
+        self._inside: set[str] = set()
 
     def _wrap(self, owner: object, name: str, bucket: str) -> None:
         if not hasattr(owner, name):
             return
         real = getattr(owner, name)
+        inside = self._inside
 
         @functools.wraps(real)
         def timed(*a, **k):
+            if bucket in inside:  # a store write inside a reduction's write: counted once
+                return real(*a, **k)
+            inside.add(bucket)
             t0 = time.perf_counter()
             try:
                 return real(*a, **k)
             finally:
                 self.seconds[bucket] += time.perf_counter() - t0
+                inside.discard(bucket)
 
         setattr(owner, name, timed)
         self._undo.append((owner, name, real))
@@ -142,6 +160,7 @@ class Probe:
         self._wrap(pointmap.model, "load_model", "model_load")
         self._wrap(pointmap.images, "load_images", "decode")
         self._wrap(PredictionStore, "write", "reduction_store")
+        self._wrap(StreamedReductions, "write", "reduction_store")  # reduce on the device, then store
         try:
             yield self
         finally:
@@ -233,6 +252,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reconstruct-args", nargs=argparse.REMAINDER, default=[],
                     help="further arguments for pointmap reconstruct (last on the line)")
+    ap.add_argument("--compare", action="store_true",
+                    help="two runs back to back in this process on the same renders, the store on in both: "
+                         "--store-full (the full pairs and the full dense stage, the former path) and the "
+                         "default (streamed reductions); --out then holds a list of both rows")
     ap.add_argument("--work", default=None, help="work folder (default: a temporary one, removed)")
     ap.add_argument("--out", required=True, help="JSON results file")
     args = ap.parse_args()
@@ -245,11 +268,28 @@ def main() -> None:
     weights = "default"
     if args.weights == "refill":
         weights = str(refill_checkpoint(Path(args.arch), work / "refill.safetensors"))
-    out = work / "out"
+    if args.compare:  # the full pairs (the former path) first, then the default, in this process
+        rows = [run_once(args, work, gt, weights, "full", ["--store", "on", "--store-full"]),
+                run_once(args, work, gt, weights, "default", ["--store", "on"])]
+    else:
+        rows = [run_once(args, work, gt, weights, "run", [])]
+    for row in rows:
+        row["seconds_render"] = t_render
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    Path(args.out).write_text(json.dumps(rows if args.compare else rows[0], indent=1))
+    for row in rows:
+        print(json.dumps({k: v for k, v in row.items() if k not in ("stages", "meta")}, indent=1))
+
+
+def run_once(args: argparse.Namespace, work: Path, gt: SimpleNamespace, weights: str, variant: str,
+             store_args: list[str]) -> dict:
+    """One ``pointmap reconstruct`` of the rendered images into ``work/out-<variant>``, measured."""
+    out = work / f"out-{variant}"
     argv = ["reconstruct", str(work / "images"), "-o", str(out), "--overwrite", "--graph", args.graph,
             "--device", args.device, "--weights", weights, "--batch-size", str(args.batch_size), "-q",
             *(["--size", str(args.net_size)] if args.net_size else []), *(["--fast"] if args.fast else []),
-            *args.reconstruct_args]
+            *store_args, *args.reconstruct_args]
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     with Probe().active() as probe:
@@ -260,25 +300,23 @@ def main() -> None:
         raise SystemExit(f"pointmap reconstruct failed (exit {rc}): {' '.join(argv)}")
     stages = probe.stages()
     gpu = [v["peak_gpu_gb"] for v in stages.values() if v["peak_gpu_gb"] == v["peak_gpu_gb"]]
-    row = {
-        "n_images": args.images, "n_pairs": n_pairs(args.images, args.graph),
+    W, H = (int(x) for x in args.size.split("x"))
+    return {
+        "variant": variant, "n_images": args.images, "n_pairs": n_pairs(args.images, args.graph),
         "size": f"{W}x{H}", "graph": args.graph, "weights": args.weights, "fast": args.fast,
         "seconds_total": total, "seconds_by_stage": by_stage(probe, stages, t_start),
         "peak_gpu_gb": max(gpu) if gpu else None,
         "peak_rss_gb": max((v["peak_rss_gb"] for v in stages.values()), default=None),
         "peak_rss_gb_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
         "store_gb": folder_gb(out / STORE_DIRNAME),
+        "store_kind": "reductions" if (out / STORE_DIRNAME / "state-images.safetensors").is_file() else "full",
         "export_gb": folder_gb(out) - folder_gb(out / STORE_DIRNAME),
         **pose_errors(out / "cameras.json", gt),
         "device": device_name(args.device),
-        "stages": stages, "seconds_render": t_render,
+        "stages": stages,
         "meta": {"torch": torch.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
                  "load_average": os.getloadavg(), "argv": argv[1:]},
     }
-    if args.work is None:
-        shutil.rmtree(work, ignore_errors=True)
-    Path(args.out).write_text(json.dumps(row, indent=1))
-    print(json.dumps({k: v for k, v in row.items() if k not in ("stages", "meta")}, indent=1))
 
 
 if __name__ == "__main__":

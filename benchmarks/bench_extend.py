@@ -77,7 +77,7 @@ def main() -> None:
 
     def request(paths, out: Path) -> Request:
         return Request(inputs=Inputs([str(p) for p in paths]), model=ModelSpec(size=W), graph=args.graph,
-                       store=StorePolicy(mode="on"), align=Alignment(dense=cfg), post=PostProcess(),
+                       store=StorePolicy(mode="on", full_pairs=True), align=Alignment(dense=cfg), post=PostProcess(),
                        export=ExportSpec(output=str(out), formats=("cameras", "depth", "transforms")))
 
     rows: dict[str, dict] = {}

@@ -38,7 +38,7 @@ def _request(paths, out: Path) -> Request:
     # a coarse alignment (few pixels, no full-resolution depth pass) keeps four 120-image runs short
     fast = AlignConfig(coarse_pixels=256, dense=False)
     return Request(inputs=Inputs([str(p) for p in paths]), model=ModelSpec(size=64), graph=GRAPH,
-                   store=StorePolicy(mode="on"), align=Alignment(dense=fast), post=PostProcess(clean=False),
+                   store=StorePolicy(mode="on", full_pairs=True), align=Alignment(dense=fast), post=PostProcess(clean=False),
                    export=ExportSpec(output=str(out), formats=FORMATS))
 
 
@@ -135,7 +135,9 @@ def real_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     imgs = sorted(EXAMPLES.glob("*.jpg"))
     assert main(["reconstruct", *map(str, imgs[:3]), "-o", str(root / "out"), "-q", "--size", "224",
-                 "--store", "on", "--export", "cameras", "depth", "transforms"]) == 0
+                 "--store-full", "--export", "cameras", "depth", "transforms"]) == 0  # --store auto: on
+    assert main(["reconstruct", *map(str, imgs[:3]), "-o", str(root / "reduced"), "-q", "--size", "224",
+                 "--store", "on", "--export", "cameras", "transforms"]) == 0
     assert main(["reconstruct", *map(str, imgs[:3]), "-o", str(root / "nostore"), "-q", "--size", "224",
                  "--store", "off", "--export", "cameras"]) == 0
     (root / "bad.jpg").write_text("not an image")
@@ -163,6 +165,8 @@ def test_extend_command_refusals_are_one_line_and_leave_the_folder_alone(real_fo
     _one_line_error(capsys, "not a pointmap reconstruction", "cameras.json")
     assert main(["extend", str(root / "nostore"), new, "-q"]) == 2
     _one_line_error(capsys, "no predictions store", "--store on")
+    assert main(["extend", str(root / "reduced"), new, "-q"]) == 2  # the default store: reductions only
+    _one_line_error(capsys, "only the reductions", "--store-full")
     assert main(["extend", str(out), new, "--size", "512", "-q"]) == 2
     _one_line_error(capsys, "size=224", "size=512", "--size")
     torch.manual_seed(0)

@@ -164,6 +164,10 @@ needs_model = pytest.mark.skipif(not bundled_model_path().is_file(), reason="bun
 _SCRIPT = """
 import sys, time
 slow = sys.argv[1] == "slow"
+from pointmap.align.reduced import StreamedReductions
+_open = StreamedReductions.open.__func__
+# the reductions' state is saved after every batch (not once a minute), so a kill loses little
+StreamedReductions.open = classmethod(lambda cls, *a, **k: _open(cls, *a, **{**k, "save_every_s": 0.0}))
 if slow:  # each decoder batch takes a while, so the run can be killed mid-way
     from pointmap.model.network import DUSt3R
     orig = DUSt3R.forward_encoded
@@ -176,11 +180,12 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def _cli(out: Path, slow: bool, extra=()) -> subprocess.Popen:
+def _cli(out: Path, slow: bool, extra=(), full: bool = True) -> subprocess.Popen:
     imgs = sorted(str(p) for p in EXAMPLES.glob("*.jpg"))
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
     args = [sys.executable, "-c", _SCRIPT, "slow" if slow else "fast", "reconstruct", *imgs, "-o",
-            str(out), "-q", "--store", "on", "--batch-size", "1", "--export", "cameras", *extra]
+            str(out), "-q", "--store", "on", *(["--store-full"] if full else []), "--batch-size", "1",
+            "--export", "cameras", *extra]
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -192,19 +197,25 @@ def _index_pairs(out: Path) -> list:
     return pairs
 
 
-@needs_model
-def test_killed_reconstruct_resumes_to_the_uninterrupted_result(tmp_path):
-    killed, clean = tmp_path / "killed", tmp_path / "clean"
-    proc = _cli(killed, slow=True)
+def _kill_after(proc: subprocess.Popen, out: Path, shards: int) -> None:
+    """Kill ``proc`` (SIGKILL) once its store indexes ``shards`` shards."""
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        idx = killed / STORE_DIRNAME / "index-0.jsonl"
-        if idx.is_file() and len(idx.read_text().splitlines()) >= 3:
+        idx = out / STORE_DIRNAME / "index-0.jsonl"
+        if idx.is_file() and len(idx.read_text().splitlines()) >= shards:
             break
         time.sleep(0.02)
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+@needs_model
+def test_killed_reconstruct_resumes_to_the_uninterrupted_result(tmp_path):
+    """``--store-full``: the full pairs, none run twice."""
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    proc = _cli(killed, slow=True)
+    _kill_after(proc, killed, 3)
     n_before = len(_index_pairs(killed))
     assert 3 <= n_before < 20  # 5 images, complete graph: 20 ordered pairs
     # a rerun with other settings is refused with a message naming them, and nothing is touched
@@ -220,6 +231,37 @@ def test_killed_reconstruct_resumes_to_the_uninterrupted_result(tmp_path):
     pairs = _index_pairs(killed)
     assert len(pairs) == 20 and len({tuple(p) for p in pairs}) == 20  # none recomputed
     ref = _cli(clean, slow=False)
+    _, err = ref.communicate()
+    assert ref.returncode == 0, err
+    a = json.loads((killed / "cameras.json").read_text())
+    b = json.loads((clean / "cameras.json").read_text())
+    assert a == b
+
+
+@needs_model
+def test_killed_reduced_reconstruct_resumes_and_refuses_other_runs(tmp_path):
+    """The default store (streamed reductions): a killed run resumes to the uninterrupted
+    cameras; a rerun asking for the full pairs or another scene graph is refused in one line."""
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    proc = _cli(killed, slow=True, full=False)
+    _kill_after(proc, killed, 4)
+    n_before = len(_index_pairs(killed))
+    assert 4 <= n_before < 20
+    assert "reductions" in json.loads((killed / STORE_DIRNAME / "store.json").read_text())["identity"]
+    for extra, full, named in (((), True, "--store-full"), (("--graph", "swin-2"), False, "--graph")):
+        bad = _cli(killed, slow=False, extra=extra, full=full)
+        _, err = bad.communicate()
+        errors = [ln for ln in err.splitlines() if ln.startswith("pointmap: error")]
+        assert bad.returncode == 2 and len(errors) == 1 and "Traceback" not in err, err
+        assert "does not belong to this run" in errors[0] and named in errors[0], err
+    assert len(_index_pairs(killed)) == n_before
+    resumed = _cli(killed, slow=False, full=False)
+    _, err = resumed.communicate()
+    assert resumed.returncode == 0, err
+    done = int(err.split("resuming: ")[1].split(" of 20 pairs already reduced")[0])
+    assert n_before - 1 <= done <= n_before  # a kill between a shard and the state's save loses that one
+    assert len(_index_pairs(killed)) == n_before + 20 - done
+    ref = _cli(clean, slow=False, full=False)
     _, err = ref.communicate()
     assert ref.returncode == 0, err
     a = json.loads((killed / "cameras.json").read_text())

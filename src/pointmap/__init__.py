@@ -16,7 +16,7 @@ The public API, importable from the package itself::
     # new photos placed in an existing reconstruction's output folder (the map fixed)
     poses, _ = pointmap.localize("out/", ["new.jpg"])   # [pointmap.localization.QueryPose]
 
-    # more photos added to a reconstruction made with store="on" (only pairs with a new photo run)
+    # more photos added to a reconstruction made with store="on", store_full=True (only pairs with a new photo run)
     result = pointmap.extend("out/", ["more/"], freeze=True)
 
 ``import pointmap`` itself is cheap: each name is imported from its module on first use (so the

@@ -47,6 +47,7 @@ def reconstruct(
     formats: Sequence[str] | None = None,
     overwrite: bool = False,
     store: str = "off",
+    store_full: bool = False,
 ) -> ReconstructionResult:
     """Images (files, folders or videos) to a reconstructed scene, optionally exported.
 
@@ -75,8 +76,11 @@ def reconstruct(
             model's recommendation).
         clean, mask_sky: post-processing of the returned scene (``result.aligned`` is before it).
         output, formats, overwrite: export into the folder ``output`` (default: nothing written).
-        store: ``"off"``, ``"on"`` or ``"auto"``: keep pair predictions in ``output`` so that an
-            interrupted run resumes.
+        store: ``"off"``, ``"on"`` or ``"auto"``: keep a predictions store in ``output`` so that an
+            interrupted run resumes; with it, dense alignment runs from the streamed reductions of
+            the pairs, which the store keeps (``result.predictions`` is then ``None``).
+        store_full: keep every pair's full predictions in the store instead, and run the full
+            dense stage (:class:`~pointmap.pipeline.StorePolicy`).
     """
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     request = Request(
@@ -85,7 +89,7 @@ def reconstruct(
                         else "given model", device=None if device is None else str(device),
                         dtype=None if dtype is None else str(dtype).replace("torch.", ""), size=size,
                         batch_size=batch_size),
-        graph=graph, store=StorePolicy(mode=store, replace=overwrite),  # type: ignore[arg-type]
+        graph=graph, store=StorePolicy(mode=store, replace=overwrite, full_pairs=store_full),  # type: ignore[arg-type]
         align=Alignment(method=align_method, dense=align, sparse=sparse),  # type: ignore[arg-type]
         priors=Priors(None if cameras is None else os.fspath(cameras), None if masks is None else os.fspath(masks)),
         post=PostProcess(conf_threshold=conf_threshold, clean=clean, mask_sky=mask_sky),

@@ -105,7 +105,8 @@ class _Stored:
     added: int = 0  # uploads of photos added so far
 
 
-_ALIGNED_BY = {"dense": "dense alignment", "sparse": "sparse alignment", "two-view": "two-view closed form"}
+_ALIGNED_BY = {"dense": "dense alignment", "sparse": "sparse alignment", "two-view": "two-view closed form",
+               "reduced": "dense alignment from streamed reductions"}
 
 
 def scene_graph(kind: str, k: int) -> str:
@@ -295,7 +296,8 @@ def app_request(paths: Sequence[str | os.PathLike], labels: Sequence[str], outpu
                       names=None if names == own or video else names),
         model=ModelSpec(weights=weights, device=device, size=int(size)),
         graph=scene_graph(graph_kind, int(k or 0)),
-        store=StorePolicy("on", str(store), replace=True) if store is not None else StorePolicy("on"),
+        # the run's own store keeps the full pairs: photos can be added to it (pointmap extend)
+        store=StorePolicy("on", str(store), replace=True) if store is not None else StorePolicy("on", full_pairs=True),
         align=Alignment(method=align_method, dense=dense),  # type: ignore[arg-type]
         priors=Priors(None if cameras is None else str(cameras), None if masks is None else str(masks),
                       bool(shared_focal)),

@@ -67,7 +67,8 @@ def request_from_args(args: argparse.Namespace):
                       max_pixels=getattr(args, "max_pixels", None)),
         model=ModelSpec(weights=args.weights, device=args.device, dtype=args.dtype, fast=args.fast,
                         size=args.size, batch_size=args.batch_size),
-        graph=args.graph, store=StorePolicy(mode=getattr(args, "store", "off"), replace=args.overwrite),
+        graph=args.graph, store=StorePolicy(mode=getattr(args, "store", "off"), replace=args.overwrite,
+                                           full_pairs=getattr(args, "store_full", False)),
         align=Alignment(method=args.align, dense=dense_cfg),
         priors=Priors(cameras=args.cameras, masks=args.masks, shared_focal=args.shared_focal),
         post=PostProcess(conf_threshold=args.conf_threshold, clean=args.clean, mask_sky=args.mask_sky),
@@ -212,7 +213,8 @@ def _cmd_extend(args: argparse.Namespace) -> int:
     old = read_reconstruction(args.folder)
     request = Request(
         inputs=Inputs(list(args.images)), model=ModelSpec(weights=args.weights, device=args.device, size=args.size),
-        graph=args.graph, store=StorePolicy(mode="on"), post=PostProcess(conf_threshold=args.conf_threshold),
+        graph=args.graph, store=StorePolicy(mode="on", full_pairs=True),
+        post=PostProcess(conf_threshold=args.conf_threshold),
         export=ExportSpec(output=args.folder, formats=tuple(args.export or old.formats), overwrite=True),
         progress=not args.quiet)
     res, n_run = run_extend(request, freeze=args.freeze, k=args.k, announce=lambda line: print(line, file=sys.stderr))
@@ -417,7 +419,16 @@ def _add_reconstruct_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", default="auto", choices=["auto", "on", "off"],
                    help="write pair predictions to OUTPUT/.pointmap-store (float16, read back on demand; "
                         "an interrupted run rerun with the same arguments resumes from it). auto: on "
-                        "above 20 images or when the output folder already has a store")
+                        "above 20 images or when the output folder already has a store. With a store, "
+                        "dense alignment runs from streamed reductions of each pair (the store keeps "
+                        "about a tenth of the full pairs; same cameras, depth maps from a per-image "
+                        "canonical depth: docs/benchmarks.md); without one (auto up to 20 images) the "
+                        "full dense stage runs")
+    p.add_argument("--store-full", action="store_true",
+                   help="keep every pair's full predictions in the store and run the full dense stage "
+                        "(needed by `pointmap extend`; --store auto then keeps a store at any number of "
+                        "images; sparse alignment, --cameras, --export colmap-db and --distributed keep "
+                        "them anyway)")
     p.add_argument("--distributed", action="store_true",
                    help="split pair inference over torchrun processes (one per GPU); rank 0 aligns and writes")
     _add_scene_args(p)
@@ -526,7 +537,8 @@ def _add_online_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_extend_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("folder", help="output folder of a reconstruction made with --store on (its exports are rewritten)")
+    p.add_argument("folder", help="output folder of a reconstruction made with --store on --store-full "
+                                  "(its exports are rewritten)")
     p.add_argument("images", nargs="+", help="image files or folders to add")
     _add_model_args(p)
     p.add_argument("--size", type=int, choices=[224, 512], default=None,

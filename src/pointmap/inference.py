@@ -248,7 +248,8 @@ def infer_pairs(
     store: PredictionStore | None = None,
     reduce: Callable[[list[tuple[int, int]], dict[str, torch.Tensor]], None] | None = None,
     encoded: Mapping[int, Encoded] | None = None,
-) -> PairPredictions:
+    keep: bool = True,
+) -> PairPredictions | None:
     """Run the network on ordered image pairs.
 
     Args:
@@ -286,15 +287,19 @@ def infer_pairs(
         encoded: encoder outputs already at hand (:func:`encode_images`: one image each, tokens
             ``(1, N, C)`` on ``device``), by index into ``images``; those images are not encoded
             again and their entries of ``images`` are not read (they may be ``None``).
+        keep: ``False``: the predictions go to ``reduce`` only; nothing is copied to the host or
+            written to ``store``, and ``None`` is returned (the streamed reductions' run).
 
     Returns:
         :class:`PairPredictions` with, per pair, ``pts3d_1`` ``(H_i, W_i, 3)``, ``conf_1``,
         ``pts3d_2_in_1`` ``(H_j, W_j, 3)``, ``conf_2`` (and the descriptor fields when kept) on the
         CPU, in the order of ``pairs``
-        (store-backed float16 when ``store`` is given).
+        (store-backed float16 when ``store`` is given); ``None`` when not ``keep``.
     """
     if len(pairs) == 0:
         raise InputError("no pairs to run")
+    if not keep and (reduce is None or store is not None):
+        raise InputError("infer_pairs(keep=False) needs reduce= and no store=")
     dev = resolve_device(device)
     cdt = resolve_dtype(dtype, dev)
     pairs = [(int(i), int(j)) for i, j in pairs]
@@ -329,7 +334,7 @@ def infer_pairs(
     # --- decode + heads, batched by (shape_i, shape_j); results stream to the CPU
     out: list[tuple | None] = [None] * len(pairs)
     sink = _HostSink(dev, storage_dtype, rows=batch_size, alloc=host_alloc)
-    keep_desc = bool(descriptors) and model.config.desc_dim > 0
+    keep_desc = keep and bool(descriptors) and model.config.desc_dim > 0
     ddt = desc_dtype or storage_dtype
     # with a store the descriptors go into the same shards as the points (one sink, one write)
     dsink = _HostSink(dev, ddt, rows=batch_size, alloc=host_alloc) if keep_desc and store is None else None
@@ -346,7 +351,7 @@ def infer_pairs(
             with autocast:
                 p1, p2 = model.forward_encoded(e1, e2)
 
-            def keep(res: list[torch.Tensor], chunk: list[int] = chunk, real: int = real) -> None:
+            def keep_batch(res: list[torch.Tensor], chunk: list[int] = chunk, real: int = real) -> None:
                 if store is not None:
                     store.write([pairs[q] for q in chunk[:real]], dict(zip(fields, res)))
                     return
@@ -359,7 +364,8 @@ def infer_pairs(
                        {f: a[:real].float() for f, a in zip(DUST3R_FIELDS, arrays)})
             if keep_desc and store is not None:
                 arrays += (p1["desc"], p1["desc_conf"], p2["desc"], p2["desc_conf"])
-            sink.put(arrays, real, keep)
+            if keep:
+                sink.put(arrays, real, keep_batch)
             if dsink is not None:
                 def dstore(res: list[torch.Tensor], chunk: list[int] = chunk, real: int = real) -> None:
                     for b, q in enumerate(chunk[:real]):
@@ -371,6 +377,8 @@ def infer_pairs(
     if dsink is not None:
         dsink.close()
     bar.close()
+    if not keep:
+        return None
     if store is not None:
         return store.predictions(pairs, n_images=n)
     pts1, c1, pts2, c2 = (list(x) for x in zip(*out))  # type: ignore[arg-type]

@@ -19,8 +19,14 @@ whatever the store's size.
 
 ``store.json`` records an *identity*: the model (name and a digest of its weights and
 configuration), the images (name and a digest of each preprocessed image, so a changed file,
-size or crop is noticed) and preprocessing settings. :meth:`PredictionStore.open` refuses an
-identity that differs from the recorded one with :class:`StoreMismatchError`, naming what differs.
+size or crop is noticed) and preprocessing settings; a store of streamed reductions
+(:mod:`pointmap.align.reduced`, ``reconstruct``'s default) adds their settings (``reductions``)
+and its scene graph (``pairs``). :meth:`PredictionStore.open` refuses an identity that differs from
+the recorded one with :class:`StoreMismatchError`, naming what differs (first whether the store
+holds full pairs or reductions: :func:`kind_difference`).
+
+(Over 450 lines: the layout, its writing, reading and identity checks are one format, kept with its
+reader beside its writer.)
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ __all__ = [
     "STORE_DIRNAME",
     "StoreMismatchError",
     "image_digest",
+    "kind_difference",
     "model_digest",
     "recorded_identity",
     "settings_difference",
@@ -159,21 +166,34 @@ def settings_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str |
     if old.get("model", {}).get("digest") != new.get("model", {}).get("digest"):
         return (f"it was made with the model {old.get('model', {}).get('name')!r} and this run uses "
                 f"{new.get('model', {}).get('name')!r} (different weights: --weights)")
-    if old.get("reductions") != new.get("reductions"):
-        return (f"it holds the reductions {old.get('reductions')!r} and this run asks for "
-                f"{new.get('reductions')!r} (other alignment settings, or full pairs against reductions)")
     op, np_ = old.get("preprocessing", {}), new.get("preprocessing", {})
     for key in sorted(set(op) | set(np_)):
         if op.get(key) != np_.get(key):
             option = f" ({SETTING_OPTIONS[key]} on the command line)" if key in SETTING_OPTIONS else ""
             return f"it was made with {key}={op.get(key)!r} and this run uses {key}={np_.get(key)!r}{option}"
+    if "reductions" in old and "reductions" in new and old["reductions"] != new["reductions"]:
+        return (f"it holds the reductions {old['reductions']!r} and this run asks for {new['reductions']!r} "
+                "(other alignment settings, or another --graph)")
     return None
 
 
+def kind_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """Whether one identity is of a store of full pairs and the other of streamed reductions
+    (:mod:`pointmap.align.reduced`), in words (``None`` when both are of one kind)."""
+    if ("reductions" in old) == ("reductions" in new):
+        return None
+    if "reductions" in new:
+        return ("it holds the full pair predictions (a run with --store-full) and this run keeps only their "
+                "reductions; add --store-full to resume it")
+    return ("it holds only the reductions of the pair predictions and this run keeps the full pairs "
+            "(--store-full, sparse alignment, known cameras or a COLMAP database need them)")
+
+
 def _mismatch(path: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
-    """What differs between two identities, in words (``None`` when they match). Settings are
-    compared before images (a new ``size`` changes every image digest)."""
-    why = settings_difference(old, new)
+    """What differs between two identities, in words (``None`` when they match). The kind of
+    store and the settings are compared before the images (a new ``size`` changes every image
+    digest), the images before the scene graph."""
+    why = kind_difference(old, new) or settings_difference(old, new)
     if why is not None:
         return why
     oi, ni = old.get("images", []), new.get("images", [])
@@ -183,6 +203,9 @@ def _mismatch(path: Path, old: Mapping[str, Any], new: Mapping[str, Any]) -> str
         if a.get("digest") != b.get("digest"):
             what = "a different" if a.get("name") == b.get("name") else f"{b.get('name')!r} instead of the"
             return f"image {k} is {what} image {a.get('name')!r} (another file, or files in another order)"
+    if old.get("pairs") != new.get("pairs"):
+        return (f"it holds reductions of the scene graph {old.get('pairs')!r} and this run's is "
+                f"{new.get('pairs')!r} (--graph on the command line)")
     return None
 
 

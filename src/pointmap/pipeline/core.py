@@ -2,11 +2,20 @@
 
 The one implementation behind :func:`pointmap.reconstruct_images` and
 :func:`pointmap.pipeline.run_request`.
+
+With a predictions store given as a :class:`StoreTarget` (what ``pointmap reconstruct`` passes when
+its store is on), dense alignment runs from the *streamed reductions* (:mod:`pointmap.align.reduced`):
+each batch of pair predictions is reduced on the device as it leaves the network, the store keeps
+only the reductions, and the full pairs are never held. The full pairs are kept instead (the store
+holds them, as with a :class:`~pointmap.store.PredictionStore`) when the target asks for them
+(``full_pairs``) or the run needs them (:func:`full_pairs_reason`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,14 +28,14 @@ from ..errors import PointmapError
 from ..images import LoadedImage
 from ..inference import infer_pairs, resolve_device, resolve_dtype
 from ..model import DUSt3R
-from ..pairs import auto_graph, make_pairs, needs_descriptors, validate_pairs
+from ..pairs import auto_graph, connected_components, make_pairs, needs_descriptors, validate_pairs
 from ..predictions import PairPredictions
 from ..scene import Scene
 from ..stages import StageLog
 from ..store import STORE_DIRNAME, PredictionStore, StoreMismatchError, store_identity
 
-__all__ = ["SPARSE_AUTO_PAIRS", "ReconstructionResult", "choose_align_method", "open_store", "plan_pairs",
-           "reconstruct_images"]
+__all__ = ["SPARSE_AUTO_PAIRS", "ReconstructionResult", "StoreTarget", "choose_align_method", "full_pairs_reason",
+           "open_store", "plan_pairs", "reconstruct_images"]
 
 #: per unordered pair ``(i, j)``: matched pixels ``(xy_i (M, 2), xy_j (M, 2))`` at network resolution
 Matches = dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]
@@ -39,12 +48,14 @@ class ReconstructionResult:
     Attributes:
         scene: the aligned scene (network resolution; ``scene.to_original()`` maps it back).
         images: the preprocessed images.
-        predictions: the pairwise network outputs.
+        predictions: the pairwise network outputs; ``None`` when the run aligned from the streamed
+            reductions (``method`` ``"reduced"``: the full pairs were never kept).
         timings: seconds per stage (``load``, ``graph``, ``inference``, ``alignment``).
         pairs: the ordered pairs that were run.
         stages: seconds and peak memory per stage (:class:`~pointmap.stages.StageLog`).
         graph: the scene graph that was used (``auto`` resolved).
-        method: the aligner that ran: ``"dense"``, ``"sparse"`` or ``"two-view"`` (closed form).
+        method: the aligner that ran: ``"dense"``, ``"reduced"`` (dense alignment from the
+            streamed reductions), ``"sparse"`` or ``"two-view"`` (closed form).
         matches: the pixel matches of every pair when they were computed (sparse alignment, a
             COLMAP database), else ``None``; later steps reuse them instead of matching again.
         aligned: the scene as aligned, before clean-up and sky masking (``scene`` is after them;
@@ -56,7 +67,7 @@ class ReconstructionResult:
 
     scene: Scene
     images: list[LoadedImage]
-    predictions: PairPredictions
+    predictions: PairPredictions | None
     timings: dict[str, float] = field(default_factory=dict)
     pairs: list[tuple[int, int]] = field(default_factory=list)
     stages: StageLog | None = None
@@ -77,7 +88,8 @@ def open_store(
     rank: int = 0,
     replace: bool = False,
 ) -> PredictionStore:
-    """Create or reopen the predictions store of an output folder (``out_dir/.pointmap-store``).
+    """Create or reopen the predictions store of an output folder (``out_dir/.pointmap-store``)
+    for the full pairs.
 
     The store records the model, the images (each preprocessed image is digested) and the
     ``preprocessing`` settings; reopening it for another model, other images or other settings
@@ -85,16 +97,61 @@ def open_store(
     first rank created. With ``replace``, a store of another run is removed (it is pointmap's own:
     it holds ``store.json``) and a new one started instead.
     """
+    target = store_target(out_dir, model, model_name, images, preprocessing, replace=replace, full_pairs=True)
+    if rank != 0:
+        return PredictionStore.open(target.path, target.identity, rank=rank, create=False)
+    return target.open_full()
+
+
+@dataclass
+class StoreTarget:
+    """A predictions store to open once the scene graph is known: streamed reductions, or the
+    full pairs when ``full_pairs`` or when the run needs them (:func:`full_pairs_reason`).
+
+    Attributes:
+        path: the store folder (``OUTPUT/.pointmap-store``).
+        identity: model, images and preprocessing (:func:`pointmap.store.store_identity`).
+        replace: a store of another run is removed (it is pointmap's own) and a new one started.
+        full_pairs: keep the full pair predictions whatever the alignment.
+    """
+
+    path: Path
+    identity: dict
+    replace: bool = False
+    full_pairs: bool = False
+
+    def _replacing(self, open_: Callable):
+        try:
+            return open_()
+        except StoreMismatchError:
+            if not self.replace:
+                raise
+            PredictionStore.remove(self.path)
+            return open_()
+
+    def open_full(self) -> PredictionStore:
+        """The store of the full pairs (:class:`~pointmap.store.PredictionStore`)."""
+        return self._replacing(lambda: PredictionStore.open(self.path, self.identity))
+
+    def open_reductions(self, shapes: Sequence[tuple[int, int]], pairs: Sequence[tuple[int, int]], graph: str,
+                        config: AlignConfig, device: torch.device):
+        """The store of the streamed reductions of ``pairs`` of images of network ``shapes``
+        ``(H, W)`` (:class:`~pointmap.align.reduced.StreamedReductions`, state on ``device``);
+        its identity records the scene graph (a rerun with another is refused)."""
+        from ..align.reduced import StreamedReductions
+
+        digest = hashlib.sha256(json.dumps([[int(i), int(j)] for i, j in pairs]).encode()).hexdigest()[:12]
+        ident = {**self.identity, "pairs": f"{graph}: {len(pairs)} ordered pairs, {digest}"}
+        return self._replacing(lambda: StreamedReductions.open(self.path, ident, shapes, len(pairs), config, device))
+
+
+def store_target(out_dir: str | os.PathLike, model: DUSt3R, model_name: str, images: Sequence[LoadedImage],
+                 preprocessing: dict, *, replace: bool = False, full_pairs: bool = False) -> StoreTarget:
+    """The :class:`StoreTarget` of an output folder (``out_dir/.pointmap-store``) for these images
+    and ``preprocessing`` settings (see :func:`open_store`)."""
     names = [im.meta.path or f"image_{k:04d}" for k, im in enumerate(images)]
     ident = store_identity(model_name, model, images, names, preprocessing)
-    path = Path(out_dir) / STORE_DIRNAME
-    try:
-        return PredictionStore.open(path, ident, rank=rank, create=rank == 0)
-    except StoreMismatchError:
-        if not replace or rank != 0:
-            raise
-        PredictionStore.remove(path)
-        return PredictionStore.open(path, ident, rank=rank)
+    return StoreTarget(Path(out_dir) / STORE_DIRNAME, ident, replace, full_pairs)
 
 
 def plan_pairs(
@@ -165,7 +222,7 @@ def reconstruct_images(
     known_poses: Mapping[int, torch.Tensor] | torch.Tensor | None = None,
     known_intrinsics: Mapping[int, torch.Tensor] | torch.Tensor | None = None,
     masks: Sequence[torch.Tensor | None] | None = None,
-    store: PredictionStore | None = None,
+    store: PredictionStore | StoreTarget | None = None,
     video: bool = False,
     announce: Callable[[str], None] | None = None,
     keep_descriptors: bool = False,
@@ -203,7 +260,11 @@ def reconstruct_images(
 
     With a ``store`` (:func:`open_store`), pair predictions are written to disk batch by batch
     and read back on demand (host memory does not grow with the number of pairs), and pairs
-    already in the store are not run again: an interrupted run resumes.
+    already in the store are not run again: an interrupted run resumes. With a
+    :class:`StoreTarget` (:func:`store_target`), dense alignment runs from the streamed
+    reductions, which the store keeps instead of the pairs (``method`` ``"reduced"``, no
+    ``predictions``), unless the target asks for the full pairs or :func:`full_pairs_reason`
+    names why the run needs them (``announce`` is told).
     """
     images = list(images)
     if not images:
@@ -223,6 +284,16 @@ def reconstruct_images(
     method = choose_align_method(align_method, model.config.desc_dim > 0, len(pairs))
     if announce is not None:
         announce(f"scene graph {graph}: {len(pairs)} ordered pairs of {len(images)} images")
+    cfg = align_config(model, align)
+    reduced = None
+    if isinstance(store, StoreTarget):
+        why = "asked for" if store.full_pairs else full_pairs_reason(
+            method, len(work), pairs, priors, model, keep_descriptors or keep_matches, distributed)
+        store, reduced = _open_target(store, why, work, pairs, graph, cfg, dev)
+        _announce_store(announce, store, reduced, why, pairs)
+    if reduced is not None:
+        return _reconstruct_reduced(reduced, model, images, work, pairs, graph, cfg, log, batch_size,
+                                    dtype, progress, priors["masks"], announce)
     # the dense alignment uses points and confidences only: MASt3R's descriptors (8x the memory
     # or disk of the points) are kept only for matching (sparse alignment, a COLMAP database)
     with log.stage("inference"):
@@ -230,7 +301,6 @@ def reconstruct_images(
                        descriptors=method == "sparse" or keep_descriptors)
     if preds is None:
         return None
-    cfg = align_config(model, align)
     sp = sparse or SparseConfig()
     matches = None
     if keep_matches or (method == "sparse" and len(work) > 2):
@@ -244,14 +314,87 @@ def reconstruct_images(
             from ..align.metric import to_metric
 
             scene = to_metric(scene, preds)
-    timings = {k: v.seconds for k, v in log.stages.items()}
     scene = _label(scene.first(1) if single else scene, images, priors["masks"])
+    return _result(scene, images, preds, pairs, log, graph, ran, matches, cfg, announce)
+
+
+def _result(scene: Scene, images: list[LoadedImage], preds: PairPredictions | None, pairs, log: StageLog,
+            graph: str, ran: str, matches: Matches | None, cfg: AlignConfig,
+            announce: Callable[[str], None] | None) -> ReconstructionResult:
+    """The result, once the images left unplaced are announced."""
     left = [scene.names[k] for k in range(len(scene)) if not bool(scene.placed[k])]
     if left and announce is not None:
         announce(f"{len(left)} of {len(scene)} images could not be placed (no pair links them to "
                  f"the largest connected group, or alignment failed for them): {', '.join(left)}")
+    timings = {k: v.seconds for k, v in log.stages.items()}
     return ReconstructionResult(scene, images, preds, timings, list(pairs), stages=log, graph=graph,
                                 method=ran, matches=matches, conf_threshold=cfg.conf_threshold)
+
+
+def full_pairs_reason(method: str, n_images: int, pairs: Sequence[tuple[int, int]], priors: Mapping,
+                      model: DUSt3R, matching: bool = False, distributed: bool = False) -> str | None:
+    """Why a run needs every pair's full predictions, in words; ``None`` when dense alignment
+    from the streamed reductions serves it.
+
+    The full pairs are needed by sparse alignment and pixel matching (``matching``: a COLMAP
+    database), the two-view closed form (one or two images), known cameras (``priors`` with
+    ``known_poses`` or ``known_intrinsics``; masks are served), a metric network (its scale is
+    read from the pairs), distributed inference, and a pair graph in several parts (alignment
+    from reductions needs a connected one).
+    """
+    known = any(priors.get(k) is not None for k in ("known_poses", "known_intrinsics"))
+    reasons = [(method != "dense", "sparse alignment matches pixels of the full pairs"),
+               (n_images <= 2, "one or two images are aligned in closed form"),
+               (matching, "the COLMAP database needs the pairs' pixel matches"),
+               (known, "known cameras are fitted against the full pairs"),
+               (bool(model.config.metric), "a metric network's scale is read from the full pairs"),
+               (distributed, "distributed inference gathers the full pairs"),
+               (len(connected_components([tuple(p) for p in pairs], n_images)) != 1,
+                "the pair graph has several parts")]
+    return next((why for cond, why in reasons if cond), None)
+
+
+def _open_target(target: StoreTarget, why: str | None, work: list[LoadedImage], pairs, graph: str,
+                 cfg: AlignConfig, dev: torch.device):
+    """``(store, None)`` of the full pairs when there is a reason ``why``, else ``(None, reductions)``."""
+    if why is not None:
+        return target.open_full(), None
+    return None, target.open_reductions([tuple(im.img.shape[-2:]) for im in work], pairs, graph, cfg, dev)
+
+
+def _announce_store(announce: Callable[[str], None] | None, store: PredictionStore | None, reduced, why: str | None,
+                    pairs: Sequence[tuple[int, int]]) -> None:
+    """Tell which store the run keeps and what it resumes from."""
+    if announce is None:
+        return
+    if reduced is not None:
+        done = len(pairs) - len(reduced.todo(pairs))
+        if done:
+            announce(f"resuming: {done} of {len(pairs)} pairs already reduced in {reduced.store.path}")
+        return
+    if why != "asked for":
+        announce(f"the predictions store keeps the full pairs: {why}")
+    if len(store):
+        announce(f"resuming: {len(store)} pair predictions already in {store.path}")
+
+
+def _reconstruct_reduced(reduced, model: DUSt3R, images: list[LoadedImage], work: list[LoadedImage], pairs,
+                         graph: str, cfg: AlignConfig, log: StageLog, batch_size: int, dtype, progress: bool,
+                         masks, announce) -> ReconstructionResult:
+    """Infer the pairs the reductions store lacks, reducing each batch on the device as it
+    leaves the network (nothing else is kept), then align from the reductions."""
+    dev = log.device
+    todo = reduced.todo(pairs)
+    with log.stage("inference"):
+        if todo:
+            infer_pairs(model, work, todo, batch_size=batch_size, device=dev, dtype=resolve_dtype(dtype, dev),
+                        progress=progress, descriptors=False, reduce=reduced.write, keep=False)
+    with log.stage("reduction"):  # the per-image state, durable (a rerun resumes from here)
+        reduced.save()
+    with log.stage("alignment"):
+        res = reduced.align(pairs, cfg, dev, imgs=[im.rgb for im in work], masks=masks, progress=progress)
+    scene = _label(res.scene, images, masks)
+    return _result(scene, images, None, pairs, log, graph, "reduced", None, cfg, announce)
 
 
 def _infer(model, work, pairs, batch_size, dev, dtype, progress, store, distributed, descriptors):

@@ -1,7 +1,7 @@
 """Add photos to a reconstruction's output folder (``pointmap extend``), at the cost of the new ones.
 
-A folder reconstructed with a predictions store (``--store on``) holds what extending needs: the
-store (every pair prediction, and the identity of the model, images and settings), ``cameras.json``
+A folder reconstructed with a store of the full pairs (``--store on --store-full``) holds what
+extending needs: the store (every pair prediction, and the identity of the model, images and settings), ``cameras.json``
 (the aligned cameras, in the store's image order) and ``images/`` (copies of the images).
 
 1. Refusals before any work: a folder that is not such a reconstruction, one made with another
@@ -102,7 +102,10 @@ def read_reconstruction(folder: str | os.PathLike) -> Reconstruction:
                           "output folder of `pointmap reconstruct`")
     ident = recorded_identity(folder / STORE_DIRNAME)
     if not ident or not ident.get("images"):
-        raise ExtendError(f"{folder} has no predictions store to extend; reconstruct it with --store on")
+        raise ExtendError(f"{folder} has no predictions store to extend; reconstruct it with --store on --store-full")
+    if "reductions" in ident:
+        raise ExtendError(f"{folder}'s predictions store keeps only the reductions of its pairs, and extending "
+                          "reuses the full pairs; reconstruct it with --store-full to extend it")
     cams = read_pointmap_cameras(folder / "cameras.json")
     files = list(cams)
     n_rec = len(ident["images"])
@@ -403,7 +406,7 @@ def extend(
     """Add ``images`` (files or folders) to the reconstruction in ``folder`` and rewrite its exports.
 
     Args:
-        folder: the output folder of a reconstruction made with ``--store on``.
+        folder: the output folder of a reconstruction made with ``--store on --store-full``.
         freeze: keep the old cameras (and depth maps) exactly; only the new images are aligned.
         k: old images each new image is paired with (the most similar).
         weights, size: the model and image size the folder was made with (others are refused).
@@ -416,7 +419,7 @@ def extend(
     old = read_reconstruction(folder)
     request = Request(inputs=Inputs([str(p) for p in images]),
                       model=ModelSpec(weights=weights, device=device, size=size), graph=graph,
-                      store=StorePolicy(mode="on"),
+                      store=StorePolicy(mode="on", full_pairs=True),
                       export=ExportSpec(output=str(folder), formats=tuple(formats or old.formats), overwrite=True),
                       progress=progress)
     return run_extend(request, freeze=freeze, k=k, model=model)[0]

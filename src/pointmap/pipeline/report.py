@@ -8,7 +8,8 @@ from .core import ReconstructionResult
 __all__ = ["run_report"]
 
 _ALIGNERS = {"dense": "dense global alignment", "sparse": "sparse alignment from pixel matches",
-             "two-view": "two-view closed form"}
+             "two-view": "two-view closed form",
+             "reduced": "dense global alignment from the streamed reductions"}
 
 
 def run_report(res: ReconstructionResult, total_s: float) -> tuple[list[str], list[str]]:

@@ -74,16 +74,28 @@ class ModelSpec:
 class StorePolicy:
     """The on-disk predictions store (an interrupted run resumes from it).
 
+    With the store on, dense alignment runs from the streamed reductions of the pairs
+    (:mod:`pointmap.align.reduced`), which the store keeps instead of the full pairs (about a
+    tenth of the disk; the cameras are the dense stage's, the depth maps the canonical depth
+    corrected by the coarse stage: docs/benchmarks.md). Without a store (``"auto"`` up to 20
+    images) the full pairs stay in memory and the full dense stage runs.
+
     Attributes:
         mode: ``"on"``, ``"off"``, or ``"auto"`` (on above 20 images or when the store folder
             already holds a store).
         folder: the folder that holds ``.pointmap-store`` (``None``: the export's output folder).
         replace: a store made for other inputs or settings is replaced instead of refused.
+        full_pairs: keep every pair's full predictions in the store and run the full dense
+            stage (what ``pointmap extend`` needs; ``"auto"`` then keeps a store whatever the
+            number of images); sparse alignment, known cameras, a COLMAP
+            database, metric networks, distributed runs and disconnected graphs keep them anyway
+            (:func:`pointmap.pipeline.core.full_pairs_reason`).
     """
 
     mode: Literal["auto", "on", "off"] = "off"
     folder: str | None = None
     replace: bool = False
+    full_pairs: bool = False
 
 
 @dataclass
@@ -198,6 +210,10 @@ class Request:
                              "at the default")
             err.cli_message = (f"{', '.join(options)} do{'es' if len(options) == 1 else ''} not apply to "
                                f"--align {self.align.method}; drop {'it' if len(options) == 1 else 'them'}")
+            raise err
+        if self.store.full_pairs and self.store.mode == "off":
+            err = InputError("StorePolicy.full_pairs needs a store: set StorePolicy.mode to 'on' or 'auto'")
+            err.cli_message = "--store-full needs a predictions store: drop --store off"
             raise err
         if "colmap-db" in self.export.formats and self.export.output is None:
             raise InputError("the colmap-db export needs an output folder (ExportSpec.output)")

@@ -21,7 +21,7 @@ from ..known_cameras import alignment_priors
 from ..model import DUSt3R, load_model
 from ..model.checkpoint import BUNDLED_MODELS
 from ..store import STORE_DIRNAME, PredictionStore
-from .core import ReconstructionResult, align_config, open_store, reconstruct_images
+from .core import ReconstructionResult, StoreTarget, align_config, open_store, reconstruct_images, store_target
 from .finishing import finish
 from .inputs import has_video, load_inputs
 from .preflight import preflight
@@ -112,14 +112,20 @@ def _rank_and_device(request: Request) -> tuple[int, torch.device]:
 
 
 def _store(request: Request, net: DUSt3R, images: list[LoadedImage], size: int, dev: torch.device,
-           rank: int, announce: Callable[[str], None] | None) -> PredictionStore | None:
-    """The predictions store the policy asks for (its identity written here only), or ``None``."""
+           rank: int, announce: Callable[[str], None] | None) -> PredictionStore | StoreTarget | None:
+    """The predictions store the policy asks for, or ``None``: a :class:`StoreTarget` (reductions
+    or full pairs, opened once the pairs are known); a distributed run's full-pairs store, opened
+    here (its identity written by rank 0 only)."""
     policy = request.store
     folder = policy.folder or request.export.output
     if folder is None or policy.mode == "off" or (policy.mode == "auto" and len(images) <= STORE_AUTO_IMAGES
+                                                  and not policy.full_pairs
                                                   and not (Path(folder) / STORE_DIRNAME).is_dir()):
         return None
     pre = store_settings(request, net, size, dev)
+    if not request.distributed:
+        return store_target(folder, net, request.model.weights, images, pre, replace=policy.replace,
+                            full_pairs=policy.full_pairs)
     if rank != 0:
         import torch.distributed as dist
 
@@ -128,10 +134,9 @@ def _store(request: Request, net: DUSt3R, images: list[LoadedImage], size: int, 
     store = open_store(folder, net, request.model.weights, images, pre, replace=policy.replace)
     if len(store) and announce is not None:
         announce(f"resuming: {len(store)} pair predictions already in {store.path}")
-    if request.distributed:
-        import torch.distributed as dist
+    import torch.distributed as dist
 
-        dist.barrier()
+    dist.barrier()
     return store
 
 
