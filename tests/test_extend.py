@@ -4,6 +4,7 @@ the folder byte-identical."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -34,11 +35,11 @@ def checksums(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _request(paths, out: Path) -> Request:
+def _request(paths, out: Path, full: bool = True) -> Request:
     # a coarse alignment (few pixels, no full-resolution depth pass) keeps four 120-image runs short
     fast = AlignConfig(coarse_pixels=256, dense=False)
     return Request(inputs=Inputs([str(p) for p in paths]), model=ModelSpec(size=64), graph=GRAPH,
-                   store=StorePolicy(mode="on", full_pairs=True), align=Alignment(dense=fast), post=PostProcess(clean=False),
+                   store=StorePolicy(mode="on", full_pairs=full), align=Alignment(dense=fast), post=PostProcess(clean=False),
                    export=ExportSpec(output=str(out), formats=FORMATS))
 
 
@@ -125,6 +126,79 @@ def test_freeze_keeps_the_old_cameras_bit_for_bit(grown):
     assert any(free[im["file"]]["cam2world"] != im["cam2world"] for im in old["images"])  # re-solved there
 
 
+# ------------------------------------------------------------------ a store of streamed reductions
+N_RED = 40
+
+
+@pytest.fixture(scope="module")
+def grown_reduced(tmp_path_factory):
+    """A 40-image synthetic capture with the default store (streamed reductions only): 30 images
+    reconstructed (every fourth held back), extended by the 10 others; and the 40 from scratch."""
+    root = tmp_path_factory.mktemp("extend_reduced")
+    gt = synthetic_cameras(N_RED, (64, 48), seed=1)
+    new_ids = [k for k in range(N_RED) if k % 4 == 3]
+    old_p = write_capture(gt, root / "old", [k for k in range(N_RED) if k % 4 != 3])
+    new_p = write_capture(gt, root / "new", new_ids)
+    net = SyntheticNetwork(gt)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(core, "infer_pairs", net)
+    try:
+        run_request(_request(old_p, root / "grown", full=False))
+        old_state = PredictionStore.open(root / "grown" / STORE_DIRNAME,
+                                         recorded_identity(root / "grown" / STORE_DIRNAME)).load_state("images")
+        net.ran.clear()
+        res, n_run = X.run_extend(_request(new_p, root / "grown", full=False), k=K_OLD)
+        ran = list(net.ran)
+        scratch = run_request(_request(sorted(old_p + new_p), root / "scratch", full=False))
+    finally:
+        mp.undo()
+    return gt, root, set(new_ids), old_state, (res, n_run, ran), scratch, sorted(old_p + new_p)
+
+
+def test_extend_of_reductions_runs_only_new_pairs_and_grows_the_store(grown_reduced):
+    _, root, new_ids, old_state, (res, n_run, ran), _, _ = grown_reduced
+    assert n_run == len(ran) == 10 * 3 * 2 + 10 * K_OLD * 2  # swin-3 of the 10 new; 4 old neighbours each
+    assert all(i in new_ids or j in new_ids for i, j in ran) and len(set(ran)) == len(ran)
+    assert res.method == "reduced" and res.predictions is None
+    assert len(res.scene) == N_RED and bool(res.scene.placed.all())
+    ident = recorded_identity(root / "grown" / STORE_DIRNAME)
+    store = PredictionStore.open(root / "grown" / STORE_DIRNAME, ident)
+    assert "reductions" in ident and len(ident["images"]) == N_RED and ident["pairs"].startswith("extend: ")
+    assert len(store) == 30 * 3 * 2 + n_run  # one row per pair: the 30 images' rows kept, none run again
+    state, folded = store.load_state("images")
+    assert set(folded) == store.done() and len(folded) == len(store)
+    assert state["im_conf"].shape[0] == N_RED and old_state[0]["im_conf"].shape[0] == 30
+    # old images paired with a new one folded those pairs in; the others' state is as it was
+    touched = {i for i, j in folded[30 * 3 * 2:]}
+    same = [k for k in range(30) if k not in touched]
+    assert same and torch.equal(state["num"][same], old_state[0]["num"][same])
+    assert any(not torch.equal(state["num"][k], old_state[0]["num"][k]) for k in touched if k < 30)
+
+
+def test_extend_of_reductions_is_as_accurate_as_a_run_from_scratch(grown_reduced):
+    gt, _, _, _, (res, _, _), scratch, _ = grown_reduced
+    assert scratch.method == "reduced"
+    c_ref, r_ref = _errors(scratch.scene, gt)
+    c_err, r_err = _errors(res.scene, gt)
+    assert c_err <= 1.2 * c_ref and r_err <= 1.2 * r_ref, (c_err, c_ref, r_err, r_ref)
+
+
+def test_a_grown_reductions_folder_refuses_a_rerun_in_one_line(grown_reduced):
+    from pointmap.errors import PointmapError
+
+    _, root, _, _, _, _, paths = grown_reduced
+    before = checksums(root / "grown")
+    grown_order = [str(p) for p in paths if int(Path(p).stem[4:7]) % 4 != 3]
+    grown_order += [str(p) for p in paths if int(Path(p).stem[4:7]) % 4 == 3]
+    req = _request(grown_order, root / "grown", full=False)
+    with pytest.raises(PointmapError) as err:  # the same images in the store's order: another scene graph
+        run_request(dataclasses.replace(req, export=dataclasses.replace(req.export, overwrite=True)))
+    assert len(str(err.value).splitlines()) == 1 and "scene graph" in str(err.value), err.value
+    with pytest.raises(X.ExtendError, match="already in the reconstruction"):
+        X.run_extend(_request(paths[:1], root / "grown", full=False), k=K_OLD)
+    assert checksums(root / "grown") == before
+
+
 # ------------------------------------------------------------------ through the command line
 @pytest.fixture(scope="module")
 def real_folder(tmp_path_factory):
@@ -165,8 +239,10 @@ def test_extend_command_refusals_are_one_line_and_leave_the_folder_alone(real_fo
     _one_line_error(capsys, "not a pointmap reconstruction", "cameras.json")
     assert main(["extend", str(root / "nostore"), new, "-q"]) == 2
     _one_line_error(capsys, "no predictions store", "--store on")
-    assert main(["extend", str(root / "reduced"), new, "-q"]) == 2  # the default store: reductions only
-    _one_line_error(capsys, "only the reductions", "--store-full")
+    before_reduced = checksums(root / "reduced")
+    assert main(["extend", str(root / "reduced"), new, "--freeze", "-q"]) == 2  # the default store: reductions
+    _one_line_error(capsys, "only the reductions", "--freeze", "--store-full")
+    assert checksums(root / "reduced") == before_reduced
     assert main(["extend", str(out), new, "--size", "512", "-q"]) == 2
     _one_line_error(capsys, "size=224", "size=512", "--size")
     torch.manual_seed(0)
@@ -197,6 +273,20 @@ def test_extend_command_adds_a_photo(real_folder, capsys):
     assert (out / "images" / imgs[3].name).is_file() and (out / "transforms.json").is_file()
     assert not (out / "scene.glb").exists()  # only the formats the folder held are written
     assert len(PredictionStore.open(out / STORE_DIRNAME, recorded_identity(out / STORE_DIRNAME))) == stored + 4
+
+
+def test_extend_command_adds_a_photo_to_a_reductions_folder(real_folder, capsys):
+    from pointmap.cli import main
+
+    root, imgs = real_folder
+    out = root / "reduced"
+    stored = len(PredictionStore.open(out / STORE_DIRNAME, recorded_identity(out / STORE_DIRNAME)))
+    assert main(["extend", str(out), str(imgs[3]), "--size", "224", "-q", "-k", "2"]) == 0
+    assert "4 images, 4 pairs run" in capsys.readouterr().out
+    cams = json.loads((out / "cameras.json").read_text())
+    assert [im["file"] for im in cams["images"]] == [p.name for p in imgs[:4]]
+    ident = recorded_identity(out / STORE_DIRNAME)
+    assert "reductions" in ident and len(PredictionStore.open(out / STORE_DIRNAME, ident)) == stored + 4
 
 
 def test_extend_is_public():

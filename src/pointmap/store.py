@@ -296,13 +296,14 @@ class PredictionStore:
         with contextlib.suppress(OSError):
             path.rmdir()
 
-    def append_images(self, images: Sequence[Mapping[str, str]]) -> None:
+    def append_images(self, images: Sequence[Mapping[str, str]], **record: Any) -> None:
         """Record more images (``{"name", "digest"}`` each, as :func:`store_identity` makes them)
-        after the recorded ones: the stored pairs keep their indices (``pointmap extend``)."""
+        after the recorded ones: the stored pairs keep their indices (``pointmap extend``).
+        ``record``: identity entries replaced at the same time (a reductions store's ``pairs``)."""
         if self.rank != 0:
             raise PointmapError("only rank 0 records images in a predictions store")
-        self.identity = {**self.identity, "images": [*self.identity.get("images", []),
-                                                      *(dict(im) for im in images)]}
+        self.identity = {**self.identity, **json.loads(json.dumps(record)),
+                         "images": [*self.identity.get("images", []), *(dict(im) for im in images)]}
         atomic_write_text(self.path / "store.json", json.dumps({"format": _FORMAT, "identity": self.identity},
                                                                indent=1))
 

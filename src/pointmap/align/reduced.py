@@ -54,7 +54,7 @@ from .init import mst_init
 from .params import conf_transform
 
 __all__ = ["PAIR_FIELDS", "REDUCTION_VERSION", "PairReducer", "StreamedReductions", "align_reduced",
-           "reduction_block"]
+           "grown_plan", "reduction_block"]
 
 REDUCTION_VERSION = 1
 """Version of the reductions' definition, recorded in a store's identity."""
@@ -158,9 +158,12 @@ class PairReducer:
                 "best": self.best.cpu()}
 
     def load(self, state: Mapping[str, torch.Tensor], folded: Sequence[tuple[int, int]]) -> None:
-        """Restore what :meth:`state` gave, with the pairs it accounts for."""
+        """Restore what :meth:`state` gave, with the pairs it accounts for. A state of fewer images
+        (or smaller ones) fills the first rows (columns); the others stay as before any pair (an
+        extend adds images after the recorded ones)."""
         for name in ("im_conf", "num", "den", "best"):
-            getattr(self, name).copy_(state[name].to(self.device))
+            t = state[name].to(self.device)
+            getattr(self, name)[: t.shape[0], : t.shape[1]].copy_(t)
         self.folded = [(int(i), int(j)) for i, j in folded]
 
 
@@ -196,6 +199,23 @@ class StreamedReductions:
             reducer.load(*saved)
         return cls(store, reducer, save_every_s)
 
+    @classmethod
+    def grow(cls, store: PredictionStore, shapes: Sequence[tuple[int, int]], device: torch.device | str = "cpu",
+             save_every_s: float = 60.0) -> "StreamedReductions":
+        """Reopen the reductions of ``store`` (already open) for more images: ``shapes`` of every
+        image, the recorded ones first. The coarse plan is the recorded one (:func:`grown_plan`);
+        the saved per-image state fills the first images' rows.
+
+        Raises:
+            PointmapError: the store holds no reductions, or the images do not fit its plan.
+        """
+        plan = grown_plan(store.identity.get("reductions"), shapes, torch.device(device))
+        reducer = PairReducer(plan, store.identity["reductions"]["conf_trf"], device)
+        saved = store.load_state(_STATE)
+        if saved is not None:
+            reducer.load(*saved)
+        return cls(store, reducer, save_every_s)
+
     def todo(self, pairs: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
         """The pairs of ``pairs`` not yet accounted for by the last saved state, in order."""
         done = set(self.reducer.folded) & self.store.done()
@@ -218,6 +238,26 @@ class StreamedReductions:
         self.save()
         rows = self.store.rows(pairs, PAIR_FIELDS)
         return align_reduced(self.reducer, pairs, rows, config, device, **kw)
+
+
+def grown_plan(block: Mapping[str, Any] | None, shapes: Sequence[tuple[int, int]],
+               device: torch.device | str = "cpu") -> CoarsePlan:
+    """The coarse plan of images of ``shapes`` at the stride of the recorded reductions ``block``
+    (:func:`reduction_block`): the stored rows of the first images stay valid.
+
+    Raises:
+        PointmapError: no reductions, or the images need another plan (another coarse pixel count:
+            images of another shape than the recorded ones).
+    """
+    if not block:
+        raise PointmapError("the predictions store holds no reductions")
+    plan = CoarsePlan.make([tuple(s) for s in shapes], int(block["stride"]), int(block.get("coarse_pixels", 0)),
+                           torch.device(device))
+    got = reduction_block(plan, str(block["conf_trf"]))
+    if got != dict(block):
+        raise PointmapError(f"the images need the reductions {got!r} and the store holds {dict(block)!r} "
+                            "(images of another shape than the recorded ones)")
+    return plan
 
 
 def align_reduced(reducer: PairReducer, pairs: Sequence[tuple[int, int]],

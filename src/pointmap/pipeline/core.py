@@ -24,6 +24,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from ..align import AlignConfig, SparseConfig, global_align, pair_scene
+from ..align.reduced import StreamedReductions
 from ..errors import PointmapError
 from ..images import LoadedImage
 from ..inference import infer_pairs, resolve_device, resolve_dtype
@@ -35,7 +36,7 @@ from ..stages import StageLog
 from ..store import STORE_DIRNAME, PredictionStore, StoreMismatchError, store_identity
 
 __all__ = ["SPARSE_AUTO_PAIRS", "ReconstructionResult", "StoreTarget", "choose_align_method", "full_pairs_reason",
-           "open_store", "plan_pairs", "reconstruct_images"]
+           "open_store", "pairs_record", "plan_pairs", "reconstruct_images"]
 
 #: per unordered pair ``(i, j)``: matched pixels ``(xy_i (M, 2), xy_j (M, 2))`` at network resolution
 Matches = dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]
@@ -138,11 +139,14 @@ class StoreTarget:
         """The store of the streamed reductions of ``pairs`` of images of network ``shapes``
         ``(H, W)`` (:class:`~pointmap.align.reduced.StreamedReductions`, state on ``device``);
         its identity records the scene graph (a rerun with another is refused)."""
-        from ..align.reduced import StreamedReductions
-
-        digest = hashlib.sha256(json.dumps([[int(i), int(j)] for i, j in pairs]).encode()).hexdigest()[:12]
-        ident = {**self.identity, "pairs": f"{graph}: {len(pairs)} ordered pairs, {digest}"}
+        ident = {**self.identity, "pairs": pairs_record(graph, pairs)}
         return self._replacing(lambda: StreamedReductions.open(self.path, ident, shapes, len(pairs), config, device))
+
+
+def pairs_record(graph: str, pairs: Sequence[tuple[int, int]]) -> str:
+    """The scene graph as a reductions store records it: its name, pair count and a digest of the pairs."""
+    digest = hashlib.sha256(json.dumps([[int(i), int(j)] for i, j in pairs]).encode()).hexdigest()[:12]
+    return f"{graph}: {len(pairs)} ordered pairs, {digest}"
 
 
 def store_target(out_dir: str | os.PathLike, model: DUSt3R, model_name: str, images: Sequence[LoadedImage],
@@ -222,7 +226,7 @@ def reconstruct_images(
     known_poses: Mapping[int, torch.Tensor] | torch.Tensor | None = None,
     known_intrinsics: Mapping[int, torch.Tensor] | torch.Tensor | None = None,
     masks: Sequence[torch.Tensor | None] | None = None,
-    store: PredictionStore | StoreTarget | None = None,
+    store: PredictionStore | StoreTarget | StreamedReductions | None = None,
     video: bool = False,
     announce: Callable[[str], None] | None = None,
     keep_descriptors: bool = False,
@@ -264,7 +268,9 @@ def reconstruct_images(
     :class:`StoreTarget` (:func:`store_target`), dense alignment runs from the streamed
     reductions, which the store keeps instead of the pairs (``method`` ``"reduced"``, no
     ``predictions``), unless the target asks for the full pairs or :func:`full_pairs_reason`
-    names why the run needs them (``announce`` is told).
+    names why the run needs them (``announce`` is told). An open
+    :class:`~pointmap.align.reduced.StreamedReductions` (``pointmap extend`` of a folder whose
+    store keeps reductions) is used as it is: its pairs are not run again.
     """
     images = list(images)
     if not images:
@@ -286,7 +292,9 @@ def reconstruct_images(
         announce(f"scene graph {graph}: {len(pairs)} ordered pairs of {len(images)} images")
     cfg = align_config(model, align)
     reduced = None
-    if isinstance(store, StoreTarget):
+    if isinstance(store, StreamedReductions):
+        store, reduced = None, store
+    elif isinstance(store, StoreTarget):
         why = "asked for" if store.full_pairs else full_pairs_reason(
             method, len(work), pairs, priors, model, keep_descriptors or keep_matches, distributed)
         store, reduced = _open_target(store, why, work, pairs, graph, cfg, dev)

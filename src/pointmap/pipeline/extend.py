@@ -1,7 +1,8 @@
 """Add photos to a reconstruction's output folder (``pointmap extend``), at the cost of the new ones.
 
-A folder reconstructed with a store of the full pairs (``--store on --store-full``) holds what
-extending needs: the store (every pair prediction, and the identity of the model, images and settings), ``cameras.json``
+A folder reconstructed with a predictions store (``--store on``) holds what extending needs: the
+store (every pair prediction, or with the default store the streamed reductions of every pair, and
+the identity of the model, images and settings), ``cameras.json``
 (the aligned cameras, in the store's image order) and ``images/`` (copies of the images).
 
 1. Refusals before any work: a folder that is not such a reconstruction, one made with another
@@ -12,11 +13,15 @@ extending needs: the store (every pair prediction, and the identity of the model
    ``images/`` copies and stored when missing). Every stored pair is reused, never run again.
 3. Alignment: every image again, the stored pairs included (the result is brought into the old
    cameras' frame and scale); or, with ``freeze``, only the new images and the old images they
-   are paired with, the old cameras held fixed as known poses and intrinsics and the old images'
+   are paired with (a store of the full pairs only), the old cameras held fixed as known poses and intrinsics and the old images'
    depths held at those of ``depth/`` (pairs stating the folder's pointmaps of consecutive old
    images, with a confidence above any prediction's: without them the old depths are free and
    the new images drift towards the old cameras), every old image keeping its camera and its
-   depth maps exactly.
+   depth maps exactly. With a store of reductions, the new pairs are reduced into it (new per-pair
+   rows; the old images' per-image state folds in their new pairs) and alignment runs from the
+   reductions of every pair (:func:`pointmap.align.reduced.align_reduced`), from scratch, then
+   into the old cameras' frame; the store then records the grown scene graph, so a later extend
+   works and a rerun of ``reconstruct`` on the folder is refused (another scene graph).
 4. The exports the folder holds are rewritten under the overwrite rules of
    :class:`~pointmap.io_utils.OutputDir` (only files pointmap wrote are replaced).
 
@@ -36,6 +41,7 @@ import numpy as np
 import torch
 
 from ..align import global_align
+from ..align.reduced import StreamedReductions, grown_plan
 from ..errors import PointmapError
 from ..export.depth import read_depth_maps, read_depth_sidecar
 from ..geometry.camera import unproject_depth
@@ -50,7 +56,7 @@ from ..retrieval import centre_descriptors, image_descriptors
 from ..scene import Scene
 from ..stages import StageLog
 from ..store import STORE_DIRNAME, PredictionStore, image_digest, model_digest, recorded_identity, settings_difference
-from .core import ReconstructionResult, align_config, reconstruct_images
+from .core import ReconstructionResult, align_config, pairs_record, reconstruct_images
 from .finishing import finish
 from .inputs import has_video, load_inputs
 from .preflight import FIXED_OUTPUTS, preflight
@@ -102,10 +108,7 @@ def read_reconstruction(folder: str | os.PathLike) -> Reconstruction:
                           "output folder of `pointmap reconstruct`")
     ident = recorded_identity(folder / STORE_DIRNAME)
     if not ident or not ident.get("images"):
-        raise ExtendError(f"{folder} has no predictions store to extend; reconstruct it with --store on --store-full")
-    if "reductions" in ident:
-        raise ExtendError(f"{folder}'s predictions store keeps only the reductions of its pairs, and extending "
-                          "reuses the full pairs; reconstruct it with --store-full to extend it")
+        raise ExtendError(f"{folder} has no predictions store to extend; reconstruct it with --store on")
     cams = read_pointmap_cameras(folder / "cameras.json")
     files = list(cams)
     n_rec = len(ident["images"])
@@ -162,6 +165,11 @@ def run_extend(
         ExtendError, ImageLoadError, PointmapError: before any inference.
     """
     old = read_reconstruction(request.export.output)
+    reduced = "reductions" in old.identity
+    if reduced and (freeze or "colmap-db" in request.export.formats):
+        what = "--freeze holds the old images" if freeze else "the COLMAP database matches pixels"
+        raise ExtendError(f"{old.folder}'s predictions store keeps only the reductions of its pairs, and {what} "
+                          "against the full pairs; extend without it, or reconstruct with --store-full")
     if freeze and "depth" not in old.formats:
         raise ExtendError(f"{old.folder} has no depth/ export: --freeze keeps the old images' depth maps, "
                           "so it needs them; extend without --freeze")
@@ -173,6 +181,8 @@ def run_extend(
     _check_settings(old, net, request, size, dev)
     new = load_inputs(request.inputs, size)
     olds = load_images([str(old.folder / "images" / f) for f in old.files], size=size)
+    if reduced:
+        _check_plan(old, olds + new)
     store = _open_store(old, new)
     desc = _descriptors(store, net, olds, new, dev, request.model.dtype)
     new_pairs, old_pairs = extend_pairs(len(olds), len(new), request.graph, desc, k, store.done())
@@ -199,6 +209,15 @@ def _check_settings(old: Reconstruction, net: DUSt3R, request: Request, size: in
     why = settings_difference(old.identity, probe)
     if why is not None:
         raise ExtendError(f"cannot extend {old.folder}: {why}")
+
+
+def _check_plan(old: Reconstruction, images: list[LoadedImage]) -> None:
+    """Refuse new images that do not fit the coarse plan of the folder's reductions (one line)."""
+    try:
+        grown_plan(old.identity["reductions"], [tuple(im.img.shape[-2:]) for im in images])
+    except PointmapError as exc:
+        raise ExtendError(f"cannot extend {old.folder}: {exc}; add images of the recorded shape, or "
+                          "reconstruct with --store-full") from None
 
 
 def _open_store(old: Reconstruction, new: list[LoadedImage]) -> PredictionStore:
@@ -239,8 +258,12 @@ def _descriptors(store: PredictionStore, net: DUSt3R, olds: list[LoadedImage], n
 def _run_free(request: Request, net: DUSt3R, old: Reconstruction, olds: list[LoadedImage],
               new: list[LoadedImage], new_pairs: list, old_pairs: list, store: PredictionStore,
               dev: torch.device) -> ReconstructionResult:
-    """Every image aligned again from all pairs, then moved into the old cameras' frame and scale."""
+    """Every image aligned again from all pairs, then moved into the old cameras' frame and scale
+    (from the reductions, grown by the new pairs, when the store keeps them)."""
     want_db = "colmap-db" in request.export.formats
+    if "reductions" in store.identity:
+        store.append_images([], pairs=pairs_record("extend", old_pairs + new_pairs))
+        store = StreamedReductions.grow(store, [tuple(im.img.shape[-2:]) for im in olds + new], dev)
     res = reconstruct_images(
         olds + new, net, pairs=old_pairs + new_pairs, batch_size=request.model.batch_size, device=dev,
         dtype=request.model.dtype, align=align_config(net, request.align.dense, request.post.conf_threshold,
@@ -406,8 +429,9 @@ def extend(
     """Add ``images`` (files or folders) to the reconstruction in ``folder`` and rewrite its exports.
 
     Args:
-        folder: the output folder of a reconstruction made with ``--store on --store-full``.
-        freeze: keep the old cameras (and depth maps) exactly; only the new images are aligned.
+        folder: the output folder of a reconstruction made with a predictions store (``--store on``).
+        freeze: keep the old cameras (and depth maps) exactly; only the new images are aligned
+            (a store of the full pairs only: ``--store-full``).
         k: old images each new image is paired with (the most similar).
         weights, size: the model and image size the folder was made with (others are refused).
         graph: scene graph of the new images among themselves.

@@ -35,7 +35,8 @@ def write_capture(gt: SyntheticScene, folder: str | Path, ids: Sequence[int]) ->
 
 class SyntheticNetwork:
     """Called like :func:`pointmap.inference.infer_pairs`: fabricates the predictions of the pairs
-    a store does not hold yet (writing them there) and counts them in :attr:`ran`.
+    a store does not hold yet (writing them there; each batch is also given to ``reduce``, and
+    nothing is kept when not ``keep``) and counts them in :attr:`ran`.
 
     Attributes:
         gt: the ground truth the images were written from.
@@ -53,7 +54,8 @@ class SyntheticNetwork:
         return int(m.group(1))
 
     def __call__(self, model: Any, images: Sequence[Any], pairs: Sequence[tuple[int, int]], *args: Any,
-                 store: Any = None, **kwargs: Any) -> PairPredictions:
+                 store: Any = None, reduce: Any = None, keep: bool = True, **kwargs: Any
+                 ) -> PairPredictions | None:
         pairs = [(int(i), int(j)) for i, j in pairs]
         done = store.done() if store is not None else set()
         todo = [p for p in pairs if p not in done]
@@ -64,11 +66,17 @@ class SyntheticNetwork:
         seed = self.seed + len(self.ran)
         for a, (chunk, arrays) in zip(range(0, len(todo), 16), iter_synthetic_predictions(self.gt, gt_pairs, seed=seed)):
             mine = todo[a : a + len(chunk)]
+            if reduce is not None:
+                reduce(mine, {n: arrays[n].float() for n in ("pts3d_1", "conf_1", "pts3d_2_in_1", "conf_2")})
+            if not keep:
+                continue
             if store is not None:
                 store.write(mine, arrays)
             else:
                 for b, p in enumerate(mine):
                     fabricated[p] = tuple(arrays[n][b] for n in ("pts3d_1", "conf_1", "pts3d_2_in_1", "conf_2"))
+        if not keep:
+            return None
         if store is not None:
             return store.predictions(pairs, len(images))
         cols = list(zip(*(fabricated[p] for p in pairs)))
