@@ -133,39 +133,52 @@ N_RED = 40
 @pytest.fixture(scope="module")
 def grown_reduced(tmp_path_factory):
     """A 40-image synthetic capture with the default store (streamed reductions only): 30 images
-    reconstructed (every fourth held back), extended by the 10 others; and the 40 from scratch."""
+    reconstructed (every fourth held back), extended by the 10 others with and without --freeze;
+    the 40 from scratch; and the frozen extend of a store of full pairs (the same predictions)."""
     root = tmp_path_factory.mktemp("extend_reduced")
     gt = synthetic_cameras(N_RED, (64, 48), seed=1)
     new_ids = [k for k in range(N_RED) if k % 4 == 3]
     old_p = write_capture(gt, root / "old", [k for k in range(N_RED) if k % 4 != 3])
     new_p = write_capture(gt, root / "new", new_ids)
-    net = SyntheticNetwork(gt)
     mp = pytest.MonkeyPatch()
-    mp.setattr(core, "infer_pairs", net)
     try:
-        run_request(_request(old_p, root / "grown", full=False))
+        net = SyntheticNetwork(gt)  # a fresh one fabricates the same predictions as the frozen run below
+        mp.setattr(core, "infer_pairs", net)
+        mp.setattr(X, "infer_pairs", net)
+        run_request(_request(old_p, root / "full", full=True))
+        frozen_full = X.run_extend(_request(new_p, root / "full", full=True), freeze=True, k=K_OLD)[0]
+        net = SyntheticNetwork(gt)
+        mp.setattr(core, "infer_pairs", net)
+        base = run_request(_request(old_p, root / "grown", full=False))
         old_state = PredictionStore.open(root / "grown" / STORE_DIRNAME,
                                          recorded_identity(root / "grown" / STORE_DIRNAME)).load_state("images")
-        net.ran.clear()
+        shutil.copytree(root / "grown", root / "frozen")
+        old_cameras = (root / "frozen" / "cameras.json").read_text()
+        mp.setattr(X, "infer_pairs", net)
+        k0 = len(net.ran)
+        frozen, n_frozen = X.run_extend(_request(new_p, root / "frozen", full=False), freeze=True, k=K_OLD)
+        k1 = len(net.ran)
         res, n_run = X.run_extend(_request(new_p, root / "grown", full=False), k=K_OLD)
-        ran = list(net.ran)
+        ran = net.ran[k1:]
+        assert n_frozen == k1 - k0 == n_run
         scratch = run_request(_request(sorted(old_p + new_p), root / "scratch", full=False))
     finally:
         mp.undo()
-    return gt, root, set(new_ids), old_state, (res, n_run, ran), scratch, sorted(old_p + new_p)
+    return gt, root, set(new_ids), old_state, (res, n_run, ran), scratch, sorted(old_p + new_p), (frozen_full, frozen, old_cameras)
 
 
 def test_extend_of_reductions_runs_only_new_pairs_and_grows_the_store(grown_reduced):
-    _, root, new_ids, old_state, (res, n_run, ran), _, _ = grown_reduced
+    _, root, new_ids, old_state, (res, n_run, ran), _, _, _ = grown_reduced
     assert n_run == len(ran) == 10 * 3 * 2 + 10 * K_OLD * 2  # swin-3 of the 10 new; 4 old neighbours each
     assert all(i in new_ids or j in new_ids for i, j in ran) and len(set(ran)) == len(ran)
     assert res.method == "reduced" and res.predictions is None
     assert len(res.scene) == N_RED and bool(res.scene.placed.all())
-    ident = recorded_identity(root / "grown" / STORE_DIRNAME)
-    store = PredictionStore.open(root / "grown" / STORE_DIRNAME, ident)
-    assert "reductions" in ident and len(ident["images"]) == N_RED and ident["pairs"].startswith("extend: ")
-    assert len(store) == 30 * 3 * 2 + n_run  # one row per pair: the 30 images' rows kept, none run again
-    state, folded = store.load_state("images")
+    for name in ("grown", "frozen"):
+        ident = recorded_identity(root / name / STORE_DIRNAME)
+        store = PredictionStore.open(root / name / STORE_DIRNAME, ident)
+        assert "reductions" in ident and len(ident["images"]) == N_RED and ident["pairs"].startswith("extend: ")
+        assert len(store) == 30 * 3 * 2 + n_run  # one row per pair: the 30 images' rows kept, none run again
+        state, folded = store.load_state("images")
     assert set(folded) == store.done() and len(folded) == len(store)
     assert state["im_conf"].shape[0] == N_RED and old_state[0]["im_conf"].shape[0] == 30
     # old images paired with a new one folded those pairs in; the others' state is as it was
@@ -176,17 +189,33 @@ def test_extend_of_reductions_runs_only_new_pairs_and_grows_the_store(grown_redu
 
 
 def test_extend_of_reductions_is_as_accurate_as_a_run_from_scratch(grown_reduced):
-    gt, _, _, _, (res, _, _), scratch, _ = grown_reduced
+    gt, _, _, _, (res, _, _), scratch, _, _ = grown_reduced
     assert scratch.method == "reduced"
     c_ref, r_ref = _errors(scratch.scene, gt)
     c_err, r_err = _errors(res.scene, gt)
     assert c_err <= 1.2 * c_ref and r_err <= 1.2 * r_ref, (c_err, c_ref, r_err, r_ref)
 
 
+def test_frozen_extend_of_reductions_keeps_the_old_cameras_bit_for_bit(grown_reduced):
+    gt, root, _, _, _, _, _, (frozen_full, frozen, old_cameras) = grown_reduced
+    old = json.loads(old_cameras)["images"]
+    now = {im["file"]: im for im in json.loads((root / "frozen" / "cameras.json").read_text())["images"]}
+    grown = {im["file"]: im for im in json.loads((root / "grown" / "cameras.json").read_text())["images"]}
+    assert len(old) == 30 and len(now) == len(grown) == N_RED
+    for im in old:
+        for key in ("cam2world", "K", "K_original", "width", "height"):
+            assert now[im["file"]][key] == im[key], (im["file"], key)
+    assert any(grown[im["file"]]["cam2world"] != im["cam2world"] for im in old)  # re-solved without --freeze
+    # as accurate as freezing a store of full pairs (the old images' depths are the canonical ones here)
+    c_ref, r_ref = _errors(frozen_full.scene, gt)
+    c_frz, r_frz = _errors(frozen.scene, gt)
+    assert c_frz <= 1.2 * c_ref and r_frz <= 1.2 * r_ref, (c_frz, c_ref, r_frz, r_ref)
+
+
 def test_a_grown_reductions_folder_refuses_a_rerun_in_one_line(grown_reduced):
     from pointmap.errors import PointmapError
 
-    _, root, _, _, _, _, paths = grown_reduced
+    _, root, _, _, _, _, paths, _ = grown_reduced
     before = checksums(root / "grown")
     grown_order = [str(p) for p in paths if int(Path(p).stem[4:7]) % 4 != 3]
     grown_order += [str(p) for p in paths if int(Path(p).stem[4:7]) % 4 == 3]
@@ -240,8 +269,8 @@ def test_extend_command_refusals_are_one_line_and_leave_the_folder_alone(real_fo
     assert main(["extend", str(root / "nostore"), new, "-q"]) == 2
     _one_line_error(capsys, "no predictions store", "--store on")
     before_reduced = checksums(root / "reduced")
-    assert main(["extend", str(root / "reduced"), new, "--freeze", "-q"]) == 2  # the default store: reductions
-    _one_line_error(capsys, "only the reductions", "--freeze", "--store-full")
+    assert main(["extend", str(root / "reduced"), new, "--export", "colmap-db", "-q"]) == 2  # reductions only
+    _one_line_error(capsys, "only the reductions", "COLMAP database", "--store-full")
     assert checksums(root / "reduced") == before_reduced
     assert main(["extend", str(out), new, "--size", "512", "-q"]) == 2
     _one_line_error(capsys, "size=224", "size=512", "--size")

@@ -13,20 +13,24 @@ the identity of the model, images and settings), ``cameras.json``
    ``images/`` copies and stored when missing). Every stored pair is reused, never run again.
 3. Alignment: every image again, the stored pairs included (the result is brought into the old
    cameras' frame and scale); or, with ``freeze``, only the new images and the old images they
-   are paired with (a store of the full pairs only), the old cameras held fixed as known poses and intrinsics and the old images'
+   are paired with, the old cameras held fixed as known poses and intrinsics and the old images'
    depths held at those of ``depth/`` (pairs stating the folder's pointmaps of consecutive old
    images, with a confidence above any prediction's: without them the old depths are free and
    the new images drift towards the old cameras), every old image keeping its camera and its
    depth maps exactly. With a store of reductions, the new pairs are reduced into it (new per-pair
    rows; the old images' per-image state folds in their new pairs) and alignment runs from the
    reductions of every pair (:func:`pointmap.align.reduced.align_reduced`), from scratch, then
-   into the old cameras' frame; the store then records the grown scene graph, so a later extend
+   into the old cameras' frame (with ``freeze``, the new pairs are also kept in memory for the
+   alignment above); the store then records the grown scene graph, so a later extend
    works and a rerun of ``reconstruct`` on the folder is refused (another scene graph).
 4. The exports the folder holds are rewritten under the overwrite rules of
    :class:`~pointmap.io_utils.OutputDir` (only files pointmap wrote are replaced).
 
 The new images are recorded in the store after the old ones (stored pairs keep their indices),
 so an extend that is interrupted resumes when rerun with the same images.
+
+(Over 450 lines: the refusals, the pair bookkeeping of both kinds of store and the frozen
+alignment are the steps of one command.)
 """
 
 from __future__ import annotations
@@ -166,10 +170,10 @@ def run_extend(
     """
     old = read_reconstruction(request.export.output)
     reduced = "reductions" in old.identity
-    if reduced and (freeze or "colmap-db" in request.export.formats):
-        what = "--freeze holds the old images" if freeze else "the COLMAP database matches pixels"
-        raise ExtendError(f"{old.folder}'s predictions store keeps only the reductions of its pairs, and {what} "
-                          "against the full pairs; extend without it, or reconstruct with --store-full")
+    if reduced and "colmap-db" in request.export.formats:
+        raise ExtendError(f"{old.folder}'s predictions store keeps only the reductions of its pairs, and the COLMAP "
+                          "database matches pixels of the full pairs; extend without it, or reconstruct with "
+                          "--store-full")
     if freeze and "depth" not in old.formats:
         raise ExtendError(f"{old.folder} has no depth/ export: --freeze keeps the old images' depth maps, "
                           "so it needs them; extend without --freeze")
@@ -262,8 +266,7 @@ def _run_free(request: Request, net: DUSt3R, old: Reconstruction, olds: list[Loa
     (from the reductions, grown by the new pairs, when the store keeps them)."""
     want_db = "colmap-db" in request.export.formats
     if "reductions" in store.identity:
-        store.append_images([], pairs=pairs_record("extend", old_pairs + new_pairs))
-        store = StreamedReductions.grow(store, [tuple(im.img.shape[-2:]) for im in olds + new], dev)
+        store = _grown(store, olds + new, old_pairs + new_pairs, dev)
     res = reconstruct_images(
         olds + new, net, pairs=old_pairs + new_pairs, batch_size=request.model.batch_size, device=dev,
         dtype=request.model.dtype, align=align_config(net, request.align.dense, request.post.conf_threshold,
@@ -299,12 +302,9 @@ def _run_frozen(request: Request, net: DUSt3R, old: Reconstruction, olds: list[L
     images = olds + new
     log = StageLog(dev)
     with log.stage("inference"):
-        infer_pairs(net, images, new_pairs, batch_size=request.model.batch_size, device=dev,
-                    dtype=resolve_dtype(request.model.dtype, dev), progress=request.progress, store=store,
-                    descriptors=False)
+        full = _infer_new(request, net, images, new_pairs, old_pairs, store, dev)
     used = sorted({i for p in new_pairs for i in p})
     index = {k: n for n, k in enumerate(used)}
-    full = store.predictions(new_pairs, len(images))
     cams = [old.cameras[f] for f in old.files]
     held = _held_pointmaps(old, [k for k in used if k < n_old])
     anchors = list(zip(list(held)[:-1], list(held)[1:]))
@@ -323,6 +323,34 @@ def _run_frozen(request: Request, net: DUSt3R, old: Reconstruction, olds: list[L
     timings = {k: v.seconds for k, v in log.stages.items()}
     return ReconstructionResult(scene, images, full, timings, list(new_pairs), stages=log, graph="extend",
                                 method="dense", conf_threshold=cfg.conf_threshold)
+
+
+def _infer_new(request: Request, net: DUSt3R, images: list[LoadedImage], new_pairs: list, old_pairs: list,
+               store: PredictionStore, dev: torch.device) -> PairPredictions:
+    """The new pairs' predictions: written to a store of full pairs and read back on access; or,
+    with a store of reductions, kept in memory while each pair it lacks is reduced into it."""
+    kw = dict(batch_size=request.model.batch_size, device=dev, dtype=resolve_dtype(request.model.dtype, dev),
+              progress=request.progress, descriptors=False)
+    if "reductions" not in store.identity:
+        infer_pairs(net, images, new_pairs, store=store, **kw)
+        return store.predictions(new_pairs, len(images))
+    reduced = _grown(store, images, old_pairs + new_pairs, dev)
+    todo = set(reduced.todo(new_pairs))
+
+    def reduce(pairs: list[tuple[int, int]], arrays: dict[str, torch.Tensor]) -> None:
+        rows = [b for b, p in enumerate(pairs) if tuple(p) in todo]
+        if rows:
+            reduced.write([pairs[b] for b in rows], {n: a[rows] for n, a in arrays.items()})
+
+    preds = infer_pairs(net, images, new_pairs, reduce=reduce, **kw)
+    reduced.save()
+    return preds
+
+
+def _grown(store: PredictionStore, images: list[LoadedImage], pairs: list, dev: torch.device) -> StreamedReductions:
+    """The store's reductions reopened for every image, the grown scene graph ``pairs`` recorded."""
+    store.append_images([], pairs=pairs_record("extend", pairs))
+    return StreamedReductions.grow(store, [tuple(im.img.shape[-2:]) for im in images], dev)
 
 
 HELD_CONFIDENCE = float(np.exp(10.0)) + 1.0
@@ -430,8 +458,7 @@ def extend(
 
     Args:
         folder: the output folder of a reconstruction made with a predictions store (``--store on``).
-        freeze: keep the old cameras (and depth maps) exactly; only the new images are aligned
-            (a store of the full pairs only: ``--store-full``).
+        freeze: keep the old cameras (and depth maps) exactly; only the new images are aligned.
         k: old images each new image is paired with (the most similar).
         weights, size: the model and image size the folder was made with (others are refused).
         graph: scene graph of the new images among themselves.
