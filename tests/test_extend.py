@@ -316,6 +316,9 @@ def test_extend_command_adds_a_photo_to_a_reductions_folder(real_folder, capsys)
     assert [im["file"] for im in cams["images"]] == [p.name for p in imgs[:4]]
     ident = recorded_identity(out / STORE_DIRNAME)
     assert "reductions" in ident and len(PredictionStore.open(out / STORE_DIRNAME, ident)) == stored + 4
+    assert main(["extend", str(out), str(imgs[4]), "--size", "224", "-q", "-k", "2"]) == 0  # and again
+    assert "5 images, 4 pairs run" in capsys.readouterr().out
+    assert len(PredictionStore.open(out / STORE_DIRNAME, recorded_identity(out / STORE_DIRNAME))) == stored + 8
 
 
 def test_extend_is_public():

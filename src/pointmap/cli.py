@@ -426,7 +426,7 @@ def _add_reconstruct_args(p: argparse.ArgumentParser) -> None:
                         "full dense stage runs")
     p.add_argument("--store-full", action="store_true",
                    help="keep every pair's full predictions in the store and run the full dense stage "
-                        "(needed by `pointmap extend`; --store auto then keeps a store at any number of "
+                        "(needed by `pointmap extend --export colmap-db`; --store auto then keeps a store at any number of "
                         "images; sparse alignment, --cameras, --export colmap-db and --distributed keep "
                         "them anyway)")
     p.add_argument("--distributed", action="store_true",
@@ -537,8 +537,8 @@ def _add_online_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_extend_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("folder", help="output folder of a reconstruction made with --store on --store-full "
-                                  "(its exports are rewritten)")
+    p.add_argument("folder", help="output folder of a reconstruction made with a predictions store (--store on, "
+                                  "with or without --store-full; its exports are rewritten)")
     p.add_argument("images", nargs="+", help="image files or folders to add")
     _add_model_args(p)
     p.add_argument("--size", type=int, choices=[224, 512], default=None,
