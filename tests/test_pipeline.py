@@ -29,7 +29,7 @@ def test_command_line_and_app_build_the_same_request(tmp_path):
         "--cameras", str(cams), "--masks", str(masks), "--shared-focal", "--conf-threshold", "2.5",
         "--mask-sky", "--no-clean", "--mesh", "--max-points", "0", "--export", "glb", "ply", "colmap",
         "transforms", "depth", "cameras", "colmap-db", "--fps", "2", "--weights", "default", "--device", "cpu",
-        "--store", "on", "--store-full"])  # the app keeps each run's store and cameras.json: photos can be added to it
+        "--store", "on"])  # the app keeps each run's store and cameras.json: photos can be added to it
     cli = request_from_args(args)
     app = app_request(imgs, [Path(p).name for p in imgs], out, weights="default", device="cpu", fps=2.0,
                       size="224", graph_kind="swin", k=2, align_method="dense", iters=40, cameras=cams,

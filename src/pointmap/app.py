@@ -296,8 +296,8 @@ def app_request(paths: Sequence[str | os.PathLike], labels: Sequence[str], outpu
                       names=None if names == own or video else names),
         model=ModelSpec(weights=weights, device=device, size=int(size)),
         graph=scene_graph(graph_kind, int(k or 0)),
-        # the run's own store keeps the full pairs: photos can be added to it (pointmap extend)
-        store=StorePolicy("on", str(store), replace=True) if store is not None else StorePolicy("on", full_pairs=True),
+        # the run's own store (the default: streamed reductions) lets photos be added to it (pointmap extend)
+        store=StorePolicy("on", str(store), replace=True) if store is not None else StorePolicy("on"),
         align=Alignment(method=align_method, dense=dense),  # type: ignore[arg-type]
         priors=Priors(None if cameras is None else str(cameras), None if masks is None else str(masks),
                       bool(shared_focal)),
