@@ -213,7 +213,7 @@ def _cmd_extend(args: argparse.Namespace) -> int:
     old = read_reconstruction(args.folder)
     request = Request(
         inputs=Inputs(list(args.images)), model=ModelSpec(weights=args.weights, device=args.device, size=args.size),
-        graph=args.graph, store=StorePolicy(mode="on", full_pairs=True),
+        graph=args.graph, store=StorePolicy(mode="on"),
         post=PostProcess(conf_threshold=args.conf_threshold),
         export=ExportSpec(output=args.folder, formats=tuple(args.export or old.formats), overwrite=True),
         progress=not args.quiet)

@@ -470,7 +470,7 @@ def extend(
     old = read_reconstruction(folder)
     request = Request(inputs=Inputs([str(p) for p in images]),
                       model=ModelSpec(weights=weights, device=device, size=size), graph=graph,
-                      store=StorePolicy(mode="on", full_pairs=True),
+                      store=StorePolicy(mode="on"),
                       export=ExportSpec(output=str(folder), formats=tuple(formats or old.formats), overwrite=True),
                       progress=progress)
     return run_extend(request, freeze=freeze, k=k, model=model)[0]
