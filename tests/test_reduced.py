@@ -152,3 +152,42 @@ def test_inference_reduces_each_batch_before_the_host_copy(tmp_path):
     assert torch.equal(red.reducer.best, twin.reducer.best)
     torch.testing.assert_close(red.reducer.canonical_depth(), twin.reducer.canonical_depth(), rtol=1e-5, atol=0)
     assert sorted(red.reducer.folded) == sorted(pairs)
+
+
+def test_grown_reductions_equal_those_of_all_the_images(scene, tmp_path):
+    """Reductions of the pairs of the first 6 images, grown by 2 images and the pairs with them
+    (``pointmap extend``), equal the reductions of every pair over the 8 images."""
+    from pointmap.store import PredictionStore
+
+    preds, shapes = scene.preds, scene.preds.image_shapes
+    old = [e for e, (i, j) in enumerate(preds.pairs) if i < 6 and j < 6]
+    new = [e for e in range(len(preds)) if e not in old]
+    red = StreamedReductions.open(tmp_path / "s", IDENT, shapes[:6], len(preds), save_every_s=1e9)
+    for es in (old, new):
+        if es is new:
+            red.save()
+            store = PredictionStore.open(tmp_path / "s", red.store.identity)
+            store.append_images([{"name": "x6", "digest": "6"}, {"name": "x7", "digest": "7"}])
+            red = StreamedReductions.grow(store, shapes, save_every_s=1e9)
+            assert red.reducer.im_conf.shape[0] == 8 and not bool(red.reducer.den[6:].any())
+        for a in range(0, len(es), 5):
+            part = es[a : a + 5]
+            red.write([preds.pairs[e] for e in part], {
+                n: torch.stack([getattr(preds, n)[e] for e in part]) for n in ("pts3d_1", "conf_1", "pts3d_2_in_1", "conf_2")})
+    whole = reduce_all(tmp_path / "whole", preds)
+    order = [preds.pairs[e] for e in old + new]
+    for name in PAIR_FIELDS:
+        assert torch.equal(red.store.rows(order, PAIR_FIELDS)[name], whole.store.rows(order, PAIR_FIELDS)[name])
+    assert torch.equal(red.reducer.im_conf, whole.reducer.im_conf)
+    torch.testing.assert_close(red.reducer.canonical_depth(), whole.reducer.canonical_depth(), rtol=1e-5, atol=0)
+
+
+def test_grown_plan_refuses_images_needing_more_coarse_pixels():
+    from pointmap.align.data import CoarsePlan
+    from pointmap.align.reduced import grown_plan, reduction_block
+    from pointmap.errors import PointmapError
+
+    block = reduction_block(CoarsePlan.make([(32, 64)], 3, 256, torch.device("cpu")), "log")
+    assert grown_plan(block, [(32, 64), (16, 64)]).idx.shape[1] == block["coarse_pixels"]  # fewer: padded
+    with pytest.raises(PointmapError, match="another shape"):
+        grown_plan(block, [(32, 64), (48, 64)])
