@@ -27,7 +27,9 @@ against the dense stage; ``docs/benchmarks.md`` states it.
 per-pair rows in its append-only shards, the per-image state with the list of pairs folded into
 it in ``state-images.safetensors`` (written atomically by :meth:`StreamedReductions.save`). A
 pair counts as done only once a state save includes it, so an interrupted run re-runs the pairs
-folded after the last save and resumes to the uninterrupted result. ``pointmap reconstruct``
+folded after the last save and resumes to the uninterrupted result. :meth:`StreamedReductions.grow`
+reopens them for more images at the recorded coarse plan (:func:`grown_plan`; ``pointmap extend``):
+the stored rows stay valid and the saved state fills the first images' rows. ``pointmap reconstruct``
 aligns this way whenever it keeps a store (:class:`pointmap.pipeline.core.StoreTarget`).
 """
 
