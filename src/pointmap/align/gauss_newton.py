@@ -189,14 +189,17 @@ class GNProblem:
 
     def slot_points(self, ks: slice) -> torch.Tensor:
         """``(c, d, n, 3)`` the slots' predictions of images ``ks``' pixels."""
-        e, first = self.slot_edge[ks], self.slot_first[ks][..., None, None]
-        return torch.where(first, self.pts_i[e], self.pts_j[e])
+        e, first = self.slot_edge[ks], self.slot_first[ks]
+        out = self.pts_j[e]
+        out[first] = self.pts_i[e[first]]  # the first sides overwritten: no third full-size tensor
+        return out
 
     def slot_weights(self, ks: slice) -> torch.Tensor:
         """``(c, d, n)`` loss weights of images ``ks``' slots (0 on padding)."""
-        e, first = self.slot_edge[ks], self.slot_first[ks][..., None]
-        w = torch.where(first, self.w_i[e] * self.w_scale[0], self.w_j[e] * self.w_scale[1])
-        return w * self.slot_ok[ks][..., None]
+        e, first = self.slot_edge[ks], self.slot_first[ks]
+        w = self.w_j[e].mul_(self.w_scale[1])
+        w[first] = self.w_i[e[first]] * self.w_scale[0]
+        return w.mul_(self.slot_ok[ks][..., None])
 
     def pixel_weights(self) -> torch.Tensor:
         """``(N, n)`` every pixel's loss weight summed over its slots."""
