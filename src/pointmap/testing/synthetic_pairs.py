@@ -386,12 +386,12 @@ def iter_synthetic_predictions(
     for a in range(0, len(pairs), batch):
         chunk = pairs[a : a + batch]
         B = len(chunk)
-        out = {"pts3d_1": torch.empty(B, H, W, 3, device=dev), "conf_1": torch.empty(B, H, W, device=dev),
-               "pts3d_2_in_1": torch.empty(B, H, W, 3, device=dev), "conf_2": torch.empty(B, H, W, device=dev)}
+        out = {n: torch.empty(B, H, W, *((3,) if n.startswith("pts") else ()), device=dev) for n in names}
         for b, (i, j) in enumerate(chunk):
             rel = (torch.linalg.inv(poses[i]) @ poses[j]).float().to(dev)
-            side(cam(i), float(scales[a + b]), out["pts3d_1"][b], out["conf_1"][b])
-            side(cam(j) @ rel[:3, :3].T + rel[:3, 3], float(scales[a + b]), out["pts3d_2_in_1"][b], out["conf_2"][b])
+            s = float(scales[a + b])
+            side(cam(i), s, out["pts3d_1"][b], out["conf_1"][b])
+            side(cam(j) @ rel[:3, :3].T + rel[:3, 3], s, out["pts3d_2_in_1"][b], out["conf_2"][b])
         yield chunk, {n: out[n].cpu() for n in names}
 
 
