@@ -23,7 +23,7 @@ from .data import CoarseData
 if TYPE_CHECKING:
     from .coarse import CoarseResult
 
-__all__ = ["dense_depth", "dense_depth_by_image", "upsample_coarse", "world_rays"]
+__all__ = ["dense_depth", "dense_depth_by_image", "upsample_coarse", "upsample_one", "world_rays"]
 
 
 def world_rays(
@@ -47,11 +47,11 @@ def upsample_coarse(data: CoarseData, values: torch.Tensor) -> torch.Tensor:
     N, A = data.valid_full.shape
     out = torch.zeros(N, A, dtype=values.dtype, device=values.device)
     for k, (h, w) in enumerate(data.shapes):
-        out[k, : h * w] = _upsample_one(data, values, k)
+        out[k, : h * w] = upsample_one(data, values, k)
     return out
 
 
-def _upsample_one(data: CoarseData, values: torch.Tensor, k: int) -> torch.Tensor:
+def upsample_one(data: CoarseData, values: torch.Tensor, k: int) -> torch.Tensor:
     """Image ``k``'s coarse values of ``(N, n)`` upsampled to its ``(H * W,)`` pixels."""
     (h, w), (hs, ws) = data.shapes[k], data.grid[k]
     s, off = data.stride, data.offset
@@ -245,7 +245,7 @@ def dense_depth_by_image(
     for k in tqdm(range(len(data.shapes)), desc="dense depth", disable=not progress, leave=False):
         h, w = data.shapes[k]
         hw = h * w
-        d0 = _upsample_one(data, cams.log_depth, k).exp()
+        d0 = upsample_one(data, cams.log_depth, k).exp()
         if not sides[k]:
             depths.append(d0 if out is None else d0.new_zeros(0))
             if out is not None:

@@ -189,14 +189,17 @@ class GNProblem:
 
     def slot_points(self, ks: slice) -> torch.Tensor:
         """``(c, d, n, 3)`` the slots' predictions of images ``ks``' pixels."""
-        e, first = self.slot_edge[ks], self.slot_first[ks][..., None, None]
-        return torch.where(first, self.pts_i[e], self.pts_j[e])
+        e, first = self.slot_edge[ks], self.slot_first[ks]
+        out = self.pts_j[e]
+        out[first] = self.pts_i[e[first]]  # the first sides overwritten: no third full-size tensor
+        return out
 
     def slot_weights(self, ks: slice) -> torch.Tensor:
         """``(c, d, n)`` loss weights of images ``ks``' slots (0 on padding)."""
-        e, first = self.slot_edge[ks], self.slot_first[ks][..., None]
-        w = torch.where(first, self.w_i[e] * self.w_scale[0], self.w_j[e] * self.w_scale[1])
-        return w * self.slot_ok[ks][..., None]
+        e, first = self.slot_edge[ks], self.slot_first[ks]
+        w = self.w_j[e].mul_(self.w_scale[1])
+        w[first] = self.w_i[e[first]] * self.w_scale[0]
+        return w.mul_(self.slot_ok[ks][..., None])
 
     def pixel_weights(self) -> torch.Tensor:
         """``(N, n)`` every pixel's loss weight summed over its slots."""
@@ -215,11 +218,15 @@ def _rays(st: GNState, pb: GNProblem, ks: slice) -> torch.Tensor:
     return cam @ st.R[ks].transpose(1, 2)
 
 
-def _targets(st: GNState, pb: GNProblem, ks: slice) -> tuple[torch.Tensor, torch.Tensor]:
-    """Slot predictions in the world ``Y (c, d, n, 3)`` and their rotated-scaled part ``Q``."""
+def _targets(st: GNState, pb: GNProblem, ks: slice, keep_q: bool = True
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Slot predictions in the world ``Y (c, d, n, 3)`` and their rotated-scaled part ``Q``
+    (``None`` unless ``keep_q``: then ``Y`` is made in ``Q``'s memory)."""
     e = pb.slot_edge[ks]
     M = st.log_s[e].exp()[..., None, None] * st.Re[e]
     Q = pb.slot_points(ks) @ M.transpose(-1, -2)
+    if not keep_q:
+        return Q.add_(st.te[e][:, :, None, :]), None
     return Q + st.te[e][:, :, None, :], Q
 
 
@@ -252,8 +259,7 @@ def loss_and_depth(
     new_w: list[torch.Tensor] = []
     for c, ks in enumerate(_chunks(pb, budget)):
         D = _rays(st, pb, ks)
-        Y, _ = _targets(st, pb, ks)
-        V = Y - st.C[ks][:, None, None, :]  # targets relative to the centre
+        V = _targets(st, pb, ks, keep_q=False)[0].sub_(st.C[ks][:, None, None, :])  # relative to the centre
         DV = (V * D[:, None]).sum(-1)  # (c, d, n)
         DD = (D * D).sum(-1)  # (c, n)
         dk = depth[ks]
@@ -262,13 +268,13 @@ def loss_and_depth(
             if t == 0 and weights is not None:
                 wt = weights[c]
             else:
-                res = (dk[:, None, :, None] * D[:, None] - V).norm(dim=-1)
+                res = ((dk[..., None] * D)[:, None] - V).norm(dim=-1)
                 wt = _irls(wk, res, dist, eps)
             den = wt.sum(1) * DD
             num = (wt * DV).sum(1)
             good = (den > 0) & (num > 0)
             dk = torch.where(good, num / den.clamp(min=1e-30), dk)
-        res = (dk[:, None, :, None] * D[:, None] - V).norm(dim=-1)
+        res = ((dk[..., None] * D)[:, None] - V).norm(dim=-1)
         total += float((wk * (res if dist == "l1" else res * res)).sum())
         new_w.append(_irls(wk, res, dist, eps))
         depth[ks] = dk
@@ -356,20 +362,15 @@ def _linearise(
         Mce, Mee = _slot_blocks(w, wQ, Q, Delta, Dz)
         rho = wr.sum(1)  # (c, n, 3)
         gc = (Jc * rho[..., None]).sum((1, 2))  # (c, 7)
+        rQ = wr.transpose(2, 3) @ Q  # (c, d, 3, 3) moments sum_p wr Q^T
         ge = torch.cat([
-            torch.linalg.cross(wr, Q).sum(2), -wr.sum(2), -(wr * Q).sum((2, 3))[..., None],
+            _cross_of(rQ), -wr.sum(2), -rQ.diagonal(dim1=-2, dim2=-1).sum(-1, keepdim=True),
         ], -1)  # (c, d, 7)
         # depth elimination (the log-depth column of every residual of pixel p is Delta_p)
         h = W * (Delta * Delta).sum(-1)  # (c, n)
         hinv = torch.where(h > 1e-20 * h.amax().clamp(min=1e-30), 1 / h, torch.zeros_like(h))
         gd = (rho * Delta).sum(-1)
-        bc = torch.cat([torch.zeros_like(Delta), Delta, -(Delta * Dz).sum(-1, keepdim=True)], -1)
-        bc = W[..., None] * bc
-        be = torch.cat([
-            torch.linalg.cross(Delta[:, None].expand_as(wQ), wQ), -w[..., None] * Delta[:, None],
-            -(wQ * Delta[:, None]).sum(-1, keepdim=True),
-        ], -1)  # (c, d, n, 7)
-        B = torch.cat([bc[:, None], be], 1).permute(0, 2, 1, 3).reshape(cn, n, 7 * (d + 1))
+        B = _depth_rows(W, w, wQ, Delta, Dz)
         S = (B * hinv[..., None]).transpose(1, 2) @ B
         gS = (B.transpose(1, 2) @ (gd * hinv)[..., None])[..., 0]
         L = torch.zeros(cn, d + 1, 7, d + 1, 7, device=dev)
@@ -382,6 +383,24 @@ def _linearise(
         gl = torch.cat([gc[:, None], ge], 1).reshape(cn, -1) - gS
         _scatter(H, g, pb, ks, L, gl)
     return (H.matrix() if sparse else H), g
+
+
+def _depth_rows(W: torch.Tensor, w: torch.Tensor, wQ: torch.Tensor, Delta: torch.Tensor, Dz: torch.Tensor
+                ) -> torch.Tensor:
+    """``(c, n, 7 (d + 1))``: per pixel, the weighted products of its log-depth column with the
+    camera's and each slot edge's columns (the rows the Schur complement eliminates), from ``W
+    (c, n)``, ``w (c, d, n)``, ``wQ (c, d, n, 3)``, ``Delta``, ``Dz (c, n, 3)`` (see
+    :func:`_linearise`); written in place, pixel-major, without intermediate copies."""
+    cn, d, n = w.shape
+    B = torch.empty(cn, n, d + 1, 7, dtype=w.dtype, device=w.device)
+    B[:, :, 0, :3] = 0  # camera: rotation, centre, log-focal
+    torch.mul(W[..., None], Delta, out=B[:, :, 0, 3:6])
+    B[:, :, 0, 6] = W * -(Delta * Dz).sum(-1)
+    a, q = Delta[:, :, None], wQ.transpose(1, 2)  # (c, n, 1, 3), (c, n, d, 3)
+    B[:, :, 1:, :3] = torch.linalg.cross(a.expand_as(q), q)  # edges: rotation, translation, log-scale
+    torch.mul(w.transpose(1, 2)[..., None], a, out=B[:, :, 1:, 3:6]).neg_()
+    torch.sum(q * a, -1, out=B[:, :, 1:, 6]).neg_()
+    return B.reshape(cn, n, 7 * (d + 1))
 
 
 def _scatter(H: torch.Tensor | SparseSum, g: torch.Tensor, pb: GNProblem, ks: slice, L: torch.Tensor,

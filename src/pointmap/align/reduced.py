@@ -19,7 +19,7 @@ The coarse stage reads exactly what it reads from full pairs (:func:`~.data.buil
 cameras are those of the full-pairs path up to float16 rounding. The dense stage, which needs every
 pair's full maps, is replaced by the canonical depth times the coarse solution's correction: the
 log-ratio ``log(coarse depth / canonical depth)`` at the coarse pixels, upsampled bilinearly
-(:func:`~.dense.upsample_coarse`), so the depth is the coarse stage's at its pixels and the
+(:func:`~.dense.upsample_one`, image by image), so the depth is the coarse stage's at its pixels and the
 canonical depth's shape in between. ``benchmarks/bench_reduction.py`` measures what this loses
 against the dense stage; ``docs/benchmarks.md`` states it.
 
@@ -51,7 +51,7 @@ from .coarse import coarse_solve
 from .common import CameraSet, KnownCameras, assemble_scene
 from .config import AlignConfig
 from .data import CoarsePlan, coarse_data
-from .dense import upsample_coarse
+from .dense import upsample_one
 from .init import mst_init
 from .params import conf_transform
 
@@ -149,10 +149,15 @@ class PairReducer:
             self.best[int(i)] = torch.where(better, torch.stack([m[b], med[b]]), self.best[int(i)])
         self.folded.extend((int(i), int(j)) for i, j in pairs)
 
-    def canonical_depth(self) -> torch.Tensor:
-        """``(N, A)`` canonical depth (0 where no first-image pair gave a weight)."""
-        d = self.num / self.den.clamp(min=1e-30) * self.best[:, 1:2]
-        return torch.where(self.den > 0, d, torch.zeros_like(d))
+    def canonical_depth(self, k: int | None = None) -> torch.Tensor:
+        """``(N, A)`` canonical depth (0 where no first-image pair gave a weight); with ``k``
+        image ``k``'s alone, ``(A,)``."""
+        if k is None:
+            num, den, med = self.num, self.den, self.best[:, 1:2]
+        else:
+            num, den, med = self.num[k], self.den[k], self.best[k, 1]
+        d = num / den.clamp(min=1e-30) * med
+        return torch.where(den > 0, d, torch.zeros_like(d))
 
     def state(self) -> dict[str, torch.Tensor]:
         """The per-image state (host tensors) for :meth:`load`."""
@@ -311,15 +316,14 @@ def align_reduced(reducer: PairReducer, pairs: Sequence[tuple[int, int]],
     co = coarse_solve(data, init, known, cfg, progress)
     timings["coarse"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    with torch.no_grad():
-        depth = corrected_depth(data, reducer.canonical_depth().to(dev), co.log_depth)
-    timings["dense"] = time.perf_counter() - t0
     out = CameraSet(torch.eye(4).repeat(N, 1, 1), torch.zeros(N, 3, 3), [None] * N, [None] * N,
                     torch.zeros(N, dtype=torch.bool))
-    for k, (h, w) in enumerate(plan.shapes):
+    for k, (h, w) in enumerate(plan.shapes):  # image by image: no (N, A) temporaries
+        with torch.no_grad():
+            depth = corrected_depth(data, reducer.canonical_depth(k).to(dev), co.log_depth, k)
         K = intrinsics_matrix(torch.stack([co.fx[k], co.fy[k]]).cpu(), co.pp[k].cpu())
-        out.fill(k, co.R[k], co.C[k], K, depth[k, : h * w].reshape(h, w),
-                 data.im_conf[k, : h * w].reshape(h, w), known)
+        out.fill(k, co.R[k], co.C[k], K, depth.reshape(h, w), data.im_conf[k, : h * w].reshape(h, w), known)
+    timings["dense"] = time.perf_counter() - t0
     E = len(pairs)
     pw = torch.zeros(E, 4, 4)
     pw[:, :3, :3] = (co.s[:, None, None] * co.Rp).cpu()
@@ -330,15 +334,17 @@ def align_reduced(reducer: PairReducer, pairs: Sequence[tuple[int, int]],
                        pair_poses=pw, stride=plan.stride, iterations=co.iterations, timings=timings)
 
 
-def corrected_depth(data, canonical: torch.Tensor, log_depth: torch.Tensor) -> torch.Tensor:
-    """``(N, A)`` depth: ``canonical (N, A)`` times the upsampled log-ratio of the coarse depths
-    ``exp(log_depth) (N, n)`` to it at the coarse pixels; the upsampled coarse depth where the
-    canonical depth is 0 (a coarse pixel without it takes its image's median ratio)."""
-    can_c = torch.gather(canonical, 1, data.idx)
-    good = (can_c > 0) & data.valid
-    ratio = log_depth - can_c.clamp(min=1e-30).log()
-    med = torch.stack([ratio[k][good[k]].median() if bool(good[k].any()) else ratio.new_tensor(0.0)
-                       for k in range(len(ratio))])
-    ratio = torch.where(good, ratio, med[:, None])
-    up = upsample_coarse(data, ratio).exp() * canonical
-    return torch.where(canonical > 0, up, upsample_coarse(data, log_depth).exp())
+def corrected_depth(data, canonical: torch.Tensor, log_depth: torch.Tensor, k: int) -> torch.Tensor:
+    """Image ``k``'s ``(H W,)`` depth: its ``canonical (A,)`` depth times the upsampled log-ratio
+    of the coarse depths ``exp(log_depth[k])`` (``log_depth (N, n)``) to it at the coarse pixels;
+    the upsampled coarse depth where the canonical depth is 0 (a coarse pixel without it takes
+    the image's median ratio)."""
+    hw = data.shapes[k][0] * data.shapes[k][1]
+    canonical = canonical[:hw]
+    can_c = canonical[data.idx[k]]
+    good = (can_c > 0) & data.valid[k]
+    ratio = log_depth[k] - can_c.clamp(min=1e-30).log()
+    med = ratio[good].median() if bool(good.any()) else ratio.new_tensor(0.0)
+    ratio = torch.where(good, ratio, med).expand(len(data.shapes), -1)  # a view: row k is read
+    up = upsample_one(data, ratio, k).exp() * canonical
+    return torch.where(canonical > 0, up, upsample_one(data, log_depth, k).exp())

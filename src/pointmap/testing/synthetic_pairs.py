@@ -361,19 +361,20 @@ def iter_synthetic_predictions(
     bank = torch.stack([_smooth_field(H, W, gd) for _ in range(8)])  # mixed per map: cheap fields
     r_blob = max(1, int(blob_radius * min(H, W)))
     names = ("pts3d_1", "conf_1", "pts3d_2_in_1", "conf_2")
+    tmp = torch.empty(H, W, device=dev)
 
-    def field() -> torch.Tensor:
+    def field() -> torch.Tensor:  # in place where the old version allocated: the same numbers
         a, b = torch.randint(0, len(bank), (2,), generator=gd, device=dev).tolist()
         w = torch.rand(2, generator=gd, device=dev) * 2 - 1
-        return (w[0] * bank[a] + w[1] * bank[b]).clamp(-1, 1)
+        f = torch.mul(bank[a], w[0])
+        return f.add_(torch.mul(bank[b], w[1], out=tmp)).clamp_(-1, 1)
 
-    def side(pts: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        pts = pts * (1 + distortion * field())[..., None]
-        pts = pts + noise * pts[..., 2:3].abs() * torch.randn(H, W, 3, generator=gd, device=dev)
-        pts = pts * scale
-        conf = 1 + torch.exp(1.3 + 0.6 * field())
-        flat = pts.reshape(-1, 3)
-        lo, hi = flat.amin(0), flat.amax(0)
+    def side(src: torch.Tensor, scale: float, pts: torch.Tensor, conf: torch.Tensor) -> None:
+        torch.mul(src, field().mul_(distortion).add_(1)[..., None], out=pts)
+        r = torch.randn(H, W, 3, generator=gd, device=dev)
+        pts.add_(r.mul_(torch.abs(pts[..., 2:3], out=tmp[..., None]).mul_(noise))).mul_(scale)
+        torch.add(field().mul_(0.6).add_(1.3).exp_(), 1, out=conf)
+        lo, hi = (torch.stack(m) for m in zip(*(torch.aminmax(pts[..., c]) for c in range(3))))
         for _ in range(n_blobs):  # square blobs of garbage points with raw confidence just above 1
             cv, cu = (torch.rand(2, generator=gd, device=dev).cpu() * torch.tensor([H, W])).long().tolist()
             v0, u0 = max(cv - r_blob, 0), max(cu - r_blob, 0)
@@ -381,18 +382,17 @@ def iter_synthetic_predictions(
             blk.copy_(lo + (hi - lo) * torch.rand(blk.shape, generator=gd, device=dev))
             cb = conf[v0 : cv + r_blob, u0 : cu + r_blob]
             cb.copy_(1 + 0.05 * torch.rand(cb.shape, generator=gd, device=dev))
-        return pts, conf
 
     for a in range(0, len(pairs), batch):
         chunk = pairs[a : a + batch]
-        out: dict[str, list[torch.Tensor]] = {n: [] for n in names}
-        for e, (i, j) in enumerate(chunk, start=a):
+        B = len(chunk)
+        out = {n: torch.empty(B, H, W, *((3,) if n.startswith("pts") else ()), device=dev) for n in names}
+        for b, (i, j) in enumerate(chunk):
             rel = (torch.linalg.inv(poses[i]) @ poses[j]).float().to(dev)
-            p1, c1 = side(cam(i), float(scales[e]))
-            p2, c2 = side(cam(j) @ rel[:3, :3].T + rel[:3, 3], float(scales[e]))
-            for n, t in zip(names, (p1, c1, p2, c2)):
-                out[n].append(t)
-        yield chunk, {n: torch.stack(v).cpu() for n, v in out.items()}
+            s = float(scales[a + b])
+            side(cam(i), s, out["pts3d_1"][b], out["conf_1"][b])
+            side(cam(j) @ rel[:3, :3].T + rel[:3, 3], s, out["pts3d_2_in_1"][b], out["conf_2"][b])
+        yield chunk, {n: out[n].cpu() for n in names}
 
 
 def co_visibility(scene: SyntheticScene, i: int, j: int, stride: int = 4, tol: float = 0.02) -> float:
