@@ -183,3 +183,21 @@ def test_killed_run_leaves_previous_results_and_no_temporary_folder(tmp_path):
     assert proc.wait(timeout=300) == 130, rest
     assert "Traceback" not in rest
     assert snapshot(tmp_path) == before  # earlier results byte-identical, nothing else left
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path):
+    """A writer that fails half-way leaves the previous file and no temporary file; one that
+    succeeds replaces it with the mode a plain open gives (not the temporary file's 0600)."""
+    from pointmap.io_utils import atomic_path, current_umask
+
+    target = tmp_path / "state.bin"
+    target.write_bytes(b"before")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("disk gone")
+    assert target.read_bytes() == b"before" and sorted(p.name for p in tmp_path.iterdir()) == ["state.bin"]
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp != target
+        tmp.write_bytes(b"after")
+    assert target.read_bytes() == b"after" and sorted(p.name for p in tmp_path.iterdir()) == ["state.bin"]
+    assert target.stat().st_mode & 0o777 == 0o666 & ~current_umask()

@@ -25,6 +25,7 @@ __all__ = [
     "MANIFEST_NAME",
     "OutputDir",
     "STAGING_MARKER",
+    "atomic_path",
     "atomic_write",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -49,8 +50,9 @@ def current_umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file next to ``path``; on success fsync and rename it onto ``path``.
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file's path next to ``path``, for a writer that takes a file name; on success
+    it is fsynced and renamed onto ``path``.
 
     The file gets the mode a plain ``open`` would give it (``0666`` less the umask: ``0644`` under
     umask 022), not the private ``0600`` of a temporary file. On any exception (including a full
@@ -62,10 +64,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        os.close(fd)
+        yield Path(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -73,6 +78,14 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         if isinstance(exc, OSError) and not isinstance(exc, PointmapError):
             raise PointmapError(f"could not write {path}: {exc.strerror or exc}") from exc
         raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+    """Open a temporary file next to ``path``; on success fsync and rename it onto ``path``
+    (:func:`atomic_path`: same mode, same clean-up and errors)."""
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from .errors import PointmapError
-from .io_utils import atomic_write, atomic_write_text
+from .io_utils import atomic_path, atomic_write, atomic_write_text
 from .predictions import LazyTensors, PairPredictions
 
 __all__ = [
@@ -454,15 +454,16 @@ class PredictionStore:
                    pairs: Sequence[tuple[int, int]]) -> None:
         """Write ``state-<name>.safetensors`` atomically: ``arrays`` (as given, on the host) and
         the list of ``pairs`` they account for (read back by :meth:`load_state`)."""
-        from safetensors.torch import save
+        from safetensors.torch import save_file
 
         if not re.match(r"^[a-z0-9_]+$", name):
             raise ValueError(f"state name {name!r}: use lower-case letters, digits and _")
         data = {k: v.detach().cpu().contiguous() for k, v in arrays.items()}
         meta = {"pairs": json.dumps([[int(i), int(j)] for i, j in pairs], separators=(",", ":"))}
         self._open.pop(f"state-{name}.safetensors", None)
-        with atomic_write(self.path / f"state-{name}.safetensors") as f:
-            f.write(save(data, metadata=meta))
+        # written tensor by tensor from their memory (no bytes object of the whole state)
+        with atomic_path(self.path / f"state-{name}.safetensors") as tmp:
+            save_file(data, str(tmp), metadata=meta)
 
     def load_state(self, name: str) -> tuple[dict[str, torch.Tensor], list[tuple[int, int]]] | None:
         """What :meth:`save_state` last wrote under ``name`` (``None`` when nothing was)."""
