@@ -133,6 +133,22 @@ def test_store_refuses_other_images_model_or_settings(tmp_path):
         PredictionStore.open(tmp_path / "junk", _ident(model, imgs))
 
 
+def test_model_digest_reads_bfloat16_weights_of_any_layout():
+    """A bfloat16 network (``--fast``) may hold a weight whose last dimension has size 1 and a
+    stride other than 1 (contiguous for torch): its digest is that of the same values laid out
+    plainly, and a changed value changes it."""
+    from pointmap.store import model_digest
+
+    odd = torch.randn(1, 64).to(torch.bfloat16).t()  # (64, 1), strides (1, 64)
+    assert odd.is_contiguous() and odd.stride(-1) != 1
+    a, b = torch.nn.Module(), torch.nn.Module()
+    a.register_buffer("w", odd)
+    b.register_buffer("w", odd.reshape(-1).clone().reshape(64, 1))
+    assert model_digest(a) == model_digest(b)
+    b.w[3, 0] += 1
+    assert model_digest(a) != model_digest(b)
+
+
 def test_predictions_missing_from_store_are_named(tmp_path):
     model, imgs = _tiny_model(), _images()
     store = PredictionStore.open(tmp_path / "s", _ident(model, imgs))

@@ -87,7 +87,7 @@ def _digest_tensor(h: Any, t: torch.Tensor) -> None:
     t = t.detach().cpu().contiguous()
     h.update(str(t.dtype).encode())
     h.update(str(tuple(t.shape)).encode())
-    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
 def image_digest(img: torch.Tensor) -> str:
