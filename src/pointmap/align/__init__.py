@@ -4,7 +4,8 @@ from .common import AlignInputs, connected_image_sets
 from .config import AlignConfig
 from .optimizer import AlignResult, align_components, align_pairs, global_align
 from .pair_viewer import pair_scene
-from .postprocess import clean_pointcloud, mask_sky
+from .clean import clean_pointcloud
+from .postprocess import mask_sky
 from .sparse import SparseConfig, pair_matches, sparse_align
 
 __all__ = [

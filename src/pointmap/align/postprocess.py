@@ -1,4 +1,4 @@
-"""Post-processing of aligned scenes: occlusion-based clean-up and a sky heuristic."""
+"""Post-processing of aligned scenes: a sky heuristic (the occlusion clean-up: :mod:`.clean`)."""
 
 from __future__ import annotations
 
@@ -8,49 +8,9 @@ import cv2
 import numpy as np
 import torch
 
-from ..geometry.registration import inverse_pose
 from ..scene import Scene
 
-__all__ = ["clean_pointcloud", "mask_sky", "sky_mask"]
-
-
-def clean_pointcloud(scene: Scene, tol: float = 0.001, bad_conf: float = 0.0) -> Scene:
-    """Lower the confidence of points seen *in front of* another camera's surface.
-
-    For every ordered pair of placed images ``(i, j != i)`` (``j`` inner loop), image ``i``'s
-    points are projected into camera ``j`` (pixel = rounded projection); where one lands inside
-    image ``j`` with positive depth ``z < (1 - tol) depth_j(pixel)`` and ``conf_i < conf_j(pixel)``,
-    ``conf_i`` becomes ``min(conf_i, bad_conf)``. Updates are sequential, as in the reference.
-
-    Returns:
-        A new scene with updated ``confidence`` and ``masks = masks & (confidence > threshold)``.
-    """
-    confs = [c.clone() for c in scene.confidence]
-    pts = scene.pts3d
-    w2c = inverse_pose(scene.poses.float())
-    placed = scene.placed.tolist()
-    n = len(scene)
-    for i in range(n):
-        if not placed[i]:
-            continue
-        for j in range(n):
-            if j == i or not placed[j]:
-                continue
-            Hj, Wj = scene.depths[j].shape
-            cam = pts[i] @ w2c[j, :3, :3].T + w2c[j, :3, 3]
-            z = cam[..., 2]
-            proj = cam @ scene.intrinsics[j].float().T
-            uv = torch.round(proj[..., :2] / proj[..., 2:3])
-            u, v = uv[..., 0], uv[..., 1]
-            ok = (z > 0) & (u >= 0) & (u < Wj) & (v >= 0) & (v < Hj)
-            ok &= torch.isfinite(u) & torch.isfinite(v)
-            uu = u.clamp(0, Wj - 1).nan_to_num(0).long()
-            vv = v.clamp(0, Hj - 1).nan_to_num(0).long()
-            dj, cj = scene.depths[j][vv, uu], confs[j][vv, uu]
-            bad = ok & (z < (1 - tol) * dj) & (confs[i] < cj)
-            confs[i] = torch.where(bad, confs[i].clamp(max=bad_conf), confs[i])
-    masks = [m & (c > scene.conf_threshold) for m, c in zip(scene.masks, confs)]
-    return replace(scene, confidence=confs, masks=masks)
+__all__ = ["mask_sky", "sky_mask"]
 
 
 def sky_mask(img: torch.Tensor) -> torch.Tensor:

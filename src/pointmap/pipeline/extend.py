@@ -200,7 +200,7 @@ def run_extend(
     res.aligned = res.scene
     with res.stages.stage("export"):
         res.scene, res.paths = finish(res.scene, request.post, request.export, out, matches=res.matches,
-                                      progress=request.progress)
+                                      progress=request.progress, device=dev)
     return res, n_run
 
 

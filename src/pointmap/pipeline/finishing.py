@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import torch
+
 from ..align import clean_pointcloud, mask_sky
 from ..export import export_scene
 from ..io_utils import OutputDir
@@ -24,6 +26,7 @@ def finish(
     matches: Mapping | None = None,
     image_paths: Sequence[str | os.PathLike | None] | None = None,
     progress: bool = False,
+    device: torch.device | str | None = None,
 ) -> tuple[Scene, dict[str, Path]]:
     """Clean ``scene`` up and mask its sky as ``post`` says, then export it as ``spec`` says.
 
@@ -34,12 +37,13 @@ def finish(
         matches: the pairs' pixel matches, for the ``colmap-db`` export.
         image_paths: the images' files for the COLMAP and nerfstudio image folders (default:
             ``scene.metas[k].path``).
+        device: where the clean-up's projections run (the run's device; default: the scene's).
 
     Returns:
         The post-processed scene and ``{format: path}`` of what was written.
     """
     if post.clean and len(scene) > 1:
-        scene = clean_pointcloud(scene)
+        scene = clean_pointcloud(scene, device=device)
     if post.mask_sky:
         scene = mask_sky(scene)
     target = spec.output if target is None else target
