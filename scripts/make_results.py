@@ -190,7 +190,8 @@ def render(results: list[tuple[str, str, dict[str, Any]]], skipped: list[str], c
     L = ["# Evaluation results of the bundled default model", "",
          "Measured with `pointmap`'s bundled default model (`load_model(\"default\")`: a small DUSt3R, "
          f"{n_params / 1e6:.1f} M parameters, {cfg.img_size[0]} x {cfg.img_size[1]} input, {cfg.head_type} heads, "
-         "trained only on the procedural synthetic scenes of `pointmap.train.synthetic`; see "
+         "trained by this project on synthetic scenes only (procedural ones of `pointmap.train.synthetic` "
+         "and the world-like rooms, streets and object captures of `pointmap.train.realistic`); see "
          "`docs/training.md`). It is a demonstration model for the library, not a replacement for the "
          "released DUSt3R checkpoints.", "",
          "Regenerate this page (CPU; the time of the last run is given below):", "",
