@@ -51,3 +51,29 @@ def test_sparse_coarse_solve_equals_dense():
         torch.testing.assert_close(sparse.scene.poses, dense.scene.poses, atol=1e-3, rtol=0)
         torch.testing.assert_close(sparse.scene.focals, dense.scene.focals, atol=0, rtol=1e-3)
         torch.testing.assert_close(sparse.pair_poses, dense.pair_poses, atol=1e-3, rtol=0)
+
+
+def test_sparse_solve_in_float32_refined_to_float64_accuracy():
+    import numpy as np
+    import scipy.sparse
+
+    from pointmap.align.lm import sparse_solve
+
+    rng = np.random.default_rng(0)
+    n = 400
+    # a chain of 7x7 blocks with couplings to the 1st, 2nd and 4th neighbours, as logwin graphs
+    rows, cols = [], []
+    for d in (1, 2, 4):
+        rows += list(range(n - 7 * d))
+        cols += list(range(7 * d, n))
+    J = scipy.sparse.coo_matrix((rng.normal(size=len(rows)), (rows, cols)), shape=(n, n))
+    J = J + J.T + scipy.sparse.eye(n) * 0.1
+    B = rng.normal(size=(n, 2))
+    for scale in (1.0, 1e-9):  # well conditioned; then about 1e10, beyond float32: the float64 path
+        A = (J.T @ J + scipy.sparse.diags(np.linspace(scale, 1.0, n))).tocsc()
+        X = sparse_solve(A, B)
+        exact = scipy.sparse.linalg.spsolve(A, B)
+        assert np.abs(A @ X - B).max() <= 1e-8 * np.abs(B).max()
+        assert np.abs(X - exact).max() <= 1e-6 * np.abs(exact).max()
+    singular = scipy.sparse.csc_matrix((n, n))
+    assert sparse_solve(singular, B) is None

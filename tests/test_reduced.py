@@ -7,7 +7,7 @@ import torch
 from pointmap.align import AlignConfig, align_pairs
 from pointmap.align.data import build_edge_data
 from pointmap.align.params import conf_transform
-from pointmap.align.reduced import PAIR_FIELDS, StreamedReductions
+from pointmap.align.reduced import PAIR_FIELDS, StreamedReductions, align_reduced
 from pointmap.geometry import align_multiple_poses
 from pointmap.store import StoreMismatchError
 from pointmap.testing.synthetic_pairs import make_synthetic_scene
@@ -191,3 +191,22 @@ def test_grown_plan_refuses_images_needing_more_coarse_pixels():
     assert grown_plan(block, [(32, 64), (16, 64)]).idx.shape[1] == block["coarse_pixels"]  # fewer: padded
     with pytest.raises(PointmapError, match="another shape"):
         grown_plan(block, [(32, 64), (48, 64)])
+
+
+def test_alignment_reads_the_canonical_sums_from_the_saved_state(scene, tmp_path):
+    preds = scene.preds
+    held = reduce_all(tmp_path / "a", preds)
+    spilled = reduce_all(tmp_path / "b", preds)
+    before = [held.reducer.canonical_depth(k).clone() for k in range(8)]
+    seen = []
+    spilled.reducer.spill(lambda name, k: seen.append((name, k)) or spilled.store.state_row("images", name, k))
+    assert spilled.reducer.num is None and spilled.reducer.den is None  # not held
+    assert all(torch.equal(spilled.reducer.canonical_depth(k), before[k]) for k in range(8))
+    assert seen[:2] == [("num", 0), ("den", 0)]
+    # alignment spills them itself, with the same result as the held sums
+    res_held = align_reduced(held.reducer, preds.pairs, held.store.rows(preds.pairs, PAIR_FIELDS))
+    res = reduce_all(tmp_path / "c", preds).align(preds.pairs)
+    assert all(torch.equal(x, y) for x, y in zip(res.scene.depths, res_held.scene.depths))
+    # whatever needs the whole sums reads them back
+    state = spilled.reducer.state()
+    assert spilled.reducer.num is not None and torch.equal(state["num"], held.reducer.state()["num"])

@@ -477,6 +477,14 @@ class PredictionStore:
             pairs = [(int(i), int(j)) for i, j in json.loads((h.metadata() or {}).get("pairs", "[]"))]
         return arrays, pairs
 
+    def state_row(self, name: str, key: str, k: int) -> torch.Tensor:
+        """Row ``k`` of the array ``key`` of the state :meth:`save_state` last wrote under
+        ``name``, read alone from the file."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.path / f"state-{name}.safetensors"), framework="pt") as h:
+            return h.get_slice(key)[k]
+
     def predictions(self, pairs: Sequence[tuple[int, int]], n_images: int,
                     fields: Sequence[str] = DUST3R_FIELDS) -> PairPredictions:
         """Store-backed :class:`PairPredictions` for ``pairs`` (in that order).

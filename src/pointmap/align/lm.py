@@ -4,7 +4,8 @@
 * the size policy: normal equations of ``K`` unknowns (``8 K^2`` bytes as a dense float64
   matrix) are assembled and solved densely (Cholesky) up to ``AlignConfig.dense_solve_bytes``
   (:func:`dense_solve_bytes` by default), as a scipy sparse matrix (SuperLU with a
-  fill-reducing ordering) above it;
+  fill-reducing ordering, factorised in float32 and refined in float64: :func:`sparse_solve`)
+  above it;
 * :class:`SparseSum`: chunked accumulation of ``(row, col, value)`` blocks into a sparse matrix;
 * :class:`NormalEquations`: the damped step ``-(H + mu diag(H)) ^-1 g``, dense or sparse, with an
   optional zero-mean constraint on some unknowns (a gauge: projected in the dense system, a
@@ -29,7 +30,7 @@ from scipy.sparse.linalg import splu
 
 __all__ = [
     "Damping", "NormalEquations", "SparseSum", "chunks", "dense_solve_bytes", "extrapolate",
-    "rotate", "skew", "solves_densely",
+    "rotate", "skew", "solves_densely", "sparse_solve",
 ]
 
 T = TypeVar("T")
@@ -136,22 +137,59 @@ class NormalEquations:
 
     def _sparse_step(self, damp: np.ndarray) -> torch.Tensor | None:
         A = (self.H + scipy.sparse.diags(damp)).tocsc()
-        try:
-            lu = splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0,
-                      options={"SymmetricMode": True})
-        except RuntimeError:  # exactly singular
-            return None
         gn = self.g.cpu().numpy()
+        B = gn[:, None] if self.pin is None else np.stack([gn, _indicator(len(gn), self.pin)], 1)
+        X = sparse_solve(A, B)
+        if X is None:
+            return None
         if self.pin is None:
-            x = lu.solve(gn)
+            x = X[:, 0]
         else:  # Lagrange multiplier: the KKT solution, the same step as the projected dense system
-            a = np.zeros_like(gn)
-            a[self.pin] = 1.0
-            x1, xa = lu.solve(np.stack([gn, a], 1)).T
+            a, (x1, xa) = B[:, 1], X.T
             x = x1 - (a @ x1) / (a @ xa) * xa
         if not np.isfinite(x).all():
             return None
         return -torch.from_numpy(x).to(self.g.device)
+
+
+def _indicator(n: int, idx: np.ndarray) -> np.ndarray:
+    a = np.zeros(n)
+    a[idx] = 1.0
+    return a
+
+
+def _factorise(A: scipy.sparse.csc_matrix):
+    """SuperLU of a symmetric positive definite ``A`` (fill-reducing ordering of ``A + A^T``, no
+    pivoting); ``None`` when it is exactly singular."""
+    try:
+        return splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+    except RuntimeError:
+        return None
+
+
+def sparse_solve(A: scipy.sparse.csc_matrix, B: np.ndarray, refine: int = 3, rtol: float = 1e-12) -> np.ndarray | None:
+    """``A^-1 B`` (float64) for a sparse symmetric positive definite ``A (K, K)`` and ``B (K,
+    m)``: factorised in float32 (half the fill's memory: 1.9 GB against 2.8 GB of peak for the
+    normal equations of 1000 images under ``logwin-5``, 77,000 unknowns) and refined in float64
+    (each round solves for the residual ``B - A X``) until the relative residual is below
+    ``rtol`` (two rounds gave 1e-14 there, the float64 factorisation's own); if ``refine``
+    rounds do not get it below ``1e-8``, the float64 factorisation is used instead. ``None``
+    when ``A`` is singular."""
+    lu = _factorise(A.astype(np.float32))
+    if lu is not None:
+        X = lu.solve(B.astype(np.float32)).astype(np.float64)
+        scale = max(float(np.abs(B).max()), 1e-300)
+        for _ in range(refine):
+            R = B - A @ X
+            err = float(np.abs(R).max()) / scale
+            if not np.isfinite(err) or err <= rtol:
+                break
+            X += lu.solve(R.astype(np.float32)).astype(np.float64)
+        R = B - A @ X
+        if np.isfinite(X).all() and float(np.abs(R).max()) / scale <= 1e-8:
+            return X
+    lu = _factorise(A)
+    return None if lu is None else lu.solve(B)
 
 
 @dataclass
