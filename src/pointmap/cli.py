@@ -494,9 +494,9 @@ def _add_localize_args(p: argparse.ArgumentParser) -> None:
                    help="raw confidence above which predicted points are matched (default: the model's)")
     p.add_argument("--min-inliers", type=positive_int, default=30,
                    help="PnP inliers a query needs to be placed (default 30)")
-    p.add_argument("--min-confidence", type=positive_float, default=0.3,
+    p.add_argument("--min-confidence", type=positive_float, default=0.5,
                    help="fraction of its 2D-3D matches that must be PnP inliers for a query to be placed "
-                        "(default 0.3)")
+                        "(default 0.5)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 

@@ -14,8 +14,9 @@ resolution) and ``images/`` (copies of the map images). For each query:
    query's focal estimated from its own pointmap (principal point at the image centre).
 
 A query is *placed* only with at least ``min_inliers`` inliers and an inlier fraction
-(its *confidence*) of at least ``min_confidence``; otherwise it is reported as not placed and
-given no pose. The map folder is only read.
+(its *confidence*) of at least ``min_confidence`` (default 0.5: with the bundled model a photo of
+random noise reaches 0.35 against a map, real queries 0.65 to 0.95); otherwise it is reported as
+not placed and given no pose. The map folder is only read.
 """
 
 from __future__ import annotations
@@ -225,7 +226,7 @@ def place_queries(
     iterations: int = 1000,
     reproj_error: float = 5.0,
     min_inliers: int = 30,
-    min_confidence: float = 0.3,
+    min_confidence: float = 0.5,
 ) -> list[QueryPose]:
     """Place each query from the predictions of its pairs :func:`query_pairs` (images indexed map
     first, then queries) with :func:`pointmap.align.poses.place_query`."""
@@ -254,7 +255,7 @@ def localize(
     device: str | torch.device | None = None,
     conf_threshold: float | None = None,
     min_inliers: int = 30,
-    min_confidence: float = 0.3,
+    min_confidence: float = 0.5,
     progress: bool = False,
 ) -> tuple[list[QueryPose], LocalizationMap]:
     """Poses and intrinsics of the query images in the reconstruction in ``folder`` (only read).
