@@ -6,6 +6,7 @@ function of the world position, so every exported point has a known place and co
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from pointmap.export import FORMATS, export_scene
 from pointmap.export import glb as glb_mod
 from pointmap.export import ply as ply_mod
 from pointmap.export.cameras import export_cameras
+from pointmap.export.common import rgb_uint8
 from pointmap.export.depth import export_depth, read_depth_png
 from pointmap.export.glb import auto_cam_size, build_glb_scene, export_glb
 from pointmap.export.ply import export_ply
@@ -125,6 +127,23 @@ def test_glb_pointcloud_frame_colours_and_cameras(tmp_path):
     assert tuple(f0.visual.main_color[:3]) == (255, 0, 0)
     assert tuple(s.geometry["camera_001"].visual.main_color[:3]) == (0, 0, 255)
     assert "camera_000_image" in s.geometry  # textured image quad at the base
+
+
+def test_glb_textures_are_the_png_files_pillow_writes(tmp_path):
+    # the textures are encoded on the export's threads: the GLB holds the bytes Pillow's default
+    # PNG encoding gives, and other saves of a texture still encode it
+    scene = make_scene(n=2)
+    data = export_glb(scene, tmp_path / "s.glb").read_bytes()
+    for k in range(2):
+        img = Image.fromarray(rgb_uint8(scene.imgs[k]))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        assert buf.getvalue() in data
+        tex = glb_mod._texture(np.asarray(img))
+        again = io.BytesIO()
+        tex.save(again, format="PNG", compress_level=0)
+        assert len(again.getvalue()) > len(buf.getvalue())
+        assert np.array_equal(np.asarray(Image.open(again)), np.asarray(img))
 
 
 def test_glb_unplaced_and_transparent(tmp_path):

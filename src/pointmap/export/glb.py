@@ -24,6 +24,7 @@ the reference, seen in an OpenGL-style (y up) viewer frame.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -173,7 +174,7 @@ def _camera_meshes(
     uv = np.array([[0.0, 1.0], [1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])  # tl, tr, br, bl
     quad = trimesh.Trimesh(
         vertices=corners, faces=np.concatenate([faces, faces[:, ::-1]]), process=False,
-        visual=trimesh.visual.TextureVisuals(uv=uv, image=Image.fromarray(image)),
+        visual=trimesh.visual.TextureVisuals(uv=uv, image=_texture(image)),
     )
     return frustum, quad
 
@@ -181,6 +182,30 @@ def _camera_meshes(
 TEXTURE_TEXELS = 16_000_000
 """Texels of all camera images of a GLB together (about 64 MB of RGBA in a viewer); each image
 is shrunk to fit its share."""
+
+
+class _PngTexture(Image.Image):
+    """An image whose PNG file (Pillow's default options, as trimesh's GLB writer saves a
+    texture) was encoded beforehand, on the export's threads: saving it as PNG without options
+    writes those bytes, so the serial GLB writer does not encode it again."""
+
+    png: bytes = b""
+
+    def save(self, fp, format=None, **params):  # noqa: A002 (Pillow's name)
+        if self.png and not params and str(format).upper() == "PNG" and hasattr(fp, "write"):
+            fp.write(self.png)
+            return
+        super().save(fp, format, **params)
+
+
+def _texture(img: np.ndarray) -> Image.Image:
+    """``img`` (H, W, 3) uint8 as a :class:`_PngTexture` (its PNG bytes, those Pillow writes)."""
+    im = Image.fromarray(img)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    im.__class__ = _PngTexture
+    im.png = buf.getvalue()
+    return im
 
 
 def _thumbnail(img: np.ndarray, side: int) -> np.ndarray:
