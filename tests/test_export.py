@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -24,7 +25,7 @@ from pointmap.export import glb as glb_mod
 from pointmap.export import ply as ply_mod
 from pointmap.export.cameras import export_cameras
 from pointmap.export.common import rgb_uint8
-from pointmap.export.depth import export_depth, read_depth_png
+from pointmap.export.depth import colorize, export_depth, read_depth_png
 from pointmap.export.glb import auto_cam_size, build_glb_scene, export_glb
 from pointmap.export.ply import export_ply
 from pointmap.io_utils import MANIFEST_NAME
@@ -309,3 +310,16 @@ def test_export_scene_progress_bar_counts_every_step(tmp_path, capsys):
     err = capsys.readouterr().err
     # three image copies (colmap needs them), then one step per format
     assert "export" in err and "5/5" in err and "colmap" in err
+
+
+def test_colorize_is_opencv_turbo_of_the_normalised_valid_values():
+    rng = np.random.default_rng(0)
+    values = rng.uniform(1.0, 9.0, (12, 10)).astype(np.float32)
+    valid = rng.random((12, 10)) > 0.3
+    lo, hi = np.percentile(values[valid], (2.0, 98.0))
+    t = 1.0 - np.clip((values.astype(np.float64) - lo) / (hi - lo), 0, 1)
+    ref = cv2.applyColorMap(np.round(t * 255).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
+    got = colorize(values, valid, invert=True)
+    assert np.array_equal(got[valid], ref[valid]) and not got[~valid].any()
+    assert tuple(colorize(np.array([[0.0, 1.0]]), np.array([[True, True]]))[0, 1]) == tuple(
+        cv2.applyColorMap(np.array([[255]], np.uint8), cv2.COLORMAP_TURBO)[0, 0, ::-1])

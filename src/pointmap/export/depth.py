@@ -68,12 +68,15 @@ def colorize(values: np.ndarray, valid: np.ndarray, invert: bool = False,
     if v.size == 0:
         return out
     lo, hi = np.percentile(v, percentiles)
-    t = np.clip((values - lo) / (hi - lo) if hi > lo else np.full(values.shape, 0.5), 0, 1)
+    t = np.clip((v - lo) / (hi - lo) if hi > lo else np.full(v.shape, 0.5), 0, 1)
     if invert:
         t = 1.0 - t
-    bgr = cv2.applyColorMap(np.round(t * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
-    out[valid] = bgr[..., ::-1][valid]
+    out[valid] = _TURBO_RGB[np.round(t * 255).astype(np.uint8)]
     return out
+
+
+_TURBO_RGB = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_TURBO)[:, 0, ::-1].copy()
+"""``(256, 3)`` uint8 RGB of OpenCV's turbo colour map, by its 8-bit input (the map is this table)."""
 
 
 _FAST = 1
