@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import shutil
+import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -374,8 +375,8 @@ def copy_image(
     src: Path | None, dst: Path, fallback: torch.Tensor | np.ndarray | None = None
 ) -> None:
     """Copy an image file to ``dst`` atomically, baking in any EXIF orientation (so the copy's
-    pixel grid is the one pointmap worked on); without ``src``, write ``fallback`` ``(H, W, 3)``
-    float colours in ``[0, 1]`` as PNG."""
+    pixel grid is the one pointmap worked on; without one, the file's bytes, nothing decoded);
+    without ``src``, write ``fallback`` ``(H, W, 3)`` float colours in ``[0, 1]`` as PNG."""
     if src is None:
         if fallback is None:
             raise PointmapError(f"no source image for {dst.name}")
@@ -385,7 +386,7 @@ def copy_image(
     if not src.is_file():
         raise PointmapError(f"source image {src} not found; pass image_paths= with its location")
     with open_image(src, max_pixels=None) as im:  # checked against the bound when it was loaded
-        orientation = im.getexif().get(0x0112, 1)
+        orientation = _exif_orientation(im, src)
         if orientation in (None, 1):
             with open(src, "rb") as fin, atomic_write(dst) as fout:
                 shutil.copyfileobj(fin, fout)
@@ -394,3 +395,31 @@ def copy_image(
         upright = ImageOps.exif_transpose(im)
         with atomic_write(dst) as f:
             upright.save(f, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+
+
+def _exif_orientation(im: Image.Image, src: Path) -> int | None:
+    """The EXIF orientation of the opened image ``im`` of the file ``src``, as ``im.getexif()``
+    reads it. Pillow decodes a whole PNG to look for metadata after its pixel data: a PNG with
+    nothing but pixel data there (:func:`_png_chunks_after_pixels`) is not decoded, the metadata
+    read when it was opened being all it has."""
+    if im.format == "PNG" and not _png_chunks_after_pixels(src):
+        return Image.Image.getexif(im).get(0x0112, 1)
+    return im.getexif().get(0x0112, 1)
+
+
+def _png_chunks_after_pixels(path: Path) -> bool:
+    """Whether the PNG file ``path`` has a chunk other than ``IDAT`` between its first ``IDAT``
+    and its ``IEND`` (or is not walked to ``IEND``): reads the chunk headers only."""
+    with open(path, "rb") as f:
+        f.seek(8)  # the PNG signature
+        in_pixels = False
+        while len(head := f.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"IEND":
+                return False
+            if kind == b"IDAT":
+                in_pixels = True
+            elif in_pixels:
+                return True
+            f.seek(length + 4, os.SEEK_CUR)  # the chunk's data and CRC
+    return True
