@@ -323,3 +323,9 @@ def test_colorize_is_opencv_turbo_of_the_normalised_valid_values():
     assert np.array_equal(got[valid], ref[valid]) and not got[~valid].any()
     assert tuple(colorize(np.array([[0.0, 1.0]]), np.array([[True, True]]))[0, 1]) == tuple(
         cv2.applyColorMap(np.array([[255]], np.uint8), cv2.COLORMAP_TURBO)[0, 0, ::-1])
+
+
+def test_glb_transform_in_blocks_is_the_one_product():
+    rng = np.random.default_rng(1)
+    pts, T = rng.normal(size=(2 * glb_mod._ROWS + 5, 3)), rng.normal(size=(4, 4))
+    assert np.array_equal(glb_mod._apply(T, pts), pts @ T[:3, :3].T + T[:3, 3])

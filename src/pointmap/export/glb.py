@@ -97,8 +97,17 @@ def auto_cam_size(scene: Scene) -> float:
     return 0.05
 
 
+_ROWS = 16_384
+"""Points per matrix product in :func:`_apply`: few enough that the BLAS computes it on the calling
+thread (its own threads on millions of points waited on each other beside the export's pool)."""
+
+
 def _apply(T: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    return pts @ T[:3, :3].T + T[:3, 3]
+    """Points ``(N, 3)`` transformed by ``T`` ``(4, 4)``, :data:`_ROWS` at a time (the same values)."""
+    R, t = T[:3, :3].T, T[:3, 3]
+    if len(pts) <= _ROWS:
+        return pts @ R + t
+    return np.concatenate([pts[i:i + _ROWS] @ R + t for i in range(0, len(pts), _ROWS)])
 
 
 def _grid_mesh(
