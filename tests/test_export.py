@@ -6,11 +6,13 @@ function of the world position, so every exported point has a known place and co
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -22,7 +24,8 @@ from pointmap.export import FORMATS, export_scene
 from pointmap.export import glb as glb_mod
 from pointmap.export import ply as ply_mod
 from pointmap.export.cameras import export_cameras
-from pointmap.export.depth import export_depth, read_depth_png
+from pointmap.export.common import rgb_uint8
+from pointmap.export.depth import colorize, export_depth, read_depth_png
 from pointmap.export.glb import auto_cam_size, build_glb_scene, export_glb
 from pointmap.export.ply import export_ply
 from pointmap.io_utils import MANIFEST_NAME
@@ -125,6 +128,23 @@ def test_glb_pointcloud_frame_colours_and_cameras(tmp_path):
     assert tuple(f0.visual.main_color[:3]) == (255, 0, 0)
     assert tuple(s.geometry["camera_001"].visual.main_color[:3]) == (0, 0, 255)
     assert "camera_000_image" in s.geometry  # textured image quad at the base
+
+
+def test_glb_textures_are_the_png_files_pillow_writes(tmp_path):
+    # the textures are encoded on the export's threads: the GLB holds the bytes Pillow's default
+    # PNG encoding gives, and other saves of a texture still encode it
+    scene = make_scene(n=2)
+    data = export_glb(scene, tmp_path / "s.glb").read_bytes()
+    for k in range(2):
+        img = Image.fromarray(rgb_uint8(scene.imgs[k]))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        assert buf.getvalue() in data
+        tex = glb_mod._texture(np.asarray(img))
+        again = io.BytesIO()
+        tex.save(again, format="PNG", compress_level=0)
+        assert len(again.getvalue()) > len(buf.getvalue())
+        assert np.array_equal(np.asarray(Image.open(again)), np.asarray(img))
 
 
 def test_glb_unplaced_and_transparent(tmp_path):
@@ -290,3 +310,22 @@ def test_export_scene_progress_bar_counts_every_step(tmp_path, capsys):
     err = capsys.readouterr().err
     # three image copies (colmap needs them), then one step per format
     assert "export" in err and "5/5" in err and "colmap" in err
+
+
+def test_colorize_is_opencv_turbo_of_the_normalised_valid_values():
+    rng = np.random.default_rng(0)
+    values = rng.uniform(1.0, 9.0, (12, 10)).astype(np.float32)
+    valid = rng.random((12, 10)) > 0.3
+    lo, hi = np.percentile(values[valid], (2.0, 98.0))
+    t = 1.0 - np.clip((values.astype(np.float64) - lo) / (hi - lo), 0, 1)
+    ref = cv2.applyColorMap(np.round(t * 255).astype(np.uint8), cv2.COLORMAP_TURBO)[..., ::-1]
+    got = colorize(values, valid, invert=True)
+    assert np.array_equal(got[valid], ref[valid]) and not got[~valid].any()
+    assert tuple(colorize(np.array([[0.0, 1.0]]), np.array([[True, True]]))[0, 1]) == tuple(
+        cv2.applyColorMap(np.array([[255]], np.uint8), cv2.COLORMAP_TURBO)[0, 0, ::-1])
+
+
+def test_glb_transform_in_blocks_is_the_one_product():
+    rng = np.random.default_rng(1)
+    pts, T = rng.normal(size=(2 * glb_mod._ROWS + 5, 3)), rng.normal(size=(4, 4))
+    assert np.array_equal(glb_mod._apply(T, pts), pts @ T[:3, :3].T + T[:3, 3])

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
+import struct
+import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from export_scenes import METAS, make_scene
 
+from pointmap.export.common import copy_image
 from pointmap.export.nerfstudio import export_nerfstudio
 from pointmap.images import ImageMeta
 from pointmap.scene import Scene
@@ -91,3 +95,32 @@ def test_exif_rotated_source_is_baked_upright(tmp_path):
     copy = Image.open(tmp_path / "o" / data["frames"][0]["file_path"])
     assert Image.open(src).size == (60, 80)
     assert copy.size == (80, 60) == (data["w"], data["h"])
+
+
+def _png_with_exif_after_pixels(path, orientation):
+    """A 60 x 80 PNG whose eXIf chunk (orientation) follows its pixel data, as the format allows."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    body = exif.tobytes()[6:]  # without Pillow's "Exif\0\0" prefix, as PNG holds it
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((80, 60, 3), np.uint8)).save(buf, format="PNG")
+    data = buf.getvalue()
+    chunk = struct.pack(">I", len(body)) + b"eXIf" + body + struct.pack(">I", zlib.crc32(b"eXIf" + body))
+    path.write_bytes(data[:-12] + chunk + data[-12:])  # before IEND
+
+
+def test_png_copies_read_the_orientation_wherever_it_stands(tmp_path, monkeypatch):
+    late = tmp_path / "late.png"
+    _png_with_exif_after_pixels(late, 6)
+    assert Image.open(late).getexif()[0x0112] == 6  # Pillow finds it after decoding
+    copy_image(late, tmp_path / "o" / "late.png")
+    assert Image.open(tmp_path / "o" / "late.png").size == (80, 60)  # baked upright
+    plain = tmp_path / "plain.png"
+    Image.fromarray(np.zeros((80, 60, 3), np.uint8)).save(plain)
+
+    def no_decoding(self):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", no_decoding)
+    copy_image(plain, tmp_path / "o" / "plain.png")  # the bytes, without decoding the pixels
+    assert (tmp_path / "o" / "plain.png").read_bytes() == plain.read_bytes()

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
+import torch
 
 from pointmap.errors import PointmapError
 from pointmap.export import FORMATS, export_scene
 from pointmap.export import depth as depth_mod
-from pointmap.export.common import export_workers, map_images
+from pointmap.export.common import export_workers, image_colours, image_points, map_images, rgb_uint8
 
-from export_scenes import make_scene
+from export_scenes import H, W, make_scene
 
 
 def _files(folder):
@@ -70,3 +72,29 @@ def test_error_in_one_image_leaves_no_output(tmp_path, monkeypatch):
         export_scene(scene, tmp_path / "out", formats=("depth", "ply"), workers=3)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     assert [p.name for p in tmp_path.iterdir() if p.name != "out"] == []
+
+
+def test_points_and_colours_of_chosen_pixels_are_those_of_the_whole_image():
+    scene = make_scene(n=3)
+    idx = np.array([0, 5, 77, H * W - 1])
+    for k in range(3):
+        assert np.array_equal(image_points(scene, k, idx), image_points(scene, k).reshape(-1, 3)[idx])
+        assert np.array_equal(image_colours(scene, k, idx), rgb_uint8(scene.imgs[k]).reshape(-1, 3)[idx])
+
+
+def test_torch_runs_on_one_thread_per_image_and_gets_its_threads_back():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert map_images(lambda k: torch.get_num_threads(), 4, workers=2) == [1, 1, 1, 1]
+        assert map_images(lambda k: torch.get_num_threads(), 2, workers=1) == [1, 1]
+        assert torch.get_num_threads() == 2
+
+        def fail(k):
+            raise RuntimeError("simulated failure")
+
+        with pytest.raises(RuntimeError, match="simulated"):
+            map_images(fail, 3, workers=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -14,6 +14,7 @@ from pointmap.geometry import (
     rigid_registration,
     unproject_depth,
 )
+from pointmap.geometry.camera import pixels_to_world, unproject_pixels
 
 H, W = 5, 7
 
@@ -98,3 +99,14 @@ def test_gradcheck_rigid_registration():
     y = (2 * x @ roma.rotvec_to_rotmat(torch.tensor([0.2, 0.1, -0.3], dtype=torch.float64)).T + 1
          + 0.01 * torch.randn(8, 3, generator=g, dtype=torch.float64)).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda t: rigid_registration(x, t)[0], (y,))
+
+
+@pytest.mark.parametrize("skew", [0.0, 0.7])
+def test_points_at_chosen_pixels_are_the_full_maps_at_those_pixels(skew):
+    K, d, T = _K((2,), skew), _depth((2,)), _pose((2,))
+    idx = torch.tensor([0, 3, 8, 20, H * W - 1])
+    uv = pixel_grid(H, W, dtype=torch.float64).reshape(H * W, 2)[idx]
+    got = pixels_to_world(uv.expand(2, -1, -1), d.reshape(2, H * W)[:, idx], K, T)
+    assert torch.equal(got, depth_to_world(d, K, T).reshape(2, H * W, 3)[:, idx])  # the same bits
+    cam = unproject_pixels(uv, d[1].reshape(-1)[idx], K[1])
+    assert torch.equal(cam, unproject_depth(d[1], K[1]).reshape(H * W, 3)[idx])

@@ -201,3 +201,46 @@ def test_atomic_path_replaces_only_on_success(tmp_path):
         tmp.write_bytes(b"after")
     assert target.read_bytes() == b"after" and sorted(p.name for p in tmp_path.iterdir()) == ["state.bin"]
     assert target.stat().st_mode & 0o777 == 0o666 & ~current_umask()
+
+
+def test_an_output_folder_is_flushed_to_disk_once_before_it_moves_into_place(tmp_path, monkeypatch):
+    """Atomic writes into the staging folder skip their own fsync: the folder is flushed in one
+    go before the commit (each file fsynced where the system has no syncfs); a file written
+    elsewhere is still fsynced on its own, and a failed flush leaves no output."""
+    from pointmap import io_utils
+
+    synced, real_fsync = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.fstat(fd).st_size) or real_fsync(fd))
+    flushed, real_flush = [], io_utils._flush_to_disk
+
+    def flush(folder):
+        flushed.append(sorted(p.name for p in folder.iterdir()))
+        real_flush(folder)
+
+    monkeypatch.setattr(io_utils, "_flush_to_disk", flush)
+    with OutputDir(tmp_path / "out").writing() as tmp:
+        for i in range(3):
+            io_utils.atomic_write_bytes(tmp / f"f{i}", b"x")
+        assert synced == [] and flushed == []
+        io_utils.atomic_write_bytes(tmp_path / "elsewhere", b"y")
+        assert len(synced) == 1
+    assert flushed == [[".pointmap-staging.json", "f0", "f1", "f2"]]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [MANIFEST_NAME, "f0", "f1", "f2"]
+
+    synced.clear()
+    monkeypatch.setattr(io_utils, "_syncfs", lambda: None)  # no syncfs: each file on its own
+    io_utils._flush_to_disk(tmp_path / "out")
+    assert len(synced) == 4 and synced.count(1) == 3  # the three 1-byte files and the manifest
+
+    def failing_syncfs(fd):
+        import ctypes
+
+        ctypes.set_errno(5)
+        return -1
+
+    monkeypatch.setattr(io_utils, "_syncfs", lambda: failing_syncfs)
+    monkeypatch.setattr(io_utils, "_flush_to_disk", real_flush)
+    with pytest.raises(OutputPathError, match="could not write to output folder"):
+        with OutputDir(tmp_path / "out2").writing() as tmp:
+            io_utils.atomic_write_bytes(tmp / "f", b"z")
+    assert not (tmp_path / "out2").exists() and not list(tmp_path.glob(".out2.*"))

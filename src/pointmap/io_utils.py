@@ -5,6 +5,7 @@ what pointmap wrote so that it never replaces anything else)."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import glob
 import json
 import logging
@@ -15,7 +16,7 @@ import shutil
 import socket
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any, Callable, Iterator, Sequence
 
 from .errors import OutputExistsError, OutputOverlapError, OutputPathError, PointmapError
 
@@ -52,7 +53,8 @@ def current_umask() -> int:
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary file's path next to ``path``, for a writer that takes a file name; on success
-    it is fsynced and renamed onto ``path``.
+    it is fsynced (in a staging folder of :meth:`OutputDir.writing`: with the whole folder, before
+    its commit) and renamed onto ``path``.
 
     The file gets the mode a plain ``open`` would give it (``0666`` less the umask: ``0644`` under
     umask 022), not the private ``0600`` of a temporary file. On any exception (including a full
@@ -68,11 +70,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         finally:
             os.close(fd)
         yield Path(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if not _synced_at_commit(path):
+            _fsync(tmp)
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
@@ -80,6 +79,48 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if isinstance(exc, OSError) and not isinstance(exc, PointmapError):
             raise PointmapError(f"could not write {path}: {exc.strerror or exc}") from exc
         raise
+
+
+def _fsync(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_STAGING: set[str] = set()
+"""Staging folders of :meth:`OutputDir.writing` being filled: flushed at once, not file by file."""
+
+
+def _synced_at_commit(path: str | os.PathLike) -> bool:
+    """Whether ``path`` lies in a staging folder being filled (see :data:`_STAGING`)."""
+    return any(os.fspath(path).startswith(os.path.join(folder, "")) for folder in tuple(_STAGING))
+
+
+def _syncfs() -> Callable[[int], int] | None:
+    """The C library's ``syncfs`` (Linux: flushes one file system, reports write errors), or None."""
+    try:
+        return getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+    except (OSError, TypeError):  # no C library to load this way (Windows)
+        return None
+
+
+def _flush_to_disk(folder: Path) -> None:
+    """Flush the files of ``folder`` to disk: one ``syncfs`` of its file system where the system
+    has it, else an fsync of each file. Raises ``OSError`` for a write that failed."""
+    syncfs = _syncfs()
+    if syncfs is None:
+        for p in folder.rglob("*"):
+            if p.is_file() and not p.is_symlink():
+                _fsync(p)
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if syncfs(fd) != 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), str(folder))
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -195,6 +236,7 @@ class OutputDir:
       (SIGKILL, power cut) leaves its temporary folder; the next run that completes removes it
       (:func:`remove_stale_staging`, recognised by :data:`STAGING_MARKER`).
     * Files get the modes ``open`` would give them under the umask, folders those of ``mkdir``.
+    * The temporary folder's files are flushed to disk at once before they move into place.
 
     Args:
         path: the output folder.
@@ -245,8 +287,13 @@ class OutputDir:
             self._remove_empty(created)
             raise OutputPathError(f"cannot write to output folder {self.path}: "
                                   f"{exc.strerror or exc}") from exc
+        _STAGING.add(str(tmp))
         try:
-            yield tmp
+            try:
+                yield tmp
+            finally:
+                _STAGING.discard(str(tmp))
+            _flush_to_disk(tmp)
             self._commit(tmp)
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)  # the temporary folder is this run's own

@@ -158,7 +158,7 @@ def export_scene(
                                               max_points=cloud_max_points, workers=workers)},
             "ply": lambda: {"ply": export_ply(scene, out / "points.ply", normals=normals,
                                               max_points=cloud_max_points, workers=workers)},
-            "colmap": lambda: _write_colmap(scene, out / "colmap", max_points, names),
+            "colmap": lambda: _write_colmap(scene, out / "colmap", max_points, names, workers),
             "colmap-db": lambda: _write_colmap_db(scene, out / "colmap", matches or {}, names),
             "transforms": lambda: {"transforms": export_nerfstudio(
                 scene, out / "transforms.json", image_paths=image_paths, copy_images=False,
@@ -183,9 +183,11 @@ def export_scene(
     return {k: target.path / p.relative_to(out) for k, p in paths.items()}
 
 
-def _write_colmap(scene: Scene, folder: Path, max_points: int, names: list[str]) -> dict[str, Path]:
+def _write_colmap(
+    scene: Scene, folder: Path, max_points: int, names: list[str], workers: int | None
+) -> dict[str, Path]:
     """The COLMAP model as binary (``sparse/0``) and text (``text``) files."""
-    model = build_colmap_model(scene, max_points=max_points, image_names=names)
+    model = build_colmap_model(scene, max_points=max_points, image_names=names, workers=workers)
     export_colmap(scene, folder / "sparse" / "0", "bin", model=model)
     export_colmap(scene, folder / "text", "txt", model=model)
     return {"colmap": folder / "sparse" / "0", "colmap_text": folder / "text"}

@@ -56,13 +56,14 @@ from ..geometry.camera import pixels_to_corner_origin
 from ..io_utils import atomic_write
 from ..scene import Scene
 from .common import (
+    image_colours,
     image_file_names,
     image_points,
+    map_images,
     original_intrinsics,
     original_pixels,
     original_size,
     point_budget,
-    rgb_uint8,
     sampled_pixels,
     scene_masks,
     units_note,
@@ -90,6 +91,7 @@ def build_colmap_model(
     seed: int = 0,
     image_names: Sequence[str] | None = None,
     max_track_views: int = 16,
+    workers: int | None = None,
 ) -> ColmapModel:
     """Assemble the sparse model of ``scene`` (see the module docstring).
 
@@ -104,12 +106,13 @@ def build_colmap_model(
         max_track_views: a point is looked for in at most this many other images, those whose
             camera centres are nearest to its source image's (every other image when there are
             no more than this).
+        workers: threads for the per-image work (:func:`~pointmap.export.common.map_images`; the
+            model does not depend on it).
     """
     names = list(image_names) if image_names is not None else image_file_names(scene)
     placed = [k for k in range(len(scene)) if bool(scene.placed[k])]
-    masks = scene_masks(scene)
+    masks = scene_masks(scene, workers=workers)
     model = ColmapModel(units_note=units_note(scene))
-    Ks_net = to_numpy(scene.intrinsics, np.float64)
     Ks = original_intrinsics(scene)
     poses = to_numpy(scene.poses, np.float64)
     warn_dropped_skew(Ks[placed], "COLMAP's PINHOLE model")
@@ -120,15 +123,13 @@ def build_colmap_model(
     # candidate points: valid pixels (network resolution), subsampled per image in proportion to
     # its valid pixels (never every pixel of every image at once)
     budget = point_budget([masks[k] for k in placed], max_points)
-    src_img, src_uv = [], []
-    for k, keep in zip(placed, budget):
-        W = masks[k].shape[1]
-        idx = sampled_pixels(masks[k], keep, seed + k)
-        src_img.append(np.full(len(idx), k)); src_uv.append(np.stack([idx % W, idx // W], 1))
-    src_img = np.concatenate(src_img) if src_img else np.zeros(0, np.int64)
-    src_uv = np.concatenate(src_uv) if src_uv else np.zeros((0, 2), np.int64)
+    sources = map_images(lambda i: _source_points(scene, placed[i], masks[placed[i]], budget[i], seed + placed[i]),
+                         len(placed), workers)
+    src_img = np.concatenate([np.full(len(s[0]), k) for k, s in zip(placed, sources)]) if placed \
+        else np.zeros(0, np.int64)
+    xyz = np.concatenate([s[0] for s in sources]) if placed else np.zeros((0, 3))
+    rgb = np.concatenate([s[1] for s in sources]) if placed else np.zeros((0, 3), np.uint8)
     M = len(src_img)
-    xyz = np.zeros((M, 3)); rgb = np.zeros((M, 3), np.uint8)
     obs: dict[int, list[np.ndarray]] = {k: [] for k in placed}  # per image rows (x, y, point idx)
     n_obs = dict.fromkeys(placed, 0)
     track_img: list[np.ndarray] = []  # per observation: image index, point index, point2D index
@@ -141,34 +142,20 @@ def build_colmap_model(
         track_2d.append(np.arange(n_obs[k], n_obs[k] + len(points)))
         n_obs[k] += len(points)
     err_sum = np.zeros(M); err_n = np.zeros(M)
-    for k in placed:
-        sel = np.nonzero(src_img == k)[0]
-        u, v = src_uv[sel, 0], src_uv[sel, 1]
-        xyz[sel] = image_points(scene, k)[v, u]
-        rgb[sel] = rgb_uint8(scene.imgs[k])[v, u]
-        observe(k, pixels_to_corner_origin(original_pixels(scene, k, np.stack([u, v], 1))), sel)
+    start = 0
+    for k, (pts, _, xy) in zip(placed, sources):
+        sel = np.arange(start, start + len(pts))
+        start += len(pts)
+        observe(k, xy, sel)
         err_n[sel] += 1
     if track_views:
         looked_at = _nearest_views(poses, placed, max_track_views)
-        for j in placed:
-            cand = np.nonzero(np.isin(src_img, looked_at[j]))[0]  # points whose source looks into j
-            w2c = np.linalg.inv(poses[j])
-            Xc = xyz[cand] @ w2c[:3, :3].T + w2c[:3, 3]
-            z = Xc[:, 2]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                proj = (Xc @ Ks_net[j].T)[:, :2] / z[:, None]  # network pixels
-            H, W = masks[j].shape
-            ui, vi = np.round(proj[:, 0]), np.round(proj[:, 1])
-            ok = (src_img[cand] != j) & (z > 0) & (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H)
-            loc = np.nonzero(ok)[0]
-            ui, vi = ui[loc].astype(np.int64), vi[loc].astype(np.int64)
-            dj = to_numpy(scene.depths[j], np.float64)[vi, ui]
-            good = masks[j][vi, ui] & (np.abs(z[loc] - dj) <= depth_tol * z[loc])
-            loc, ui, vi = loc[good], ui[good], vi[good]
-            idx = cand[loc]
-            seen = original_pixels(scene, j, np.stack([ui, vi], 1))
-            observe(j, pixels_to_corner_origin(seen), idx)
-            err_sum[idx] += np.linalg.norm(original_pixels(scene, j, proj[loc]) - seen, axis=1)
+        seen_in = map_images(lambda i: _track_observations(scene, placed[i], masks[placed[i]], xyz, src_img,
+                                                           looked_at[placed[i]], depth_tol),
+                             len(placed), workers)
+        for j, (idx, xy, err) in zip(placed, seen_in):  # in image order: the same sums as one loop
+            observe(j, xy, idx)
+            err_sum[idx] += err
             err_n[idx] += 1
     # POINTS2D per image, and the track (image_id, point2D_idx) of every point
     for k in placed:
@@ -189,6 +176,47 @@ def build_colmap_model(
     model.xyz, model.rgb = xyz, rgb
     model.error = err_sum / np.maximum(err_n, 1)
     return model
+
+
+def _source_points(
+    scene: Scene, k: int, mask: np.ndarray, keep: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 3-D points drawn from image ``k`` (``keep`` of its valid pixels, :func:`sampled_pixels`
+    with ``seed``): world points ``(P, 3)`` float64, colours ``(P, 3)`` uint8 and their pixels
+    ``(P, 2)`` in COLMAP's original-resolution pixels."""
+    idx = sampled_pixels(mask, keep, seed)
+    W = mask.shape[1]
+    uv = np.stack([idx % W, idx // W], 1)
+    return (image_points(scene, k, idx), image_colours(scene, k, idx),
+            pixels_to_corner_origin(original_pixels(scene, k, uv)))
+
+
+def _track_observations(
+    scene: Scene, j: int, mask: np.ndarray, xyz: np.ndarray, src_img: np.ndarray, sources: np.ndarray,
+    depth_tol: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the points ``xyz`` ``(M, 3)`` drawn from the images ``sources`` (``src_img`` ``(M,)``:
+    each point's image) are seen in image ``j``: inside it, in front, on a valid pixel whose depth
+    agrees within ``depth_tol`` (relative). Returns the points' indices ``(P,)`` (ascending), their
+    pixels ``(P, 2)`` there (the pixel centres, COLMAP's original-resolution pixels) and the
+    distances ``(P,)`` in original pixels between the projections and those centres."""
+    cand = np.nonzero(np.isin(src_img, sources))[0]  # points whose source looks into j
+    w2c = np.linalg.inv(to_numpy(scene.poses[j], np.float64))
+    Xc = xyz[cand] @ w2c[:3, :3].T + w2c[:3, 3]
+    z = Xc[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        proj = (Xc @ to_numpy(scene.intrinsics[j], np.float64).T)[:, :2] / z[:, None]  # network pixels
+    H, W = mask.shape
+    ui, vi = np.round(proj[:, 0]), np.round(proj[:, 1])
+    ok = (src_img[cand] != j) & (z > 0) & (ui >= 0) & (ui < W) & (vi >= 0) & (vi < H)
+    loc = np.nonzero(ok)[0]
+    ui, vi = ui[loc].astype(np.int64), vi[loc].astype(np.int64)
+    dj = to_numpy(scene.depths[j])[vi, ui].astype(np.float64)
+    good = mask[vi, ui] & (np.abs(z[loc] - dj) <= depth_tol * z[loc])
+    loc, ui, vi = loc[good], ui[good], vi[good]
+    seen = original_pixels(scene, j, np.stack([ui, vi], 1))
+    err = np.linalg.norm(original_pixels(scene, j, proj[loc]) - seen, axis=1)
+    return cand[loc], pixels_to_corner_origin(seen), err
 
 
 def _nearest_views(poses: np.ndarray, placed: list[int], k: int) -> dict[int, np.ndarray]:

@@ -9,10 +9,13 @@ metric (MASt3R) and the scene kept its scale, else arbitrary scene units (never 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+import struct
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -24,7 +27,7 @@ from PIL import Image, ImageOps
 from ..arrays import to_numpy
 from ..errors import PointmapError
 from ..io_utils import atomic_write
-from ..geometry.camera import depth_to_world, opencv_opengl_flip
+from ..geometry.camera import depth_to_world, opencv_opengl_flip, pixels_to_world
 from ..images import open_image
 from ..scene import Scene
 
@@ -34,11 +37,13 @@ __all__ = [
     "MAX_WORKERS",
     "copy_image",
     "export_workers",
+    "image_colours",
     "image_file_names",
     "image_mask",
     "image_points",
     "is_metric",
     "map_images",
+    "one_torch_thread",
     "masked_points",
     "original_pixels",
     "point_budget",
@@ -128,15 +133,48 @@ def export_workers(workers: int | None = None) -> int:
     return max(1, min(MAX_WORKERS, cpus))
 
 
+_torch_threads_lock = threading.Lock()
+_torch_threads_users = 0
+_torch_threads_saved = 1
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch's CPU operations on one thread inside the block (the threads torch had are back
+    when the last of nested or concurrent blocks ends). The exports' per-image work is many small
+    operations on a pool of threads: torch's own threads for each of them only wait on each other
+    (on a busy machine an image's points took 20 times longer). Results do not depend on it."""
+    global _torch_threads_users, _torch_threads_saved
+    with _torch_threads_lock:
+        if _torch_threads_users == 0:
+            _torch_threads_saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _torch_threads_users += 1
+    try:
+        yield
+    finally:
+        with _torch_threads_lock:
+            _torch_threads_users -= 1
+            if _torch_threads_users == 0:
+                torch.set_num_threads(_torch_threads_saved)
+
+
 def map_images(
     fn: Callable[[int], T], n: int, workers: int | None = None, done: Callable[[], None] | None = None
 ) -> list[T]:
     """``[fn(0), ..., fn(n - 1)]``, in this order, computed on a pool of :func:`export_workers`
     threads (the per-image work is numpy, torch, PNG encoding and file writes, which release the
-    GIL). ``workers=1`` is the plain serial loop, the reference twin the pool must match byte
-    for byte. ``done`` is called in the calling thread once per image, in order (a progress bar);
-    the first error is raised once the images already started have finished, and no new one
-    starts."""
+    GIL), with torch on one thread per image (:func:`one_torch_thread`). ``workers=1`` is the
+    plain serial loop, the reference twin the pool must match byte for byte. ``done`` is called in
+    the calling thread once per image, in order (a progress bar); the first error is raised once
+    the images already started have finished, and no new one starts."""
+    with one_torch_thread():
+        return _map_images(fn, n, workers, done)
+
+
+def _map_images(
+    fn: Callable[[int], T], n: int, workers: int | None, done: Callable[[], None] | None
+) -> list[T]:
     w = export_workers(workers)
     out: list[T] = []
     if w == 1 or n <= 1:
@@ -202,11 +240,22 @@ def sampled_pixels(mask: np.ndarray, keep: int | None, seed: int) -> np.ndarray:
     return idx
 
 
-def image_points(scene: Scene, k: int) -> np.ndarray:
+def image_points(scene: Scene, k: int, idx: np.ndarray | None = None) -> np.ndarray:
     """``(H, W, 3)`` float64 world points of image ``k`` (one image at a time: exporters never
-    hold every image's points at once)."""
-    return to_numpy(depth_to_world(scene.depths[k].double(), scene.intrinsics[k].double(),
-                                   scene.poses[k].double()))
+    hold every image's points at once); with ``idx`` ``(P,)`` flat (row-major) pixel indices,
+    ``(P, 3)`` the points of those pixels alone, the same values."""
+    depth, K, pose = scene.depths[k].double(), scene.intrinsics[k].double(), scene.poses[k].double()
+    if idx is None:
+        return to_numpy(depth_to_world(depth, K, pose))
+    W = depth.shape[1]
+    flat = torch.from_numpy(np.asarray(idx, np.int64))
+    uv = torch.stack([flat % W, flat // W], -1).to(depth)
+    return to_numpy(pixels_to_world(uv, depth.reshape(-1)[flat], K, pose))
+
+
+def image_colours(scene: Scene, k: int, idx: np.ndarray) -> np.ndarray:
+    """``(P, 3)`` uint8 RGB (:func:`rgb_uint8`) of image ``k`` at flat pixel indices ``idx`` ``(P,)``."""
+    return rgb_uint8(to_numpy(scene.imgs[k]).reshape(-1, 3)[idx])
 
 
 def masked_points(
@@ -235,7 +284,7 @@ def masked_points(
         if budget[k] == 0 or not masks[k].any():
             return None
         idx = sampled_pixels(masks[k], budget[k], seed + k)
-        return (image_points(scene, k).reshape(-1, 3)[idx], rgb_uint8(scene.imgs[k]).reshape(-1, 3)[idx],
+        return (image_points(scene, k, idx), image_colours(scene, k, idx),
                 to_numpy(scene.confidence[k], np.float32).reshape(-1)[idx])
 
     parts = [p for p in map_images(one, len(scene), workers) if p is not None]
@@ -326,8 +375,8 @@ def copy_image(
     src: Path | None, dst: Path, fallback: torch.Tensor | np.ndarray | None = None
 ) -> None:
     """Copy an image file to ``dst`` atomically, baking in any EXIF orientation (so the copy's
-    pixel grid is the one pointmap worked on); without ``src``, write ``fallback`` ``(H, W, 3)``
-    float colours in ``[0, 1]`` as PNG."""
+    pixel grid is the one pointmap worked on; without one, the file's bytes, nothing decoded);
+    without ``src``, write ``fallback`` ``(H, W, 3)`` float colours in ``[0, 1]`` as PNG."""
     if src is None:
         if fallback is None:
             raise PointmapError(f"no source image for {dst.name}")
@@ -337,7 +386,7 @@ def copy_image(
     if not src.is_file():
         raise PointmapError(f"source image {src} not found; pass image_paths= with its location")
     with open_image(src, max_pixels=None) as im:  # checked against the bound when it was loaded
-        orientation = im.getexif().get(0x0112, 1)
+        orientation = _exif_orientation(im, src)
         if orientation in (None, 1):
             with open(src, "rb") as fin, atomic_write(dst) as fout:
                 shutil.copyfileobj(fin, fout)
@@ -346,3 +395,31 @@ def copy_image(
         upright = ImageOps.exif_transpose(im)
         with atomic_write(dst) as f:
             upright.save(f, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+
+
+def _exif_orientation(im: Image.Image, src: Path) -> int | None:
+    """The EXIF orientation of the opened image ``im`` of the file ``src``, as ``im.getexif()``
+    reads it. Pillow decodes a whole PNG to look for metadata after its pixel data: a PNG with
+    nothing but pixel data there (:func:`_png_chunks_after_pixels`) is not decoded, the metadata
+    read when it was opened being all it has."""
+    if im.format == "PNG" and not _png_chunks_after_pixels(src):
+        return Image.Image.getexif(im).get(0x0112, 1)
+    return im.getexif().get(0x0112, 1)
+
+
+def _png_chunks_after_pixels(path: Path) -> bool:
+    """Whether the PNG file ``path`` has a chunk other than ``IDAT`` between its first ``IDAT``
+    and its ``IEND`` (or is not walked to ``IEND``): reads the chunk headers only."""
+    with open(path, "rb") as f:
+        f.seek(8)  # the PNG signature
+        in_pixels = False
+        while len(head := f.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", head)
+            if kind == b"IEND":
+                return False
+            if kind == b"IDAT":
+                in_pixels = True
+            elif in_pixels:
+                return True
+            f.seek(length + 4, os.SEEK_CUR)  # the chunk's data and CRC
+    return True

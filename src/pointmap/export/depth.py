@@ -5,7 +5,7 @@ Files per image (``<stem>`` from the image file name), in one folder:
 * ``<stem>_depth.png``: uint16, ``png = round(depth * scale)``, ``0`` = invalid (masked out / no
   data). ``scale = 65535 / max valid depth`` per image, stored in the PNG ``tEXt`` chunk
   ``depth_scale`` and in ``depth.json``; decode with :func:`read_depth_png`. Quantisation error is at
-  most ``0.5 / scale`` scene units.
+  most ``0.5 / scale`` scene units. Every PNG here is compressed at zlib level 1 (speed over size).
 * ``<stem>_depth.npy``: float32 ``(H, W)`` z-depth in scene units (unmasked).
 * ``<stem>_conf.npy``: float32 ``(H, W)`` the scene's confidence: the network's raw confidence
   ``1 + exp(x)`` (always > 1), except ``0`` where a clean-up removed the point (the occlusion
@@ -68,27 +68,29 @@ def colorize(values: np.ndarray, valid: np.ndarray, invert: bool = False,
     if v.size == 0:
         return out
     lo, hi = np.percentile(v, percentiles)
-    t = np.clip((values - lo) / (hi - lo) if hi > lo else np.full(values.shape, 0.5), 0, 1)
+    t = np.clip((v - lo) / (hi - lo) if hi > lo else np.full(v.shape, 0.5), 0, 1)
     if invert:
         t = 1.0 - t
-    bgr = cv2.applyColorMap(np.round(t * 255).astype(np.uint8), cv2.COLORMAP_TURBO)
-    out[valid] = bgr[..., ::-1][valid]
+    out[valid] = _TURBO_RGB[np.round(t * 255).astype(np.uint8)]
     return out
 
 
+_TURBO_RGB = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_TURBO)[:, 0, ::-1].copy()
+"""``(256, 3)`` uint8 RGB of OpenCV's turbo colour map, by its 8-bit input (the map is this table)."""
+
+
 _FAST = 1
-"""zlib level of the previews and masks (pictures to look at: speed over size); the 16-bit depth
-PNG keeps Pillow's default 6."""
+"""zlib level of every PNG written here (depth, masks, previews): level 1 encodes the 16-bit depth
+about four times faster than Pillow's default 6 for files about 10% larger; the pixels read back
+are the same at any level."""
 
 
-def _save_png(
-    path: Path, arr: np.ndarray, text: dict[str, str] | None = None, compress_level: int = 6
-) -> None:
+def _save_png(path: Path, arr: np.ndarray, text: dict[str, str] | None = None) -> None:
     info = PngImagePlugin.PngInfo()
     for key, val in (text or {}).items():
         info.add_text(key, val)
     with atomic_write(path) as f:
-        Image.fromarray(arr).save(f, format="PNG", pnginfo=info, compress_level=compress_level)
+        Image.fromarray(arr).save(f, format="PNG", pnginfo=info, compress_level=_FAST)
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
@@ -173,14 +175,13 @@ def _write_image_maps(
     _save_png(folder / files["depth_png"], q, {"depth_scale": repr(scale), "depth_unit": scene.units})
     _save_npy(folder / files["depth_npy"], depth)
     _save_npy(folder / files["conf_npy"], conf)
-    _save_png(folder / files["mask_png"], valid.astype(np.uint8) * 255, compress_level=_FAST)
+    _save_png(folder / files["mask_png"], valid.astype(np.uint8) * 255)
     if previews:
         files["depth_preview"] = f"{stem}_depth_preview.png"
         files["conf_preview"] = f"{stem}_conf_preview.png"
-        _save_png(folder / files["depth_preview"], colorize(depth, valid, invert=True), compress_level=_FAST)
+        _save_png(folder / files["depth_preview"], colorize(depth, valid, invert=True))
         logc = np.log(np.maximum(conf, 1e-12))
-        _save_png(folder / files["conf_preview"], colorize(logc, np.isfinite(logc) & (conf > 0)),
-                  compress_level=_FAST)
+        _save_png(folder / files["conf_preview"], colorize(logc, np.isfinite(logc) & (conf > 0)))
     return {"name": scene.names[k], **files, "scale": scale, "width": int(depth.shape[1]),
             "height": int(depth.shape[0]), "placed": bool(scene.placed[k])}
 

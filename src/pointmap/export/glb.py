@@ -24,6 +24,7 @@ the reference, seen in an OpenGL-style (y up) viewer frame.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,8 +97,17 @@ def auto_cam_size(scene: Scene) -> float:
     return 0.05
 
 
+_ROWS = 16_384
+"""Points per matrix product in :func:`_apply`: few enough that the BLAS computes it on the calling
+thread (its own threads on millions of points waited on each other beside the export's pool)."""
+
+
 def _apply(T: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    return pts @ T[:3, :3].T + T[:3, 3]
+    """Points ``(N, 3)`` transformed by ``T`` ``(4, 4)``, :data:`_ROWS` at a time (the same values)."""
+    R, t = T[:3, :3].T, T[:3, 3]
+    if len(pts) <= _ROWS:
+        return pts @ R + t
+    return np.concatenate([pts[i:i + _ROWS] @ R + t for i in range(0, len(pts), _ROWS)])
 
 
 def _grid_mesh(
@@ -173,7 +183,7 @@ def _camera_meshes(
     uv = np.array([[0.0, 1.0], [1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])  # tl, tr, br, bl
     quad = trimesh.Trimesh(
         vertices=corners, faces=np.concatenate([faces, faces[:, ::-1]]), process=False,
-        visual=trimesh.visual.TextureVisuals(uv=uv, image=Image.fromarray(image)),
+        visual=trimesh.visual.TextureVisuals(uv=uv, image=_texture(image)),
     )
     return frustum, quad
 
@@ -181,6 +191,30 @@ def _camera_meshes(
 TEXTURE_TEXELS = 16_000_000
 """Texels of all camera images of a GLB together (about 64 MB of RGBA in a viewer); each image
 is shrunk to fit its share."""
+
+
+class _PngTexture(Image.Image):
+    """An image whose PNG file (Pillow's default options, as trimesh's GLB writer saves a
+    texture) was encoded beforehand, on the export's threads: saving it as PNG without options
+    writes those bytes, so the serial GLB writer does not encode it again."""
+
+    png: bytes = b""
+
+    def save(self, fp, format=None, **params):  # noqa: A002 (Pillow's name)
+        if self.png and not params and str(format).upper() == "PNG" and hasattr(fp, "write"):
+            fp.write(self.png)
+            return
+        super().save(fp, format, **params)
+
+
+def _texture(img: np.ndarray) -> Image.Image:
+    """``img`` (H, W, 3) uint8 as a :class:`_PngTexture` (its PNG bytes, those Pillow writes)."""
+    im = Image.fromarray(img)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    im.__class__ = _PngTexture
+    im.png = buf.getvalue()
+    return im
 
 
 def _thumbnail(img: np.ndarray, side: int) -> np.ndarray:

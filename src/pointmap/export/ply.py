@@ -24,10 +24,10 @@ from ..arrays import to_numpy
 from ..io_utils import atomic_write
 from ..scene import Scene
 from .common import (
+    image_colours,
     image_points,
     map_images,
     point_budget,
-    rgb_uint8,
     sampled_pixels,
     scene_masks,
     units_note,
@@ -72,13 +72,15 @@ def _vertex_array(scene: Scene, mask, normals: bool, max_points: int | None = No
         if budget[k] == 0 or not masks[k].any():
             return None
         idx = sampled_pixels(masks[k], budget[k], k)
-        pts = image_points(scene, k)
         v = np.empty(len(idx), dtype=fields)
-        v["x"], v["y"], v["z"] = pts.reshape(-1, 3)[idx].T
-        if normals:
+        if normals:  # from the whole pixel grid
+            pts = image_points(scene, k)
+            v["x"], v["y"], v["z"] = pts.reshape(-1, 3)[idx].T
             c = to_numpy(scene.poses[k], np.float64)[:3, 3]
             v["nx"], v["ny"], v["nz"] = grid_normals(pts, c).reshape(-1, 3)[idx].T
-        v["red"], v["green"], v["blue"] = rgb_uint8(scene.imgs[k]).reshape(-1, 3)[idx].T
+        else:
+            v["x"], v["y"], v["z"] = image_points(scene, k, idx).T
+        v["red"], v["green"], v["blue"] = image_colours(scene, k, idx).T
         v["confidence"] = to_numpy(scene.confidence[k], np.float32).reshape(-1)[idx]
         return v
 

@@ -24,7 +24,9 @@ __all__ = [
     "normalize_pixels",
     "rescale_intrinsics",
     "unproject_depth",
+    "unproject_pixels",
     "depth_to_world",
+    "pixels_to_world",
     "project",
     "pixels_to_corner_origin",
     "pixels_from_corner_origin",
@@ -182,8 +184,18 @@ def unproject_depth(depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     Differentiable in ``depth`` and ``K``.
     """
     H, W = depth.shape[-2:]
-    uv = pixel_grid(H, W, depth.device, depth.dtype)
-    K = K.to(depth)[..., None, None, :, :]
+    return _unproject(pixel_grid(H, W, depth.device, depth.dtype), depth, K.to(depth)[..., None, None, :, :])
+
+
+def unproject_pixels(uv: torch.Tensor, depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Camera-frame points ``(..., P, 3)`` of pixels ``uv (..., P, 2)`` ``(u, v)`` with z-depths
+    ``(..., P)`` and intrinsics ``(..., 3, 3)``: :func:`unproject_depth` at chosen pixels (the
+    same arithmetic, so the same values as the full map's at those pixels)."""
+    return _unproject(uv, depth, K.to(depth)[..., None, :, :])
+
+
+def _unproject(uv: torch.Tensor, depth: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Points ``(..., 3)`` of pixels ``uv (..., 2)``, depths ``(...)``, ``K`` already broadcast."""
     xy = normalize_pixels(uv, K[..., 0, 0], K[..., 1, 1], K[..., :2, 2], K[..., 0, 1])
     return torch.cat([xy * depth[..., None], depth[..., None]], dim=-1)
 
@@ -194,6 +206,17 @@ def depth_to_world(depth: torch.Tensor, K: torch.Tensor, cam2world: torch.Tensor
     cam = unproject_depth(depth, K)
     T = cam2world.to(depth)
     return cam @ T[..., None, :3, :3].transpose(-1, -2) + T[..., None, None, :3, 3]
+
+
+def pixels_to_world(
+    uv: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, cam2world: torch.Tensor
+) -> torch.Tensor:
+    """World points ``(..., P, 3)`` of pixels ``uv (..., P, 2)`` with z-depths ``(..., P)``,
+    intrinsics ``(..., 3, 3)`` and camera-to-world poses ``(..., 4, 4)``: :func:`depth_to_world`
+    at chosen pixels (:func:`unproject_pixels`), for a few pixels of a large map."""
+    cam = unproject_pixels(uv, depth, K)
+    T = cam2world.to(depth)
+    return cam @ T[..., :3, :3].transpose(-1, -2) + T[..., None, :3, 3]
 
 
 def project(pts: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
