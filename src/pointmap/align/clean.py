@@ -84,8 +84,9 @@ def clean_pointcloud(
         H, W = sizes[j]
         depth_all[j].view(Hm, Wm)[:H, :W] = d.float()
         conf_all[j].view(Hm, Wm)[:H, :W] = c.float()
-    hw = torch.tensor([[s[1], s[0]] for s in sizes], device=dev, dtype=torch.float64)
-    planes = _frustum_planes(w2c, Ks, hw)  # (N, 5, 4)
+    wh = torch.tensor([[s[1], s[0]] for s in sizes], device=dev, dtype=torch.float64)  # (N, 2)
+    planes = _frustum_planes(w2c, Ks, wh)  # (N, 5, 4)
+    wh = wh.float()
     centres = scene.poses[:, :3, 3].double().to(dev)
     confs = [c.clone() for c in scene.confidence]
     for i in range(n):
@@ -105,7 +106,7 @@ def clean_pointcloud(
         step = max(1, _BATCH_POINTS // tiles.shape[1])
         for s in range(0, len(tile_idx), step):
             t, j = tile_idx[s:s + step], cams[s:s + step]
-            bad = _occluded(tiles[t], valid[t], conf_i[t], w2c[j].float(), Ks[j].float(), sizes, j,
+            bad = _occluded(tiles[t], valid[t], conf_i[t], w2c[j].float(), Ks[j].float(), wh[j], j,
                             depth_all, conf_all, Wm, tol)
             hits.index_add_(0, t, bad.int())
         lowered = torch.where(hits > 0, conf_i.clamp(max=bad_conf), conf_i)
@@ -178,18 +179,18 @@ def _visible_pairs(tiles: torch.Tensor, valid: torch.Tensor, planes: torch.Tenso
 
 def _occluded(
     pts: torch.Tensor, valid: torch.Tensor, conf_i: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor,
-    sizes: list[tuple[int, int]], cams: torch.Tensor, depth_all: torch.Tensor, conf_all: torch.Tensor,
+    wh: torch.Tensor, cams: torch.Tensor, depth_all: torch.Tensor, conf_all: torch.Tensor,
     Wm: int, tol: float,
 ) -> torch.Tensor:
     """``(B, P)`` bool: point ``p`` of tile ``b`` lands in camera ``cams[b]`` (``w2c`` ``(B, 4,
-    4)``, ``K`` ``(B, 3, 3)``) in front of its surface, where it is the more confident."""
+    4)``, ``K`` ``(B, 3, 3)``, image size ``wh`` ``(B, 2)`` = ``(W, H)``) in front of its
+    surface, where it is the more confident."""
     cam = pts @ w2c[:, :3, :3].transpose(1, 2) + w2c[:, None, :3, 3]
     z = cam[..., 2]
     proj = cam @ K.transpose(1, 2)
     uv = torch.round(proj[..., :2] / proj[..., 2:3])
     u, v = uv[..., 0], uv[..., 1]
-    hw = torch.tensor(sizes, device=pts.device, dtype=pts.dtype)[cams]  # (B, 2) = (H, W)
-    Hj, Wj = hw[:, 0:1], hw[:, 1:2]
+    Wj, Hj = wh[:, 0:1], wh[:, 1:2]
     # NaN fails every comparison and an infinite coordinate one of the bounds
     ok = valid & (z > 0) & (u >= 0) & (u < Wj) & (v >= 0) & (v < Hj)
     flat = torch.where(ok, v * Wm + u, 0).long() + (cams * depth_all.shape[1])[:, None]

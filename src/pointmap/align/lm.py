@@ -179,14 +179,13 @@ def sparse_solve(A: scipy.sparse.csc_matrix, B: np.ndarray, refine: int = 3, rto
     if lu is not None:
         X = lu.solve(B.astype(np.float32)).astype(np.float64)
         scale = max(float(np.abs(B).max()), 1e-300)
-        for _ in range(refine):
+        for r in range(refine + 1):  # the residual of each X, refined at most `refine` times
             R = B - A @ X
             err = float(np.abs(R).max()) / scale
-            if not np.isfinite(err) or err <= rtol:
+            if not np.isfinite(err) or err <= rtol or r == refine:
                 break
             X += lu.solve(R.astype(np.float32)).astype(np.float64)
-        R = B - A @ X
-        if np.isfinite(X).all() and float(np.abs(R).max()) / scale <= 1e-8:
+        if np.isfinite(X).all() and err <= 1e-8:
             return X
     lu = _factorise(A)
     return None if lu is None else lu.solve(B)
