@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pointmap.align import AlignConfig, align_pairs
@@ -36,15 +37,19 @@ def test_store_backed_alignment_matches_in_memory(tmp_path):
     assert got.scene.placed.all()
 
 
-def test_sparse_coarse_solve_equals_dense():
-    """The sparse normal-equation solve (large scenes) reaches the dense one's solution: same
-    loss and cameras (the two damp the scale-constrained system slightly differently, so they
-    agree to a small tolerance, and the stopping test may fire an iteration or two apart); with
-    two known poses (no scale pinning) too."""
+@pytest.mark.parametrize("solver", ["direct", "cg"])
+def test_sparse_coarse_solve_equals_dense(solver):
+    """The sparse normal-equation solves of large scenes (factorised on the CPU, or conjugate
+    gradients on the device) reach the dense one's solution: same loss and cameras (they damp
+    the scale-constrained system slightly differently, so they agree to a small tolerance, and
+    the stopping test may fire an iteration or two apart); with two known poses (no scale
+    pinning) and a shared focal (one unknown in every camera's block) too."""
     gt = make_synthetic_scene(8, (32, 24), graph="swin-3", seed=2)
-    for kw in ({}, {"known_poses": {0: gt.poses[0], 5: gt.poses[5]}}):
-        dense = align_pairs(gt.preds, config=AlignConfig(dense_solve_bytes=1 << 40, dense=False), **kw)
-        sparse = align_pairs(gt.preds, config=AlignConfig(dense_solve_bytes=0, dense=False), **kw)
+    for kw, shared in (({}, False), ({"known_poses": {0: gt.poses[0], 5: gt.poses[5]}}, False), ({}, True)):
+        dense = align_pairs(gt.preds, config=AlignConfig(dense_solve_bytes=1 << 40, dense=False,
+                                                         shared_focal=shared), **kw)
+        sparse = align_pairs(gt.preds, config=AlignConfig(dense_solve_bytes=0, dense=False, sparse_solver=solver,
+                                                          shared_focal=shared), **kw)
         assert min(sparse.iterations, dense.iterations) > 3
         assert abs(sparse.iterations - dense.iterations) <= 2
         assert abs(sparse.loss - dense.loss) <= 1e-3 * dense.loss

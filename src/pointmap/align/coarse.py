@@ -198,7 +198,7 @@ def coarse_solve(
     init_loss = loss_and_depth(st, pb, cfg.dist, 1e-12, None, 0, cfg.chunk_slot_pixels)[0]
     st, loss, iters = gauss_newton(
         st, pb, cfg.dist, cfg.iterations, cfg.tol, cfg.chunk_slot_pixels, progress,
-        dense_bytes=cfg.dense_solve_bytes,
+        dense_bytes=cfg.dense_solve_bytes, sparse_solver=cfg.sparse_solver,
     )
     f = st.log_f.exp()
     return CoarseResult(

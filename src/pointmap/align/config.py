@@ -56,6 +56,10 @@ class AlignConfig:
             for :func:`~pointmap.align.sparse.sparse_align`): factorised densely up to this size,
             as a sparse matrix (SuperLU, CPU) above it, so memory grows with the number of pairs,
             not its square. ``None``: 128 MiB on the CPU (4096 unknowns), 16 GiB on a GPU.
+        sparse_solver: how the coarse stage solves normal equations above ``dense_solve_bytes``:
+            ``'direct'`` (a scipy matrix factorised on the CPU), ``'cg'`` (a sparse tensor kept on
+            the compute device, block-Jacobi preconditioned conjugate gradients,
+            :mod:`~pointmap.align.pcg`) or ``'auto'`` (``'cg'`` on a GPU, ``'direct'`` on the CPU).
         chunk_pixels: pixels (edges x pixels per edge) processed at once when streaming the
             full-resolution predictions.
         cache_bytes: full-resolution predictions are cached on the device (in ``storage_dtype``)
@@ -85,6 +89,7 @@ class AlignConfig:
     dense_iters: int = 3
     chunk_slot_pixels: int = 1 << 21
     dense_solve_bytes: int | None = None
+    sparse_solver: Literal["auto", "direct", "cg"] = "auto"
     chunk_pixels: int = 1 << 24
     cache_bytes: int = 8 << 30
     storage_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
@@ -98,6 +103,8 @@ class AlignConfig:
             raise PointmapError(f"AlignConfig.schedule={self.schedule!r}: use 'cosine' or 'linear'")
         if self.solver not in ("gn", "adam"):
             raise PointmapError(f"AlignConfig.solver={self.solver!r}: use 'gn' or 'adam'")
+        if self.sparse_solver not in ("auto", "direct", "cg"):
+            raise PointmapError(f"AlignConfig.sparse_solver={self.sparse_solver!r}: use 'auto', 'direct' or 'cg'")
         if self.dist not in ("l1", "l2"):
             raise PointmapError(f"AlignConfig.dist={self.dist!r}: use 'l1' or 'l2'")
         if self.conf_trf not in ("log", "sqrt", "m1", "id"):

@@ -47,7 +47,8 @@ from tqdm.auto import tqdm
 
 from ..geometry.camera import normalize_pixels
 from .data import CoarseData
-from .lm import Damping, NormalEquations, SparseSum, chunks, rotate, skew, solves_densely
+from .lm import Damping, NormalEquations, SparseSum, chunks, rotate, skew, solves_densely, sparse_method
+from .pcg import DeviceSparseSum
 from .lm import extrapolate as extrapolate_step
 
 __all__ = ["GNProblem", "GNState", "gauss_newton"]
@@ -325,12 +326,12 @@ def _slot_blocks(w: torch.Tensor, wQ: torch.Tensor, Q: torch.Tensor, Delta: torc
 
 
 def _linearise(
-    st: GNState, pb: GNProblem, weights: list[torch.Tensor], budget: int, sparse: bool = False,
+    st: GNState, pb: GNProblem, weights: list[torch.Tensor], budget: int, sparse: str | None = None,
 ) -> tuple[Any, torch.Tensor]:
     """Reduced (depth-eliminated) normal equations ``H (K, K)``, ``g (K,)`` in float64 over the
     ``K = pb.n_unknowns`` unknowns; ``H`` is a dense tensor on the compute device, or with
-    ``sparse`` a ``scipy.sparse`` CSR matrix on the CPU (only the blocks of each image's camera
-    and edges are stored).
+    ``sparse`` (only the blocks of each image's camera and edges are stored) a ``scipy.sparse``
+    CSR matrix on the CPU (``'direct'``) or a sparse CSR tensor on the device (``'cg'``).
 
     Jacobians of a residual ``r = X_k(p) - Y_e(p)`` (``Delta = X - C``, ``Z = d R e_z``,
     ``Q = s_e R_e P``), columns (rotation increment, centre / translation, log-focal / log-scale):
@@ -340,7 +341,9 @@ def _linearise(
     """
     K = pb.n_unknowns
     dev = st.R.device
-    H: Any = SparseSum(K) if sparse else torch.zeros(K, K, dtype=torch.float64, device=dev)
+    sums = {"direct": lambda: SparseSum(K), "cg": lambda: DeviceSparseSum(K, dev),
+            None: lambda: torch.zeros(K, K, dtype=torch.float64, device=dev)}
+    H: Any = sums[sparse]()
     g = torch.zeros(K, dtype=torch.float64, device=dev)
     eye = torch.eye(3, device=dev)
     for c, ks in enumerate(_chunks(pb, budget)):
@@ -382,7 +385,7 @@ def _linearise(
         L = L.reshape(cn, 7 * (d + 1), 7 * (d + 1)) - S
         gl = torch.cat([gc[:, None], ge], 1).reshape(cn, -1) - gS
         _scatter(H, g, pb, ks, L, gl)
-    return (H.matrix() if sparse else H), g
+    return (H if sparse is None else H.matrix()), g
 
 
 def _depth_rows(W: torch.Tensor, w: torch.Tensor, wQ: torch.Tensor, Delta: torch.Tensor, Dz: torch.Tensor
@@ -403,7 +406,7 @@ def _depth_rows(W: torch.Tensor, w: torch.Tensor, wQ: torch.Tensor, Delta: torch
     return B.reshape(cn, n, 7 * (d + 1))
 
 
-def _scatter(H: torch.Tensor | SparseSum, g: torch.Tensor, pb: GNProblem, ks: slice, L: torch.Tensor,
+def _scatter(H: torch.Tensor | SparseSum | DeviceSparseSum, g: torch.Tensor, pb: GNProblem, ks: slice, L: torch.Tensor,
              gl: torch.Tensor) -> None:
     """Add images ``ks``' reduced blocks ``L (c, 7 (d + 1), 7 (d + 1))`` and gradients ``gl (c, 7
     (d + 1))`` (camera, then slot edges) into ``H`` and ``g``; frozen entries (index ``K``) are
@@ -414,7 +417,7 @@ def _scatter(H: torch.Tensor | SparseSum, g: torch.Tensor, pb: GNProblem, ks: sl
     gi = torch.cat([pb.cam_index[ks][:, None], eidx], 1).reshape(cn, -1)  # (c, 7(d+1))
     free = gi < K
     gl = torch.where(free, gl, torch.zeros_like(gl))
-    if isinstance(H, SparseSum):
+    if isinstance(H, (SparseSum, DeviceSparseSum)):
         both = free[:, :, None] & free[:, None, :]
         H.add(gi[:, :, None].expand_as(L)[both], gi[:, None, :].expand_as(L)[both], L[both])
     else:
@@ -450,6 +453,7 @@ def gauss_newton(
     progress: bool = False,
     dense_bytes: int | None = None,
     extrapolate: int = 4,
+    sparse_solver: str = "auto",
 ) -> tuple[GNState, float, int]:
     """Minimise the coarse alignment loss from ``st`` by robust Levenberg-Marquardt.
 
@@ -465,6 +469,7 @@ def gauss_newton(
             up to this size, as a sparse matrix above it (``None``: :func:`.lm.dense_solve_bytes`).
         extrapolate: after an accepted step, the steps ``2, 4, ..., 2**extrapolate`` times as
             long are tried in turn and kept while the loss keeps falling.
+        sparse_solver: how a sparse system is solved: :func:`.lm.sparse_method` of it.
 
     Returns:
         ``(state, loss, iterations)`` with ``loss`` the reference loss on the coarse pixels.
@@ -477,7 +482,10 @@ def gauss_newton(
     loss, depth, weights = loss_and_depth(st, pb, dist, eps, None, passes, budget)
     st = GNState(st.R, st.C, st.log_f, depth, st.Re, st.te, st.log_s)
     ls_idx = pb.edge_index[:, 6] if pb.pin_scale else None
-    sparse = not solves_densely(pb.n_unknowns, dense_bytes, st.R.device)
+    sparse = None
+    if not solves_densely(pb.n_unknowns, dense_bytes, st.R.device):
+        sparse = sparse_method(sparse_solver, st.R.device)
+    blocks = torch.cat([pb.cam_index, pb.edge_index]) if sparse == "cg" else None  # preconditioner blocks
     damping, small, it = Damping(1e-4, 1e-8), 0, 0
     bar = tqdm(total=max_iters, desc="global alignment (LM)", disable=not progress)
 
@@ -489,7 +497,8 @@ def gauss_newton(
         return at
 
     while it < max_iters and pb.n_unknowns > 0:
-        system = NormalEquations(*_linearise(st, pb, weights, budget, sparse=sparse), zero_mean=ls_idx)
+        system = NormalEquations(*_linearise(st, pb, weights, budget, sparse=sparse), zero_mean=ls_idx,
+                                 blocks=blocks)
         accepted = False
         while it < max_iters and not accepted:
             it += 1

@@ -28,9 +28,11 @@ import scipy.sparse
 import torch
 from scipy.sparse.linalg import splu
 
+from .pcg import BlockJacobi, block_groups, csr_diagonal, pcg
+
 __all__ = [
     "Damping", "NormalEquations", "SparseSum", "chunks", "dense_solve_bytes", "extrapolate",
-    "rotate", "skew", "solves_densely", "sparse_solve",
+    "rotate", "skew", "solves_densely", "sparse_method", "sparse_solve",
 ]
 
 T = TypeVar("T")
@@ -69,6 +71,18 @@ def solves_densely(n_unknowns: int, limit_bytes: int | None, device: torch.devic
     (``8 n^2 <= limit_bytes``; ``None``: :func:`dense_solve_bytes` of ``device``)."""
     limit = dense_solve_bytes(device) if limit_bytes is None else limit_bytes
     return 8 * n_unknowns**2 <= limit
+
+
+def sparse_method(solver: str, device: torch.device | str) -> str:
+    """How normal equations too large for a dense matrix are solved: ``'direct'`` (a scipy
+    matrix factorised on the CPU, :func:`sparse_solve`) or ``'cg'`` (a sparse tensor on the
+    device, conjugate gradients, :mod:`.pcg`); ``solver='auto'``: ``'cg'`` on a GPU, ``'direct'``
+    on the CPU (where one factorisation costs less than the hundreds of CG iterations)."""
+    if solver not in ("auto", "direct", "cg"):
+        raise ValueError(f"sparse solver {solver!r}: use 'auto', 'direct' or 'cg'")
+    if solver != "auto":
+        return solver
+    return "cg" if torch.device(device).type == "cuda" else "direct"
 
 
 class SparseSum:
@@ -110,14 +124,21 @@ class NormalEquations:
     """
 
     def __init__(self, H: torch.Tensor | scipy.sparse.spmatrix, g: torch.Tensor,
-                 zero_mean: torch.Tensor | None = None) -> None:
+                 zero_mean: torch.Tensor | None = None, blocks: torch.Tensor | None = None) -> None:
         self.H, self.g = H, g
-        self.dense = isinstance(H, torch.Tensor)
+        self.on_device = isinstance(H, torch.Tensor) and H.layout == torch.sparse_csr
+        self.dense = isinstance(H, torch.Tensor) and not self.on_device
         self.pin: np.ndarray | None = None
+        self.cg_iterations = 0
         if self.dense:
             if zero_mean is not None:
                 _project_zero_mean(H, g, zero_mean)
             diag = H.diagonal().clone()
+        elif self.on_device:  # conjugate gradients on the device (:mod:`.pcg`)
+            K = H.shape[0]
+            self.blocks = block_groups(blocks if blocks is not None else torch.arange(K, device=g.device)[:, None], K)
+            self.a = None if zero_mean is None else torch.zeros_like(g).index_fill_(0, zero_mean, 1.0)
+            diag = csr_diagonal(H)
         else:
             if zero_mean is not None:
                 self.pin = zero_mean.cpu().numpy()
@@ -133,7 +154,15 @@ class NormalEquations:
             if int(info) != 0:
                 return None
             return -torch.cholesky_solve(self.g[:, None], Lc)[:, 0]
+        if self.on_device:
+            return self._device_step(mu * self.floor)
         return self._sparse_step((mu * self.floor).cpu().numpy())
+
+    def _device_step(self, damp: torch.Tensor) -> torch.Tensor | None:
+        B = self.g[:, None] if self.a is None else torch.stack([self.g, self.a], 1)
+        X, self.cg_iterations = pcg(self.H, damp, B, BlockJacobi(self.H, damp, self.blocks))
+        x = X[:, 0] if self.a is None else _constrained(X, self.a)
+        return -x if bool(torch.isfinite(x).all()) else None
 
     def _sparse_step(self, damp: np.ndarray) -> torch.Tensor | None:
         A = (self.H + scipy.sparse.diags(damp)).tocsc()
@@ -142,14 +171,18 @@ class NormalEquations:
         X = sparse_solve(A, B)
         if X is None:
             return None
-        if self.pin is None:
-            x = X[:, 0]
-        else:  # Lagrange multiplier: the KKT solution, the same step as the projected dense system
-            a, (x1, xa) = B[:, 1], X.T
-            x = x1 - (a @ x1) / (a @ xa) * xa
+        x = X[:, 0] if self.pin is None else _constrained(X, B[:, 1])
         if not np.isfinite(x).all():
             return None
         return -torch.from_numpy(x).to(self.g.device)
+
+
+def _constrained(X, a):
+    """The step of the zero-mean constraint ``a^T x = 0`` from the solutions ``X = [x1, xa]`` of
+    the right-hand sides ``[g, a]`` (a Lagrange multiplier: the KKT solution, the same step as
+    the projected dense system); numpy arrays or tensors."""
+    x1, xa = X[:, 0], X[:, 1]
+    return x1 - (a @ x1) / (a @ xa) * xa
 
 
 def _indicator(n: int, idx: np.ndarray) -> np.ndarray:
