@@ -29,6 +29,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError, install_hint
 from .image_meta import ImageMeta
+from .workers import map_items
 
 log = logging.getLogger(__name__)
 
@@ -442,15 +443,19 @@ def load_images(
     paths = _resolve(paths_or_folder)
     if verbose:
         print(f">> Loading {len(paths)} image(s) at size {size}")
-    out: list[LoadedImage] = []
-    for path in paths:
+    def load(k: int) -> LoadedImage | ImageLoadError:
         try:
-            img, original = _open_rgb(path, size, max_pixels)
-            item = preprocess_image(img, size, square_ok, patch_size, path=str(path), original_size=original)
+            img, original = _open_rgb(paths[k], size, max_pixels)
+            return preprocess_image(img, size, square_ok, patch_size, path=str(paths[k]), original_size=original)
         except ImageLoadError as exc:
             if not skip_bad:
                 raise
-            log.warning(f"skipping {path}: {exc}")
+            return exc
+
+    out: list[LoadedImage] = []
+    for path, item in zip(paths, map_items(load, len(paths))):  # decoded side by side, kept in order
+        if isinstance(item, ImageLoadError):
+            log.warning(f"skipping {path}: {item}")
             continue
         if verbose:
             W1, H1 = item.meta.original_size

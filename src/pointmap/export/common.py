@@ -9,22 +9,19 @@ metric (MASt3R) and the scene kept its scale, else arbitrary scene units (never 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
 import struct
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
 from ..arrays import to_numpy
+from ..workers import MAX_WORKERS, map_items as map_images, one_torch_thread, workers_for as export_workers
 from ..errors import PointmapError
 from ..io_utils import atomic_write
 from ..geometry.camera import depth_to_world, opencv_opengl_flip, pixels_to_world
@@ -113,86 +110,6 @@ def original_pixels(scene: Scene, k: int, uv: np.ndarray | torch.Tensor) -> np.n
     # the map is affine per axis: read it off two points, apply it in numpy (fast for many points)
     ref = meta.to_original_pixels(torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=torch.float64)).numpy()
     return ref[0] + uv * (ref[1] - ref[0])
-
-
-MAX_WORKERS = 8
-"""The most threads :func:`export_workers` picks by itself (the per-image work is short; more
-threads mostly wait on each other)."""
-
-T = TypeVar("T")
-
-
-def export_workers(workers: int | None = None) -> int:
-    """Threads for the per-image work of the exports: ``workers`` when given (at least 1), else
-    the CPUs this process may run on, at most :data:`MAX_WORKERS`."""
-    if workers is not None:
-        if int(workers) < 1:
-            raise PointmapError(f"workers must be 1 or more, got {workers}")
-        return int(workers)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(MAX_WORKERS, cpus))
-
-
-_torch_threads_lock = threading.Lock()
-_torch_threads_users = 0
-_torch_threads_saved = 1
-
-
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run torch's CPU operations on one thread inside the block (the threads torch had are back
-    when the last of nested or concurrent blocks ends). The exports' per-image work is many small
-    operations on a pool of threads: torch's own threads for each of them only wait on each other
-    (on a busy machine an image's points took 20 times longer). Results do not depend on it."""
-    global _torch_threads_users, _torch_threads_saved
-    with _torch_threads_lock:
-        if _torch_threads_users == 0:
-            _torch_threads_saved = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _torch_threads_users += 1
-    try:
-        yield
-    finally:
-        with _torch_threads_lock:
-            _torch_threads_users -= 1
-            if _torch_threads_users == 0:
-                torch.set_num_threads(_torch_threads_saved)
-
-
-def map_images(
-    fn: Callable[[int], T], n: int, workers: int | None = None, done: Callable[[], None] | None = None
-) -> list[T]:
-    """``[fn(0), ..., fn(n - 1)]``, in this order, computed on a pool of :func:`export_workers`
-    threads (the per-image work is numpy, torch, PNG encoding and file writes, which release the
-    GIL), with torch on one thread per image (:func:`one_torch_thread`). ``workers=1`` is the
-    plain serial loop, the reference twin the pool must match byte for byte. ``done`` is called in
-    the calling thread once per image, in order (a progress bar); the first error is raised once
-    the images already started have finished, and no new one starts."""
-    with one_torch_thread():
-        return _map_images(fn, n, workers, done)
-
-
-def _map_images(
-    fn: Callable[[int], T], n: int, workers: int | None, done: Callable[[], None] | None
-) -> list[T]:
-    w = export_workers(workers)
-    out: list[T] = []
-    if w == 1 or n <= 1:
-        for k in range(n):
-            out.append(fn(k))
-            if done is not None:
-                done()
-        return out
-    with ThreadPoolExecutor(min(w, n), thread_name_prefix="pointmap-export") as pool:
-        try:
-            for r in pool.map(fn, range(n)):
-                out.append(r)
-                if done is not None:
-                    done()
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-    return out
 
 
 def image_mask(scene: Scene, k: int, mask: torch.Tensor | np.ndarray | None = None) -> np.ndarray:
