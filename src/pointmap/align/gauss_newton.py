@@ -442,6 +442,12 @@ def _apply(st: GNState, pb: GNProblem, delta: torch.Tensor) -> GNState:
     )
 
 
+def _finite(st: GNState) -> bool:
+    """Every camera and pair similarity finite (an unknown no residual sees would not show in
+    the loss)."""
+    return all(bool(torch.isfinite(t).all()) for t in (st.R, st.C, st.log_f, st.Re, st.te, st.log_s))
+
+
 @torch.no_grad()
 def gauss_newton(
     st: GNState,
@@ -509,7 +515,7 @@ def gauss_newton(
                 continue
             at = trial(delta, weights)
             new_loss, found = at(1.0)
-            if not (math.isfinite(new_loss) and new_loss <= loss):
+            if not (math.isfinite(new_loss) and new_loss <= loss and _finite(found[0])):
                 damping.rejected()
                 continue
             accepted = True

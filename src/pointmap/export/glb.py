@@ -79,6 +79,7 @@ def auto_cam_size(scene: Scene) -> float:
     0.05 as a last resort."""
     placed = _placed(scene)
     centres = to_numpy(scene.poses, np.float64)[placed, :3, 3]
+    centres = centres[np.isfinite(centres).all(1)]
     if len(centres) >= 2:
         from scipy.spatial import cKDTree
 
