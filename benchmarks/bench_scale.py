@@ -194,6 +194,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="--stage export: rounds (best time kept)")
     ap.add_argument("--optimum", action="store_true",
                     help="also run the coarse stage from the ground truth (optimum_* keys)")
+    ap.add_argument("--sparse-solver", default="auto", choices=["auto", "direct", "cg"],
+                    help="AlignConfig.sparse_solver (auto: conjugate gradients on a GPU, SuperLU on the CPU)")
     ap.add_argument("--reductions", action="store_true",
                     help="store the streamed reductions (pointmap.align.reduced) instead of full pairs "
                     "and align from them (no --optimum)")
@@ -250,10 +252,11 @@ def main() -> None:
     store_bytes = store.nbytes()
     with log.stage("alignment"):
         if args.reductions:
-            res = red.align(pairs, AlignConfig(), device=args.device)
+            res = red.align(pairs, AlignConfig(sparse_solver=args.sparse_solver), device=args.device)
         else:
             preds = store.predictions(pairs, n_images=n)
-            res = align_pairs(preds, config=AlignConfig(), device=args.device, progress=False)
+            res = align_pairs(preds, config=AlignConfig(sparse_solver=args.sparse_solver), device=args.device,
+                              progress=False)
     scene = res.scene
     scene.names = [f"view_{k:05d}" for k in range(n)]
     acc = errors(scene, gt)
