@@ -361,3 +361,19 @@ def test_extrapolated_steps_converge_faster_on_a_long_chain(monkeypatch):
     best = fast.loss
     gap_plain, gap_fast = run(0, 12).loss - best, run(4, 12).loss - best
     assert gap_fast < 0.1 * gap_plain, (gap_fast, gap_plain)
+
+
+def test_an_image_with_a_non_finite_camera_is_left_unplaced(caplog):
+    """Degenerate predictions can leave a camera non-finite: the scene marks it unplaced (no
+    points, skipped by the exports) and says so, instead of failing in an exporter."""
+    from pointmap.align.common import CameraSet, assemble_scene
+
+    poses = torch.eye(4).repeat(3, 1, 1)
+    poses[1, 0, 3] = float("nan")
+    cams = CameraSet(poses, torch.eye(3).repeat(3, 1, 1), [torch.ones(2, 2)] * 3, [torch.full((2, 2), 5.0)] * 3,
+                     torch.tensor([True, True, False]))
+    with caplog.at_level("WARNING"):
+        scene = assemble_scene(cams, None, None, 3.0)
+    assert scene.placed.tolist() == [True, False, False]
+    assert [int(m.sum()) for m in scene.masks] == [4, 0, 0]
+    assert "non-finite camera" in caplog.text

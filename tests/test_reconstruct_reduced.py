@@ -103,3 +103,14 @@ def test_store_full_without_a_store_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--store-full" in err and "--store off" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_non_finite_predicted_point_carries_no_weight_in_the_reductions():
+    from pointmap.align.reduced import _finite_points
+
+    pts = torch.ones(1, 2, 2, 3)
+    pts[0, 0, 1, 2] = float("inf")
+    conf = torch.tensor([[[2.0, 3.0], [float("nan"), 5.0]]])
+    p, c = _finite_points(pts.reshape(1, -1, 3), conf)
+    assert c.tolist() == [[2.0, 0.0, 0.0, 5.0]]
+    assert bool(torch.isfinite(p).all()) and p[0, 1].tolist() == [0.0, 0.0, 0.0]

@@ -5,6 +5,7 @@ The user's known cameras (:class:`KnownCameras`) are validated here. Used by the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypedDict
@@ -19,6 +20,8 @@ from ..geometry.camera import intrinsics_matrix
 from ..pairs import connected_components
 from ..predictions import PairPredictions
 from ..scene import Scene
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "AlignInputs", "CameraSet", "KnownCameras", "assemble_scene", "connected_image_sets",
@@ -286,7 +289,13 @@ def assemble_scene(
     """The :class:`~pointmap.scene.Scene` of a solver's results ``out``: colours ``imgs`` (per image
     ``(H, W, 3)`` in ``[0, 1]``; grey when ``None``); output masks are the pixels of placed images
     with confidence above ``conf_threshold`` (raw) and within ``masks`` (per image ``(H, W)`` bool
-    or ``None``)."""
+    or ``None``). An image whose camera came out non-finite (degenerate predictions) is left
+    unplaced, with a warning."""
+    bad = out.placed & ~(torch.isfinite(out.poses).all(-1).all(-1) & torch.isfinite(out.Ks).all(-1).all(-1))
+    if bool(bad.any()):
+        log.warning(f"{int(bad.sum())} image(s) got a non-finite camera from the alignment (degenerate "
+                    f"predictions) and are left unplaced: {torch.nonzero(bad).flatten().tolist()[:10]}")
+        out.placed = out.placed & ~bad
     out_masks = []
     for k, conf in enumerate(out.confs):
         m = (conf > conf_threshold) & bool(out.placed[k])

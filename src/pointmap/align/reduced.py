@@ -126,10 +126,8 @@ class PairReducer:
         """
         dev = self.device
         B = len(pairs)
-        p1 = arrays["pts3d_1"].to(dev).float().reshape(B, -1, 3)
-        p2 = arrays["pts3d_2_in_1"].to(dev).float().reshape(B, -1, 3)
-        c1 = torch.nan_to_num(arrays["conf_1"].to(dev).float().reshape(B, -1))
-        c2 = torch.nan_to_num(arrays["conf_2"].to(dev).float().reshape(B, -1))
+        p1, c1 = _finite_points(arrays["pts3d_1"].to(dev).float().reshape(B, -1, 3), arrays["conf_1"].to(dev))
+        p2, c2 = _finite_points(arrays["pts3d_2_in_1"].to(dev).float().reshape(B, -1, 3), arrays["conf_2"].to(dev))
         ia = torch.tensor([int(p[0]) for p in pairs], dtype=torch.long, device=dev)
         ja = torch.tensor([int(p[1]) for p in pairs], dtype=torch.long, device=dev)
         gi, gj = self._idx[ia], self._idx[ja]  # padding gathers pixel 0, with confidence 0
@@ -193,6 +191,15 @@ class PairReducer:
             t = state[name].to(self.device)
             getattr(self, name)[: t.shape[0], : t.shape[1]].copy_(t)
         self.folded = [(int(i), int(j)) for i, j in folded]
+
+
+def _finite_points(pts: torch.Tensor, conf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pts (B, A, 3)`` with non-finite points set to 0 and ``conf (B, ...)`` as ``(B, A)`` float
+    with those points' confidence (and a non-finite confidence) set to 0: a prediction that
+    overflowed carries no weight."""
+    ok = torch.isfinite(pts).all(-1)
+    c = torch.nan_to_num(conf.float().reshape(ok.shape))
+    return torch.where(ok[..., None], pts, torch.zeros_like(pts)), torch.where(ok, c, torch.zeros_like(c))
 
 
 class StreamedReductions:
