@@ -118,6 +118,7 @@ class Probe:
 
     def __init__(self) -> None:
         self.logs: list[StageLog] = []
+        self.t0 = time.perf_counter()
         self.first_stage: float | None = None
         self.seconds = {"model_load": 0.0, "decode": 0.0, "reduction_store": 0.0}
         self._undo: list = []
@@ -149,12 +150,18 @@ class Probe:
         real_stage = StageLog.stage
         probe = self
 
+        @contextlib.contextmanager
         def stage(log: StageLog, name: str):
             if probe.first_stage is None:
                 probe.first_stage = time.perf_counter()
             if all(log is not x for x in probe.logs):
                 probe.logs.append(log)
-            return real_stage(log, name)
+            t0 = time.perf_counter()
+            with real_stage(log, name):
+                yield
+            # as each stage ends (a run stopped by a time limit still tells where its time went)
+            print(f"  stage {name}: {time.perf_counter() - t0:.1f} s (ended {time.perf_counter() - probe.t0:.1f} s "
+                  "after the start)", flush=True)
 
         StageLog.stage = stage
         self._wrap(pointmap.model, "load_model", "model_load")

@@ -377,3 +377,19 @@ def test_an_image_with_a_non_finite_camera_is_left_unplaced(caplog):
     assert scene.placed.tolist() == [True, False, False]
     assert [int(m.sum()) for m in scene.masks] == [4, 0, 0]
     assert "non-finite camera" in caplog.text
+
+
+def test_degenerate_predictions_still_give_finite_cameras():
+    """A network with meaningless weights predicts points behind the camera: the focal the
+    initialisation estimates from them is unusable, so it falls back to the image's larger side
+    and every camera stays finite (the exports need them)."""
+    from pointmap.predictions import PairPredictions
+
+    gt = make_synthetic_scene(5, (32, 24), graph="complete", seed=3)
+    p = gt.preds
+    flip = torch.tensor([1.0, 1.0, -1.0])
+    pts1 = [t * flip if i == 2 else t for t, (i, _) in zip(p.pts3d_1, p.pairs)]
+    bad = PairPredictions(p.pairs, pts1, p.conf_1, p.pts3d_2_in_1, p.conf_2, n_images=p.n_images)
+    res = align_pairs(bad, config=AlignConfig(dense=False))
+    assert bool(torch.isfinite(res.scene.poses).all()) and bool(torch.isfinite(res.scene.intrinsics).all())
+    assert bool(res.scene.placed.all())

@@ -179,7 +179,10 @@ def mst_init(
     missing = [k for k in range(N) if tree.pts3d[k] is None]
     if missing:
         raise RuntimeError(f"images {missing} are not connected to the pair graph")
-    f_out = [float(max(data.shapes[k])) if f is None else f for k, f in enumerate(tree.focals)]
+    # no estimate, or none usable (degenerate predictions, e.g. points behind the camera): the
+    # image's larger side (a 53-degree field of view)
+    f_out = [f if f is not None and math.isfinite(f) and f > 0 else float(max(data.shapes[k]))
+             for k, f in enumerate(tree.focals)]
     P = torch.stack([p.float() for p in tree.poses])  # type: ignore[union-attr]
     X = torch.stack(tree.pts3d)  # type: ignore[arg-type]
     kp = torch.zeros(N, dtype=torch.bool) if poses is None else torch.isfinite(poses).all(-1).all(-1)
