@@ -16,7 +16,8 @@ by iteratively reweighted least squares (weights ``w / ||r||``, a majoriser of t
 iteration takes one Levenberg-Marquardt step on the weighted least squares.
 
 Every depth appears only in the residuals of its own pixel, so it is eliminated by a Schur
-complement (a 1x1 block per pixel). The reduced normal matrix over cameras and edges
+complement (a 1x1 block per pixel); the depths of images whose depth is known are constants
+(not eliminated, not updated). The reduced normal matrix over cameras and edges
 (``7 (N + E)`` unknowns) is assembled image by image -- each image couples its camera with the
 edges it belongs to -- and solved in float64: densely (Cholesky on the compute device) while it
 fits in ``dense_bytes``, otherwise as a sparse matrix (SuperLU with a fill-reducing ordering, on
@@ -96,6 +97,7 @@ class GNProblem:
             = frozen / gauge-fixed); ``edge_index``: ``(E, 7)`` likewise for edges.
         n_unknowns: size of the reduced system.
         pin_scale: the pair log-scales are projected onto zero-mean updates.
+        depth_fixed: ``(N,)`` bool, images whose depths are known (held at the state's).
     """
 
     uv: torch.Tensor
@@ -116,6 +118,7 @@ class GNProblem:
     edge_index: torch.Tensor
     n_unknowns: int
     pin_scale: bool
+    depth_fixed: torch.Tensor
 
     @staticmethod
     def build(
@@ -126,6 +129,7 @@ class GNProblem:
         shared_focal: bool,
         pin_scale: bool,
         skew: torch.Tensor | None = None,
+        depth_fixed: torch.Tensor | None = None,
     ) -> GNProblem:
         """Arrange ``data`` per image and number the unknowns.
 
@@ -135,6 +139,7 @@ class GNProblem:
             shared_focal: one focal for every image whose focal is not known.
             pin_scale: pin the geometric mean of the pair scales (no scale from known poses).
             skew: ``(N,)`` skews of the cameras (pixels; zero when ``None``).
+            depth_fixed: ``(N,)`` bool, images whose depths stay at the state's (none when ``None``).
         """
         dev = data.pts_i.device
         N, E = data.n_images, len(data.ei)
@@ -180,6 +185,7 @@ class GNProblem:
             pts_i=data.pts_i, pts_j=data.pts_j, ei=data.ei, ej=data.ej, w_i=data.w_i, w_j=data.w_j,
             w_scale=(area / float(area_i), area / float(area_j)), area=area, cam_index=cam_index,
             edge_index=edge_index, n_unknowns=nxt, pin_scale=pin_scale,
+            depth_fixed=torch.zeros(N, dtype=torch.bool, device=dev) if depth_fixed is None else depth_fixed.to(dev),
         )
 
     @property
@@ -249,7 +255,7 @@ def loss_and_depth(
 
     ``depth_passes`` weighted least-squares depth solves (the first with ``weights`` when given,
     i.e. the IRLS weights of the linearisation point, the next ones reweighted at the new
-    residuals); ``0`` keeps ``st.depth``.
+    residuals); ``0`` keeps ``st.depth``, as do the images of ``pb.depth_fixed``.
 
     Returns:
         ``(loss, depth (N, n), irls weights per chunk (c, d, n))``.
@@ -264,6 +270,7 @@ def loss_and_depth(
         DD = (D * D).sum(-1)  # (c, n)
         dk = depth[ks]
         wk = pb.slot_weights(ks)
+        free = ~pb.depth_fixed[ks, None]
         for t in range(depth_passes):
             if t == 0 and weights is not None:
                 wt = weights[c]
@@ -272,7 +279,7 @@ def loss_and_depth(
                 wt = _irls(wk, res, dist, eps)
             den = wt.sum(1) * DD
             num = (wt * DV).sum(1)
-            good = (den > 0) & (num > 0)
+            good = (den > 0) & (num > 0) & free
             dk = torch.where(good, num / den.clamp(min=1e-30), dk)
         res = ((dk[..., None] * D)[:, None] - V).norm(dim=-1)
         total += float((wk * (res if dist == "l1" else res * res)).sum())
@@ -368,7 +375,8 @@ def _linearise(
         ], -1)  # (c, d, 7)
         # depth elimination (the log-depth column of every residual of pixel p is Delta_p)
         h = W * (Delta * Delta).sum(-1)  # (c, n)
-        hinv = torch.where(h > 1e-20 * h.amax().clamp(min=1e-30), 1 / h, torch.zeros_like(h))
+        elim = (h > 1e-20 * h.amax().clamp(min=1e-30)) & ~pb.depth_fixed[ks, None]  # known depths: constants
+        hinv = torch.where(elim, 1 / h, torch.zeros_like(h))
         gd = (rho * Delta).sum(-1)
         B = _depth_rows(W, w, wQ, Delta, Dz)
         S = (B * hinv[..., None]).transpose(1, 2) @ B
