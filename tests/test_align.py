@@ -368,6 +368,15 @@ def test_clean_pointcloud_and_mask_sky(small10):
     sky = mask_sky(replace(sc, imgs=imgs))
     assert (sky.confidence[1][:6] == 0).all() and not sky.masks[1][:6].any()
     assert (sc.confidence[1][:6] > 0).all()
+    # images a folder holds already (unchanged) keep their confidences
+    from pointmap.pipeline.finishing import finish
+    from pointmap.pipeline.request import ExportSpec, PostProcess
+
+    pulled = replace(sc, depths=depths, confidence=conf0)
+    kept, _ = finish(pulled, PostProcess(clean=True), ExportSpec(), unchanged=[0, 2])
+    assert torch.equal(kept.confidence[0], conf0[0]) and torch.equal(kept.masks[0], pulled.masks[0])
+    others = finish(pulled, PostProcess(clean=True), ExportSpec(), unchanged=[2])[0]
+    assert float((others.confidence[0] <= 0).float().mean()) > 0.2  # the clean-up ran for the others
 
 
 def test_pair_predictions_subset_reindexes_and_keeps_order():
