@@ -228,7 +228,7 @@ def export_depth(
     stems = _stems(image_names if image_names is not None else image_file_names(scene))
     entries = map_images(
         lambda k: _write_image_maps(scene, k, folder, stems[k], resolution == "original", masked, previews,
-                                    write=k not in skip),
+                                    k not in skip),
         len(scene), workers, done)
     sidecar = {
         "encoding": "depth = depth_png / scale (scene units, z-depth); depth_png == 0 means invalid",
