@@ -202,6 +202,35 @@ def test_known_depths_stay_exact_and_place_the_others(held, dense):
         assert float(((d - gt.depths[free]).abs() / gt.depths[free]).median()) < 1e-4
 
 
+def test_uneven_degrees_are_linearised_in_runs_as_in_one(monkeypatch):
+    """Images with few pairs before images with many are processed in two runs of their own widths;
+    the normal equations and the loss are those of one run padded to the widest image."""
+    import pointmap.align.gauss_newton as G
+
+    few = [(i, i + 1) for i in range(5)]  # a chain of images 0-5
+    many = [(i, j) for i in range(5, 10) for j in range(5, 10) if i != j]  # 5-9 with each other
+    pairs = sorted(set(few + [(j, i) for i, j in few] + many))
+    gt = make_synthetic_scene(10, (12, 8), pairs=pairs, seed=13)
+    data = build_edge_data(gt.preds, torch.device("cpu"), 2, 4096, "log", None, 1 << 24, "float32", 0)
+    init = mst_init(data, 3.0, 10, 5.0, 0.5)
+    st = GNState(init.poses[:, :3, :3], init.poses[:, :3, 3], init.focals.log()[:, None].repeat(1, 2),
+                 init.depth.clamp(min=0.1), init.pw_R, init.pw_T, init.pw_s.log())
+    none = torch.zeros(10, dtype=torch.bool)
+    pb = GNProblem.build(data, torch.tensor([[6.0, 4.0]]).repeat(10, 1), none, none, False, True)
+    assert G._chunks(pb, 1 << 22) == [slice(0, 5), slice(5, 10)]
+
+    def solve():
+        loss, _, w = loss_and_depth(st, pb, "l1", 1e-4, None, 2, 1 << 22)
+        return loss, *_linearise(st, pb, w, 1 << 22)
+
+    runs = solve()
+    monkeypatch.setattr(G, "_chunks", lambda pb, budget: [slice(0, 10)])
+    one = solve()
+    assert abs(runs[0] - one[0]) < 1e-6 * one[0]
+    assert torch.allclose(runs[1], one[1], rtol=1e-5, atol=1e-6 * float(one[1].abs().max()))
+    assert torch.allclose(runs[2], one[2], rtol=1e-5, atol=1e-6 * float(one[2].abs().max()))
+
+
 def test_coarse_solver_holds_known_depths():
     """Noisy predictions pull every depth off the truth; the known ones stay where given."""
     gt = make_synthetic_scene(6, SMALL, seed=12, **NOISE)

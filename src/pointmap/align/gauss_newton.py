@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from ..geometry.camera import normalize_pixels
 from .data import CoarseData
-from .lm import Damping, NormalEquations, SparseSum, chunks, rotate, skew, solves_densely
+from .lm import Damping, NormalEquations, SparseSum, rotate, skew, solves_densely
 from .lm import extrapolate as extrapolate_step
 
 __all__ = ["GNProblem", "GNState", "gauss_newton"]
@@ -98,6 +98,8 @@ class GNProblem:
         n_unknowns: size of the reduced system.
         pin_scale: the pair log-scales are projected onto zero-mean updates.
         depth_fixed: ``(N,)`` bool, images whose depths are known (held at the state's).
+        degree: ``(N,)`` (CPU) each image's slot count: a chunk of images is processed with the
+            slots of its most connected one (:meth:`width`), not ``d``.
     """
 
     uv: torch.Tensor
@@ -119,6 +121,7 @@ class GNProblem:
     n_unknowns: int
     pin_scale: bool
     depth_fixed: torch.Tensor
+    degree: torch.Tensor
 
     @staticmethod
     def build(
@@ -186,6 +189,7 @@ class GNProblem:
             w_scale=(area / float(area_i), area / float(area_j)), area=area, cam_index=cam_index,
             edge_index=edge_index, n_unknowns=nxt, pin_scale=pin_scale,
             depth_fixed=torch.zeros(N, dtype=torch.bool, device=dev) if depth_fixed is None else depth_fixed.to(dev),
+            degree=deg.cpu(),
         )
 
     @property
@@ -193,19 +197,25 @@ class GNProblem:
         """``(N, d, n)``: images, slots per image, coarse pixels per image."""
         return (*self.slot_edge.shape, self.uv.shape[1])  # type: ignore[return-value]
 
+    def width(self, ks: slice) -> int:
+        """Slots of images ``ks`` (those of the most connected one): the chunk's ``d``."""
+        return max(1, int(self.degree[ks].max()))
+
     def slot_points(self, ks: slice) -> torch.Tensor:
-        """``(c, d, n, 3)`` the slots' predictions of images ``ks``' pixels."""
-        e, first = self.slot_edge[ks], self.slot_first[ks]
+        """``(c, d, n, 3)`` the slots' predictions of images ``ks``' pixels (``d``: :meth:`width`)."""
+        w = self.width(ks)
+        e, first = self.slot_edge[ks, :w], self.slot_first[ks, :w]
         out = self.pts_j[e]
         out[first] = self.pts_i[e[first]]  # the first sides overwritten: no third full-size tensor
         return out
 
     def slot_weights(self, ks: slice) -> torch.Tensor:
-        """``(c, d, n)`` loss weights of images ``ks``' slots (0 on padding)."""
-        e, first = self.slot_edge[ks], self.slot_first[ks]
+        """``(c, d, n)`` loss weights of images ``ks``' slots (0 on padding; ``d``: :meth:`width`)."""
+        d = self.width(ks)
+        e, first = self.slot_edge[ks, :d], self.slot_first[ks, :d]
         w = self.w_j[e].mul_(self.w_scale[1])
         w[first] = self.w_i[e[first]] * self.w_scale[0]
-        return w.mul_(self.slot_ok[ks][..., None])
+        return w.mul_(self.slot_ok[ks, :d][..., None])
 
     def pixel_weights(self) -> torch.Tensor:
         """``(N, n)`` every pixel's loss weight summed over its slots."""
@@ -228,7 +238,7 @@ def _targets(st: GNState, pb: GNProblem, ks: slice, keep_q: bool = True
              ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Slot predictions in the world ``Y (c, d, n, 3)`` and their rotated-scaled part ``Q``
     (``None`` unless ``keep_q``: then ``Y`` is made in ``Q``'s memory)."""
-    e = pb.slot_edge[ks]
+    e = pb.slot_edge[ks, : pb.width(ks)]
     M = st.log_s[e].exp()[..., None, None] * st.Re[e]
     Q = pb.slot_points(ks) @ M.transpose(-1, -2)
     if not keep_q:
@@ -237,9 +247,23 @@ def _targets(st: GNState, pb: GNProblem, ks: slice, keep_q: bool = True
 
 
 def _chunks(pb: GNProblem, budget: int) -> list[slice]:
-    """Image slices whose slot-pixel count stays below ``budget``."""
-    N, d, n = pb.shape
-    return chunks(N, budget // max(d * n, 1))
+    """Runs of consecutive images whose slot-pixel count (at the width of their most connected
+    image) stays below ``budget``; a run also ends before an image whose many more slots would
+    make it half as wide again (e.g. old images held fixed, with few pairs, before the new ones
+    with many: two runs, the first not padded to the second's width)."""
+    N, _, n = pb.shape
+    deg = [max(int(x), 1) for x in pb.degree.tolist()]
+    out, a = [], 0
+    while a < N:
+        hi, b = deg[a], a + 1
+        while b < N:
+            wide = max(hi, deg[b])
+            if (b + 1 - a) * wide > 1.5 * ((b - a) * hi + deg[b]) or (b + 1 - a) * wide * n > budget:
+                break
+            hi, b = wide, b + 1
+        out.append(slice(a, b))
+        a = b
+    return out
 
 
 def _irls(w: torch.Tensor, res: torch.Tensor, dist: str, eps: float) -> torch.Tensor:
@@ -418,7 +442,8 @@ def _scatter(H: torch.Tensor | SparseSum, g: torch.Tensor, pb: GNProblem, ks: sl
     dropped."""
     K = pb.n_unknowns
     cn = L.shape[0]
-    eidx = torch.where(pb.slot_ok[ks][..., None], pb.edge_index[pb.slot_edge[ks]], K)
+    d = pb.width(ks)
+    eidx = torch.where(pb.slot_ok[ks, :d][..., None], pb.edge_index[pb.slot_edge[ks, :d]], K)
     gi = torch.cat([pb.cam_index[ks][:, None], eidx], 1).reshape(cn, -1)  # (c, 7(d+1))
     free = gi < K
     gl = torch.where(free, gl, torch.zeros_like(gl))
