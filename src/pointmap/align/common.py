@@ -26,20 +26,26 @@ __all__ = [
 ]
 
 
+def _given(value, n: int, name: str) -> list[tuple[int, torch.Tensor]]:
+    """The ``(index, float32 tensor)`` entries of ``None`` / a sequence / ``{idx: value}`` of
+    per-image values (``None`` entries skipped; an index out of ``[0, n)`` is refused)."""
+    if value is None:
+        return []
+    out = []
+    for k, v in (value.items() if isinstance(value, Mapping) else enumerate(value)):
+        k = int(k)
+        if not 0 <= k < n:
+            raise PointmapError(f"{name}: image index {k} out of range [0, {n})")
+        if v is not None:
+            out.append((k, torch.as_tensor(v, dtype=torch.float32)))
+    return out
+
+
 def _per_image(value, n: int, name: str, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalise ``None`` / tensor ``(N, *shape)`` / ``{idx: value}`` to ``(values, mask)``."""
     vals = torch.zeros((n,) + shape)
     mask = torch.zeros(n, dtype=torch.bool)
-    if value is None:
-        return vals, mask
-    items = value.items() if isinstance(value, Mapping) else enumerate(value)
-    for k, v in items:
-        k = int(k)
-        if not 0 <= k < n:
-            raise PointmapError(f"{name}: image index {k} out of range [0, {n})")
-        if v is None:
-            continue
-        v = torch.as_tensor(v, dtype=torch.float32)
+    for k, v in _given(value, n, name):
         if v.numel() == 1 and shape == (2,):
             v = v.reshape(1).expand(2)
         if tuple(v.shape) != shape:
@@ -60,18 +66,9 @@ def _known_depths(value, shapes: Sequence[tuple[int, int]], pose_mask: torch.Ten
                   ) -> list[torch.Tensor | None]:
     """Normalise ``None`` / a sequence / ``{idx: (H, W)}`` of known depths to one entry per image
     (``(H, W)`` float32 as given; ``None`` where not given)."""
-    n = len(shapes)
-    out: list[torch.Tensor | None] = [None] * n
-    if value is None:
-        return out
-    items = value.items() if isinstance(value, Mapping) else enumerate(value)
-    for k, d in items:
-        k = int(k)
-        if not 0 <= k < n:
-            raise PointmapError(f"known_depths: image index {k} out of range [0, {n})")
-        if d is None:
-            continue
-        d = torch.as_tensor(d, dtype=torch.float32).cpu()
+    out: list[torch.Tensor | None] = [None] * len(shapes)
+    for k, d in _given(value, len(shapes), "known_depths"):
+        d = d.cpu()
         if tuple(d.shape) != shapes[k]:
             raise PointmapError(f"known_depths[{k}] has shape {tuple(d.shape)}, expected {shapes[k]}")
         if not (pose_mask[k] and focal_mask[k]):
