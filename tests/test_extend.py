@@ -314,6 +314,12 @@ def test_extend_command_refusals_are_one_line_and_leave_the_folder_alone(real_fo
     assert main(["extend", str(out), str(imgs[1]), "--size", "224", "-q"]) == 2
     _one_line_error(capsys, "already in the reconstruction")
     assert checksums(out) == before and checksums(root / "nostore") == before_nostore
+    shutil.copytree(out, tmp_path / "lacking")  # --freeze keeps every old image's depth files
+    next((tmp_path / "lacking" / "depth").glob("*_conf_preview.png")).unlink()
+    lacking = checksums(tmp_path / "lacking")
+    assert main(["extend", str(tmp_path / "lacking"), new, "--size", "224", "--freeze", "-q"]) == 2
+    _one_line_error(capsys, "lacks the depth maps", "without --freeze")
+    assert checksums(tmp_path / "lacking") == lacking
 
 
 def test_extend_command_adds_a_photo(real_folder, capsys):
