@@ -22,6 +22,7 @@ from pointmap.align.gauss_newton import (
     _targets,
     loss_and_depth,
 )
+from pointmap.align.coarse import coarse_solve
 from pointmap.align.common import KnownCameras
 from pointmap.align.init import mst_init
 from pointmap.align.reference import reference_optimise
@@ -171,6 +172,96 @@ def test_some_known_poses(small10, which):
     assert fe < 0.01 and rot < 0.5 and ce < 0.02, (fe, rot, ce)
 
 
+@pytest.mark.parametrize("held", [(0, 3, 6), (2,)])
+@pytest.mark.parametrize("dense", [False, True])
+def test_known_depths_stay_exact_and_place_the_others(held, dense):
+    """Exact predictions (no noise, distortion nor blobs), some images given with their true pose,
+    intrinsics and depth (a hole of invalid pixels in each): those come back exactly as given, the
+    others are found in the true frame and scale -- one known image fixes the scale by its depth."""
+    gt = make_synthetic_scene(8, SMALL, graph="complete", seed=11, noise=0.0, distortion=0.0, n_blobs=0)
+    K = gt.intrinsics
+    depths = {k: gt.depths[k].clone() for k in held}
+    for d in depths.values():
+        d[:4, :6] = float("nan")
+        d[-3:, -5:] = 0.0
+    cfg = AlignConfig(dense=dense, coarse_stride=2)
+    sc = global_align(gt.preds, config=cfg, known_poses={k: gt.poses[k] for k in held},
+                      known_intrinsics={k: K[k] for k in held}, known_depths=depths)
+    for k in held:
+        assert torch.equal(sc.poses[k], gt.poses[k]) and torch.equal(sc.intrinsics[k], K[k])
+        assert torch.equal(sc.depths[k].isnan(), depths[k].isnan())  # as given, its holes included
+        assert torch.equal(torch.nan_to_num(sc.depths[k]), torch.nan_to_num(depths[k]))
+        assert not sc.masks[k][:4, :6].any() and not sc.masks[k][-3:, -5:].any()
+    free = [k for k in range(8) if k not in held]
+    ce = (sc.poses[free, :3, 3] - gt.poses[free, :3, 3]).norm(dim=-1).max() / gt.extent
+    ang = roma.rotmat_geodesic_distance(sc.poses[free, :3, :3], gt.poses[free, :3, :3]).rad2deg().max()
+    fe = ((sc.focals[free] - gt.focals[free]) / gt.focals[free]).abs().max()
+    assert float(ce) < 1e-3 and float(ang) < 0.05 and float(fe) < 1e-3, (float(ce), float(ang), float(fe))
+    if dense:  # without the dense stage the depths are the coarse ones upsampled
+        d = torch.stack([sc.depths[k] for k in free])
+        assert float(((d - gt.depths[free]).abs() / gt.depths[free]).median()) < 1e-4
+
+
+def test_uneven_degrees_are_linearised_in_runs_as_in_one(monkeypatch):
+    """Images with few pairs before images with many are processed in two runs of their own widths;
+    the normal equations and the loss are those of one run padded to the widest image."""
+    import pointmap.align.gauss_newton as G
+
+    few = [(i, i + 1) for i in range(5)]  # a chain of images 0-5
+    many = [(i, j) for i in range(5, 10) for j in range(5, 10) if i != j]  # 5-9 with each other
+    pairs = sorted(set(few + [(j, i) for i, j in few] + many))
+    gt = make_synthetic_scene(10, (12, 8), pairs=pairs, seed=13)
+    data = build_edge_data(gt.preds, torch.device("cpu"), 2, 4096, "log", None, 1 << 24, "float32", 0)
+    init = mst_init(data, 3.0, 10, 5.0, 0.5)
+    st = GNState(init.poses[:, :3, :3], init.poses[:, :3, 3], init.focals.log()[:, None].repeat(1, 2),
+                 init.depth.clamp(min=0.1), init.pw_R, init.pw_T, init.pw_s.log())
+    none = torch.zeros(10, dtype=torch.bool)
+    pb = GNProblem.build(data, torch.tensor([[6.0, 4.0]]).repeat(10, 1), none, none, False, True)
+    assert G._chunks(pb, 1 << 22) == [slice(0, 5), slice(5, 10)]
+
+    def solve():
+        loss, _, w = loss_and_depth(st, pb, "l1", 1e-4, None, 2, 1 << 22)
+        return loss, *_linearise(st, pb, w, 1 << 22)
+
+    runs = solve()
+    monkeypatch.setattr(G, "_chunks", lambda pb, budget: [slice(0, 10)])
+    one = solve()
+    assert abs(runs[0] - one[0]) < 1e-6 * one[0]
+    assert torch.allclose(runs[1], one[1], rtol=1e-5, atol=1e-6 * float(one[1].abs().max()))
+    assert torch.allclose(runs[2], one[2], rtol=1e-5, atol=1e-6 * float(one[2].abs().max()))
+
+
+def test_coarse_solver_holds_known_depths():
+    """Noisy predictions pull every depth off the truth; the known ones stay where given."""
+    gt = make_synthetic_scene(6, SMALL, seed=12, **NOISE)
+    held = [1, 4]
+    known = KnownCameras.from_inputs(gt.preds.image_shapes, {k: gt.poses[k] for k in held}, None,
+                                     {k: gt.intrinsics[k] for k in held}, {k: gt.depths[k] for k in held})
+    data = build_edge_data(gt.preds, torch.device("cpu"), 2, 4096, "log", known.depth_masks(None), 1 << 24,
+                           "float32", 0)
+    given, points = known.sampled_depths(data.idx, data.uv, data.valid)
+    init = mst_init(data, 3.0, 10, 5.0, 0.5, **known.init_priors(), depths=given, points=points)
+    assert torch.equal(init.depth[held], given[held])
+    co = coarse_solve(data, init, known, AlignConfig(), False)
+    assert co.iterations > 1
+    assert torch.allclose(co.log_depth[held].exp(), given[held], rtol=1e-6, atol=0)
+    true = torch.stack([gt.depths[k].reshape(-1)[data.idx[k]] for k in range(6)])
+    free = [k for k in range(6) if k not in held]
+    assert float(((co.log_depth[free].exp() - true[free]).abs() / true[free]).median()) > 1e-4  # these moved
+
+
+def test_known_depths_refusals():
+    gt = make_synthetic_scene(3, (12, 8), seed=7, **NOISE)
+    with pytest.raises(PointmapError, match=r"known_depths\[1\] needs the image's pose and focal"):
+        global_align(gt.preds, known_poses={1: gt.poses[1]}, known_depths={1: gt.depths[1]})
+    with pytest.raises(PointmapError, match="shape"):
+        global_align(gt.preds, known_poses={1: gt.poses[1]}, known_focals={1: gt.focals[1]},
+                     known_depths={1: gt.depths[1][:4]})
+    with pytest.raises(PointmapError, match="no valid"):
+        global_align(gt.preds, known_poses={1: gt.poses[1]}, known_focals={1: gt.focals[1]},
+                     known_depths={1: torch.zeros(8, 12)})
+
+
 def test_shared_focal():
     gt = make_synthetic_scene(6, SMALL, seed=2, shared_focal=True, **NOISE)
     sc = global_align(gt.preds, config=AlignConfig(shared_focal=True))
@@ -306,6 +397,15 @@ def test_clean_pointcloud_and_mask_sky(small10):
     sky = mask_sky(replace(sc, imgs=imgs))
     assert (sky.confidence[1][:6] == 0).all() and not sky.masks[1][:6].any()
     assert (sc.confidence[1][:6] > 0).all()
+    # images a folder holds already (unchanged) keep their confidences
+    from pointmap.pipeline.finishing import finish
+    from pointmap.pipeline.request import ExportSpec, PostProcess
+
+    pulled = replace(sc, depths=depths, confidence=conf0)
+    kept, _ = finish(pulled, PostProcess(clean=True), ExportSpec(), unchanged=[0, 2])
+    assert torch.equal(kept.confidence[0], conf0[0]) and torch.equal(kept.masks[0], pulled.masks[0])
+    others = finish(pulled, PostProcess(clean=True), ExportSpec(), unchanged=[2])[0]
+    assert float((others.confidence[0] <= 0).float().mean()) > 0.2  # the clean-up ran for the others
 
 
 def test_pair_predictions_subset_reindexes_and_keeps_order():

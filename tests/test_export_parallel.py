@@ -98,3 +98,23 @@ def test_torch_runs_on_one_thread_per_image_and_gets_its_threads_back():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_unchanged_images_are_carried_over_not_written(tmp_path):
+    scene = make_scene(n=4)
+    out = tmp_path / "out"
+    export_scene(scene, out, formats=("depth", "cameras"), workers=2)
+    mine = sorted(p.relative_to(out).as_posix() for p in (out / "depth").iterdir() if p.name.startswith(
+        scene.names[1]))
+    assert len(mine) == 6
+    before = {f: (out / f).stat().st_ino for f in mine}
+    export_scene(scene, out, formats=("depth", "cameras"), overwrite=True, unchanged=[1])
+    assert {f: (out / f).stat().st_ino for f in mine} == before  # the same files, not written again
+    fresh = tmp_path / "fresh"
+    export_scene(scene, fresh, formats=("depth", "cameras"))
+    assert all((out / f).read_bytes() == (fresh / f).read_bytes() for f in [*mine, "depth/depth.json"])
+    (out / mine[0]).unlink()
+    kept = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(PointmapError, match="to keep"):
+        export_scene(scene, out, formats=("depth", "cameras"), overwrite=True, unchanged=[1])
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == kept  # nothing half-written

@@ -18,6 +18,8 @@ import pointmap
 from pointmap.geometry.registration import align_multiple_poses
 from pointmap.align import AlignConfig
 from pointmap.pipeline import Alignment, ExportSpec, Inputs, ModelSpec, PostProcess, Request, StorePolicy, core
+from pointmap.export import export_scene
+from pointmap.io_utils import MANIFEST_NAME
 from pointmap.pipeline import extend as X
 from pointmap.pipeline.runner import run_request
 from pointmap.store import STORE_DIRNAME, PredictionStore, recorded_identity
@@ -33,6 +35,11 @@ def checksums(folder: Path) -> dict[str, str]:
     """sha256 of every file under ``folder`` (relative path -> digest)."""
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def inodes(folder: Path) -> dict[str, int]:
+    """The inode of every file under ``folder`` (relative path -> inode): a file written anew gets another."""
+    return {p.relative_to(folder).as_posix(): p.stat().st_ino for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _request(paths, out: Path, full: bool = True) -> Request:
@@ -72,6 +79,7 @@ def grown(tmp_path_factory):
         base = run_request(_request(old_p, root / "free"))
         old_cameras = (root / "free" / "cameras.json").read_text()
         shutil.copytree(root / "free", root / "frozen")
+        before = checksums(root / "frozen"), inodes(root / "frozen")
         runs = {}
         for name, freeze in (("free", False), ("frozen", True)):
             net.ran.clear()
@@ -81,11 +89,11 @@ def grown(tmp_path_factory):
         scratch = run_request(_request(sorted(old_p + new_p), root / "scratch"))
     finally:
         mp.undo()
-    return gt, root, set(new_ids), old_cameras, runs, scratch, base
+    return gt, root, set(new_ids), old_cameras, runs, scratch, base, before
 
 
 def test_extend_runs_only_pairs_with_a_new_image(grown):
-    gt, root, new_ids, _, runs, _, _ = grown
+    gt, root, new_ids, _, runs, _, _, _ = grown
     for name, (res, n_run, ran) in runs.items():
         # new with new: swin-3 of 30 images, both ways; each new image with its 4 old neighbours, both ways
         assert n_run == len(ran) == 30 * 3 * 2 + 30 * K_OLD * 2, name
@@ -98,14 +106,14 @@ def test_extend_runs_only_pairs_with_a_new_image(grown):
 
 
 def test_extend_is_as_accurate_as_a_run_from_scratch(grown):
-    gt, _, _, _, runs, scratch, base = grown
+    gt, _, _, _, runs, scratch, base, _ = grown
     c_ref, r_ref = _errors(scratch.scene, gt)
     c_err, r_err = _errors(runs["free"][0].scene, gt)
     assert c_err <= 1.2 * c_ref and r_err <= 1.2 * r_ref, (c_err, c_ref, r_err, r_ref)
 
 
 def test_frozen_extend_is_as_accurate_as_its_reconstruction(grown):
-    gt, _, _, _, runs, scratch, base = grown
+    gt, _, _, _, runs, scratch, base, _ = grown
     c_ref, r_ref = _errors(scratch.scene, gt)
     c_base, r_base = _errors(base.scene, gt)
     c_frz, r_frz = _errors(runs["frozen"][0].scene, gt)
@@ -113,7 +121,7 @@ def test_frozen_extend_is_as_accurate_as_its_reconstruction(grown):
 
 
 def test_freeze_keeps_the_old_cameras_bit_for_bit(grown):
-    _, root, _, old_cameras, _, _, _ = grown
+    _, root, _, old_cameras, _, _, _, _ = grown
     old = json.loads(old_cameras)
     new = json.loads((root / "frozen" / "cameras.json").read_text())
     assert len(old["images"]) == 90 and len(new["images"]) == N_ALL
@@ -124,6 +132,21 @@ def test_freeze_keeps_the_old_cameras_bit_for_bit(grown):
             assert got[key] == im[key], (im["file"], key)
     free = {im["file"]: im for im in json.loads((root / "free" / "cameras.json").read_text())["images"]}
     assert any(free[im["file"]]["cam2world"] != im["cam2world"] for im in old["images"])  # re-solved there
+
+
+def test_freeze_keeps_the_old_images_files_as_a_full_rewrite_writes_them(grown, tmp_path):
+    _, root, _, _, runs, _, _, (before, before_inodes) = grown
+    after, now = checksums(root / "frozen"), inodes(root / "frozen")
+    own = {f: h for f, h in before.items() if f.split("/")[0] in ("images", "depth") and f != "depth/depth.json"}
+    assert len(own) == 90 * 7  # each old image's copy and its six depth files: not written again
+    assert all(after[f] == h and now[f] == before_inodes[f] for f, h in own.items())
+    assert now["cameras.json"] != before_inodes["cameras.json"]  # the scene's files are written anew
+    assert sum(f.startswith("images/") for f in after) == N_ALL and "depth/depth.json" in after
+    # the same bytes as every file of the grown scene written afresh (the old images' clean-up kept)
+    export_scene(runs["frozen"][0].scene, tmp_path / "afresh", formats=FORMATS)
+    afresh = checksums(tmp_path / "afresh")
+    afresh.pop(MANIFEST_NAME)
+    assert {f: h for f, h in after.items() if f in afresh} == afresh
 
 
 # ------------------------------------------------------------------ a store of streamed reductions
@@ -291,6 +314,12 @@ def test_extend_command_refusals_are_one_line_and_leave_the_folder_alone(real_fo
     assert main(["extend", str(out), str(imgs[1]), "--size", "224", "-q"]) == 2
     _one_line_error(capsys, "already in the reconstruction")
     assert checksums(out) == before and checksums(root / "nostore") == before_nostore
+    shutil.copytree(out, tmp_path / "lacking")  # --freeze keeps every old image's depth files
+    next((tmp_path / "lacking" / "depth").glob("*_conf_preview.png")).unlink()
+    lacking = checksums(tmp_path / "lacking")
+    assert main(["extend", str(tmp_path / "lacking"), new, "--size", "224", "--freeze", "-q"]) == 2
+    _one_line_error(capsys, "lacks the depth maps", "without --freeze")
+    assert checksums(tmp_path / "lacking") == lacking
 
 
 def test_extend_command_adds_a_photo(real_folder, capsys):

@@ -28,7 +28,8 @@ __all__ = ["CoarseModel", "CoarseResult", "coarse_solve", "optimise_adam"]
 
 
 class CoarseModel(torch.nn.Module):
-    """Reference parametrisation on the coarse pixels; frozen entries via ``torch.where``."""
+    """Reference parametrisation on the coarse pixels; frozen entries via ``torch.where`` (the
+    log-depths of the images whose depth is known stay at the initial ones)."""
 
     def __init__(
         self, data: CoarseData, init: InitResult, known: KnownCameras, shared_focal: bool,
@@ -47,6 +48,8 @@ class CoarseModel(torch.nn.Module):
         ])
         logd = torch.where(good, d.clamp(min=1e-30).log(), med.log()[:, None])
         self.log_depth = torch.nn.Parameter(logd)
+        self.register_buffer("depth_frozen", known.depth_mask.to(dev))
+        self.register_buffer("log_depth_fixed", logd.detach().clone())
         self.pose_params = torch.nn.Parameter(
             pose_to_params(init.poses[:, :3, :3], init.poses[:, :3, 3])
         )
@@ -93,6 +96,10 @@ class CoarseModel(torch.nn.Module):
         s = ls.exp()
         return s, R, s[:, None] * Tp
 
+    def log_depths(self) -> torch.Tensor:
+        """``(N, n)`` log z-depths of the coarse pixels (the known ones held)."""
+        return torch.where(self.depth_frozen[:, None], self.log_depth_fixed, self.log_depth)
+
     def rays(self, R: torch.Tensor, fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
         """``(N, n, 3)`` world directions (unit camera-z) of the coarse pixels."""
         xy = normalize_pixels(self.data.uv, fx[:, None], fy[:, None], self.pp[:, None], self.skew[:, None])
@@ -110,7 +117,7 @@ class CoarseModel(torch.nn.Module):
         """``(E, n)`` distances between each image's points and their edge predictions."""
         d = self.data
         R, C, fx, fy = self.cameras()
-        X = C[:, None, :] + self.log_depth.exp()[..., None] * self.rays(R, fx, fy)
+        X = C[:, None, :] + self.log_depths().exp()[..., None] * self.rays(R, fx, fy)
         Yi, Yj = self.targets()
         return (X[d.ei] - Yi).norm(dim=-1), (X[d.ej] - Yj).norm(dim=-1)
 
@@ -180,19 +187,19 @@ def coarse_solve(
             R, C, fx, fy = model.cameras()
             s, Rp, Tp = model.pair_similarities()
         return CoarseResult(
-            R, C, fx, fy, model.pp, s, Rp, Tp, model.log_depth.detach(), init_loss, loss, cfg.iterations,
+            R, C, fx, fy, model.pp, s, Rp, Tp, model.log_depths().detach(), init_loss, loss, cfg.iterations,
             model.skew,
         )
     with torch.no_grad():
         R, C, fx, fy = model.cameras()
         s, Rp, Tp = model.pair_similarities()
         st = GNState(
-            R=R, C=C, log_f=torch.stack([fx, fy], -1).log(), depth=model.log_depth.exp(),
+            R=R, C=C, log_f=torch.stack([fx, fy], -1).log(), depth=model.log_depths().exp(),
             Re=Rp, te=Tp, log_s=s.log(),
         )
     pb = GNProblem.build(
         data, model.pp, model.pose_frozen, model.focal_frozen, cfg.shared_focal, model.norm_pw_scale,
-        model.skew,
+        model.skew, model.depth_frozen,
     )
     # the loss at the initialisation, image by image (memory bounded by the chunk budget)
     init_loss = loss_and_depth(st, pb, cfg.dist, 1e-12, None, 0, cfg.chunk_slot_pixels)[0]

@@ -1,13 +1,13 @@
 """What the alignment solvers share: their keyword inputs (:class:`AlignInputs`, checked by
 :func:`validate_inputs`), the connected image sets they align, and the per-image results
 (:class:`CameraSet`) they assemble into a :class:`~pointmap.scene.Scene` (:func:`assemble_scene`).
-The user's known cameras (:class:`KnownCameras`) are validated here. Used by the dense (:mod:`.optimizer`) and the sparse (:mod:`.sparse`) solvers alike."""
+The user's known cameras and depths (:class:`KnownCameras`) are validated here. Used by the dense (:mod:`.optimizer`) and the sparse (:mod:`.sparse`) solvers alike."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypedDict
 
 import numpy as np
@@ -16,7 +16,7 @@ import torch
 from scipy.sparse.csgraph import minimum_spanning_tree
 
 from ..errors import GraphError, PointmapError
-from ..geometry.camera import intrinsics_matrix
+from ..geometry.camera import intrinsics_matrix, normalize_pixels
 from ..pairs import connected_components
 from ..predictions import PairPredictions
 from ..scene import Scene
@@ -29,20 +29,26 @@ __all__ = [
 ]
 
 
+def _given(value, n: int, name: str) -> list[tuple[int, torch.Tensor]]:
+    """The ``(index, float32 tensor)`` entries of ``None`` / a sequence / ``{idx: value}`` of
+    per-image values (``None`` entries skipped; an index out of ``[0, n)`` is refused)."""
+    if value is None:
+        return []
+    out = []
+    for k, v in (value.items() if isinstance(value, Mapping) else enumerate(value)):
+        k = int(k)
+        if not 0 <= k < n:
+            raise PointmapError(f"{name}: image index {k} out of range [0, {n})")
+        if v is not None:
+            out.append((k, torch.as_tensor(v, dtype=torch.float32)))
+    return out
+
+
 def _per_image(value, n: int, name: str, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalise ``None`` / tensor ``(N, *shape)`` / ``{idx: value}`` to ``(values, mask)``."""
     vals = torch.zeros((n,) + shape)
     mask = torch.zeros(n, dtype=torch.bool)
-    if value is None:
-        return vals, mask
-    items = value.items() if isinstance(value, Mapping) else enumerate(value)
-    for k, v in items:
-        k = int(k)
-        if not 0 <= k < n:
-            raise PointmapError(f"{name}: image index {k} out of range [0, {n})")
-        if v is None:
-            continue
-        v = torch.as_tensor(v, dtype=torch.float32)
+    for k, v in _given(value, n, name):
         if v.numel() == 1 and shape == (2,):
             v = v.reshape(1).expand(2)
         if tuple(v.shape) != shape:
@@ -54,6 +60,29 @@ def _per_image(value, n: int, name: str, shape: tuple[int, ...]) -> tuple[torch.
     return vals, mask
 
 
+def _valid_depth(d: torch.Tensor) -> torch.Tensor:
+    """The valid pixels of a depth map: finite and positive."""
+    return torch.isfinite(d) & (d > 0)
+
+
+def _known_depths(value, shapes: Sequence[tuple[int, int]], pose_mask: torch.Tensor, focal_mask: torch.Tensor
+                  ) -> list[torch.Tensor | None]:
+    """Normalise ``None`` / a sequence / ``{idx: (H, W)}`` of known depths to one entry per image
+    (``(H, W)`` float32 as given; ``None`` where not given)."""
+    out: list[torch.Tensor | None] = [None] * len(shapes)
+    for k, d in _given(value, len(shapes), "known_depths"):
+        d = d.cpu()
+        if tuple(d.shape) != shapes[k]:
+            raise PointmapError(f"known_depths[{k}] has shape {tuple(d.shape)}, expected {shapes[k]}")
+        if not (pose_mask[k] and focal_mask[k]):
+            raise PointmapError(f"known_depths[{k}] needs the image's pose and focal known too "
+                                "(known_poses and known_focals or known_intrinsics)")
+        if not bool(_valid_depth(d).any()):
+            raise PointmapError(f"known_depths[{k}] has no valid (finite, positive) depth")
+        out[k] = d
+    return out
+
+
 @dataclass
 class KnownCameras:
     """User-provided cameras; ``*_mask (N,)`` says which entries are given (and frozen).
@@ -63,6 +92,9 @@ class KnownCameras:
         focals: ``(N, 2)`` ``(fx, fy)`` in pixels.
         pp: ``(N, 2)`` principal points in pixels (defaults ``(W/2, H/2)``).
         skew: ``(N,)`` skews ``K[0, 1]`` of known intrinsics (pixels; 0 otherwise).
+        depths: per image its known ``(H, W)`` z-depth (scene units; valid where finite and
+            positive), or ``None``; given only with the image's pose and focal, the image's world points are
+            then constants of the alignment.
     """
 
     poses: torch.Tensor
@@ -71,6 +103,14 @@ class KnownCameras:
     focal_mask: torch.Tensor
     pp: torch.Tensor
     skew: torch.Tensor
+    depths: list[torch.Tensor | None] = field(default_factory=list)
+
+    @property
+    def depth_mask(self) -> torch.Tensor:
+        """``(N,)`` bool: the images whose depth is given."""
+        n = len(self.pose_mask)
+        return torch.tensor([k < len(self.depths) and self.depths[k] is not None for k in range(n)],
+                            dtype=torch.bool)
 
     @property
     def n_known_poses(self) -> int:
@@ -80,14 +120,15 @@ class KnownCameras:
     @classmethod
     def from_inputs(
         cls, shapes: Sequence[tuple[int, int]], known_poses=None, known_focals=None,
-        known_intrinsics=None,
+        known_intrinsics=None, known_depths=None,
     ) -> "KnownCameras":
-        """Validate the user's known cameras of ``len(shapes)`` images (formats of
+        """Validate the user's known cameras and depths of ``len(shapes)`` images (formats of
         :class:`pointmap.align.AlignInputs`); the default principal point is ``(W/2, H/2)``.
 
         Raises:
             PointmapError: an index out of range, a wrong shape, a non-finite value, a
-                non-positive focal or a pose that is not rigid.
+                non-positive focal, a pose that is not rigid, a known depth without the image's
+                pose and focal or without any valid pixel.
         """
         n = len(shapes)
         poses, pmask = _per_image(known_poses, n, "known_poses", (4, 4))
@@ -106,7 +147,8 @@ class KnownCameras:
             R = poses[k, :3, :3]
             if not torch.allclose(R @ R.T, torch.eye(3), atol=1e-3) or torch.det(R) < 0:
                 raise PointmapError(f"known_poses[{k}] is not a rigid camera-to-world pose")
-        return cls(poses=poses, pose_mask=pmask, focals=focals, focal_mask=fmask, pp=pp, skew=skew)
+        depths = _known_depths(known_depths, shapes, pmask, fmask)
+        return cls(poses=poses, pose_mask=pmask, focals=focals, focal_mask=fmask, pp=pp, skew=skew, depths=depths)
 
     def select(self, images: Sequence[int]) -> "KnownCameras":
         """The entries of ``images``, in that order."""
@@ -114,7 +156,38 @@ class KnownCameras:
         return KnownCameras(
             poses=self.poses[idx], pose_mask=self.pose_mask[idx], focals=self.focals[idx],
             focal_mask=self.focal_mask[idx], pp=self.pp[idx], skew=self.skew[idx],
+            depths=[self.depths[k] if k < len(self.depths) else None for k in idx],
         )
+
+    def sampled_depths(self, idx: torch.Tensor, uv: torch.Tensor, valid: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The known depths at sampled pixels: ``idx (N, n)`` raveled indices (row-major), ``uv
+        (N, n, 2)`` their coordinates (pixels) and ``valid (N, n)`` (``False``: padding), on their
+        device. Returns ``(depth (N, n), points (N, n, 3))``: z-depth and world points (known pose
+        and intrinsics), NaN where the image's depth is not given or invalid."""
+        N, n = idx.shape
+        depth = torch.full((N, n), float("nan"), device=idx.device)
+        for k, d in enumerate(self.depths):
+            if d is not None:
+                dk = d.to(idx.device).reshape(-1)[idx[k]]
+                depth[k] = torch.where(valid[k] & _valid_depth(dk), dk, float("nan"))
+        f, pp, sk = self.focals.to(idx.device), self.pp.to(idx.device), self.skew.to(idx.device)
+        xy = normalize_pixels(uv, f[:, None, 0], f[:, None, 1], pp[:, None], sk[:, None])
+        cam = torch.cat([xy, torch.ones_like(xy[..., :1])], -1) * depth[..., None]
+        P = self.poses.to(idx.device)
+        return depth, cam @ P[:, :3, :3].transpose(1, 2) + P[:, None, :3, 3]
+
+    def depth_masks(self, masks: Sequence[torch.Tensor | None] | None) -> list[torch.Tensor | None] | None:
+        """The user's ``masks`` (per image ``(H, W)`` bool or ``None``) with the invalid pixels of
+        the known depths excluded (``masks`` itself when no depth is given)."""
+        if not any(d is not None for d in self.depths):
+            return masks
+        out = list(masks) if masks is not None else [None] * len(self.depths)
+        for k, d in enumerate(self.depths):
+            if d is not None:
+                ok = _valid_depth(d)
+                out[k] = ok if out[k] is None else out[k].bool().cpu() & ok
+        return out
 
     def intrinsics(self, k: int) -> torch.Tensor:
         """Image ``k``'s known intrinsics ``(3, 3)`` exactly as given (skew included)."""
@@ -143,6 +216,11 @@ class AlignInputs(TypedDict, total=False):
             one fixes the frame only.
         known_focals: ``(N,)`` or ``{index: f}`` (pixels; a pair ``(fx, fy)`` is accepted), frozen.
         known_intrinsics: ``(N, 3, 3)`` or ``{index: (3, 3)}``: focals and principal point, frozen.
+        known_depths: per image ``(H, W)`` z-depth (scene units; NaN or ``<= 0``: invalid) or
+            ``None``, or ``{index: (H, W)}``: held fixed, only for images whose pose and focal are
+            known too (their world points are then constants: only the pairs' similarities and
+            the other images move against them; invalid pixels are left out of the loss). The
+            result reports them as given. Dense (``global_align``) solver only.
         masks: per image ``(H, W)`` bool or ``None``; ``False`` pixels are excluded from the loss
             and from the output masks.
         device: compute device (``'cuda'`` for speed); results are returned on the CPU.
@@ -152,6 +230,7 @@ class AlignInputs(TypedDict, total=False):
     known_poses: torch.Tensor | Mapping[int, torch.Tensor] | None
     known_focals: torch.Tensor | Mapping[int, float] | None
     known_intrinsics: torch.Tensor | Mapping[int, torch.Tensor] | None
+    known_depths: Sequence[torch.Tensor | None] | Mapping[int, torch.Tensor] | None
     masks: Sequence[torch.Tensor | None] | None
     device: torch.device | str | None
     progress: bool
@@ -228,7 +307,8 @@ def validate_inputs(
             if m is not None and tuple(m.shape) != shapes[k]:
                 raise PointmapError(f"masks[{k}] has shape {tuple(m.shape)}, expected {shapes[k]}")
     known = KnownCameras.from_inputs(
-        shapes, inputs.get("known_poses"), inputs.get("known_focals"), inputs.get("known_intrinsics")
+        shapes, inputs.get("known_poses"), inputs.get("known_focals"), inputs.get("known_intrinsics"),
+        inputs.get("known_depths"),
     )
     return shapes, known
 

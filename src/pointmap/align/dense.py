@@ -4,7 +4,8 @@ For image ``k`` with centre ``C`` and world ray ``D(p) = R K^-1 (u, v, 1)``, the
 ``p`` is ``C + d D(p)``. Every edge containing ``k`` predicts a target ``Y_e(p)``; the depth
 minimising ``sum_e w_e ||C + d D - Y_e||^2`` is ``sum_e w_e D.(Y_e - C) / (|D|^2 sum_e w_e)``.
 For the (default) Euclidean-distance loss the minimiser is found by IRLS, reweighting with
-``w_e / ||C + d D - Y_e||`` (Weiszfeld). Each pass streams the predictions once.
+``w_e / ||C + d D - Y_e||`` (Weiszfeld). Each pass streams the predictions once. Images whose
+depth is known (``fixed``) are skipped: their edge sides are neither solved nor counted in the loss.
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ def dense_depth(
     iters: int,
     progress: bool = False,
     cache_bytes: int = 1 << 31,
+    fixed: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, float]:
     """Full-resolution depths ``(N, A)`` minimising the alignment loss with everything else fixed.
 
@@ -136,6 +138,8 @@ def dense_depth(
         iters: IRLS passes (``'l2'`` uses one).
         cache_bytes: the per-pixel scalars of every edge side (3 float32 each) are kept between
             passes when they fit in this many bytes; otherwise every pass streams the predictions.
+        fixed: ``(N,)`` bool, images whose depth is known: they keep ``depth0`` and their edge
+            sides are left out (of the solve and of the loss).
 
     Returns:
         ``(depth (N, A), loss)`` with ``loss`` the reference loss (area-normalised) at the result.
@@ -147,6 +151,7 @@ def dense_depth(
     n_pass = 1 if dist == "l2" else max(1, iters)
     E, A = len(data.ei), data.valid_full.shape[1]
     sides = _Sides(data, D, cams, conf_trf, keep=E * A * 2 * 3 * 4 <= cache_bytes)
+    solved = None if fixed is None else ~fixed.to(depth.device)
     area = data.valid_full.sum(1).float()
     A_i, A_j = area[data.ei].sum(), area[data.ej].sum()
 
@@ -159,6 +164,8 @@ def dense_depth(
         tot = torch.zeros((), device=depth.device, dtype=torch.float64)
         for terms in sides:
             for side, (k, w, dv, vv) in enumerate(terms):
+                if solved is not None:
+                    w = w * solved[k][:, None]
                 dk = depth[k]
                 if final or dist == "l1":
                     res = _residual(dk, DD[k], dv, vv, dist)
@@ -210,6 +217,7 @@ def dense_depth_by_image(
     iters: int,
     progress: bool = False,
     out: Callable[[int, torch.Tensor], None] | None = None,
+    fixed: torch.Tensor | None = None,
 ) -> tuple[list[torch.Tensor], float]:
     """:func:`dense_depth` streamed image by image, for predictions too big for memory.
 
@@ -226,6 +234,8 @@ def dense_depth_by_image(
             image, are the start.
         out: called as ``out(k, depth_k)`` with image ``k``'s ``(H * W,)`` depth as soon as it is
             solved (the returned list then holds empty tensors).
+        fixed: ``(N,)`` bool, images whose depth is known: their sides are not read, their depth
+            is the upsampled start.
         Others: as :func:`dense_depth`.
 
     Returns:
@@ -246,7 +256,7 @@ def dense_depth_by_image(
         h, w = data.shapes[k]
         hw = h * w
         d0 = upsample_one(data, cams.log_depth, k).exp()
-        if not sides[k]:
+        if not sides[k] or (fixed is not None and bool(fixed[k])):
             depths.append(d0 if out is None else d0.new_zeros(0))
             if out is not None:
                 out(k, d0)

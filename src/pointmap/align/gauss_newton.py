@@ -16,7 +16,8 @@ by iteratively reweighted least squares (weights ``w / ||r||``, a majoriser of t
 iteration takes one Levenberg-Marquardt step on the weighted least squares.
 
 Every depth appears only in the residuals of its own pixel, so it is eliminated by a Schur
-complement (a 1x1 block per pixel). The reduced normal matrix over cameras and edges
+complement (a 1x1 block per pixel); the depths of images whose depth is known are constants
+(not eliminated, not updated). The reduced normal matrix over cameras and edges
 (``7 (N + E)`` unknowns) is assembled image by image -- each image couples its camera with the
 edges it belongs to -- and solved in float64: densely (Cholesky on the compute device) while it
 fits in ``dense_bytes``, otherwise as a sparse matrix (SuperLU with a fill-reducing ordering, on
@@ -47,7 +48,7 @@ from tqdm.auto import tqdm
 
 from ..geometry.camera import normalize_pixels
 from .data import CoarseData
-from .lm import Damping, NormalEquations, SparseSum, chunks, rotate, skew, solves_densely, sparse_method
+from .lm import Damping, NormalEquations, SparseSum, rotate, skew, solves_densely, sparse_method
 from .pcg import DeviceSparseSum
 from .lm import extrapolate as extrapolate_step
 
@@ -97,6 +98,9 @@ class GNProblem:
             = frozen / gauge-fixed); ``edge_index``: ``(E, 7)`` likewise for edges.
         n_unknowns: size of the reduced system.
         pin_scale: the pair log-scales are projected onto zero-mean updates.
+        depth_fixed: ``(N,)`` bool, images whose depths are known (held at the state's).
+        degree: ``(N,)`` (CPU) each image's slot count: a chunk of images is processed with the
+            slots of its most connected one (:meth:`width`), not ``d``.
     """
 
     uv: torch.Tensor
@@ -117,6 +121,8 @@ class GNProblem:
     edge_index: torch.Tensor
     n_unknowns: int
     pin_scale: bool
+    depth_fixed: torch.Tensor
+    degree: torch.Tensor
 
     @staticmethod
     def build(
@@ -127,6 +133,7 @@ class GNProblem:
         shared_focal: bool,
         pin_scale: bool,
         skew: torch.Tensor | None = None,
+        depth_fixed: torch.Tensor | None = None,
     ) -> GNProblem:
         """Arrange ``data`` per image and number the unknowns.
 
@@ -136,6 +143,7 @@ class GNProblem:
             shared_focal: one focal for every image whose focal is not known.
             pin_scale: pin the geometric mean of the pair scales (no scale from known poses).
             skew: ``(N,)`` skews of the cameras (pixels; zero when ``None``).
+            depth_fixed: ``(N,)`` bool, images whose depths stay at the state's (none when ``None``).
         """
         dev = data.pts_i.device
         N, E = data.n_images, len(data.ei)
@@ -181,6 +189,8 @@ class GNProblem:
             pts_i=data.pts_i, pts_j=data.pts_j, ei=data.ei, ej=data.ej, w_i=data.w_i, w_j=data.w_j,
             w_scale=(area / float(area_i), area / float(area_j)), area=area, cam_index=cam_index,
             edge_index=edge_index, n_unknowns=nxt, pin_scale=pin_scale,
+            depth_fixed=torch.zeros(N, dtype=torch.bool, device=dev) if depth_fixed is None else depth_fixed.to(dev),
+            degree=deg.cpu(),
         )
 
     @property
@@ -188,19 +198,25 @@ class GNProblem:
         """``(N, d, n)``: images, slots per image, coarse pixels per image."""
         return (*self.slot_edge.shape, self.uv.shape[1])  # type: ignore[return-value]
 
+    def width(self, ks: slice) -> int:
+        """Slots of images ``ks`` (those of the most connected one): the chunk's ``d``."""
+        return max(1, int(self.degree[ks].max()))
+
     def slot_points(self, ks: slice) -> torch.Tensor:
-        """``(c, d, n, 3)`` the slots' predictions of images ``ks``' pixels."""
-        e, first = self.slot_edge[ks], self.slot_first[ks]
+        """``(c, d, n, 3)`` the slots' predictions of images ``ks``' pixels (``d``: :meth:`width`)."""
+        w = self.width(ks)
+        e, first = self.slot_edge[ks, :w], self.slot_first[ks, :w]
         out = self.pts_j[e]
         out[first] = self.pts_i[e[first]]  # the first sides overwritten: no third full-size tensor
         return out
 
     def slot_weights(self, ks: slice) -> torch.Tensor:
-        """``(c, d, n)`` loss weights of images ``ks``' slots (0 on padding)."""
-        e, first = self.slot_edge[ks], self.slot_first[ks]
+        """``(c, d, n)`` loss weights of images ``ks``' slots (0 on padding; ``d``: :meth:`width`)."""
+        d = self.width(ks)
+        e, first = self.slot_edge[ks, :d], self.slot_first[ks, :d]
         w = self.w_j[e].mul_(self.w_scale[1])
         w[first] = self.w_i[e[first]] * self.w_scale[0]
-        return w.mul_(self.slot_ok[ks][..., None])
+        return w.mul_(self.slot_ok[ks, :d][..., None])
 
     def pixel_weights(self) -> torch.Tensor:
         """``(N, n)`` every pixel's loss weight summed over its slots."""
@@ -223,7 +239,7 @@ def _targets(st: GNState, pb: GNProblem, ks: slice, keep_q: bool = True
              ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Slot predictions in the world ``Y (c, d, n, 3)`` and their rotated-scaled part ``Q``
     (``None`` unless ``keep_q``: then ``Y`` is made in ``Q``'s memory)."""
-    e = pb.slot_edge[ks]
+    e = pb.slot_edge[ks, : pb.width(ks)]
     M = st.log_s[e].exp()[..., None, None] * st.Re[e]
     Q = pb.slot_points(ks) @ M.transpose(-1, -2)
     if not keep_q:
@@ -232,9 +248,23 @@ def _targets(st: GNState, pb: GNProblem, ks: slice, keep_q: bool = True
 
 
 def _chunks(pb: GNProblem, budget: int) -> list[slice]:
-    """Image slices whose slot-pixel count stays below ``budget``."""
-    N, d, n = pb.shape
-    return chunks(N, budget // max(d * n, 1))
+    """Runs of consecutive images whose slot-pixel count (at the width of their most connected
+    image) stays below ``budget``; a run also ends before an image whose many more slots would
+    make it half as wide again (e.g. old images held fixed, with few pairs, before the new ones
+    with many: two runs, the first not padded to the second's width)."""
+    N, _, n = pb.shape
+    deg = [max(int(x), 1) for x in pb.degree.tolist()]
+    out, a = [], 0
+    while a < N:
+        hi, b = deg[a], a + 1
+        while b < N:
+            wide = max(hi, deg[b])
+            if (b + 1 - a) * wide > 1.5 * ((b - a) * hi + deg[b]) or (b + 1 - a) * wide * n > budget:
+                break
+            hi, b = wide, b + 1
+        out.append(slice(a, b))
+        a = b
+    return out
 
 
 def _irls(w: torch.Tensor, res: torch.Tensor, dist: str, eps: float) -> torch.Tensor:
@@ -250,7 +280,7 @@ def loss_and_depth(
 
     ``depth_passes`` weighted least-squares depth solves (the first with ``weights`` when given,
     i.e. the IRLS weights of the linearisation point, the next ones reweighted at the new
-    residuals); ``0`` keeps ``st.depth``.
+    residuals); ``0`` keeps ``st.depth``, as do the images of ``pb.depth_fixed``.
 
     Returns:
         ``(loss, depth (N, n), irls weights per chunk (c, d, n))``.
@@ -265,6 +295,7 @@ def loss_and_depth(
         DD = (D * D).sum(-1)  # (c, n)
         dk = depth[ks]
         wk = pb.slot_weights(ks)
+        free = ~pb.depth_fixed[ks, None]
         for t in range(depth_passes):
             if t == 0 and weights is not None:
                 wt = weights[c]
@@ -273,7 +304,7 @@ def loss_and_depth(
                 wt = _irls(wk, res, dist, eps)
             den = wt.sum(1) * DD
             num = (wt * DV).sum(1)
-            good = (den > 0) & (num > 0)
+            good = (den > 0) & (num > 0) & free
             dk = torch.where(good, num / den.clamp(min=1e-30), dk)
         res = ((dk[..., None] * D)[:, None] - V).norm(dim=-1)
         total += float((wk * (res if dist == "l1" else res * res)).sum())
@@ -371,7 +402,8 @@ def _linearise(
         ], -1)  # (c, d, 7)
         # depth elimination (the log-depth column of every residual of pixel p is Delta_p)
         h = W * (Delta * Delta).sum(-1)  # (c, n)
-        hinv = torch.where(h > 1e-20 * h.amax().clamp(min=1e-30), 1 / h, torch.zeros_like(h))
+        elim = (h > 1e-20 * h.amax().clamp(min=1e-30)) & ~pb.depth_fixed[ks, None]  # known depths: constants
+        hinv = torch.where(elim, 1 / h, torch.zeros_like(h))
         gd = (rho * Delta).sum(-1)
         B = _depth_rows(W, w, wQ, Delta, Dz)
         S = (B * hinv[..., None]).transpose(1, 2) @ B
@@ -406,14 +438,16 @@ def _depth_rows(W: torch.Tensor, w: torch.Tensor, wQ: torch.Tensor, Delta: torch
     return B.reshape(cn, n, 7 * (d + 1))
 
 
-def _scatter(H: torch.Tensor | SparseSum | DeviceSparseSum, g: torch.Tensor, pb: GNProblem, ks: slice, L: torch.Tensor,
+def _scatter(H: torch.Tensor | SparseSum | DeviceSparseSum, g: torch.Tensor, pb: GNProblem, ks: slice,
+             L: torch.Tensor,
              gl: torch.Tensor) -> None:
     """Add images ``ks``' reduced blocks ``L (c, 7 (d + 1), 7 (d + 1))`` and gradients ``gl (c, 7
     (d + 1))`` (camera, then slot edges) into ``H`` and ``g``; frozen entries (index ``K``) are
     dropped."""
     K = pb.n_unknowns
     cn = L.shape[0]
-    eidx = torch.where(pb.slot_ok[ks][..., None], pb.edge_index[pb.slot_edge[ks]], K)
+    d = pb.width(ks)
+    eidx = torch.where(pb.slot_ok[ks, :d][..., None], pb.edge_index[pb.slot_edge[ks, :d]], K)
     gi = torch.cat([pb.cam_index[ks][:, None], eidx], 1).reshape(cn, -1)  # (c, 7(d+1))
     free = gi < K
     gl = torch.where(free, gl, torch.zeros_like(gl))

@@ -139,6 +139,24 @@ def _pnp_poses(data: CoarseData, pp: torch.Tensor, tree: _Tree, score: np.ndarra
             tree.poses[k] = torch.eye(4, device=dev)
 
 
+def _onto_known_depths(X: torch.Tensor, P: torch.Tensor, depths: torch.Tensor, points: torch.Tensor,
+                       known: torch.Tensor, rescale: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tree's points ``X (N, n, 3)`` with the known ``points`` where ``known (N, n)``; with
+    ``rescale`` (one known pose: no scale yet) the tree and the poses ``P (N, 4, 4)`` are first
+    scaled about that camera by the median ratio of the known to the tree's ``depths (N, n)``."""
+    if rescale:
+        z = ((X - P[:, None, :3, 3]) @ P[:, :3, :3])[..., 2]
+        ok = known & (z > 0)
+        if bool(ok.any()):
+            k = int(torch.nonzero(known.any(1)).flatten()[0])
+            c = P[k, :3, 3].clone()
+            s = (depths[ok] / z[ok]).median()
+            X = (X - c) * s + c
+            P = P.clone()
+            P[:, :3, 3] = (P[:, :3, 3] - c) * s + c
+    return torch.where(known[..., None], points, X), P
+
+
 def mst_init(
     data: CoarseData,
     conf_threshold: float,
@@ -150,6 +168,8 @@ def mst_init(
     pp: torch.Tensor | None = None,
     focals: torch.Tensor | None = None,
     poses: torch.Tensor | None = None,
+    depths: torch.Tensor | None = None,
+    points: torch.Tensor | None = None,
 ) -> InitResult:
     """Reference MST initialisation (``init='mst'``) on the coarse sample.
 
@@ -166,6 +186,9 @@ def mst_init(
         pp: ``(N, 2)`` principal points (pixels; default ``(W/2, H/2)``).
         focals: ``(N,)`` known focals (pixels), NaN where unknown.
         poses: ``(N, 4, 4)`` known camera-to-world poses, NaN where unknown.
+        depths, points: ``(N, n)`` known z-depths of the coarse pixels and ``(N, n, 3)`` their
+            world points (:meth:`~pointmap.align.common.KnownCameras.sampled_depths`), NaN where
+            unknown; given only for images whose pose is known.
     """
     N, dev = data.n_images, data.pts_i.device
     if pp is None:
@@ -186,7 +209,9 @@ def mst_init(
     P = torch.stack([p.float() for p in tree.poses])  # type: ignore[union-attr]
     X = torch.stack(tree.pts3d)  # type: ignore[arg-type]
     kp = torch.zeros(N, dtype=torch.bool) if poses is None else torch.isfinite(poses).all(-1).all(-1)
-    norm_pw_scale = int(kp.sum()) < 2
+    known_d = None if depths is None else torch.isfinite(depths.to(dev))
+    has_depths = known_d is not None and bool(known_d.any())
+    norm_pw_scale = int(kp.sum()) < 2 and not has_depths
     if bool(kp.any()):  # honour known poses: move the whole initial reconstruction onto them
         kp = kp.to(dev)
         s, R, T = gauge_to_known_poses(P, poses.to(dev).float(), kp)  # type: ignore[union-attr]
@@ -195,6 +220,8 @@ def mst_init(
         P[:, :3, :3] = R @ P[:, :3, :3]
         P[:, :3, 3] = s * P[:, :3, 3] @ R.T + T
         P[kp] = poses.to(dev).float()[kp]  # type: ignore[union-attr]
+    if has_depths:  # known depths: their points replace the tree's (scaled to them first if need be)
+        X, P = _onto_known_depths(X, P, depths.to(dev), points.to(dev), known_d, int(kp.sum()) < 2)  # type: ignore[union-attr]
 
     # every edge: similarity from its first image's prediction onto the assembled points
     pw_s, pw_R, pw_T = rigid_registration(data.pts_i, X[data.ei], data.conf_i)
@@ -204,7 +231,8 @@ def mst_init(
         P[:, :3, 3] = P[:, :3, 3] * s_factor
         pw_s, pw_T = pw_s * s_factor, pw_T * s_factor
     cam = (X - P[:, None, :3, 3]) @ P[:, :3, :3]
+    depth = cam[..., 2] if not has_depths else torch.where(known_d, depths.to(dev), cam[..., 2])  # type: ignore[union-attr,arg-type]
     return InitResult(
-        poses=P, focals=torch.tensor(f_out, dtype=torch.float32, device=dev), depth=cam[..., 2],
+        poses=P, focals=torch.tensor(f_out, dtype=torch.float32, device=dev), depth=depth,
         pw_s=pw_s, pw_R=pw_R, pw_T=pw_T, norm_pw_scale=norm_pw_scale,
     )

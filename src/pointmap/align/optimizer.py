@@ -14,6 +14,9 @@ Stages, per connected component of the pair graph (:func:`align_pairs`):
    closed-form (``l2``) or IRLS (``l1``) optimum; a few streaming passes over the predictions
    replace hundreds of Adam iterations on millions of depth parameters, :mod:`.dense`.
 
+Images with known depths (``known_depths``, with their pose and focal) keep them through every
+stage: their world points are constants the others are aligned against.
+
 Predictions are streamed to the device in chunks of edges and cached there in half precision
 when they fit (``AlignConfig.cache_bytes``).
 """
@@ -80,7 +83,7 @@ class AlignResult:
 
 def _single_image(preds: PairPredictions, k: int, known: KnownCameras, out: CameraSet) -> None:
     """Image ``k`` alone, from its self-pair(s): identity pose (or the known one), Weiszfeld focal
-    (or the known one), predicted z as depth."""
+    (or the known one), predicted z (or the known) as depth."""
     sub = preds.subset([k])
     if (0, 0) not in sub.pairs:
         raise GraphError(f"image {k} has no pair with another image nor with itself")
@@ -89,7 +92,8 @@ def _single_image(preds: PairPredictions, k: int, known: KnownCameras, out: Came
     H, W = pts.shape[:2]
     K = intrinsics_matrix(estimate_focal(pts), torch.tensor([W / 2, H / 2]))
     conf = torch.maximum(sub.conf_1[e].float(), sub.conf_2[e].float())
-    out.fill(k, torch.eye(3), torch.zeros(3), K, pts[..., 2].clone(), conf, known)
+    depth = known.depths[k] if known.depths[k] is not None else pts[..., 2]
+    out.fill(k, torch.eye(3), torch.zeros(3), K, depth.clone(), conf, known)
 
 
 @dataclass
@@ -112,9 +116,10 @@ def _align_component(
     their cameras, depths and confidences into ``out``."""
     dev = torch.device(inputs.get("device") or "cpu")
     progress = bool(inputs.get("progress", False))
-    masks = inputs.get("masks")
+    masks = known.depth_masks(inputs.get("masks"))
     sub = preds.subset(images)
     sub_known = known.select(images)
+    fixed = sub_known.depth_mask
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     # store-backed predictions on the CPU are read from disk as needed, never cached in memory
@@ -126,9 +131,10 @@ def _align_component(
     )
     timings["prepare"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    given = sub_known.sampled_depths(data.idx, data.uv, data.valid) if bool(fixed.any()) else (None, None)
     init = mst_init(
         data, cfg.conf_threshold, cfg.niter_pnp, cfg.pnp_reproj_error, cfg.base_scale, cfg.pnp_seed,
-        **sub_known.init_priors(),
+        **sub_known.init_priors(), depths=given[0], points=given[1],
     )
     timings["init"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -140,20 +146,21 @@ def _align_component(
 
     def put(r: int, depth_r: torch.Tensor) -> None:
         h, w = out.depths[images[r]].shape
-        depths[r] = depth_r[: h * w].reshape(h, w).float().cpu()
+        d = sub_known.depths[r]  # a known depth as given
+        depths[r] = d.clone() if d is not None else depth_r[: h * w].reshape(h, w).float().cpu()
 
     with torch.no_grad():
         dense_loss = float("nan")
         if cfg.dense and sub.lazy:  # one image at a time: memory independent of N and pairs
             _, dense_loss = dense_depth_by_image(
-                data, sub, co, cfg.conf_trf, cfg.dist, cfg.dense_iters, progress, out=put,
+                data, sub, co, cfg.conf_trf, cfg.dist, cfg.dense_iters, progress, out=put, fixed=fixed,
             )
         else:
             depth = upsample_coarse(data, co.log_depth).exp()
             if cfg.dense:
                 depth, dense_loss = dense_depth(
                     data, co, depth, cfg.conf_trf, cfg.dist, cfg.dense_iters, progress,
-                    cache_bytes=cfg.cache_bytes // 4,
+                    cache_bytes=cfg.cache_bytes // 4, fixed=fixed,
                 )
             for r in range(len(images)):
                 put(r, depth[r])
@@ -202,7 +209,7 @@ def align_pairs(
         comp = _Component(nan, nan, nan, torch.full((len(preds), 4, 4), nan), 1, 0)
     else:
         comp, timings = _align_component(preds, main, known, cfg, inputs, out)
-    scene = assemble_scene(out, imgs, inputs.get("masks"), cfg.conf_threshold)
+    scene = assemble_scene(out, imgs, known.depth_masks(inputs.get("masks")), cfg.conf_threshold)
     return AlignResult(
         scene=scene, loss=comp.loss, dense_loss=comp.dense_loss, init_loss=comp.init_loss,
         pair_poses=comp.pair_poses, stride=comp.stride, iterations=comp.iterations, timings=timings,
@@ -255,7 +262,7 @@ def align_components(
         if len(comp) == 1 and (0, 0) not in sub.pairs:
             continue
         kw = dict(inputs)
-        for name in ("known_poses", "known_focals", "known_intrinsics", "masks"):
+        for name in ("known_poses", "known_focals", "known_intrinsics", "known_depths", "masks"):
             v = kw.get(name)
             if v is None:
                 continue

@@ -340,6 +340,9 @@ def sparse_align(
     sp = sparse or SparseConfig()
     inputs = {k: v for k, v in inputs.items() if k not in ("device", "progress")}  # type: ignore[assignment]
     shapes, known = validate_inputs(preds, imgs, inputs)
+    if bool(known.depth_mask.any()):
+        raise PointmapError("known_depths are held by the dense alignment only (global_align); "
+                            "the sparse alignment cannot take them")
     if matches is None:
         matches = pair_matches(preds, sp.subsample, None)
     images = connected_image_sets(preds)[0]

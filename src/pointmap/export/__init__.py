@@ -21,8 +21,9 @@ Layout written by :func:`export_scene` into ``out_dir``::
 from __future__ import annotations
 
 import os
+import shutil
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ from .cameras import export_cameras
 from .colmap import build_colmap_model, export_colmap, zip_model
 from .colmap_database import export_colmap_database, require_pycolmap
 from .common import copy_image, export_workers, image_file_names, map_images, original_colours, source_image_path
-from .depth import export_depth
+from .depth import export_depth, read_depth_sidecar
 from .glb import export_glb
 from .nerfstudio import export_nerfstudio
 from .ply import export_ply
@@ -86,6 +87,7 @@ def export_scene(
     matches: Mapping[tuple[int, int], tuple[torch.Tensor | np.ndarray, torch.Tensor | np.ndarray]] | None = None,
     progress: bool = False,
     workers: int | None = None,
+    unchanged: Collection[int] = (),
 ) -> dict[str, Path]:
     """Write ``scene`` in the requested ``formats`` into ``out_dir`` (layout in the module docstring).
 
@@ -116,6 +118,14 @@ def export_scene(
             PLY/GLB points and cameras): default :func:`export_workers` (the CPUs, at most
             :data:`~pointmap.export.common.MAX_WORKERS`); ``1`` runs image after image. The files
             do not depend on it.
+        unchanged: images whose own files (image copy, depth maps) ``out_dir`` already holds as
+            this export writes them (same image, camera, depth and confidence, e.g. cameras
+            kept fixed while images are added): they are carried over from ``out_dir`` (linked,
+            else copied, into the results) instead of being written again; the files of the whole
+            scene are written as always.
+
+    Raises:
+        PointmapError: an unknown format, or a file of an ``unchanged`` image missing from ``out_dir``.
 
     Returns:
         ``{format: path}``, plus ``"colmap_text"``, ``"colmap_init"`` and ``"images"`` where written.
@@ -146,7 +156,9 @@ def export_scene(
 
         if copies:
             def copy(k: int) -> None:  # the database lists every image, placed or not
-                if bool(scene.placed[k]) or "colmap-db" in formats:
+                if k in unchanged:
+                    _carry(target.path, out, [f"images/{names[k]}"])
+                elif bool(scene.placed[k]) or "colmap-db" in formats:
                     src = source_image_path(scene, k, image_paths)
                     copy_image(src, out / "images" / names[k],
                                fallback=original_colours(scene, k) if src is None else None)
@@ -165,7 +177,7 @@ def export_scene(
                 ply_file_path="points.ply" if "ply" in formats else None)},
             "depth": lambda: {"depth": export_depth(  # type: ignore[arg-type]
                 scene, out / "depth", resolution=depth_resolution, image_names=names, workers=workers,
-                done=lambda: step("depth")).parent},
+                done=lambda: step("depth"), skip=unchanged).parent},
             "cameras": lambda: {"cameras": export_cameras(scene, out / "cameras.json", image_names=names)},
         }
         todo = [f for f in writers if f in formats]
@@ -179,8 +191,31 @@ def export_scene(
         # the GLB's encoding, overlap), each with its own per-image pool
         for got in map_images(write, len(todo), 1 if export_workers(workers) == 1 else len(todo)):
             paths.update(got)
+        if "depth" in formats and unchanged:
+            entries = list(read_depth_sidecar(out / "depth")["images"].values())  # in image order
+            own = [f for k in sorted(unchanged) for key, f in entries[k].items()
+                   if key.endswith(("_png", "_npy", "_preview"))]
+            _carry(target.path, out, [f"depth/{f}" for f in own])
         bar.close()
     return {k: target.path / p.relative_to(out) for k, p in paths.items()}
+
+
+def _carry(source: Path, out: Path, files: Sequence[str]) -> None:
+    """The ``files`` (paths relative to the folders) of ``source`` into ``out``: hard links (the
+    same bytes, nothing written), copies where the file system has none.
+
+    Raises:
+        PointmapError: a file missing from ``source``.
+    """
+    for f in files:
+        src, dst = source / f, out / f
+        if not src.is_file():
+            raise PointmapError(f"{source} has no {f} to keep; write every image's files again")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
 
 
 def _write_colmap(

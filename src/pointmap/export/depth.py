@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -157,9 +157,9 @@ def _stems(names: Sequence[str]) -> list[str]:
 
 
 def _write_image_maps(
-    scene: Scene, k: int, folder: Path, stem: str, original: bool, masked: bool, previews: bool
+    scene: Scene, k: int, folder: Path, stem: str, original: bool, masked: bool, previews: bool, write: bool = True,
 ) -> dict:
-    """Write the files of image ``k`` (module docstring); its ``depth.json`` entry."""
+    """Write the files of image ``k`` (module docstring; none unless ``write``); its ``depth.json`` entry."""
     src = single_image_scene(scene, k).to_original() if original else single_image_scene(scene, k)
     depth = to_numpy(src.depths[0], np.float32)
     conf = to_numpy(src.confidence[0], np.float32)
@@ -172,18 +172,22 @@ def _write_image_maps(
         "depth_png": f"{stem}_depth.png", "depth_npy": f"{stem}_depth.npy",
         "conf_npy": f"{stem}_conf.npy", "mask_png": f"{stem}_mask.png",
     }
+    if previews:
+        files["depth_preview"] = f"{stem}_depth_preview.png"
+        files["conf_preview"] = f"{stem}_conf_preview.png"
+    entry = {"name": scene.names[k], **files, "scale": scale, "width": int(depth.shape[1]),
+             "height": int(depth.shape[0]), "placed": bool(scene.placed[k])}
+    if not write:
+        return entry
     _save_png(folder / files["depth_png"], q, {"depth_scale": repr(scale), "depth_unit": scene.units})
     _save_npy(folder / files["depth_npy"], depth)
     _save_npy(folder / files["conf_npy"], conf)
     _save_png(folder / files["mask_png"], valid.astype(np.uint8) * 255)
     if previews:
-        files["depth_preview"] = f"{stem}_depth_preview.png"
-        files["conf_preview"] = f"{stem}_conf_preview.png"
         _save_png(folder / files["depth_preview"], colorize(depth, valid, invert=True))
         logc = np.log(np.maximum(conf, 1e-12))
         _save_png(folder / files["conf_preview"], colorize(logc, np.isfinite(logc) & (conf > 0)))
-    return {"name": scene.names[k], **files, "scale": scale, "width": int(depth.shape[1]),
-            "height": int(depth.shape[0]), "placed": bool(scene.placed[k])}
+    return entry
 
 
 def export_depth(
@@ -195,6 +199,7 @@ def export_depth(
     image_names: Sequence[str] | None = None,
     workers: int | None = None,
     done: Callable[[], None] | None = None,
+    skip: Collection[int] = (),
 ) -> Path:
     """Write depth/confidence maps of every image into ``folder`` (see the module docstring).
 
@@ -210,6 +215,8 @@ def export_depth(
         workers: threads writing the images' files
             (:func:`~pointmap.export.common.map_images`; the files do not depend on it).
         done: called once per image written (a progress bar).
+        skip: images whose files are not written (the folder's caller has them already); their
+            entries of ``depth.json`` are.
 
     Returns:
         the path of the ``depth.json`` sidecar.
@@ -220,7 +227,8 @@ def export_depth(
     folder.mkdir(parents=True, exist_ok=True)
     stems = _stems(image_names if image_names is not None else image_file_names(scene))
     entries = map_images(
-        lambda k: _write_image_maps(scene, k, folder, stems[k], resolution == "original", masked, previews),
+        lambda k: _write_image_maps(scene, k, folder, stems[k], resolution == "original", masked, previews,
+                                    k not in skip),
         len(scene), workers, done)
     sidecar = {
         "encoding": "depth = depth_png / scale (scene units, z-depth); depth_png == 0 means invalid",

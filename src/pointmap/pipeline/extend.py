@@ -12,25 +12,24 @@ the identity of the model, images and settings), ``cameras.json``
    retrieval against the old images' global descriptors (kept in the store; computed from the
    ``images/`` copies and stored when missing). Every stored pair is reused, never run again.
 3. Alignment: every image again, the stored pairs included (the result is brought into the old
-   cameras' frame and scale); or, with ``freeze``, only the new images and the old images they
-   are paired with, the old cameras held fixed as known poses and intrinsics and the old images'
-   depths held at those of ``depth/`` (pairs stating the folder's pointmaps of consecutive old
-   images, with a confidence above any prediction's: without them the old depths are free and
-   the new images drift towards the old cameras), every old image keeping its camera and its
-   depth maps exactly. With a store of reductions, the new pairs are reduced into it (new per-pair
-   rows; the old images' per-image state folds in their new pairs) and alignment runs from the
-   reductions of every pair (:func:`pointmap.align.reduced.align_reduced`), from scratch, then
-   into the old cameras' frame (with ``freeze``, the new pairs are also kept in memory for the
-   alignment above); the store then records the grown scene graph, so a later extend
-   works and a rerun of ``reconstruct`` on the folder is refused (another scene graph).
+   cameras' frame and scale); or, with ``freeze``, only the new images, against the old images
+   they are paired with held as the folder holds them: their poses, intrinsics and depth maps
+   (``depth/``) are known inputs of the alignment (``known_depths``), so their world points are
+   constants the new images and the pairs' similarities are fitted to, and every old image keeps
+   its camera and depth maps exactly. With a store of reductions, the new pairs are reduced into
+   it (new per-pair rows; the old images' per-image state folds in their new pairs) and alignment
+   runs from the reductions of every pair (:func:`pointmap.align.reduced.align_reduced`), from
+   scratch, then into the old cameras' frame (with ``freeze``, the new pairs are also kept in
+   memory for the alignment above); the store then records the grown scene graph, so a later
+   extend works and a rerun of ``reconstruct`` on the folder is refused (another scene graph).
 4. The exports the folder holds are rewritten under the overwrite rules of
-   :class:`~pointmap.io_utils.OutputDir` (only files pointmap wrote are replaced).
+   :class:`~pointmap.io_utils.OutputDir` (only files pointmap wrote are replaced); with
+   ``freeze`` the old images' own files (image copies, depth maps and previews) are kept as they
+   are, the same bytes a full rewrite would give (the clean-up leaves the old images as they are),
+   and only the new images' files and those of the whole scene are written.
 
 The new images are recorded in the store after the old ones (stored pairs keep their indices),
 so an extend that is interrupted resumes when rerun with the same images.
-
-(Over 450 lines: the refusals, the pair bookkeeping of both kinds of store and the frozen
-alignment are the steps of one command.)
 """
 
 from __future__ import annotations
@@ -48,14 +47,13 @@ from ..align import global_align
 from ..align.reduced import StreamedReductions, grown_plan
 from ..errors import PointmapError
 from ..export.depth import read_depth_maps, read_depth_sidecar
-from ..geometry.camera import unproject_depth
 from ..geometry.registration import align_multiple_poses, similarity_matrix
 from ..images import LoadedImage, load_images
 from ..inference import infer_pairs, resolve_device, resolve_dtype
 from ..known_cameras import CameraPrior, read_pointmap_cameras
 from ..model import DUSt3R, load_model
 from ..pairs import auto_graph, make_pairs, needs_descriptors
-from ..predictions import LazyTensors, PairPredictions
+from ..predictions import PairPredictions
 from ..retrieval import centre_descriptors, image_descriptors
 from ..scene import Scene
 from ..stages import StageLog
@@ -177,6 +175,8 @@ def run_extend(
     if freeze and "depth" not in old.formats:
         raise ExtendError(f"{old.folder} has no depth/ export: --freeze keeps the old images' depth maps, "
                           "so it needs them; extend without --freeze")
+    if freeze:
+        _check_depth_files(old)
     request = dataclasses.replace(request, export=dataclasses.replace(request.export, overwrite=True))
     out = preflight(request)
     dev = resolve_device(request.model.device)
@@ -198,10 +198,25 @@ def run_extend(
     run = _run_frozen if freeze else _run_free
     res = run(request, net, old, olds, new, new_pairs, old_pairs, store, dev)
     res.aligned = res.scene
-    with res.stages.stage("export"):
+    with res.stages.stage("export"):  # with freeze the old images' own files stay as they are
         res.scene, res.paths = finish(res.scene, request.post, request.export, out, matches=res.matches,
-                                      progress=request.progress, device=dev)
+                                      progress=request.progress, device=dev,
+                                      unchanged=range(len(olds)) if freeze else ())
     return res, n_run
+
+
+def _check_depth_files(old: Reconstruction) -> None:
+    """Refuse (one line) a folder whose ``depth/`` lacks a file of an old image (``--freeze``
+    reads the depth maps and keeps every old image's files)."""
+    try:
+        side = read_depth_sidecar(old.folder / "depth")
+    except PointmapError as exc:
+        raise ExtendError(f"{exc}; extend without --freeze") from None
+    for f in old.files:
+        entry = side["images"].get(Path(f).stem, {})
+        files = [v for key, v in entry.items() if key.endswith(("_png", "_npy", "_preview"))] or ["?"]
+        if not all((old.folder / "depth" / str(v)).is_file() for v in files):
+            raise ExtendError(f"{old.folder}/depth lacks the depth maps of {f}; extend without --freeze")
 
 
 def _check_settings(old: Reconstruction, net: DUSt3R, request: Request, size: int, dev: torch.device) -> None:
@@ -296,30 +311,28 @@ def _to_old_frame(scene: Scene, old_poses: Sequence[np.ndarray]) -> Scene:
 def _run_frozen(request: Request, net: DUSt3R, old: Reconstruction, olds: list[LoadedImage],
                 new: list[LoadedImage], new_pairs: list, old_pairs: list, store: PredictionStore,
                 dev: torch.device) -> ReconstructionResult:
-    """The new images aligned with the old images they are paired with, those held fixed; every
-    old image keeps its camera and depth maps."""
+    """The new images aligned against the old images they are paired with, those held as the
+    folder holds them (camera and depth: constants of the alignment); every old image keeps its
+    camera and depth maps."""
     n_old = len(olds)
     images = olds + new
     log = StageLog(dev)
     with log.stage("inference"):
         full = _infer_new(request, net, images, new_pairs, old_pairs, store, dev)
     used = sorted({i for p in new_pairs for i in p})
-    index = {k: n for n, k in enumerate(used)}
-    cams = [old.cameras[f] for f in old.files]
-    held = _held_pointmaps(old, [k for k in used if k < n_old])
-    anchors = list(zip(list(held)[:-1], list(held)[1:]))
-    fixed = [_held_pair(held[i], held[j]) for i, j in anchors]
-    preds = PairPredictions([(index[i], index[j]) for i, j in list(new_pairs) + anchors],
-                            *(_Chained(col, [f[n] for f in fixed]) for n, col in
-                              enumerate((full.pts3d_1, full.conf_1, full.pts3d_2_in_1, full.conf_2))),
-                            n_images=len(used))
-    known_poses = {index[k]: torch.from_numpy(cams[k].cam2world).float() for k in used if k < n_old}
-    known_K = {index[k]: torch.from_numpy(cams[k].K_network).float() for k in used if k < n_old}
+    maps = _folder_maps(old, range(n_old))
+    held = {r: k for r, k in enumerate(used) if k < n_old}
+    cams = {r: old.cameras[old.files[k]] for r, k in held.items()}
     cfg = align_config(net, request.align.dense, request.post.conf_threshold, request.priors.shared_focal)
+    if dev.type == "cpu" and cfg.dense_solve_bytes is None:  # each new image couples only its own pairs
+        cfg = dataclasses.replace(cfg, dense_solve_bytes=0)  # (old images: constants): sparse normal equations
     with log.stage("alignment"):
-        sub = global_align(preds, [images[k].rgb for k in used], config=cfg, device=dev, progress=request.progress,
-                           known_poses=known_poses, known_intrinsics=known_K)
-    scene = _merge(sub, used, old, olds, new, cfg.conf_threshold)
+        sub = global_align(full.subset(used), [images[k].rgb for k in used], config=cfg, device=dev,
+                           progress=request.progress,
+                           known_poses={r: torch.from_numpy(c.cam2world).float() for r, c in cams.items()},
+                           known_intrinsics={r: torch.from_numpy(c.K_network).float() for r, c in cams.items()},
+                           known_depths={r: torch.from_numpy(maps[k][0]) for r, k in held.items()})
+    scene = _merge(sub, used, old, olds, new, maps, cfg.conf_threshold)
     timings = {k: v.seconds for k, v in log.stages.items()}
     return ReconstructionResult(scene, images, full, timings, list(new_pairs), stages=log, graph="extend",
                                 method="dense", conf_threshold=cfg.conf_threshold)
@@ -353,72 +366,24 @@ def _grown(store: PredictionStore, images: list[LoadedImage], pairs: list, dev: 
     return StreamedReductions.grow(store, [tuple(im.img.shape[-2:]) for im in images], dev)
 
 
-HELD_CONFIDENCE = float(np.exp(10.0)) + 1.0
-"""Raw confidence of the held pointmaps of ``--freeze`` (their weight, ``log`` of it, 10: above
-any network prediction's, so the old images' depths stay those of the folder)."""
-
-
-@dataclass
-class _Held:
-    """An old image as the folder holds it: ``cam2world (4, 4)``, its camera-frame points
-    ``(H, W, 3)`` from ``depth/`` and ``K_network``, and which of them are valid ``(H, W)``."""
-
-    cam2world: torch.Tensor
-    pts: torch.Tensor
-    valid: torch.Tensor
-
-
-def _held_pointmaps(old: Reconstruction, images: Sequence[int]) -> dict[int, _Held]:
-    """The held pointmaps of the old ``images`` (store indices), read from ``depth/``."""
+def _folder_maps(old: Reconstruction, images: Sequence[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """``(depth, confidence)`` ``(H, W)`` float32 of the old ``images`` (store indices) as
+    ``depth/`` holds them."""
     side = read_depth_sidecar(old.folder / "depth")
-    out = {}
-    for k in images:
-        cam = old.cameras[old.files[k]]
-        d, _ = read_depth_maps(old.folder / "depth", side["images"][Path(old.files[k]).stem])
-        depth = torch.from_numpy(d).double()
-        valid = torch.isfinite(depth) & (depth > 0)
-        pts = unproject_depth(torch.where(valid, depth, 1.0), torch.from_numpy(cam.K_network).double())
-        out[k] = _Held(torch.from_numpy(cam.cam2world).double(), pts, valid)
-    return out
-
-
-def _held_pair(a: _Held, b: _Held) -> tuple[torch.Tensor, ...]:
-    """A pair prediction ``(pts3d_1, conf_1, pts3d_2_in_1, conf_2)`` stating the folder's
-    pointmaps of ``a`` and ``b`` exactly, in ``a``'s camera frame (:data:`HELD_CONFIDENCE` where
-    valid, 1 -- no weight -- elsewhere). Aligned with the old poses fixed, it holds both images'
-    depths at the folder's, which fixes the scale the new images are placed at."""
-    b_in_a = torch.linalg.inv(a.cam2world) @ b.cam2world
-    pts_b = b.pts @ b_in_a[:3, :3].T + b_in_a[:3, 3]
-    conf = lambda v: torch.where(v, HELD_CONFIDENCE, 1.0).float()  # noqa: E731
-    return a.pts.float(), conf(a.valid), pts_b.float(), conf(b.valid)
-
-
-class _Chained(LazyTensors):
-    """``first`` (a list or a lazy sequence of tensors) followed by the tensors ``then``."""
-
-    def __init__(self, first: Sequence[torch.Tensor], then: list[torch.Tensor]) -> None:
-        self.first, self.then = first, then
-        lazy = isinstance(first, LazyTensors)
-        self.shapes = [tuple(first.shapes[k] if lazy else first[k].shape) for k in range(len(first))]
-        self.shapes += [tuple(t.shape) for t in then]
-
-    def load(self, k: int) -> torch.Tensor:
-        n = len(self.first)
-        return self.first[k] if k < n else self.then[k - n]
+    return {k: read_depth_maps(old.folder / "depth", side["images"][Path(old.files[k]).stem]) for k in images}
 
 
 def _merge(sub: Scene, used: list[int], old: Reconstruction, olds: list[LoadedImage], new: list[LoadedImage],
-           threshold: float) -> Scene:
-    """The whole scene: each old image as the folder holds it (camera, depth and confidence maps),
-    each new image as aligned in ``sub`` (images ``used``)."""
-    side = read_depth_sidecar(old.folder / "depth")
+           maps: dict[int, tuple[np.ndarray, np.ndarray]], threshold: float) -> Scene:
+    """The whole scene: each old image as the folder holds it (camera, and the depth and
+    confidence ``maps`` of ``depth/``), each new image as aligned in ``sub`` (images ``used``)."""
     at = {k: n for n, k in enumerate(used)}
     imgs, poses, Ks, depths, confs, placed = [], [], [], [], [], []
     for k, im in enumerate(olds + new):
         imgs.append(im.rgb)
         if k < len(olds):
             cam = old.cameras[old.files[k]]
-            d, c = read_depth_maps(old.folder / "depth", side["images"][Path(old.files[k]).stem])
+            d, c = maps[k]
             poses.append(torch.from_numpy(cam.cam2world).float())
             Ks.append(torch.from_numpy(cam.K_network).float())
             depths.append(torch.from_numpy(d))

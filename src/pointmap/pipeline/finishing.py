@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from dataclasses import replace
+from typing import Collection, Mapping, Sequence
 
 import torch
 
@@ -27,6 +28,7 @@ def finish(
     image_paths: Sequence[str | os.PathLike | None] | None = None,
     progress: bool = False,
     device: torch.device | str | None = None,
+    unchanged: Collection[int] = (),
 ) -> tuple[Scene, dict[str, Path]]:
     """Clean ``scene`` up and mask its sky as ``post`` says, then export it as ``spec`` says.
 
@@ -38,19 +40,28 @@ def finish(
         image_paths: the images' files for the COLMAP and nerfstudio image folders (default:
             ``scene.metas[k].path``).
         device: where the clean-up's projections run (the run's device; default: the scene's).
+        unchanged: images the output folder already holds as they are in ``scene`` (their
+            confidences already cleaned up): the clean-up and sky masking leave them as they are
+            (they still hide the others' points), and their own files are carried over, not
+            written again (``export_scene(unchanged=...)``).
 
     Returns:
         The post-processed scene and ``{format: path}`` of what was written.
     """
+    before = scene
     if post.clean and len(scene) > 1:
         scene = clean_pointcloud(scene, device=device)
     if post.mask_sky:
         scene = mask_sky(scene)
+    if unchanged:
+        keep = lambda k, now, then: then[k] if k in unchanged else now[k]  # noqa: E731
+        scene = replace(scene, confidence=[keep(k, scene.confidence, before.confidence) for k in range(len(scene))],
+                        masks=[keep(k, scene.masks, before.masks) for k in range(len(scene))])
     target = spec.output if target is None else target
     if target is None:
         return scene, {}
     paths = export_scene(scene, target, formats=spec.formats, overwrite=spec.overwrite,
                          as_pointcloud=not spec.mesh, cam_size=spec.cam_size,
                          cloud_max_points=spec.max_points, matches=matches, image_paths=image_paths,
-                         progress=progress)
+                         progress=progress, unchanged=unchanged)
     return scene, paths
