@@ -439,8 +439,7 @@ def _depth_rows(W: torch.Tensor, w: torch.Tensor, wQ: torch.Tensor, Delta: torch
 
 
 def _scatter(H: torch.Tensor | SparseSum | DeviceSparseSum, g: torch.Tensor, pb: GNProblem, ks: slice,
-             L: torch.Tensor,
-             gl: torch.Tensor) -> None:
+             L: torch.Tensor, gl: torch.Tensor) -> None:
     """Add images ``ks``' reduced blocks ``L (c, 7 (d + 1), 7 (d + 1))`` and gradients ``gl (c, 7
     (d + 1))`` (camera, then slot edges) into ``H`` and ``g``; frozen entries (index ``K``) are
     dropped."""
