@@ -67,3 +67,16 @@ def test_clean_pointcloud_checks_the_cameras_that_see_most_when_capped():
     assert _differing(few, clean_pointcloud(floating, max_views=None)) > 0  # the cap is a real limit
     with pytest.raises(ValueError):
         clean_pointcloud(sc, max_views=0)
+
+
+def test_cleaning_only_added_images_equals_cleaning_all():
+    """Images added to a cleaned reconstruction: cleaning only them, the earlier ones at their
+    cleaned confidences, gives what cleaning every image gives (the earlier ones unchanged)."""
+    sc = _noisy_scene(10, seed=3)
+    full = clean_pointcloud(sc, max_views=4)
+    added = replace(sc, confidence=[full.confidence[k] if k < 6 else sc.confidence[k] for k in range(10)])
+    got = clean_pointcloud(added, max_views=4, images=range(6, 10))
+    assert _differing(got, full) == 0
+    assert all(got.confidence[k] is added.confidence[k] or torch.equal(got.confidence[k], added.confidence[k])
+               for k in range(6))
+    assert _differing(full, sc) > 0

@@ -16,6 +16,7 @@ confidence is its final one for ``j < i`` (its turn came) and its original one f
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 
 import torch
@@ -40,7 +41,7 @@ cameras (all of them, the reference's rule, in scenes of up to 33 images)."""
 
 def clean_pointcloud(
     scene: Scene, tol: float = 0.001, bad_conf: float = 0.0, device: torch.device | str | None = None,
-    max_views: int | None = MAX_VIEWS,
+    max_views: int | None = MAX_VIEWS, images: Collection[int] | None = None,
 ) -> Scene:
     """Lower the confidence of points seen *in front of* another camera's surface.
 
@@ -65,6 +66,9 @@ def clean_pointcloud(
             scene's tensors stay where they were.
         max_views: the most cameras each image is checked against (``None``: all, as the
             reference in any scene).
+        images: clean only these images (``None``: all); the others keep their confidences and
+            still hide the points in front of them (added images, the others already cleaned:
+            the same result as cleaning every image with the others' cleaned confidences first).
 
     Returns:
         A new scene with updated ``confidence`` and ``masks = masks & (confidence > threshold)``.
@@ -89,9 +93,10 @@ def clean_pointcloud(
     wh = wh.float()
     centres = scene.poses[:, :3, 3].double().to(dev)
     confs = [c.clone() for c in scene.confidence]
+    todo = set(range(n)) if images is None else {int(k) for k in images}
     for i in range(n):
         others = [j for j in range(n) if j != i and placed[j]]
-        if not placed[i] or not others:
+        if not placed[i] or not others or i not in todo:
             continue
         H, W = sizes[i]
         pts = depth_to_world(scene.depths[i].to(dev).float(), Ks[i].float(), scene.poses[i].to(dev).float())

@@ -50,7 +50,8 @@ def finish(
     """
     before = scene
     if post.clean and len(scene) > 1:
-        scene = clean_pointcloud(scene, device=device)
+        scene = clean_pointcloud(scene, device=device,
+                                 images=[k for k in range(len(scene)) if k not in unchanged] if unchanged else None)
     if post.mask_sky:
         scene = mask_sky(scene)
     if unchanged:
