@@ -193,3 +193,28 @@ def test_process_group_has_a_stated_collective_timeout(monkeypatch):
         monkeypatch.setenv(k, v)
     process_group.init_from_env(backend="gloo")
     assert seen["timeout"] == process_group.COLLECTIVE_TIMEOUT and seen["backend"] == "gloo"
+
+
+def test_a_run_that_places_no_image_says_so_and_exports_nothing(tmp_path, capsys, monkeypatch):
+    """Degenerate predictions can leave every camera unplaced: one line, no traceback, no export
+    (before, the GLB writer failed on an empty scene)."""
+    import dataclasses
+
+    import torch
+
+    from pointmap.pipeline import core
+
+    real = core._align
+
+    def nowhere(*a, **k):
+        scene, ran = real(*a, **k)
+        return dataclasses.replace(scene, placed=torch.zeros_like(scene.placed)), ran
+
+    monkeypatch.setattr(core, "_align", nowhere)
+    out = tmp_path / "out"
+    rc = main(["reconstruct", *map(str, EXAMPLES[:3]), "-o", str(out), "--size", "224", "--iterations", "5",
+               "--device", "cpu", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and "Traceback" not in "\n".join(err)
+    assert "placed none of the 3 images" in err[-1] and "nothing was exported" in err[-1]
+    assert not out.exists() or not any(p.suffix in (".glb", ".ply", ".json") for p in out.rglob("*"))

@@ -531,6 +531,8 @@ def gauss_newton(
     def trial(delta: torch.Tensor, weights: list[torch.Tensor]) -> Callable[[float], tuple[float, Any]]:
         def at(factor: float) -> tuple[float, Any]:
             moved = _apply(st, pb, delta * factor if factor != 1 else delta)
+            if not _finite(moved):  # a step (extrapolated ones too) never leaves an unknown non-finite
+                return math.inf, (moved, None, None)
             new_loss, new_depth, new_w = loss_and_depth(moved, pb, dist, eps, weights, passes, budget)
             return new_loss, (moved, new_depth, new_w)
         return at
@@ -548,7 +550,7 @@ def gauss_newton(
                 continue
             at = trial(delta, weights)
             new_loss, found = at(1.0)
-            if not (math.isfinite(new_loss) and new_loss <= loss and _finite(found[0])):
+            if not (math.isfinite(new_loss) and new_loss <= loss):
                 damping.rejected()
                 continue
             accepted = True

@@ -331,9 +331,13 @@ def _result(scene: Scene, images: list[LoadedImage], preds: PairPredictions | No
             announce: Callable[[str], None] | None) -> ReconstructionResult:
     """The result, once the images left unplaced are announced."""
     left = [scene.names[k] for k in range(len(scene)) if not bool(scene.placed[k])]
+    listed = ", ".join(left[:20]) + (f" and {len(left) - 20} more" if len(left) > 20 else "")
+    if left and len(left) == len(scene):  # nothing to export: say so before any file is written
+        raise PointmapError(f"alignment placed none of the {len(scene)} images (their predictions give "
+                            f"no usable geometry: {listed}); nothing was exported")
     if left and announce is not None:
         announce(f"{len(left)} of {len(scene)} images could not be placed (no pair links them to "
-                 f"the largest connected group, or alignment failed for them): {', '.join(left)}")
+                 f"the largest connected group, or alignment failed for them): {listed}")
     timings = {k: v.seconds for k, v in log.stages.items()}
     return ReconstructionResult(scene, images, preds, timings, list(pairs), stages=log, graph=graph,
                                 method=ran, matches=matches, conf_threshold=cfg.conf_threshold)
