@@ -57,6 +57,7 @@ __all__ = [
     "kind_difference",
     "model_digest",
     "recorded_identity",
+    "read_image_descriptors",
     "settings_difference",
     "store_identity",
 ]
@@ -175,6 +176,28 @@ def settings_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str |
         return (f"it holds the reductions {old['reductions']!r} and this run asks for {new['reductions']!r} "
                 "(other alignment settings, or another --graph)")
     return None
+
+
+def read_image_descriptors(path: str | os.PathLike, digests: Sequence[str],
+                           identity: Mapping[str, Any] | None = None) -> torch.Tensor | None:
+    """``(N, D)`` global descriptors of the images with these ``digests`` kept in the store folder
+    ``path`` (:meth:`PredictionStore.write_image_descriptors`); ``None`` when it lacks any of them,
+    or, given the ``identity`` of a run, when the store was made with another model or other
+    settings (:func:`settings_difference`)."""
+    file = Path(path) / IMAGE_DESCRIPTORS
+    if not file.is_file():
+        return None
+    if identity is not None and settings_difference(recorded_identity(path) or {}, identity) is not None:
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as f:
+        known = json.loads((f.metadata() or {}).get("digests", "[]"))
+        desc = f.get_tensor("descriptors")
+    row = {d: k for k, d in enumerate(known)}
+    if any(d not in row for d in digests):
+        return None
+    return desc[[row[d] for d in digests]].float()
 
 
 def kind_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
@@ -311,18 +334,7 @@ class PredictionStore:
     def image_descriptors(self, digests: Sequence[str]) -> torch.Tensor | None:
         """``(N, D)`` stored global descriptors of the images with these digests (``None`` when
         the store lacks any of them)."""
-        path = self.path / IMAGE_DESCRIPTORS
-        if not path.is_file():
-            return None
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            known = json.loads((f.metadata() or {}).get("digests", "[]"))
-            desc = f.get_tensor("descriptors")
-        row = {d: k for k, d in enumerate(known)}
-        if any(d not in row for d in digests):
-            return None
-        return desc[[row[d] for d in digests]].float()
+        return read_image_descriptors(self.path, digests)
 
     def write_image_descriptors(self, digests: Sequence[str], desc: torch.Tensor) -> None:
         """Store ``(N, D)`` global descriptors of the images with these digests (replacing the
