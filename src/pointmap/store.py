@@ -7,6 +7,9 @@ Layout of a store folder (``reconstruct`` keeps it in ``OUTPUT/.pointmap-store``
     r<rank>-<seq>.safetensors   one shard: every field of a batch of pairs, stacked (B, ...)
     state-<name>.safetensors    optional: per-image arrays accumulated over pairs, and which pairs
                                 (:meth:`PredictionStore.save_state`, written atomically)
+    image-descriptors.safetensors   every image's raw retrieval descriptor, by image digest
+                                (kept by ``reconstruct``, grown by ``extend``;
+                                :func:`read_image_descriptors`)
 
 A shard holds *named arrays per pair* (``pts3d_1``, ``conf_1``, ``pts3d_2_in_1``, ``conf_2`` for
 DUSt3R; other networks add fields), floating fields stored as float16. A shard counts only once its
