@@ -8,7 +8,10 @@ are reconstructed from scratch. The network is replaced by
 times are those of the pipeline around it: scene graph and retrieval, store, alignment, exports.
 With ``--rounds R`` the three compared rows (extend, extend --freeze, from scratch) run R times,
 interleaved (each extend on a fresh copy of the 90-image folder), so that they share the machine's
-load; each row reports its median, and the load average is recorded.
+load; each row reports its median, and the load average is recorded. Each row also reports the
+process's CPU seconds (with ``--threads 1``, the work done, which the machine's load hardly
+changes); the scratch row's ``descriptors`` stage is the retrieval descriptors its store keeps for
+a later extend.
 Example::
 
     python benchmarks/bench_extend.py --n-images 120 --size 64x48 --json bench_extend.json
@@ -63,8 +66,11 @@ def main() -> None:
     ap.add_argument("--coarse-pixels", type=int, default=None, help="AlignConfig.coarse_pixels (default: its own)")
     ap.add_argument("--no-dense", action="store_true", help="AlignConfig.dense=False")
     ap.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of the compared rows")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     W, H = map(int, args.size.split("x"))
     gt = synthetic_cameras(args.n_images, (W, H), seed=0)
     new_ids = [k for k in range(args.n_images) if k % 4 == 3]
@@ -86,30 +92,36 @@ def main() -> None:
     run_request(request(old_p, root / "base"))
     rows["base"] = {"seconds": time.perf_counter() - t0, "pairs_run": len(net.ran)}
     times: dict[str, list[float]] = {"extend": [], "extend --freeze": [], "scratch": []}
+    cpu: dict[str, list[float]] = {name: [] for name in times}
     for r in range(args.rounds):
         for name, freeze in (("extend", False), ("extend --freeze", True)):
             folder = root / f"{'frozen' if freeze else 'free'}_{r}"
             shutil.copytree(root / "base", folder)
             net.ran.clear()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             res, _ = X.run_extend(request(new_p, folder), freeze=freeze, k=args.k)
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
             rows[name] = {"pairs_run": len(net.ran), **errors(res.scene, gt), "stages": stage_seconds(res)}
             shutil.rmtree(folder)
         net.ran.clear()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         res = run_request(request(sorted(old_p + new_p), root / f"scratch_{r}"))
         times["scratch"].append(time.perf_counter() - t0)
+        cpu["scratch"].append(time.process_time() - c0)
         rows["scratch"] = {"pairs_run": len(net.ran), **errors(res.scene, gt), "stages": stage_seconds(res)}
         shutil.rmtree(root / f"scratch_{r}")
         load.append(os.getloadavg()[0])
     for name, ts in times.items():
-        rows[name].update(seconds=statistics.median(ts), all_seconds=ts)
+        rows[name].update(seconds=statistics.median(ts), all_seconds=ts, cpu_seconds=statistics.median(cpu[name]),
+                          all_cpu_seconds=cpu[name])
     shutil.rmtree(root)
     print(f"1-minute load average at the start and after each round: {', '.join(f'{x:.1f}' for x in load)}")
     for name, r in rows.items():
         ratio = r["seconds"] / rows["scratch"]["seconds"]
+        cpu_ratio = r["cpu_seconds"] / rows["scratch"]["cpu_seconds"] if "cpu_seconds" in r else None
         print(f"{name:16s} {r['seconds']:7.1f} s ({100 * ratio:5.1f} % of scratch), {r['pairs_run']:4d} pairs run"
+              + (f", CPU {r['cpu_seconds']:.2f} s ({100 * cpu_ratio:.1f} %)" if cpu_ratio is not None else "")
               + (f", centre err {r['centre_err_mean']:.2e} of extent, rot err {r['rot_err_mean_deg']:.3f} deg"
                  if "centre_err_mean" in r else "") + (f"; stages {r['stages']}" if "stages" in r else ""))
     if args.json:

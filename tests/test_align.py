@@ -250,6 +250,56 @@ def test_coarse_solver_holds_known_depths():
     assert float(((co.log_depth[free].exp() - true[free]).abs() / true[free]).median()) > 1e-4  # these moved
 
 
+def _init_with_known_depths(gt, held, depths=True):
+    """``mst_init`` with the ``held`` images' true poses and intrinsics, and their depths unless not ``depths``."""
+    known = KnownCameras.from_inputs(gt.preds.image_shapes, {k: gt.poses[k] for k in held}, None,
+                                     {k: gt.intrinsics[k] for k in held}, {k: gt.depths[k] for k in held})
+    data = build_edge_data(gt.preds, torch.device("cpu"), 2, 4096, "log", known.depth_masks(None), 1 << 24,
+                           "float32", 0)
+    given, points = known.sampled_depths(data.idx, data.uv, data.valid)
+    kw = {"depths": given, "points": points} if depths else {}
+    return mst_init(data, 3.0, 10, 5.0, 0.5, **known.init_priors(), **kw)
+
+
+def test_images_paired_with_known_depths_start_where_they_belong():
+    """Exact predictions: every image paired with one whose depth is known is placed on it by one
+    registration, so the initialisation alone gives its true pose and focal (no chain of
+    registrations through a tree, no gauge); an image paired only with unknown ones is placed
+    through the tree as before, still in the known images' frame."""
+    gt = make_synthetic_scene(7, SMALL, graph="complete", seed=5, noise=0.0, distortion=0.0, n_blobs=0)
+    held = [1, 4]
+    init = _init_with_known_depths(gt, held)
+    assert torch.equal(init.poses[held], gt.poses[held])
+    free = [k for k in range(7) if k not in held]
+    ce = (init.poses[free, :3, 3] - gt.poses[free, :3, 3]).norm(dim=-1).max() / gt.extent
+    ang = roma.rotmat_geodesic_distance(init.poses[free, :3, :3], gt.poses[free, :3, :3]).rad2deg().max()
+    fe = ((init.focals[free] - gt.focals[free]) / gt.focals[free]).abs().max()
+    assert float(ce) < 1e-4 and float(ang) < 1e-2 and float(fe) < 1e-3, (float(ce), float(ang), float(fe))
+
+    chain = make_synthetic_scene(5, SMALL, pairs=_band_pairs(5, 1), seed=5, noise=0.0, distortion=0.0, n_blobs=0)
+    init = _init_with_known_depths(chain, [0, 1])  # image 3 and 4 meet no known image: the tree places them
+    ce = (init.poses[:, :3, 3] - chain.poses[:, :3, 3]).norm(dim=-1).max() / chain.extent
+    assert float(ce) < 1e-3, float(ce)
+
+
+def test_known_depths_start_the_others_closer_than_the_tree():
+    """Noisy predictions, every fourth of 16 images unknown, the others known with their depths:
+    placed on the known images directly, the unknown ones start several times closer to the
+    truth than through the spanning tree moved onto the known poses (the depths not given)."""
+    gt = make_synthetic_scene(16, SMALL, pairs=_band_pairs(16, 3), seed=0)
+    held = [k for k in range(16) if k % 4 != 3]
+    free = [k for k in range(16) if k % 4 == 3]
+
+    def errors(init):
+        ce = (init.poses[free, :3, 3] - gt.poses[free, :3, 3]).norm(dim=-1).max() / gt.extent
+        ang = roma.rotmat_geodesic_distance(init.poses[free, :3, :3].double(), gt.poses[free, :3, :3]).max()
+        return float(ce), float(ang.rad2deg())
+
+    anchored = errors(_init_with_known_depths(gt, held))
+    tree = errors(_init_with_known_depths(gt, held, depths=False))
+    assert anchored[0] < tree[0] / 4 and anchored[1] < tree[1] / 4, (anchored, tree)
+
+
 def test_known_depths_refusals():
     gt = make_synthetic_scene(3, (12, 8), seed=7, **NOISE)
     with pytest.raises(PointmapError, match=r"known_depths\[1\] needs the image's pose and focal"):

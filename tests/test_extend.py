@@ -22,13 +22,15 @@ from pointmap.export import export_scene
 from pointmap.io_utils import MANIFEST_NAME
 from pointmap.pipeline import extend as X
 from pointmap.pipeline.runner import run_request
-from pointmap.store import STORE_DIRNAME, PredictionStore, recorded_identity
+from pointmap.retrieval import image_descriptors
+from pointmap.store import STORE_DIRNAME, PredictionStore, read_image_descriptors, recorded_identity
 from pointmap.testing.synthetic_capture import SyntheticNetwork, write_capture
 from pointmap.testing.synthetic_pairs import synthetic_cameras
 
 N_ALL, GRAPH, K_OLD = 120, "swin-3", 4
 FORMATS = ("cameras", "depth", "transforms")
 EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "pointmap" / "examples" / "room"
+ENCODED: list[list[str]] = []  # the images each extend of the `grown` fixture encodes for its descriptors
 
 
 def checksums(folder: Path) -> dict[str, str]:
@@ -75,12 +77,19 @@ def grown(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(core, "infer_pairs", net)
     mp.setattr(X, "infer_pairs", net)
+
+    def encode(model, images, **kw):  # what the extend encodes for its retrieval descriptors
+        ENCODED.append([str(im.meta.path) for im in images])
+        return image_descriptors(model, images, **kw)
+
+    mp.setattr(X, "image_descriptors", encode)
     try:
         base = run_request(_request(old_p, root / "free"))
         old_cameras = (root / "free" / "cameras.json").read_text()
         shutil.copytree(root / "free", root / "frozen")
         before = checksums(root / "frozen"), inodes(root / "frozen")
         runs = {}
+        ENCODED.clear()
         for name, freeze in (("free", False), ("frozen", True)):
             net.ran.clear()
             res, n_run = X.run_extend(_request(new_p, root / name), freeze=freeze, k=K_OLD)
@@ -103,6 +112,19 @@ def test_extend_runs_only_pairs_with_a_new_image(grown):
         assert len(store) == 90 * 3 * 2 + n_run  # the 90 images' swin-3 pairs kept, none run again
         assert len(res.scene) == N_ALL and bool(res.scene.placed.all())
         assert store.image_descriptors([r["digest"] for r in store.identity["images"]]).shape[0] == N_ALL
+
+
+def test_reconstruct_keeps_the_descriptors_and_extend_encodes_only_the_new_images(grown):
+    """The reconstruction's store holds every image's raw retrieval descriptor (as
+    :func:`image_descriptors` gives it), so each extend encodes the 30 new images only."""
+    gt, root, new_ids, _, _, _, base, _ = grown
+    assert [len(paths) for paths in ENCODED] == [30, 30]
+    assert all(int(Path(p).name[4:7]) in new_ids for paths in ENCODED for p in paths)
+    store = root / "frozen" / STORE_DIRNAME
+    digests = [r["digest"] for r in recorded_identity(store)["images"]]
+    kept = read_image_descriptors(store, digests[:90])
+    model = pointmap.load_model("default")
+    torch.testing.assert_close(kept, image_descriptors(model, base.images, centre=False), rtol=1e-5, atol=1e-6)
 
 
 def test_extend_is_as_accurate_as_a_run_from_scratch(grown):

@@ -114,3 +114,29 @@ def test_a_non_finite_predicted_point_carries_no_weight_in_the_reductions():
     p, c = _finite_points(pts.reshape(1, -1, 3), conf)
     assert c.tolist() == [[2.0, 0.0, 0.0, 5.0]]
     assert bool(torch.isfinite(p).all()) and p[0, 1].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_the_store_keeps_the_images_descriptors_and_a_rerun_reads_them(renders, tmp_path, monkeypatch):
+    """A store of reductions keeps every image's raw retrieval descriptor (what a later extend
+    pairs new images by); a rerun into the folder reads them back instead of encoding again."""
+    from pointmap.model import load_model
+    from pointmap.pipeline import core
+    from pointmap.retrieval import image_descriptors
+    from pointmap.store import read_image_descriptors
+
+    folder, masks = renders
+    res = _run(folder, masks, tmp_path / "out", full=False)
+    path = tmp_path / "out" / STORE_DIRNAME
+    ident = recorded_identity(path)
+    kept = read_image_descriptors(path, [im["digest"] for im in ident["images"]])
+    want = image_descriptors(load_model("default", device="cpu"), res.images, device="cpu", centre=False)
+    torch.testing.assert_close(kept, want, rtol=1e-5, atol=1e-6)
+
+    def encode(*args, **kwargs):
+        raise AssertionError("encoded again")
+
+    monkeypatch.setattr(core, "image_descriptors", encode)
+    req = Request(inputs=Inputs([str(folder)]), model=ModelSpec(size=224, device="cpu"), graph="complete",
+                  priors=Priors(masks=str(masks)), store=StorePolicy(mode="on"), post=PostProcess(clean=False),
+                  export=ExportSpec(output=str(tmp_path / "out"), formats=("cameras",), overwrite=True))
+    assert run_request(req).timings["descriptors"] >= 0

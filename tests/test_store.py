@@ -18,7 +18,7 @@ from pointmap.inference import infer_pairs
 from pointmap.model import DUSt3R, ModelConfig
 from pointmap.model.checkpoint import bundled_model_path
 from pointmap.predictions import PairPredictions
-from pointmap.store import STORE_DIRNAME, PredictionStore, StoreMismatchError, store_identity
+from pointmap.store import STORE_DIRNAME, PredictionStore, StoreMismatchError, read_image_descriptors, store_identity
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "pointmap" / "examples" / "room"
 REPO = Path(__file__).resolve().parents[1]
@@ -131,6 +131,24 @@ def test_store_refuses_other_images_model_or_settings(tmp_path):
     (tmp_path / "junk" / "a.txt").write_text("x")
     with pytest.raises(PointmapError, match="not a predictions store"):
         PredictionStore.open(tmp_path / "junk", _ident(model, imgs))
+
+
+def test_image_descriptors_are_read_back_only_for_the_same_model_and_settings(tmp_path):
+    """Descriptors kept by one run are read back by digest; a run of another model or other
+    settings, or one with an image the file lacks, gets none (it computes its own)."""
+    model, imgs = _tiny_model(), _images()
+    ident = _ident(model, imgs)
+    digests = [im["digest"] for im in ident["images"]]
+    desc = torch.randn(4, 32)
+    PredictionStore.open(tmp_path / "s", ident).write_image_descriptors(digests, desc)
+    assert torch.equal(read_image_descriptors(tmp_path / "s", digests[::-1], ident), desc.flip(0))
+    assert read_image_descriptors(tmp_path / "s", digests, _ident(model, imgs, size=224)) is None
+    other = _tiny_model()
+    with torch.no_grad():
+        next(other.parameters()).add_(1)
+    assert read_image_descriptors(tmp_path / "s", digests, _ident(other, imgs)) is None
+    assert read_image_descriptors(tmp_path / "s", digests[:2] + ["0" * 64], ident) is None
+    assert read_image_descriptors(tmp_path / "nothing", digests, ident) is None
 
 
 def test_model_digest_reads_bfloat16_weights_of_any_layout():

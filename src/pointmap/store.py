@@ -7,6 +7,9 @@ Layout of a store folder (``reconstruct`` keeps it in ``OUTPUT/.pointmap-store``
     r<rank>-<seq>.safetensors   one shard: every field of a batch of pairs, stacked (B, ...)
     state-<name>.safetensors    optional: per-image arrays accumulated over pairs, and which pairs
                                 (:meth:`PredictionStore.save_state`, written atomically)
+    image-descriptors.safetensors   every image's raw retrieval descriptor, by image digest
+                                (kept by ``reconstruct``, grown by ``extend``;
+                                :func:`read_image_descriptors`)
 
 A shard holds *named arrays per pair* (``pts3d_1``, ``conf_1``, ``pts3d_2_in_1``, ``conf_2`` for
 DUSt3R; other networks add fields), floating fields stored as float16. A shard counts only once its
@@ -57,6 +60,7 @@ __all__ = [
     "kind_difference",
     "model_digest",
     "recorded_identity",
+    "read_image_descriptors",
     "settings_difference",
     "store_identity",
 ]
@@ -175,6 +179,28 @@ def settings_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str |
         return (f"it holds the reductions {old['reductions']!r} and this run asks for {new['reductions']!r} "
                 "(other alignment settings, or another --graph)")
     return None
+
+
+def read_image_descriptors(path: str | os.PathLike, digests: Sequence[str],
+                           identity: Mapping[str, Any] | None = None) -> torch.Tensor | None:
+    """``(N, D)`` global descriptors of the images with these ``digests`` kept in the store folder
+    ``path`` (:meth:`PredictionStore.write_image_descriptors`); ``None`` when it lacks any of them,
+    or, given the ``identity`` of a run, when the store was made with another model or other
+    settings (:func:`settings_difference`)."""
+    file = Path(path) / IMAGE_DESCRIPTORS
+    if not file.is_file():
+        return None
+    if identity is not None and settings_difference(recorded_identity(path) or {}, identity) is not None:
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as f:
+        known = json.loads((f.metadata() or {}).get("digests", "[]"))
+        desc = f.get_tensor("descriptors")
+    row = {d: k for k, d in enumerate(known)}
+    if any(d not in row for d in digests):
+        return None
+    return desc[[row[d] for d in digests]].float()
 
 
 def kind_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
@@ -311,18 +337,7 @@ class PredictionStore:
     def image_descriptors(self, digests: Sequence[str]) -> torch.Tensor | None:
         """``(N, D)`` stored global descriptors of the images with these digests (``None`` when
         the store lacks any of them)."""
-        path = self.path / IMAGE_DESCRIPTORS
-        if not path.is_file():
-            return None
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            known = json.loads((f.metadata() or {}).get("digests", "[]"))
-            desc = f.get_tensor("descriptors")
-        row = {d: k for k, d in enumerate(known)}
-        if any(d not in row for d in digests):
-            return None
-        return desc[[row[d] for d in digests]].float()
+        return read_image_descriptors(self.path, digests)
 
     def write_image_descriptors(self, digests: Sequence[str], desc: torch.Tensor) -> None:
         """Store ``(N, D)`` global descriptors of the images with these digests (replacing the

@@ -139,6 +139,61 @@ def _pnp_poses(data: CoarseData, pp: torch.Tensor, tree: _Tree, score: np.ndarra
             tree.poses[k] = torch.eye(4, device=dev)
 
 
+def _best_edges(data: CoarseData, want: np.ndarray) -> dict[int, int]:
+    """Per image ``i``, its highest-scoring edge ``e = (i, j)`` among the edges where ``want (E,)``."""
+    ei, score = data.ei.cpu().numpy(), data.score.double().cpu().numpy()
+    best: dict[int, int] = {}
+    for e in np.argsort(score, kind="stable"):
+        if want[e]:
+            best[int(ei[e])] = int(e)
+    return best
+
+
+def _anchored_start(data: CoarseData, pp: torch.Tensor, focals: list[float | None], poses: torch.Tensor,
+                    points: torch.Tensor, known: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, list[float | None]] | None:
+    """Poses ``(N, 4, 4)``, points ``(N, n, 3)`` and focals of every image placed directly on the
+    images with known depths (``known (N, n)``: their world ``points`` are constants): each other
+    image by one Umeyama registration of its best-scoring edge ``(i, j)`` with such an image ``j``
+    (the prediction of ``j``'s pixels onto ``j``'s known points gives ``i``'s pose and points,
+    with no chain of registrations through a tree). ``None`` when an image has no such edge."""
+    fixed = known.any(1).cpu().numpy()
+    ei, ej = data.ei.cpu().numpy(), data.ej.cpu().numpy()
+    free = np.nonzero(~fixed)[0]
+    best = _best_edges(data, ~fixed[ei] & fixed[ej])
+    if any(int(k) not in best for k in free):
+        return None
+    dev = data.pts_i.device
+    P = poses.to(dev).float().clone()
+    X = torch.where(known[..., None], points, torch.zeros((), device=dev))
+    if len(free):
+        e = torch.tensor([best[int(k)] for k in free], device=dev)
+        m = data.ej[e]
+        s, R, T = rigid_registration(data.pts_j[e], X[m], data.conf_j[e] * known[m])
+        k = torch.from_numpy(free).to(dev)
+        X[k] = s[:, None, None] * data.pts_i[e] @ R.transpose(1, 2) + T[:, None]
+        P[k] = torch.eye(4, device=dev)
+        P[k, :3, :3], P[k, :3, 3] = R, T
+        for r, i in enumerate(free.tolist()):
+            if focals[i] is None:
+                v = data.valid[i]
+                pts = data.pts_i[int(e[r])][v]
+                focals[i] = float(estimate_focal_from_pixels(pts, data.uv[i][v], pp[i]))
+    # the known images' pixels of unknown depth: their own best edge registered onto their known points
+    gaps = [int(k) for k in np.nonzero(fixed)[0] if bool((data.valid[k] & ~known[k]).any())]
+    own = _best_edges(data, fixed[ei]) if gaps else {}
+    fill = [k for k in gaps if k in own]
+    if fill:
+        e = torch.tensor([own[k] for k in fill], device=dev)
+        k = torch.tensor(fill, device=dev)
+        s, R, T = rigid_registration(data.pts_i[e], X[k], data.conf_i[e] * known[k])
+        own_pts = s[:, None, None] * data.pts_i[e] @ R.transpose(1, 2) + T[:, None]
+        X[k] = torch.where(known[k, :, None], X[k], own_pts)
+    given = torch.isfinite(poses).all(-1).all(-1).to(dev)  # a known pose without known depth stays
+    P[given] = poses.to(dev).float()[given]
+    return P, X, focals
+
+
 def _onto_known_depths(X: torch.Tensor, P: torch.Tensor, depths: torch.Tensor, points: torch.Tensor,
                        known: torch.Tensor, rescale: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The tree's points ``X (N, n, 3)`` with the known ``points`` where ``known (N, n)``; with
@@ -177,7 +232,9 @@ def mst_init(
     element of a tree edge is estimated from that edge (the reference reads a stale edge); images
     whose PnP fails get their pose by registration of one of their own predictions (then identity
     with a warning) instead of silently the identity; known poses are honoured for any number of
-    images (one known pose: rigid alignment, the scale stays free).
+    images (one known pose: rigid alignment, the scale stays free). With known depths, when every
+    other image has an edge to an image whose depth is known, there is no tree: each is placed by
+    one registration onto such an image's known points (:func:`_anchored_start`).
 
     Args:
         conf_threshold, niter_pnp, reproj_error, pnp_seed: the PnP's confident pixels (raw
@@ -196,22 +253,30 @@ def mst_init(
     pp = pp.to(dev)
     score = data.score.double().cpu().numpy()
     known_f = [None] * N if focals is None else [None if math.isnan(f) else f for f in focals.tolist()]
-    tree = _Tree([None] * N, [None] * N, known_f)
-    _tree_pass(data, pp, tree, score)
-    _pnp_poses(data, pp, tree, score, conf_threshold, niter_pnp, reproj_error, pnp_seed)
-    missing = [k for k in range(N) if tree.pts3d[k] is None]
-    if missing:
-        raise RuntimeError(f"images {missing} are not connected to the pair graph")
-    # no estimate, or none usable (degenerate predictions, e.g. points behind the camera): the
-    # image's larger side (a 53-degree field of view)
-    f_out = [f if f is not None and math.isfinite(f) and f > 0 else float(max(data.shapes[k]))
-             for k, f in enumerate(tree.focals)]
-    P = torch.stack([p.float() for p in tree.poses])  # type: ignore[union-attr]
-    X = torch.stack(tree.pts3d)  # type: ignore[arg-type]
     kp = torch.zeros(N, dtype=torch.bool) if poses is None else torch.isfinite(poses).all(-1).all(-1)
     known_d = None if depths is None else torch.isfinite(depths.to(dev))
     has_depths = known_d is not None and bool(known_d.any())
     norm_pw_scale = int(kp.sum()) < 2 and not has_depths
+    start = None
+    if has_depths:  # the others placed on the known depths' points directly, when each has an edge to one
+        start = _anchored_start(data, pp, known_f, poses, points.to(dev), known_d)  # type: ignore[union-attr,arg-type]
+    if start is None:
+        tree = _Tree([None] * N, [None] * N, known_f)
+        _tree_pass(data, pp, tree, score)
+        _pnp_poses(data, pp, tree, score, conf_threshold, niter_pnp, reproj_error, pnp_seed)
+        missing = [k for k in range(N) if tree.pts3d[k] is None]
+        if missing:
+            raise RuntimeError(f"images {missing} are not connected to the pair graph")
+        P = torch.stack([p.float() for p in tree.poses])  # type: ignore[union-attr]
+        X = torch.stack(tree.pts3d)  # type: ignore[arg-type]
+        known_f = tree.focals
+    else:
+        P, X, known_f = start
+        kp = torch.zeros(N, dtype=torch.bool)  # known poses are P's already, no gauge to move
+    # no estimate, or none usable (degenerate predictions, e.g. points behind the camera): the
+    # image's larger side (a 53-degree field of view)
+    f_out = [f if f is not None and math.isfinite(f) and f > 0 else float(max(data.shapes[k]))
+             for k, f in enumerate(known_f)]
     if bool(kp.any()):  # honour known poses: move the whole initial reconstruction onto them
         kp = kp.to(dev)
         s, R, T = gauge_to_known_poses(P, poses.to(dev).float(), kp)  # type: ignore[union-attr]
@@ -220,7 +285,7 @@ def mst_init(
         P[:, :3, :3] = R @ P[:, :3, :3]
         P[:, :3, 3] = s * P[:, :3, 3] @ R.T + T
         P[kp] = poses.to(dev).float()[kp]  # type: ignore[union-attr]
-    if has_depths:  # known depths: their points replace the tree's (scaled to them first if need be)
+    if has_depths and start is None:  # known depths: their points replace the tree's (scaled to them first)
         X, P = _onto_known_depths(X, P, depths.to(dev), points.to(dev), known_d, int(kp.sum()) < 2)  # type: ignore[union-attr]
 
     # every edge: similarity from its first image's prediction onto the assembled points

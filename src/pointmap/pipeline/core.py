@@ -33,7 +33,8 @@ from ..pairs import auto_graph, connected_components, make_pairs, needs_descript
 from ..predictions import PairPredictions
 from ..scene import Scene
 from ..stages import StageLog
-from ..store import STORE_DIRNAME, PredictionStore, StoreMismatchError, store_identity
+from ..retrieval import image_descriptors
+from ..store import STORE_DIRNAME, PredictionStore, StoreMismatchError, read_image_descriptors, store_identity
 
 __all__ = ["SPARSE_AUTO_PAIRS", "ReconstructionResult", "StoreTarget", "choose_align_method", "full_pairs_reason",
            "open_store", "pairs_record", "plan_pairs", "reconstruct_images"]
@@ -167,18 +168,21 @@ def plan_pairs(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     progress: bool = False,
+    descriptors: torch.Tensor | None = None,
 ) -> tuple[str, list[tuple[int, int]]]:
     """The scene graph's name (``auto`` resolved, :func:`pointmap.pairs.auto_graph`) and its
     symmetrized ordered pairs. Retrieval graphs encode every image once (at the model's
-    training size) for :func:`pointmap.retrieval.image_descriptors`."""
+    training size) for :func:`pointmap.retrieval.image_descriptors`, unless their raw
+    ``descriptors`` ``(N, D)`` (``centre=False``) are given."""
     n = len(images)
     if graph == "auto":
         graph = auto_graph(n, video=video)
     desc = None
     if needs_descriptors(graph):
-        from ..retrieval import image_descriptors
+        from ..retrieval import centre_descriptors, image_descriptors
 
-        desc = image_descriptors(model, images, device=device, dtype=dtype, progress=progress)
+        desc = (image_descriptors(model, images, device=device, dtype=dtype, progress=progress)
+                if descriptors is None else centre_descriptors(descriptors))
     return graph, make_pairs(n, graph, symmetrize=True, descriptors=desc)
 
 
@@ -281,10 +285,18 @@ def reconstruct_images(
     priors = {"known_poses": _per_work(known_poses, single), "known_intrinsics": _per_work(known_intrinsics, single),
               "masks": None if masks is None else (list(masks) * 2 if single else list(masks))}
     log = StageLog(dev)
+    keep = None if single else _descriptor_target(store, pairs)
+    raw = fresh = None
+    if keep is not None:  # the store keeps every image's retrieval descriptor, for a later extend
+        with log.stage("descriptors"):
+            raw = read_image_descriptors(keep[0], [r["digest"] for r in keep[1]["images"]], keep[1])
+            if raw is None:
+                raw = fresh = image_descriptors(model, work, device=dev, dtype=dtype, progress=progress,
+                                                centre=False)
     with log.stage("graph"):
         if pairs is None:
             graph, pairs = plan_pairs(work, model, graph, video=video, device=dev, dtype=dtype,
-                                      progress=progress)
+                                      progress=progress, descriptors=raw)
         else:
             graph, pairs = "given pairs", validate_pairs(pairs, len(work))
     method = choose_align_method(align_method, model.config.desc_dim > 0, len(pairs))
@@ -299,6 +311,9 @@ def reconstruct_images(
             method, len(work), pairs, priors, model, keep_descriptors or keep_matches, distributed)
         store, reduced = _open_target(store, why, work, pairs, graph, cfg, dev)
         _announce_store(announce, store, reduced, why, pairs)
+    if fresh is not None and keep is not None:
+        (store if store is not None else reduced.store).write_image_descriptors(
+            [r["digest"] for r in keep[1]["images"]], fresh)
     if reduced is not None:
         return _reconstruct_reduced(reduced, model, images, work, pairs, graph, cfg, log, batch_size,
                                     dtype, progress, priors["masks"], announce)
@@ -324,6 +339,17 @@ def reconstruct_images(
             scene = to_metric(scene, preds)
     scene = _label(scene.first(1) if single else scene, images, priors["masks"])
     return _result(scene, images, preds, pairs, log, graph, ran, matches, cfg, announce)
+
+
+def _descriptor_target(store, pairs) -> tuple[Path, dict] | None:
+    """``(folder, identity)`` of the predictions store a run keeps its images' retrieval
+    descriptors in (``pointmap extend`` pairs new images by them): a store the run opens, or an
+    open one of rank 0 when the run plans its scene graph; ``None`` otherwise."""
+    if isinstance(store, StoreTarget):
+        return store.path, store.identity
+    if isinstance(store, PredictionStore) and store.rank == 0 and pairs is None:
+        return store.path, store.identity
+    return None
 
 
 def _result(scene: Scene, images: list[LoadedImage], preds: PairPredictions | None, pairs, log: StageLog,

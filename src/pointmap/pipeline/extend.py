@@ -9,8 +9,9 @@ the identity of the model, images and settings), ``cameras.json``
    model, size or preprocessing (one line naming the difference), unreadable new images, a new
    image that is already in the reconstruction.
 2. Pairs only where a new image is involved: new with new by the scene graph, new with old by
-   retrieval against the old images' global descriptors (kept in the store; computed from the
-   ``images/`` copies and stored when missing). Every stored pair is reused, never run again.
+   retrieval against the old images' global descriptors (kept in the store by the reconstruction;
+   computed from the ``images/`` copies and stored when missing). Every stored pair is reused,
+   never run again.
 3. Alignment: every image again, the stored pairs included (the result is brought into the old
    cameras' frame and scale); or, with ``freeze``, only the new images, against the old images
    they are paired with held as the folder holds them: their poses, intrinsics and depth maps
