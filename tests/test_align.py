@@ -493,3 +493,39 @@ def test_degenerate_predictions_still_give_finite_cameras():
     res = align_pairs(bad, config=AlignConfig(dense=False))
     assert bool(torch.isfinite(res.scene.poses).all()) and bool(torch.isfinite(res.scene.intrinsics).all())
     assert bool(res.scene.placed.all())
+
+
+def test_a_runaway_focal_stays_bounded(monkeypatch):
+    """Image 2's pixels spread 1e4 times about the principal point: no focal fits its rays, and
+    without a bound the coarse solver runs its focal away (past 1e20 pixels); with it, each step
+    moves a log-focal by at most 0.5 and not past 50 times the image's larger side, the other
+    cameras as accurate as before."""
+    from pointmap.align import gauss_newton as G
+
+    gt = make_synthetic_scene(6, SMALL, seed=4, **NOISE)
+    data = build_edge_data(gt.preds, torch.device("cpu"), 2, 4096, "log", None, 1 << 24, "float32", 0)
+    kn = KnownCameras.from_inputs(gt.preds.image_shapes)
+    init = mst_init(data, 3.0, 10, 5.0, 0.5, **kn.init_priors())
+    st = GNState(init.poses[:, :3, :3], init.poses[:, :3, 3], init.focals.log()[:, None].repeat(1, 2),
+                 init.depth.clamp(min=0.1), init.pw_R, init.pw_T, init.pw_s.log())
+    none = torch.zeros(6, dtype=torch.bool)
+    pb = GNProblem.build(data, kn.pp, none, none, False, True)
+    pb.uv = pb.uv.clone()
+    pb.uv[2] = kn.pp[2] + (pb.uv[2] - kn.pp[2]) * 1e4
+    # one huge log-focal increment moves it by the bound only
+    delta = torch.zeros(pb.n_unknowns, dtype=torch.float64)
+    delta[pb.cam_index[2, 6]] = 30.0
+    moved = G._apply(st, pb, delta)
+    assert torch.allclose(moved.log_f[2] - st.log_f[2], torch.tensor(G.MAX_LOG_FOCAL_STEP))
+
+    bounded = G.gauss_newton(st, pb, max_iters=20)[0].log_f.exp()
+    monkeypatch.setattr(G, "MAX_LOG_FOCAL_STEP", 1e9)
+    monkeypatch.setattr(G, "FOCAL_RANGE", (1e-30, 1e30))
+    pb.log_f_range = G._log_f_range(data.shapes, False, none)
+    free = G.gauss_newton(st, pb, max_iters=20)[0].log_f.exp()
+    side = max(SMALL)
+    assert float(free[2].max()) > 1e20  # the scenario does run away without the bound
+    assert bool(torch.isfinite(bounded).all())
+    assert float(bounded[2].max()) <= 50 * side * 1.0001 and float(bounded[2].min()) >= 0.05 * side
+    ok = torch.tensor([0, 1, 3, 4, 5])
+    assert float((bounded[ok, 0] / gt.focals[ok] - 1).abs().max()) < 0.02
