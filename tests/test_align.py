@@ -491,14 +491,18 @@ def test_pnp_seed_reaches_ransac_and_is_deterministic(monkeypatch):
 
 
 def test_extrapolated_steps_converge_faster_on_a_long_chain(monkeypatch):
-    """A 60-image chain (each image paired with its neighbours only): the IRLS steps fall short
+    """A 60-image chain (each image paired with its neighbours only), started bent (the spanning
+    tree registered with Umeyama's scales, which shrink along it): the IRLS steps fall short
     along its smooth deformations; trying longer steps reaches the optimum in fewer iterations."""
     import functools
 
     import pointmap.align.coarse as coarse
+    import pointmap.align.init as init
     from pointmap.align.gauss_newton import gauss_newton
 
     gt = make_synthetic_scene(60, SMALL, pairs=_band_pairs(60, 1), seed=1)
+    umeyama = init.rigid_registration
+    monkeypatch.setattr(init, "rigid_registration", lambda x, y, w, symmetric_scale=False: umeyama(x, y, w))
 
     def run(extrapolate, niter):
         monkeypatch.setattr(coarse, "gauss_newton", functools.partial(gauss_newton, extrapolate=extrapolate))
@@ -543,3 +547,77 @@ def test_degenerate_predictions_still_give_finite_cameras():
     res = align_pairs(bad, config=AlignConfig(dense=False))
     assert bool(torch.isfinite(res.scene.poses).all()) and bool(torch.isfinite(res.scene.intrinsics).all())
     assert bool(res.scene.placed.all())
+
+
+def test_a_runaway_focal_stays_bounded(monkeypatch):
+    """Image 2's pixels spread 1e4 times about the principal point: no focal fits its rays, and
+    without a bound the coarse solver runs its focal away (past 1e20 pixels); with it, each step
+    moves a log-focal by at most 0.5 and not past 50 times the image's larger side, the other
+    cameras as accurate as before."""
+    from pointmap.align import gauss_newton as G
+
+    gt = make_synthetic_scene(6, SMALL, seed=4, **NOISE)
+    data = build_edge_data(gt.preds, torch.device("cpu"), 2, 4096, "log", None, 1 << 24, "float32", 0)
+    kn = KnownCameras.from_inputs(gt.preds.image_shapes)
+    init = mst_init(data, 3.0, 10, 5.0, 0.5, **kn.init_priors())
+    st = GNState(init.poses[:, :3, :3], init.poses[:, :3, 3], init.focals.log()[:, None].repeat(1, 2),
+                 init.depth.clamp(min=0.1), init.pw_R, init.pw_T, init.pw_s.log())
+    none = torch.zeros(6, dtype=torch.bool)
+    pb = GNProblem.build(data, kn.pp, none, none, False, True)
+    pb.uv = pb.uv.clone()
+    pb.uv[2] = kn.pp[2] + (pb.uv[2] - kn.pp[2]) * 1e4
+    # one huge log-focal increment moves it by the bound only
+    delta = torch.zeros(pb.n_unknowns, dtype=torch.float64)
+    delta[pb.cam_index[2, 6]] = 30.0
+    moved = G._apply(st, pb, delta)
+    assert torch.allclose(moved.log_f[2] - st.log_f[2], torch.tensor(G.MAX_LOG_FOCAL_STEP))
+
+    bounded = G.gauss_newton(st, pb, max_iters=20)[0].log_f.exp()
+    monkeypatch.setattr(G, "MAX_LOG_FOCAL_STEP", 1e9)
+    monkeypatch.setattr(G, "FOCAL_RANGE", (1e-30, 1e30))
+    pb.log_f_range = G._log_f_range(data.shapes, False, none)
+    free = G.gauss_newton(st, pb, max_iters=20)[0].log_f.exp()
+    side = max(SMALL)
+    assert float(free[2].max()) > 1e20  # the scenario does run away without the bound
+    assert bool(torch.isfinite(bounded).all())
+    assert float(bounded[2].max()) <= 50 * side * 1.0001 and float(bounded[2].min()) >= 0.05 * side
+    ok = torch.tensor([0, 1, 3, 4, 5])
+    assert float((bounded[ok, 0] / gt.focals[ok] - 1).abs().max()) < 0.02
+
+
+def test_initialisation_replaces_a_pnp_pose_that_does_not_fit(monkeypatch):
+    """PnP returns, for every image it is asked about, a pose far off (the camera 50 extents away
+    and turned by 90 degrees) with every point an inlier: the check against the image's points
+    (in front, at the depth its own prediction gives) rejects it and the image is registered
+    from its own prediction, as close to the truth as PnP's own pose; without the check it would start far off."""
+    from pointmap.align import init as I
+
+    gt = make_synthetic_scene(8, SIZE, graph="swin-2", seed=5)
+    data = build_edge_data(gt.preds, torch.device("cpu"), 2, 4096, "log", None, 1 << 24, "float32", 0)
+    kn = KnownCameras.from_inputs(gt.preds.image_shapes)
+    asked = []
+
+    def far_pnp(pts, uv, *args, **kwargs):
+        f, P, _ = real(pts, uv, *args, **kwargs)
+        asked.append(1)
+        bad = P.clone()
+        bad[:3, :3] = P[:3, :3] @ roma.rotvec_to_rotmat(torch.tensor([0.0, 1.5708, 0.0]))
+        bad[:3, 3] = P[:3, 3] + 50 * gt.extent
+        return f, bad, len(pts)
+
+    def init_errors():
+        init = mst_init(data, 3.0, 10, 5.0, 0.5, **kn.init_priors())
+        s, R, T = align_multiple_poses(init.poses, gt.poses)
+        ang = roma.rotmat_geodesic_distance(R @ init.poses[:, :3, :3], gt.poses[:, :3, :3]).rad2deg()
+        ce = (s * init.poses[:, :3, 3] @ R.T + T - gt.poses[:, :3, 3]).norm(dim=-1) / gt.extent
+        return float(ang.max()), float(ce.max())
+
+    real = I.pnp_ransac_inliers
+    rot0, ce0 = init_errors()  # PnP as it is (the predictions' 2 % distortion: a few degrees)
+    monkeypatch.setattr(I, "pnp_ransac_inliers", far_pnp)
+    rot, ce = init_errors()
+    assert asked, "the scene has no image placed by PnP"
+    assert rot < 1.5 * rot0 and ce < 1.5 * ce0, (rot, ce, rot0, ce0)
+    monkeypatch.setattr(I, "_pose_fits", lambda *a: True)
+    rot, ce = init_errors()
+    assert rot > 45 and ce > 0.3, (rot, ce)

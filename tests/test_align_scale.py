@@ -80,5 +80,10 @@ def test_sparse_solve_in_float32_refined_to_float64_accuracy():
         exact = scipy.sparse.linalg.spsolve(A, B)
         assert np.abs(A @ X - B).max() <= 1e-8 * np.abs(B).max()
         assert np.abs(X - exact).max() <= 1e-6 * np.abs(exact).max()
+    # the damping given apart, on a CSR matrix (factorised as its transpose): the same solution
+    d = np.linspace(1e-3, 1.0, n)
+    X = sparse_solve(scipy.sparse.csr_matrix(J.T @ J), B, damp=d)
+    exact = scipy.sparse.linalg.spsolve((J.T @ J + scipy.sparse.diags(d)).tocsc(), B)
+    assert np.abs(X - exact).max() <= 1e-6 * np.abs(exact).max()
     singular = scipy.sparse.csc_matrix((n, n))
     assert sparse_solve(singular, B) is None

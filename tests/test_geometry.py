@@ -61,6 +61,25 @@ def test_umeyama_recovers_known_similarity():
     assert torch.isfinite(rigid_registration(x[0], y[0], torch.zeros(100))[0])
 
 
+def test_symmetric_scale_is_exact_and_inverts_where_umeyama_shrinks():
+    """Exact similarity: both scales recover it. Independent noise on both sides: Umeyama's
+    scale and its reverse multiply to less than 1 (each biased low), the symmetric ones to 1."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(500, 3, generator=g)
+    R = roma.rotvec_to_rotmat(torch.tensor([0.3, -0.2, 0.4]))
+    y = 2.5 * x @ R.T + torch.tensor([1.0, -2.0, 0.5])
+    w = torch.rand(500, generator=g) + 0.5
+    s, R2, t = rigid_registration(x, y, w, symmetric_scale=True)
+    assert abs(float(s) - 2.5) < 1e-4 and torch.allclose(R2, R, atol=1e-5)
+    assert torch.allclose(s * x @ R2.T + t, y, atol=1e-4)
+    xn = x + 0.3 * torch.randn(500, 3, generator=g)
+    yn = y + 0.75 * torch.randn(500, 3, generator=g)
+    um = float(rigid_registration(xn, yn, w)[0] * rigid_registration(yn, xn, w)[0])
+    sym = float(rigid_registration(xn, yn, w, symmetric_scale=True)[0]
+                * rigid_registration(yn, xn, w, symmetric_scale=True)[0])
+    assert um < 0.9 and abs(sym - 1) < 1e-5, (um, sym)
+
+
 def test_pnp_recovers_known_pose():
     pts_cam, K = _pinhole(f=40.0)
     c2w = torch.eye(4)

@@ -26,7 +26,9 @@ the CPU). Only edges sharing an image are coupled, so the sparse matrix holds ab
 ``(7 (N + E))^2``: 300 images with ``logwin-5`` (3000 ordered pairs) need 4.3 GB dense and about
 0.1 GB sparse. After a step the depths are set to
 their closed-form optimum for the new cameras and edges (variable projection); a step is kept only
-if the loss decreases, otherwise the damping grows. An accepted step is then tried 2, 4, ... 16
+if the loss decreases, otherwise the damping grows. A step moves no log-focal by more than 0.5,
+nor a focal out of 0.05-50 times its image's larger side (a camera its pixels do not pin down,
+e.g. one initialised far from its neighbours, cannot run its focal to overflow). An accepted step is then tried 2, 4, ... 16
 times as long while the loss keeps falling: the IRLS majoriser is stiffer than the Euclidean-norm
 loss along the residuals, so on long camera chains its steps fall short along smooth deformations
 (on a 1000-image chain, without this, the rotation error shrank by only about 7 % per iteration).
@@ -52,7 +54,13 @@ from .lm import Damping, NormalEquations, SparseSum, rotate, skew, solves_densel
 from .pcg import DeviceSparseSum
 from .lm import extrapolate as extrapolate_step
 
-__all__ = ["GNProblem", "GNState", "gauss_newton"]
+__all__ = ["FOCAL_RANGE", "MAX_LOG_FOCAL_STEP", "GNProblem", "GNState", "gauss_newton"]
+
+#: a step moves no focal out of this range (times the image's larger side, pixels), nor further
+#: out if it starts outside
+FOCAL_RANGE = (0.05, 50.0)
+#: largest change of a log-focal in one step (its factor ``e^0.5 = 1.65``)
+MAX_LOG_FOCAL_STEP = 0.5
 
 
 @dataclass
@@ -101,6 +109,9 @@ class GNProblem:
         depth_fixed: ``(N,)`` bool, images whose depths are known (held at the state's).
         degree: ``(N,)`` (CPU) each image's slot count: a chunk of images is processed with the
             slots of its most connected one (:meth:`width`), not ``d``.
+        log_f_range: ``(N, 2)`` the lowest and highest log-focal a step may take each image to
+            (:data:`FOCAL_RANGE` times its larger side in pixels; with a shared focal, the range
+            every image allows): a camera no pixel pins down cannot run its focal away.
     """
 
     uv: torch.Tensor
@@ -123,6 +134,7 @@ class GNProblem:
     pin_scale: bool
     depth_fixed: torch.Tensor
     degree: torch.Tensor
+    log_f_range: torch.Tensor
 
     @staticmethod
     def build(
@@ -190,7 +202,7 @@ class GNProblem:
             w_scale=(area / float(area_i), area / float(area_j)), area=area, cam_index=cam_index,
             edge_index=edge_index, n_unknowns=nxt, pin_scale=pin_scale,
             depth_fixed=torch.zeros(N, dtype=torch.bool, device=dev) if depth_fixed is None else depth_fixed.to(dev),
-            degree=deg.cpu(),
+            degree=deg.cpu(), log_f_range=_log_f_range(data.shapes, shared_focal, focal_frozen).to(dev),
         )
 
     @property
@@ -225,6 +237,17 @@ class GNProblem:
         W.index_add_(0, self.ei, self.w_i * self.w_scale[0])
         W.index_add_(0, self.ej, self.w_j * self.w_scale[1])
         return W
+
+
+def _log_f_range(shapes: list[tuple[int, int]], shared: bool, frozen: torch.Tensor) -> torch.Tensor:
+    """``(N, 2)`` log-focal bounds of :attr:`GNProblem.log_f_range` for images of ``shapes``
+    ``(H, W)``; with a ``shared`` focal, the intersection over the images whose focal is free."""
+    side = torch.tensor([float(max(h, w)) for h, w in shapes]).log()
+    lo, hi = side + math.log(FOCAL_RANGE[0]), side + math.log(FOCAL_RANGE[1])
+    free = ~frozen.cpu()
+    if shared and bool(free.any()):
+        lo, hi = lo.where(~free, lo[free].max()), hi.where(~free, hi[free].min())
+    return torch.stack([lo, hi], -1)
 
 
 def _rays(st: GNState, pb: GNProblem, ks: slice) -> torch.Tensor:
@@ -461,16 +484,21 @@ def _scatter(H: torch.Tensor | SparseSum | DeviceSparseSum, g: torch.Tensor, pb:
 
 
 def _apply(st: GNState, pb: GNProblem, delta: torch.Tensor) -> GNState:
-    """State moved by the unknown-vector step ``delta (K,)`` (depths unchanged)."""
+    """State moved by the unknown-vector step ``delta (K,)`` (depths unchanged); each log-focal
+    moves by at most :data:`MAX_LOG_FOCAL_STEP` and not out of ``pb.log_f_range`` (nor further
+    out when it starts outside)."""
     full = torch.cat([delta.float(), delta.new_zeros(1).float()])
     dc = full[pb.cam_index]  # (N, 7)
     de = full[pb.edge_index]  # (E, 7)
     dls = de[:, 6]
     if pb.pin_scale:
         dls = dls - dls.mean()
+    lo = torch.minimum(pb.log_f_range[:, :1], st.log_f)
+    hi = torch.maximum(pb.log_f_range[:, 1:], st.log_f)
+    log_f = torch.minimum(torch.maximum(st.log_f + dc[:, 6:7].clamp(-MAX_LOG_FOCAL_STEP, MAX_LOG_FOCAL_STEP), lo), hi)
     return GNState(
         R=rotate(st.R, dc[:, :3]), C=st.C + dc[:, 3:6],
-        log_f=st.log_f + dc[:, 6:7], depth=st.depth,
+        log_f=log_f, depth=st.depth,
         Re=rotate(st.Re, de[:, :3]), te=st.te + de[:, 3:6], log_s=st.log_s + dls,
     )
 

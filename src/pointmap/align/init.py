@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..geometry.camera import estimate_focal_from_pixels
-from ..geometry.pnp import pnp_ransac_points
+from ..geometry.pnp import pnp_ransac_inliers
 from ..geometry.registration import gauge_to_known_poses, rigid_registration
 from .common import maximum_spanning_tree
 from .data import CoarseData
@@ -62,7 +62,9 @@ def _pose(R: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
 
 def _tree_pass(data: CoarseData, pp: torch.Tensor, tree: _Tree, score: np.ndarray) -> None:
     """Walk the maximum spanning tree of pair scores from its best edge: each edge registers its
-    unplaced image's prediction onto the placed one (Umeyama); an image first met as an edge's
+    unplaced image's prediction onto the placed one (Umeyama's rotation, the symmetric scale:
+    along a chain of hundreds of registrations Umeyama's low-biased scales compound, and 1000
+    images of 512x384 shrank to 1e-5 of their size half way); an image first met as an edge's
     first element gets that edge's registration as pose and its focal (Weiszfeld)."""
     N, dev = data.n_images, data.pts_i.device
     ei, ej = data.ei.cpu().numpy(), data.ej.cpu().numpy()
@@ -87,10 +89,10 @@ def _tree_pass(data: CoarseData, pp: torch.Tensor, tree: _Tree, score: np.ndarra
         if tree.focals[i] is None:
             tree.focals[i] = focal_of(e, i)
         if tree.pts3d[i] is not None:
-            s, R, T = rigid_registration(data.pts_i[e], tree.pts3d[i], data.conf_i[e])
+            s, R, T = rigid_registration(data.pts_i[e], tree.pts3d[i], data.conf_i[e], symmetric_scale=True)
             tree.pts3d[j] = s * data.pts_j[e] @ R.T + T
         elif tree.pts3d[j] is not None:
-            s, R, T = rigid_registration(data.pts_j[e], tree.pts3d[j], data.conf_j[e])
+            s, R, T = rigid_registration(data.pts_j[e], tree.pts3d[j], data.conf_j[e], symmetric_scale=True)
             tree.pts3d[i] = s * data.pts_i[e] @ R.T + T
         else:
             todo.insert(0, (sc, i, j))
@@ -106,12 +108,46 @@ def _tree_pass(data: CoarseData, pp: torch.Tensor, tree: _Tree, score: np.ndarra
             tree.focals[i] = focal_of(int(e), i)
 
 
+#: PnP's pose of an image is kept when it has at least this share of RANSAC inliers and sees at
+#: least :data:`FRONT_SHARE` of its confident points in front of it, at a median depth within
+#: :data:`DEPTH_FACTOR` of the depth its own prediction gives them
+MIN_INLIER_SHARE = 0.3
+FRONT_SHARE = 0.9
+DEPTH_FACTOR = 3.0
+
+
+def _own_registration(data: CoarseData, tree: _Tree, score: np.ndarray, k: int
+                      ) -> tuple[torch.Tensor, float] | None:
+    """Image ``k``'s pose from its best-scoring own prediction (an edge whose first image it is,
+    in its own frame) registered onto its tree points, and the median depth of those points seen
+    from it (scene units); ``None`` when it is no edge's first image."""
+    own = np.nonzero(data.ei.cpu().numpy() == k)[0]
+    if not len(own):
+        return None
+    e = int(own[np.argmax(score[own])])
+    s, R, T = rigid_registration(data.pts_i[e], tree.pts3d[k], data.conf_i[e], symmetric_scale=True)
+    z = data.pts_i[e][data.valid[k], 2]
+    return _pose(R, T), float(s * z.median()) if len(z) else float("nan")
+
+
+def _pose_fits(P: torch.Tensor, pts: torch.Tensor, depth: float | None) -> bool:
+    """Whether the camera-to-world pose ``P (4, 4)`` sees the points ``pts (m, 3)`` in front of it
+    (:data:`FRONT_SHARE`) at a median depth within :data:`DEPTH_FACTOR` of ``depth`` (scene
+    units; unchecked when ``None`` or not positive)."""
+    z = ((pts - P[:3, 3]) @ P[:3, :3])[:, 2]
+    if not len(z) or float((z > 0).float().mean()) < FRONT_SHARE:
+        return False
+    if depth is None or not depth > 0:
+        return True
+    return 1 / DEPTH_FACTOR <= float(z.median()) / depth <= DEPTH_FACTOR
+
+
 def _pnp_poses(data: CoarseData, pp: torch.Tensor, tree: _Tree, score: np.ndarray, conf_threshold: float,
                niter_pnp: int, reproj_error: float, pnp_seed: int) -> None:
     """Poses of the placed images the tree pass left without one: RANSAC PnP of their points
-    (confident pixels), else registration of one of their own predictions, else identity."""
+    (confident pixels) when its pose passes the checks of :data:`MIN_INLIER_SHARE`, else
+    registration of one of their own predictions, else PnP's pose, else identity."""
     dev = data.pts_i.device
-    ei = data.ei.cpu().numpy()
     for k in range(data.n_images):
         if tree.pts3d[k] is None or tree.poses[k] is not None:
             continue
@@ -119,21 +155,22 @@ def _pnp_poses(data: CoarseData, pp: torch.Tensor, tree: _Tree, score: np.ndarra
         if int(m.sum()) < 4:
             m = data.valid[k]
         cv2.setRNGSeed(pnp_seed)
-        res = pnp_ransac_points(
+        res = pnp_ransac_inliers(
             tree.pts3d[k][m], data.uv[k][m], data.shapes[k], focal=tree.focals[k],
             pp=tuple(pp[k].tolist()), iterations=niter_pnp, reproj_error=reproj_error,
         )
-        if res is not None:
-            f, P = res
-            if tree.focals[k] is None:
-                tree.focals[k] = f
-            tree.poses[k] = P.to(dev)
-            continue
-        own = np.nonzero(ei == k)[0]
-        if len(own):
-            e = int(own[np.argmax(score[own])])
-            s, R, T = rigid_registration(data.pts_i[e], tree.pts3d[k], data.conf_i[e])
-            tree.poses[k] = _pose(R, T)
+        reg = _own_registration(data, tree, score, k)
+        if res is not None and tree.focals[k] is None:
+            tree.focals[k] = res[0]
+        if res is not None and res[2] >= MIN_INLIER_SHARE * int(m.sum()) and \
+                _pose_fits(res[1].to(dev), tree.pts3d[k][m], None if reg is None else reg[1]):
+            tree.poses[k] = res[1].to(dev)
+        elif reg is not None:
+            if res is not None:
+                log.info(f"image {k}: PnP's initial pose does not fit its points; registered instead")
+            tree.poses[k] = reg[0]
+        elif res is not None:
+            tree.poses[k] = res[1].to(dev)
         else:
             log.warning(f"image {k}: PnP failed at initialisation; starting from identity")
             tree.poses[k] = torch.eye(4, device=dev)
@@ -231,10 +268,12 @@ def mst_init(
     Differences from the reference, on purpose: the focal of an image first met as the first
     element of a tree edge is estimated from that edge (the reference reads a stale edge); images
     whose PnP fails get their pose by registration of one of their own predictions (then identity
-    with a warning) instead of silently the identity; known poses are honoured for any number of
-    images (one known pose: rigid alignment, the scale stays free). With known depths, when every
-    other image has an edge to an image whose depth is known, there is no tree: each is placed by
-    one registration onto such an image's known points (:func:`_anchored_start`).
+    with a warning) instead of silently the identity, and so do those whose PnP pose does not fit
+    their points (:data:`MIN_INLIER_SHARE`); the spanning tree's registrations take the symmetric
+    scale (:func:`_tree_pass`); known poses are honoured for any number of images (one known
+    pose: rigid alignment, the scale stays free). With known depths, when every other image has
+    an edge to an image whose depth is known, there is no tree: each is placed by one
+    registration onto such an image's known points (:func:`_anchored_start`).
 
     Args:
         conf_threshold, niter_pnp, reproj_error, pnp_seed: the PnP's confident pixels (raw

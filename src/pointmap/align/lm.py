@@ -165,10 +165,9 @@ class NormalEquations:
         return -x if bool(torch.isfinite(x).all()) else None
 
     def _sparse_step(self, damp: np.ndarray) -> torch.Tensor | None:
-        A = (self.H + scipy.sparse.diags(damp)).tocsc()
         gn = self.g.cpu().numpy()
         B = gn[:, None] if self.pin is None else np.stack([gn, _indicator(len(gn), self.pin)], 1)
-        X = sparse_solve(A, B)
+        X = sparse_solve(self.H, B, damp=damp)
         if X is None:
             return None
         x = X[:, 0] if self.pin is None else _constrained(X, B[:, 1])
@@ -191,36 +190,44 @@ def _indicator(n: int, idx: np.ndarray) -> np.ndarray:
     return a
 
 
-def _factorise(A: scipy.sparse.csc_matrix):
-    """SuperLU of a symmetric positive definite ``A`` (fill-reducing ordering of ``A + A^T``, no
-    pivoting); ``None`` when it is exactly singular."""
+def _factorise(A: scipy.sparse.spmatrix, damp: np.ndarray, dtype: type):
+    """SuperLU, in ``dtype``, of ``A + diag(damp)`` for a symmetric positive definite ``A`` (CSR
+    or CSC; fill-reducing ordering of ``A + A^T``, no pivoting); ``None`` when it is exactly
+    singular. A CSR matrix is factorised as its transpose, the CSC matrix with its arrays: no
+    copy beyond the damped ``dtype`` one."""
+    M = A.astype(dtype) + scipy.sparse.diags(damp.astype(dtype))
+    M = M.T if M.format == "csr" else M.tocsc()  # symmetric: the transpose is the matrix
     try:
-        return splu(A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+        return splu(M, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
     except RuntimeError:
         return None
 
 
-def sparse_solve(A: scipy.sparse.csc_matrix, B: np.ndarray, refine: int = 3, rtol: float = 1e-12) -> np.ndarray | None:
-    """``A^-1 B`` (float64) for a sparse symmetric positive definite ``A (K, K)`` and ``B (K,
-    m)``: factorised in float32 (half the fill's memory: 1.9 GB against 2.8 GB of peak for the
-    normal equations of 1000 images under ``logwin-5``, 77,000 unknowns) and refined in float64
-    (each round solves for the residual ``B - A X``) until the relative residual is below
-    ``rtol`` (two rounds gave 1e-14 there, the float64 factorisation's own); if ``refine``
-    rounds do not get it below ``1e-8``, the float64 factorisation is used instead. ``None``
-    when ``A`` is singular."""
-    lu = _factorise(A.astype(np.float32))
+def sparse_solve(A: scipy.sparse.spmatrix, B: np.ndarray, refine: int = 3, rtol: float = 1e-12,
+                 damp: np.ndarray | None = None) -> np.ndarray | None:
+    """``(A + diag(damp))^-1 B`` (float64) for a sparse symmetric positive definite ``A (K, K)``
+    (CSR or CSC), ``damp (K,)`` (zero when ``None``) and ``B (K, m)``: factorised in float32 (half
+    the fill's memory: 1.9 GB against 2.8 GB of peak for the normal equations of 1000 images
+    under ``logwin-5``, 77,000 unknowns) and refined in float64 (each round solves for the
+    residual ``B - (A + diag(damp)) X``, the damped matrix never formed in float64) until the
+    relative residual is below ``rtol`` (two rounds gave 1e-14 there, the float64
+    factorisation's own); if ``refine`` rounds do not get it below ``1e-8``, the float64
+    factorisation is used instead. ``None`` when the matrix is singular."""
+    d = np.zeros(A.shape[0]) if damp is None else np.asarray(damp, dtype=np.float64)
+    lu = _factorise(A, d, np.float32)
     if lu is not None:
         X = lu.solve(B.astype(np.float32)).astype(np.float64)
         scale = max(float(np.abs(B).max()), 1e-300)
         for r in range(refine + 1):  # the residual of each X, refined at most `refine` times
-            R = B - A @ X
+            R = B - A @ X - d[:, None] * X
             err = float(np.abs(R).max()) / scale
             if not np.isfinite(err) or err <= rtol or r == refine:
                 break
             X += lu.solve(R.astype(np.float32)).astype(np.float64)
         if np.isfinite(X).all() and err <= 1e-8:
             return X
-    lu = _factorise(A)
+        del lu
+    lu = _factorise(A, d, np.float64)
     return None if lu is None else lu.solve(B)
 
 

@@ -20,17 +20,25 @@ def rigid_registration(
     y: torch.Tensor,
     weights: torch.Tensor | None = None,
     with_scale: bool = True,
+    symmetric_scale: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Weighted similarity minimising ``sum_k w_k ||s R x_k + t - y_k||^2`` (Umeyama).
 
     Batched over leading dimensions; weights are normalised to sum to one (all-zero weights fall
     back to uniform). Reflections are excluded (``det R = +1``).
 
+    Umeyama's scale is the least-squares one, which errors in ``x`` bias low (about 8 % with
+    predicted pointmaps: a chain of registrations shrinks by that factor per link);
+    ``symmetric_scale`` takes instead the ratio of the weighted RMS spreads about the centroids
+    (Horn's symmetric scale: registering ``y`` onto ``x`` gives exactly its inverse), the
+    rotation unchanged and ``t`` to match the centroids.
+
     Args:
         x: ``(..., N, 3)`` source points.
         y: ``(..., N, 3)`` target points.
         weights: ``(..., N)`` non-negative weights, or ``None`` for uniform.
         with_scale: estimate ``s``; otherwise ``s = 1``.
+        symmetric_scale: with ``with_scale``, the symmetric scale instead of Umeyama's.
 
     Returns:
         ``(s (...), R (..., 3, 3), t (..., 3))``.
@@ -39,7 +47,17 @@ def rigid_registration(
         weights = weights.to(x.dtype).clamp(min=0)
         empty = weights.sum(-1, keepdim=True) <= 0
         weights = torch.where(empty, torch.ones_like(weights), weights)
-    R, t, s = roma.rigid_points_registration(x, y, weights=weights, compute_scaling=with_scale)
+    umeyama = with_scale and not symmetric_scale
+    out = roma.rigid_points_registration(x, y, weights=weights, compute_scaling=umeyama)
+    (R, t, s) = out if umeyama else (*out, None)
+    if with_scale and symmetric_scale:
+        w = torch.ones_like(x[..., 0]) if weights is None else weights
+        w = w / w.sum(-1, keepdim=True)
+        xm, ym = (w[..., None] * x).sum(-2), (w[..., None] * y).sum(-2)
+        vx = (w * (x - xm[..., None, :]).square().sum(-1)).sum(-1)
+        vy = (w * (y - ym[..., None, :]).square().sum(-1)).sum(-1)
+        s = (vy / vx.clamp(min=torch.finfo(vx.dtype).tiny)).sqrt()
+        t = ym - s[..., None] * (R @ xm[..., None])[..., 0]
     if s is None:
         s = torch.ones(x.shape[:-2], dtype=x.dtype, device=x.device)
     return s, R, t
