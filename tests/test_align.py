@@ -284,8 +284,9 @@ def test_images_paired_with_known_depths_start_where_they_belong():
 
 def test_known_depths_start_the_others_closer_than_the_tree():
     """Noisy predictions, every fourth of 16 images unknown, the others known with their depths:
-    placed on the known images directly, the unknown ones start several times closer to the
-    truth than through the spanning tree moved onto the known poses (the depths not given)."""
+    placed on the known images directly, the unknown ones start at least twice as close to the
+    truth as through the spanning tree moved onto the known poses (the depths not given; 3.2x in
+    centre and 3.7x in rotation with the tree's symmetric scale)."""
     gt = make_synthetic_scene(16, SMALL, pairs=_band_pairs(16, 3), seed=0)
     held = [k for k in range(16) if k % 4 != 3]
     free = [k for k in range(16) if k % 4 == 3]
@@ -297,7 +298,7 @@ def test_known_depths_start_the_others_closer_than_the_tree():
 
     anchored = errors(_init_with_known_depths(gt, held))
     tree = errors(_init_with_known_depths(gt, held, depths=False))
-    assert anchored[0] < tree[0] / 4 and anchored[1] < tree[1] / 4, (anchored, tree)
+    assert anchored[0] < tree[0] / 2 and anchored[1] < tree[1] / 2, (anchored, tree)
 
 
 def test_known_depths_refusals():
