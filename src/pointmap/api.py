@@ -15,9 +15,9 @@ import torch
 from .align import AlignConfig, SparseConfig
 from .model import DUSt3R
 from .pipeline import Alignment, ExportSpec, Inputs, ModelSpec, PostProcess, Priors, Request, StorePolicy
-from .pipeline.core import (SPARSE_AUTO_PAIRS, ReconstructionResult, choose_align_method, open_store,
-                            plan_pairs, reconstruct_images)
+from .pipeline.core import SPARSE_AUTO_PAIRS, ReconstructionResult, choose_align_method, plan_pairs, reconstruct_images
 from .pipeline.runner import run_request
+from .pipeline.targets import open_store
 
 __all__ = ["SPARSE_AUTO_PAIRS", "ReconstructionResult", "choose_align_method", "open_store", "plan_pairs",
            "reconstruct", "reconstruct_images"]

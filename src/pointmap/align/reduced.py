@@ -30,7 +30,7 @@ pair counts as done only once a state save includes it, so an interrupted run re
 folded after the last save and resumes to the uninterrupted result. :meth:`StreamedReductions.grow`
 reopens them for more images at the recorded coarse plan (:func:`grown_plan`; ``pointmap extend``):
 the stored rows stay valid and the saved state fills the first images' rows. ``pointmap reconstruct``
-aligns this way whenever it keeps a store (:class:`pointmap.pipeline.core.StoreTarget`).
+aligns this way whenever it keeps a store (:class:`pointmap.pipeline.targets.StoreTarget`).
 """
 
 from __future__ import annotations

@@ -59,7 +59,8 @@ from ..retrieval import centre_descriptors, image_descriptors
 from ..scene import Scene
 from ..stages import StageLog
 from ..store import STORE_DIRNAME, PredictionStore, image_digest, model_digest, recorded_identity, settings_difference
-from .core import ReconstructionResult, align_config, pairs_record, reconstruct_images
+from .core import ReconstructionResult, align_config, reconstruct_images
+from .targets import pairs_record
 from .finishing import finish
 from .inputs import has_video, load_inputs
 from .preflight import FIXED_OUTPUTS, preflight

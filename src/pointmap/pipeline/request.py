@@ -89,7 +89,7 @@ class StorePolicy:
             stage (what ``pointmap extend`` needs; ``"auto"`` then keeps a store whatever the
             number of images); sparse alignment, known cameras, a COLMAP
             database, metric networks, distributed runs and disconnected graphs keep them anyway
-            (:func:`pointmap.pipeline.core.full_pairs_reason`).
+            (:func:`pointmap.pipeline.targets.full_pairs_reason`).
     """
 
     mode: Literal["auto", "on", "off"] = "off"

@@ -21,7 +21,8 @@ from ..known_cameras import alignment_priors
 from ..model import DUSt3R, load_model
 from ..model.checkpoint import BUNDLED_MODELS
 from ..store import STORE_DIRNAME, PredictionStore
-from .core import ReconstructionResult, StoreTarget, align_config, open_store, reconstruct_images, store_target
+from .core import ReconstructionResult, align_config, reconstruct_images
+from .targets import StoreTarget, open_store, store_target
 from .finishing import finish
 from .inputs import has_video, load_inputs
 from .preflight import preflight
