@@ -75,6 +75,31 @@ def test_reductions_equal_the_full_pairs_twin(scene, tmp_path):
         torch.testing.assert_close(canon[k], want, rtol=1e-5, atol=0)
 
 
+def test_non_finite_points_carry_no_weight(scene, tmp_path):
+    """A point that overflowed (NaN or infinite coordinate) reduces like the same point with
+    confidence 0: no weight in its pair's rows nor in its image's state."""
+    preds = scene.preds
+    pairs, arrays = next(batches(preds))
+    bad = {k: v.clone() for k, v in arrays.items()}
+    bad["pts3d_1"][0, 3, 4, 2] = float("nan")
+    bad["pts3d_1"][1, 5, 6, 0] = float("inf")
+    bad["pts3d_2_in_1"][2, 7, 8, 1] = -float("inf")
+    zeroed = {k: v.clone() for k, v in arrays.items()}
+    for name, conf, b, y, x in (("pts3d_1", "conf_1", 0, 3, 4), ("pts3d_1", "conf_1", 1, 5, 6),
+                                ("pts3d_2_in_1", "conf_2", 2, 7, 8)):
+        zeroed[name][b, y, x] = 0.0
+        zeroed[conf][b, y, x] = 0.0
+    got, want = (StreamedReductions.open(tmp_path / n, IDENT, preds.image_shapes, len(preds), save_every_s=1e9)
+                 for n in ("bad", "zeroed"))
+    got.write(pairs, bad)
+    want.write(pairs, zeroed)
+    rows, ref = got.store.rows(pairs, PAIR_FIELDS), want.store.rows(pairs, PAIR_FIELDS)
+    for name in PAIR_FIELDS:
+        assert bool(torch.isfinite(rows[name]).all()) and torch.equal(rows[name], ref[name]), name
+    for name in ("im_conf", "num", "den", "best"):
+        assert torch.equal(getattr(got.reducer, name), getattr(want.reducer, name)), name
+
+
 def test_interrupted_reduction_resumes_to_the_uninterrupted_result(scene, tmp_path):
     preds = scene.preds
     whole = reduce_all(tmp_path / "whole", preds)

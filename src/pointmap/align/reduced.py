@@ -149,7 +149,7 @@ class PairReducer:
             warnings.simplefilter("ignore", UserWarning)
             self.im_conf[:, :hw].index_reduce_(0, ia, c1, "amax")
             self.im_conf[:, : c2.shape[1]].index_reduce_(0, ja, c2, "amax")
-        ok = (z > 0) & torch.isfinite(z)
+        ok = z > 0  # z is finite (:func:`_finite_points`)
         med = torch.nanmedian(torch.where(ok, z, torch.full_like(z, float("nan"))), 1).values
         med = torch.where(torch.isfinite(med), med, torch.ones_like(med))
         w = conf_transform(c1, self.conf_trf).clamp(min=0) * ok
@@ -197,8 +197,10 @@ def _finite_points(pts: torch.Tensor, conf: torch.Tensor) -> tuple[torch.Tensor,
     """``pts (B, A, 3)`` with non-finite points set to 0 and ``conf (B, ...)`` as ``(B, A)`` float
     with those points' confidence (and a non-finite confidence) set to 0: a prediction that
     overflowed carries no weight."""
+    c = torch.nan_to_num(conf.float().reshape(pts.shape[:-1]))
+    if bool(torch.isfinite(pts.sum())):  # a non-finite coordinate makes the sum non-finite
+        return pts, c
     ok = torch.isfinite(pts).all(-1)
-    c = torch.nan_to_num(conf.float().reshape(ok.shape))
     return torch.where(ok[..., None], pts, torch.zeros_like(pts)), torch.where(ok, c, torch.zeros_like(c))
 
 
