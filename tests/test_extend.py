@@ -22,7 +22,7 @@ from pointmap.export import export_scene
 from pointmap.io_utils import MANIFEST_NAME
 from pointmap.pipeline import extend as X
 from pointmap.pipeline.runner import run_request
-from pointmap.retrieval import image_descriptors
+from pointmap.retrieval import describe_and_encode, image_descriptors
 from pointmap.store import STORE_DIRNAME, PredictionStore, read_image_descriptors, recorded_identity
 from pointmap.testing.synthetic_capture import SyntheticNetwork, write_capture
 from pointmap.testing.synthetic_pairs import synthetic_cameras
@@ -80,9 +80,9 @@ def grown(tmp_path_factory):
 
     def encode(model, images, **kw):  # what the extend encodes for its retrieval descriptors
         ENCODED.append([str(im.meta.path) for im in images])
-        return image_descriptors(model, images, **kw)
+        return describe_and_encode(model, images, **kw)
 
-    mp.setattr(X, "image_descriptors", encode)
+    mp.setattr(X, "describe_and_encode", encode)
     try:
         base = run_request(_request(old_p, root / "free"))
         old_cameras = (root / "free" / "cameras.json").read_text()

@@ -136,7 +136,26 @@ def test_the_store_keeps_the_images_descriptors_and_a_rerun_reads_them(renders, 
         raise AssertionError("encoded again")
 
     monkeypatch.setattr(core, "image_descriptors", encode)
+    monkeypatch.setattr(core, "describe_and_encode", encode)
     req = Request(inputs=Inputs([str(folder)]), model=ModelSpec(size=224, device="cpu"), graph="complete",
                   priors=Priors(masks=str(masks)), store=StorePolicy(mode="on"), post=PostProcess(clean=False),
                   export=ExportSpec(output=str(tmp_path / "out"), formats=("cameras",), overwrite=True))
     assert run_request(req).timings["descriptors"] >= 0
+
+
+def test_a_run_that_keeps_descriptors_encodes_each_image_once(renders, tmp_path, monkeypatch):
+    """The encoder pass that gives an image its retrieval descriptor is the one inference pairs
+    it with (the image at its own shape): each of the N images goes through the encoder once."""
+    from pointmap.model.network import DUSt3R
+
+    seen: list[int] = []
+    real = DUSt3R.encode
+
+    def encode(self, imgs, *args, **kwargs):
+        seen.append(int(imgs.shape[0]))
+        return real(self, imgs, *args, **kwargs)
+
+    monkeypatch.setattr(DUSt3R, "encode", encode)
+    folder, masks = renders
+    res = _run(folder, masks, tmp_path / "out", full=False)
+    assert sum(seen) == N and bool(res.scene.placed.all())

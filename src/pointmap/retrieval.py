@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from .inference import _as_tensor, resolve_device, resolve_dtype
-from .model.network import DUSt3R
+from .model.network import DUSt3R, Encoded
 
 if TYPE_CHECKING:
     from .images import LoadedImage
 
-__all__ = ["centre_descriptors", "descriptor_shape", "image_descriptors", "raw_descriptors"]
+__all__ = ["centre_descriptors", "describe_and_encode", "descriptor_shape", "image_descriptors", "raw_descriptors"]
 
 
 @torch.no_grad()
@@ -50,6 +50,30 @@ def image_descriptors(
         centre: centre and normalise them (:func:`centre_descriptors`); ``False`` gives the raw
             mean tokens, to be stored and centred later with other images' (``pointmap extend``).
     """
+    desc, _ = _describe(model, images, device, dtype, batch_size, max_side, progress, keep_tokens=False)
+    return centre_descriptors(desc) if centre else desc
+
+
+@torch.no_grad()
+def describe_and_encode(
+    model: DUSt3R,
+    images: Sequence[LoadedImage | torch.Tensor],
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    batch_size: int = 8,
+    progress: bool | None = None,
+) -> tuple[torch.Tensor, dict[int, Encoded]]:
+    """The raw descriptors ``(N, D)`` of :func:`image_descriptors` (``centre=False``) and the
+    encoder output of every image encoded at its own shape (its :func:`descriptor_shape` is its
+    shape: at most the model's training size), by index: what
+    :func:`pointmap.inference.infer_pairs` takes as ``encoded=``, so that a run that keeps its
+    images' descriptors encodes those images once for both (tokens ``(1, N, C)`` on the device)."""
+    return _describe(model, images, device, dtype, batch_size, None, progress, keep_tokens=True)
+
+
+def _describe(model: DUSt3R, images: Sequence[LoadedImage | torch.Tensor], device, dtype, batch_size: int,
+              max_side: int | None, progress: bool | None, keep_tokens: bool
+              ) -> tuple[torch.Tensor, dict[int, Encoded]]:
     dev = resolve_device(device)
     cdt = resolve_dtype(dtype, dev)
     if next(model.parameters()).device != dev:
@@ -65,6 +89,7 @@ def image_descriptors(
 
     bar = tqdm(total=len(imgs), desc="descriptors", unit="image", disable=not progress)
     out = [torch.empty(0)] * len(imgs)
+    encoded: dict[int, Encoded] = {}
     autocast = torch.autocast(dev.type, dtype=cdt, enabled=cdt != torch.float32)
     for (h, w), ids in by_shape.items():
         for a in range(0, len(ids), batch_size):
@@ -76,12 +101,13 @@ def image_descriptors(
             ]).to(dev)
             with autocast:
                 tok = model.encode(batch).tokens
-            for k, d in zip(chunk, raw_descriptors(tok)):
+            for b, (k, d) in enumerate(zip(chunk, raw_descriptors(tok))):
                 out[k] = d
+                if keep_tokens and tuple(imgs[k].shape[-2:]) == (h, w):
+                    encoded[k] = Encoded(tok[b : b + 1], (h, w))
             bar.update(len(chunk))
     bar.close()
-    desc = torch.stack(out)
-    return centre_descriptors(desc) if centre else desc
+    return torch.stack(out), encoded
 
 
 def descriptor_shape(model: DUSt3R, shape: tuple[int, int], max_side: int | None = None) -> tuple[int, int]:

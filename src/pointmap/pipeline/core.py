@@ -26,11 +26,12 @@ from ..errors import PointmapError
 from ..images import LoadedImage
 from ..inference import infer_pairs, resolve_device, resolve_dtype
 from ..model import DUSt3R
+from ..model.network import Encoded
 from ..pairs import auto_graph, make_pairs, needs_descriptors, validate_pairs
 from ..predictions import PairPredictions
 from ..scene import Scene
 from ..stages import StageLog
-from ..retrieval import image_descriptors
+from ..retrieval import describe_and_encode, image_descriptors
 from ..store import PredictionStore, read_image_descriptors
 from .targets import StoreTarget, announce_store, descriptor_target, full_pairs_reason, open_target
 
@@ -154,6 +155,7 @@ def reconstruct_images(
     announce: Callable[[str], None] | None = None,
     keep_descriptors: bool = False,
     keep_matches: bool = False,
+    encoded: Mapping[int, Encoded] | None = None,
 ) -> ReconstructionResult | None:
     """Run pair inference and global alignment on already loaded images.
 
@@ -183,7 +185,9 @@ def reconstruct_images(
     ``store`` the kept descriptors are written into it beside the points (open the store with
     ``preprocessing["descriptors"]`` saying so, so that a rerun that keeps them does not reuse
     a store made without them). ``keep_matches``: compute the pixel matches of every pair (once:
-    sparse alignment uses the same) and return them in ``matches``.
+    sparse alignment uses the same) and return them in ``matches``. ``encoded``: encoder outputs
+    already at hand, by image index (:func:`pointmap.retrieval.describe_and_encode`); inference
+    does not encode those images again.
 
     With a ``store`` (:func:`open_store`), pair predictions are written to disk batch by batch
     and read back on demand (host memory does not grow with the number of pairs), and pairs
@@ -205,13 +209,10 @@ def reconstruct_images(
               "masks": None if masks is None else (list(masks) * 2 if single else list(masks))}
     log = StageLog(dev)
     keep = None if single else descriptor_target(store, pairs)
-    raw = fresh = None
-    if keep is not None:  # the store keeps every image's retrieval descriptor, for a later extend
-        with log.stage("descriptors"):
-            raw = read_image_descriptors(keep[0], [r["digest"] for r in keep[1]["images"]], keep[1])
-            if raw is None:
-                raw = fresh = image_descriptors(model, work, device=dev, dtype=dtype, progress=progress,
-                                                centre=False)
+    for_graph = pairs is None and not single and needs_descriptors(
+        auto_graph(len(work), video=video) if graph == "auto" else graph)
+    raw, fresh, enc = _descriptors(model, work, keep, for_graph, log, dtype, progress, distributed)
+    encoded = None if distributed or single else {**(encoded or {}), **(enc or {})}
     with log.stage("graph"):
         if pairs is None:
             graph, pairs = plan_pairs(work, model, graph, video=video, device=dev, dtype=dtype,
@@ -235,12 +236,13 @@ def reconstruct_images(
             [r["digest"] for r in keep[1]["images"]], fresh)
     if reduced is not None:
         return _reconstruct_reduced(reduced, model, images, work, pairs, graph, cfg, log, batch_size,
-                                    dtype, progress, priors["masks"], announce)
+                                    dtype, progress, priors["masks"], announce, encoded)
     # the dense alignment uses points and confidences only: MASt3R's descriptors (8x the memory
     # or disk of the points) are kept only for matching (sparse alignment, a COLMAP database)
     with log.stage("inference"):
         preds = _infer(model, work, pairs, batch_size, dev, dtype, progress, store, distributed,
-                       descriptors=method == "sparse" or keep_descriptors)
+                       descriptors=method == "sparse" or keep_descriptors, encoded=encoded)
+    del encoded
     if preds is None:
         return None
     sp = sparse or SparseConfig()
@@ -279,7 +281,7 @@ def _result(scene: Scene, images: list[LoadedImage], preds: PairPredictions | No
 
 def _reconstruct_reduced(reduced, model: DUSt3R, images: list[LoadedImage], work: list[LoadedImage], pairs,
                          graph: str, cfg: AlignConfig, log: StageLog, batch_size: int, dtype, progress: bool,
-                         masks, announce) -> ReconstructionResult:
+                         masks, announce, encoded=None) -> ReconstructionResult:
     """Infer the pairs the reductions store lacks, reducing each batch on the device as it
     leaves the network (nothing else is kept), then align from the reductions."""
     dev = log.device
@@ -287,7 +289,8 @@ def _reconstruct_reduced(reduced, model: DUSt3R, images: list[LoadedImage], work
     with log.stage("inference"):
         if todo:
             infer_pairs(model, work, todo, batch_size=batch_size, device=dev, dtype=resolve_dtype(dtype, dev),
-                        progress=progress, descriptors=False, reduce=reduced.write, keep=False)
+                        progress=progress, descriptors=False, reduce=reduced.write, keep=False, encoded=encoded)
+    del encoded
     with log.stage("reduction"):  # the per-image state, durable (a rerun resumes from here)
         reduced.save()
     with log.stage("alignment"):
@@ -296,14 +299,34 @@ def _reconstruct_reduced(reduced, model: DUSt3R, images: list[LoadedImage], work
     return _result(scene, images, None, pairs, log, graph, "reduced", None, cfg, announce)
 
 
-def _infer(model, work, pairs, batch_size, dev, dtype, progress, store, distributed, descriptors):
+def _infer(model, work, pairs, batch_size, dev, dtype, progress, store, distributed, descriptors, encoded=None):
     kwargs = dict(batch_size=batch_size, device=dev, dtype=resolve_dtype(dtype, dev), progress=progress,
                   store=store, descriptors=descriptors)
     if distributed:
         from ..distributed import infer_pairs_distributed
 
         return infer_pairs_distributed(model, work, pairs, **kwargs)
-    return infer_pairs(model, work, pairs, **kwargs)
+    return infer_pairs(model, work, pairs, encoded=encoded, **kwargs)
+
+
+def _descriptors(model: DUSt3R, work: list[LoadedImage], keep, for_graph: bool, log: StageLog, dtype,
+                 progress: bool, distributed: bool):
+    """``(raw, fresh, encoded)``: the images' raw retrieval descriptors when the store keeps them
+    (``keep``: for a later extend) or the scene graph needs them (``for_graph``), else ``None``;
+    those computed now and to be written into the store (``fresh``); and the encoder outputs
+    of the images encoded for them at the shape inference runs them at, which inference then
+    takes instead of encoding those images again (not with ``distributed`` inference)."""
+    if keep is None and not for_graph:
+        return None, None, None
+    with log.stage("descriptors"):
+        raw = None if keep is None else read_image_descriptors(keep[0], [r["digest"] for r in keep[1]["images"]],
+                                                               keep[1])
+        if raw is not None:
+            return raw, None, None
+        kw = dict(device=log.device, dtype=dtype, progress=progress)
+        raw, encoded = ((image_descriptors(model, work, centre=False, **kw), None) if distributed
+                        else describe_and_encode(model, work, **kw))
+    return raw, None if keep is None else raw, encoded
 
 
 def _align(preds: PairPredictions, work: list[LoadedImage], method: str, cfg: AlignConfig, sp: SparseConfig,

@@ -53,9 +53,10 @@ from ..images import LoadedImage, load_images
 from ..inference import infer_pairs, resolve_device, resolve_dtype
 from ..known_cameras import CameraPrior, read_pointmap_cameras
 from ..model import DUSt3R, load_model
+from ..model.network import Encoded
 from ..pairs import auto_graph, make_pairs, needs_descriptors
 from ..predictions import PairPredictions
-from ..retrieval import centre_descriptors, image_descriptors
+from ..retrieval import centre_descriptors, describe_and_encode
 from ..scene import Scene
 from ..stages import StageLog
 from ..store import STORE_DIRNAME, PredictionStore, image_digest, model_digest, recorded_identity, settings_difference
@@ -190,7 +191,7 @@ def run_extend(
     if reduced:
         _check_plan(old, olds + new)
     store = _open_store(old, new)
-    desc = _descriptors(store, net, olds, new, dev, request.model.dtype)
+    desc, encoded = _descriptors(store, net, olds, new, dev, request.model.dtype)
     new_pairs, old_pairs = extend_pairs(len(olds), len(new), request.graph, desc, k, store.done())
     n_run = sum(p not in store.done() for p in new_pairs)
     if announce is not None:
@@ -198,7 +199,7 @@ def run_extend(
                  f"pairs ({n_run} to run), {len(old_pairs)} stored pairs reused"
                  + (", old cameras frozen" if freeze else ""))
     run = _run_frozen if freeze else _run_free
-    res = run(request, net, old, olds, new, new_pairs, old_pairs, store, dev)
+    res = run(request, net, old, olds, new, new_pairs, old_pairs, store, dev, encoded)
     res.aligned = res.scene
     with res.stages.stage("export"):  # with freeze the old images' own files stay as they are
         res.scene, res.paths = finish(res.scene, request.post, request.export, out, matches=res.matches,
@@ -263,22 +264,28 @@ def _open_store(old: Reconstruction, new: list[LoadedImage]) -> PredictionStore:
 
 
 def _descriptors(store: PredictionStore, net: DUSt3R, olds: list[LoadedImage], new: list[LoadedImage],
-                 dev: torch.device, dtype: str | None) -> torch.Tensor:
+                 dev: torch.device, dtype: str | None) -> tuple[torch.Tensor, dict[int, Encoded]]:
     """``(N, D)`` unit retrieval descriptors of the old then new images, centred together; the raw
-    ones are kept in the store (the old images' are computed only when it has none)."""
+    ones are kept in the store (the old images' are computed only when it has none). With them,
+    the encoder outputs of the images encoded for them (indices into old + new), which the
+    extend's inference takes instead of encoding those images again
+    (:func:`~pointmap.retrieval.describe_and_encode`)."""
     digests = [r["digest"] for r in store.identity["images"]]
-    raw = []
-    for group, ds in ((olds, digests[: len(olds)]), (new, digests[len(olds):])):
+    raw, encoded = [], {}
+    for start, group, ds in ((0, olds, digests[: len(olds)]), (len(olds), new, digests[len(olds):])):
         got = store.image_descriptors(ds)
-        raw.append(got if got is not None else image_descriptors(net, group, device=dev, dtype=dtype, centre=False))
+        if got is None:
+            got, enc = describe_and_encode(net, group, device=dev, dtype=dtype)
+            encoded.update({start + k: e for k, e in enc.items()})
+        raw.append(got)
     raw_all = torch.cat(raw)
     store.write_image_descriptors(digests, raw_all)
-    return centre_descriptors(raw_all)
+    return centre_descriptors(raw_all), encoded
 
 
 def _run_free(request: Request, net: DUSt3R, old: Reconstruction, olds: list[LoadedImage],
               new: list[LoadedImage], new_pairs: list, old_pairs: list, store: PredictionStore,
-              dev: torch.device) -> ReconstructionResult:
+              dev: torch.device, encoded: dict[int, Encoded]) -> ReconstructionResult:
     """Every image aligned again from all pairs, then moved into the old cameras' frame and scale
     (from the reductions, grown by the new pairs, when the store keeps them)."""
     want_db = "colmap-db" in request.export.formats
@@ -289,7 +296,7 @@ def _run_free(request: Request, net: DUSt3R, old: Reconstruction, olds: list[Loa
         dtype=request.model.dtype, align=align_config(net, request.align.dense, request.post.conf_threshold,
                                                     request.priors.shared_focal),
         align_method=request.align.method, sparse=request.align.sparse, progress=request.progress, store=store,
-        keep_descriptors=want_db, keep_matches=want_db)
+        keep_descriptors=want_db, keep_matches=want_db, encoded=encoded)
     res.scene = _to_old_frame(res.scene, [old.cameras[f].cam2world for f in old.files])
     res.graph = "extend"
     return res
@@ -312,7 +319,7 @@ def _to_old_frame(scene: Scene, old_poses: Sequence[np.ndarray]) -> Scene:
 
 def _run_frozen(request: Request, net: DUSt3R, old: Reconstruction, olds: list[LoadedImage],
                 new: list[LoadedImage], new_pairs: list, old_pairs: list, store: PredictionStore,
-                dev: torch.device) -> ReconstructionResult:
+                dev: torch.device, encoded: dict[int, Encoded]) -> ReconstructionResult:
     """The new images aligned against the old images they are paired with, those held as the
     folder holds them (camera and depth: constants of the alignment); every old image keeps its
     camera and depth maps."""
@@ -320,7 +327,7 @@ def _run_frozen(request: Request, net: DUSt3R, old: Reconstruction, olds: list[L
     images = olds + new
     log = StageLog(dev)
     with log.stage("inference"):
-        full = _infer_new(request, net, images, new_pairs, old_pairs, store, dev)
+        full = _infer_new(request, net, images, new_pairs, old_pairs, store, dev, encoded)
     used = sorted({i for p in new_pairs for i in p})
     maps = _folder_maps(old, range(n_old))
     held = {r: k for r, k in enumerate(used) if k < n_old}
@@ -341,11 +348,11 @@ def _run_frozen(request: Request, net: DUSt3R, old: Reconstruction, olds: list[L
 
 
 def _infer_new(request: Request, net: DUSt3R, images: list[LoadedImage], new_pairs: list, old_pairs: list,
-               store: PredictionStore, dev: torch.device) -> PairPredictions:
+               store: PredictionStore, dev: torch.device, encoded: dict[int, Encoded]) -> PairPredictions:
     """The new pairs' predictions: written to a store of full pairs and read back on access; or,
     with a store of reductions, kept in memory while each pair it lacks is reduced into it."""
     kw = dict(batch_size=request.model.batch_size, device=dev, dtype=resolve_dtype(request.model.dtype, dev),
-              progress=request.progress, descriptors=False)
+              progress=request.progress, descriptors=False, encoded=encoded)
     if "reductions" not in store.identity:
         infer_pairs(net, images, new_pairs, store=store, **kw)
         return store.predictions(new_pairs, len(images))
